@@ -1,0 +1,149 @@
+//! Fleet-wide knowledge: which endpoints and origins other identities use.
+//!
+//! A value many identities share (a NAT gateway, an endpoint every SDK calls) is less surprising
+//! when one more identity starts using it than a value nobody has ever used. The tables are keyed
+//! by the same hashes as the profiles and hold the label only for evidence. They are bounded by
+//! `baseline.fleet_max_values`: when full, the least recently used tenth is forgotten, in an
+//! order that depends only on the data, so replays stay deterministic.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+
+/// What the fleet knows about one value.
+#[derive(Debug, Clone)]
+pub struct FleetValue {
+    /// Number of identities that have started using the value.
+    pub users: u32,
+    pub last_hour: u32,
+    pub label: Box<str>,
+    /// Index of the sensitivity tier (endpoints only), resolved once per distinct endpoint.
+    pub tier: Option<u8>,
+}
+
+#[derive(Debug)]
+pub struct Fleet {
+    endpoints: DashMap<u64, FleetValue, FxBuildHasher>,
+    origins: DashMap<u64, FleetValue, FxBuildHasher>,
+    max_values: usize,
+    pub evicted: AtomicUsize,
+}
+
+/// Which table a value lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Endpoints,
+    Origins,
+}
+
+impl Fleet {
+    pub fn new(max_values: usize) -> Fleet {
+        Fleet {
+            endpoints: DashMap::with_hasher(FxBuildHasher),
+            origins: DashMap::with_hasher(FxBuildHasher),
+            max_values,
+            evicted: AtomicUsize::new(0),
+        }
+    }
+
+    fn table(&self, t: Table) -> &DashMap<u64, FleetValue, FxBuildHasher> {
+        match t {
+            Table::Endpoints => &self.endpoints,
+            Table::Origins => &self.origins,
+        }
+    }
+
+    /// Number of identities already using `hash` (0 when unknown).
+    pub fn users(&self, t: Table, hash: u64) -> u32 {
+        self.table(t).get(&hash).map_or(0, |v| v.users)
+    }
+
+    /// Records that one more identity started using a value; returns its sensitivity tier.
+    /// `label` and `tier` are computed only when the fleet has never seen the value.
+    pub fn adopt(
+        &self,
+        t: Table,
+        hash: u64,
+        hour: u32,
+        label: impl FnOnce() -> String,
+        tier: impl FnOnce() -> Option<u8>,
+    ) -> Option<u8> {
+        let map = self.table(t);
+        let result = {
+            let mut v = map.entry(hash).or_insert_with(|| FleetValue {
+                users: 0,
+                last_hour: hour,
+                label: label().into_boxed_str(),
+                tier: tier(),
+            });
+            v.users = v.users.saturating_add(1);
+            v.last_hour = v.last_hour.max(hour);
+            v.tier
+        };
+        if map.len() > self.max_values {
+            self.evict(map);
+        }
+        result
+    }
+
+    /// Label of a known value.
+    pub fn label(&self, t: Table, hash: u64) -> Option<String> {
+        self.table(t).get(&hash).map(|v| v.label.to_string())
+    }
+
+    /// Sensitivity tier of a known endpoint.
+    pub fn tier(&self, hash: u64) -> Option<u8> {
+        self.endpoints.get(&hash).and_then(|v| v.tier)
+    }
+
+    fn evict(&self, map: &DashMap<u64, FleetValue, FxBuildHasher>) {
+        let mut all: Vec<(u32, u32, u64)> = map
+            .iter()
+            .map(|e| (e.last_hour, e.users, *e.key()))
+            .collect();
+        all.sort_unstable();
+        let n = all.len() / 10 + 1;
+        for (_, _, k) in all.into_iter().take(n) {
+            map.remove(&k);
+        }
+        self.evicted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Distinct values tracked (endpoints, origins).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.endpoints.len(), self.origins.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adoption_counts_identities_and_eviction_keeps_the_table_bounded() {
+        let f = Fleet::new(1000);
+        assert_eq!(f.users(Table::Origins, 7), 0);
+        f.adopt(Table::Origins, 7, 10, || "nat".into(), || None);
+        f.adopt(
+            Table::Origins,
+            7,
+            11,
+            || unreachable!("label computed once"),
+            || None,
+        );
+        assert_eq!(f.users(Table::Origins, 7), 2);
+        for i in 0..5000u64 {
+            f.adopt(
+                Table::Origins,
+                100 + i,
+                20 + i as u32,
+                || format!("v{i}"),
+                || None,
+            );
+        }
+        assert!(f.sizes().1 <= 1000);
+        assert!(f.evicted.load(Ordering::Relaxed) > 0);
+        assert!(f.users(Table::Origins, 5099) > 0, "recent values survive");
+    }
+}

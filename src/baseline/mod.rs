@@ -1,0 +1,470 @@
+//! baseline: the compact, bounded, event-time profile of one identity, and the fleet-wide
+//! tables of which endpoints and networks many identities share.
+//!
+//! Everything here advances on event time only. Frequencies decay with
+//! `baseline.half_life_days`; every collection is capped, so an identity's memory stays bounded
+//! whatever it does ([`Profile::heap_bytes`] reports it).
+
+pub mod fleet;
+pub mod origin;
+pub mod stats;
+
+use origin::LEVELS;
+
+pub use fleet::Fleet;
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Hour index since the epoch (event time).
+pub fn hour_index(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS)
+}
+
+/// Hour of the week, 0 = Monday 00:00 UTC.
+pub fn hour_of_week(hour: i64) -> usize {
+    // 1970-01-01 was a Thursday: hour 0 is Thursday 00:00, three days after Monday.
+    (hour + 72).rem_euclid(168) as usize
+}
+
+/// True on Saturday and Sunday (UTC).
+pub fn is_weekend(hour: i64) -> bool {
+    hour_of_week(hour) >= 120
+}
+
+/// One tracked value (an endpoint or an origin at one level).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub hash: u64,
+    /// Decayed number of events that used it.
+    pub weight: f32,
+    /// Hour index when first and last seen.
+    pub first_hour: u32,
+    pub last_hour: u32,
+}
+
+/// A bounded set of values with the identity's own rate of meeting new ones.
+///
+/// The novelty rate is counted per active hour, not per event: a busy identity is not more
+/// surprised by a new value than a quiet one just because it makes more calls.
+#[derive(Debug, Clone, Default)]
+pub struct ValueSet {
+    pub entries: Vec<Entry>,
+    /// Decayed number of active hours in which a value at this level was seen at all.
+    pub active_hours: f32,
+    /// Decayed number of those hours in which at least one value was new.
+    pub novel_hours: f32,
+    seen_this_hour: bool,
+    novel_this_hour: bool,
+    /// New values met in the current hour (the first carries the surprise; more are enumeration).
+    pub new_this_hour: u16,
+}
+
+impl ValueSet {
+    /// Looks up `hash`; on a hit bumps it and returns `true`.
+    pub fn touch(&mut self, hash: u64, hour: u32, weight: f32) -> bool {
+        self.seen_this_hour = true;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.hash == hash) {
+            e.weight += weight;
+            e.last_hour = hour;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Probability, under this identity's history, that an active hour brings a new value.
+    pub fn p_new(&self, prior_novel: f64, prior_seen: f64) -> f64 {
+        stats::beta_predictive(
+            f64::from(self.novel_hours),
+            f64::from(self.active_hours),
+            prior_novel,
+            prior_seen,
+        )
+    }
+
+    /// True when a new value has already been met in the current hour.
+    pub fn novel_this_hour(&self) -> bool {
+        self.novel_this_hour
+    }
+
+    /// Adds a new value, forgetting the least used one when `cap` is reached.
+    pub fn insert(&mut self, hash: u64, hour: u32, weight: f32, cap: usize) {
+        self.seen_this_hour = true;
+        self.novel_this_hour = true;
+        self.new_this_hour = self.new_this_hour.saturating_add(1);
+        let entry = Entry {
+            hash,
+            weight,
+            first_hour: hour,
+            last_hour: hour,
+        };
+        if self.entries.len() < cap {
+            self.entries.push(entry);
+        } else if let Some(victim) = self.entries.iter_mut().min_by(|a, b| {
+            a.weight
+                .total_cmp(&b.weight)
+                .then(a.last_hour.cmp(&b.last_hour))
+        }) {
+            *victim = entry;
+        }
+    }
+
+    /// Closes an hour: counts it in the novelty rate, then decays by `factor`.
+    fn close_hour(&mut self, factor: f32) {
+        if self.seen_this_hour {
+            self.active_hours += 1.0;
+            if self.novel_this_hour {
+                self.novel_hours += 1.0;
+            }
+        }
+        self.seen_this_hour = false;
+        self.novel_this_hour = false;
+        self.new_this_hour = 0;
+        if factor < 1.0 {
+            self.active_hours *= factor;
+            self.novel_hours *= factor;
+            for e in &mut self.entries {
+                e.weight *= factor;
+            }
+        }
+    }
+
+    pub fn get(&self, hash: u64) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.hash == hash)
+    }
+
+    /// The most used values, heaviest first.
+    pub fn top(&self, n: usize) -> Vec<Entry> {
+        let mut v = self.entries.clone();
+        v.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.hash.cmp(&b.hash)));
+        v.truncate(n);
+        v
+    }
+}
+
+/// Expected hourly volume by hour of day, separately for weekdays and weekends.
+#[derive(Debug, Clone)]
+pub struct Seasonality {
+    pub mean: [f32; 48],
+    pub updates: [u16; 48],
+    /// Variance / mean of hourly counts around their seasonal mean.
+    pub dispersion: f32,
+}
+
+impl Seasonality {
+    fn new(prior_dispersion: f32) -> Seasonality {
+        Seasonality {
+            mean: [0.0; 48],
+            updates: [0; 48],
+            dispersion: prior_dispersion,
+        }
+    }
+
+    pub fn slot(hour: i64) -> usize {
+        let hod = hour.rem_euclid(24) as usize;
+        if is_weekend(hour) { 24 + hod } else { hod }
+    }
+
+    /// Expected count for `hour` and how many observations back it. A weekend slot with little
+    /// history borrows the weekday figure rather than guessing zero.
+    pub fn expected(&self, hour: i64) -> (f64, u16) {
+        let s = Self::slot(hour);
+        if s >= 24 && self.updates[s] < 3 {
+            let w = s - 24;
+            let n = self.updates[w];
+            return (f64::from(self.mean[w].max(self.mean[s])), n);
+        }
+        (f64::from(self.mean[s]), self.updates[s])
+    }
+
+    fn update(&mut self, hour: i64, count: f32, min_alpha: f32) {
+        let s = Self::slot(hour);
+        let n = self.updates[s];
+        let alpha = (1.0 / (f32::from(n) + 1.0)).max(min_alpha);
+        let m = self.mean[s];
+        if n >= 2 {
+            let dev = (count - m) * (count - m) / m.max(1.0);
+            self.dispersion =
+                (self.dispersion + min_alpha * (dev - self.dispersion)).clamp(1.0, 1e6);
+        }
+        self.mean[s] = m + alpha * (count - m);
+        self.updates[s] = n.saturating_add(1);
+    }
+}
+
+/// A tumbling window of recent calls (denied bursts, enumeration).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub start_ms: i64,
+    pub events: u32,
+    pub hits: u32,
+    /// Surprise already reported for this window, so a finding repeats only when it grows.
+    pub fired_bits: f32,
+}
+
+impl Window {
+    /// Moves to a new window if `now` is past this one.
+    pub fn roll(&mut self, now: i64, len_ms: i64) {
+        if now >= self.start_ms + len_ms || now < self.start_ms {
+            *self = Window {
+                start_ms: now,
+                ..Window::default()
+            };
+        }
+    }
+}
+
+/// Everything driftwatch knows about one identity.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub events: u64,
+    /// Lifetime number of clock hours with activity (not decayed): the maturity measure.
+    pub active_hours_total: u32,
+    /// Decayed count of active hours, and of those that fell in a cold hour of day.
+    pub active_hours: f32,
+    pub cold_hours: f32,
+    /// Average gap between consecutive active hours, in hours (EWMA).
+    pub mean_gap_hours: f32,
+    last_active_hour: i64,
+    /// Current clock hour and what it has seen so far.
+    pub hour: i64,
+    pub hour_requests: u32,
+    pub hour_bytes_out: u64,
+    pub hour_fired: HourFired,
+    pub endpoints: ValueSet,
+    pub origins: [ValueSet; 6],
+    /// Active hours per hour of week (decayed by halving at saturation).
+    pub hour_of_week: [u8; 168],
+    pub requests: Seasonality,
+    /// Log-normal model of hourly bytes out, over hours that moved bytes.
+    pub log_bytes_mean: f32,
+    pub log_bytes_var: f32,
+    pub byte_hours: u16,
+    /// Decayed counts of calls and denied calls.
+    pub calls: f32,
+    pub denied: f32,
+    /// Decayed count of endpoints new to this identity (the enumeration baseline).
+    pub new_endpoints: f32,
+    pub denied_window: Window,
+    pub enum_window: Window,
+}
+
+/// Findings already reported in the current hour, so each fires once (or again when it grows).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HourFired {
+    pub volume_bits: f32,
+    pub bytes_bits: f32,
+    /// The exact tail is recomputed only when the count has grown past this.
+    pub volume_next_check: u32,
+    pub bytes_next_check: u64,
+    pub unusual_hour: bool,
+}
+
+impl Profile {
+    pub fn new(time_ms: i64, prior_dispersion: f32) -> Profile {
+        Profile {
+            first_seen_ms: time_ms,
+            last_seen_ms: time_ms,
+            events: 0,
+            active_hours_total: 0,
+            active_hours: 0.0,
+            cold_hours: 0.0,
+            mean_gap_hours: 0.0,
+            last_active_hour: i64::MIN,
+            hour: hour_index(time_ms),
+            hour_requests: 0,
+            hour_bytes_out: 0,
+            hour_fired: HourFired::default(),
+            endpoints: ValueSet::default(),
+            origins: Default::default(),
+            hour_of_week: [0; 168],
+            requests: Seasonality::new(prior_dispersion),
+            log_bytes_mean: 0.0,
+            log_bytes_var: 0.0,
+            byte_hours: 0,
+            calls: 0.0,
+            denied: 0.0,
+            new_endpoints: 0.0,
+            denied_window: Window::default(),
+            enum_window: Window::default(),
+        }
+    }
+
+    /// True when the identity has enough history for novelty findings.
+    pub fn is_mature(&self, min_active_hours: u32, min_days: f64) -> bool {
+        self.active_hours_total >= min_active_hours
+            && (self.last_seen_ms - self.first_seen_ms) as f64 >= min_days * DAY_MS as f64
+    }
+
+    /// How much history backs the baseline, 0..=1 (for alerts).
+    pub fn maturity(&self, min_active_hours: u32, min_days: f64) -> f64 {
+        let h = f64::from(self.active_hours_total) / f64::from(min_active_hours.max(1));
+        let d =
+            (self.last_seen_ms - self.first_seen_ms) as f64 / (min_days.max(1e-9) * DAY_MS as f64);
+        h.min(d).clamp(0.0, 1.0)
+    }
+
+    /// Advances the profile to the clock hour of `time_ms`, closing the hours in between.
+    /// Late events (earlier hour) are counted in the current hour: baselines never go back.
+    pub fn advance_to(&mut self, time_ms: i64, half_life_hours: f64) -> bool {
+        let h = hour_index(time_ms);
+        if h <= self.hour {
+            return false;
+        }
+        let min_alpha = (1.0 - stats::decay(24.0, half_life_hours)) as f32;
+        // Close the current hour.
+        if self.hour_requests > 0 {
+            self.close_active_hour();
+        }
+        self.requests
+            .update(self.hour, self.hour_requests as f32, min_alpha);
+        if self.hour_bytes_out > 0 {
+            self.update_bytes(self.hour_bytes_out, min_alpha);
+        }
+        // Quiet hours in between teach the seasonal model what "nothing" looks like (at most a
+        // week of them: beyond that every slot has been told already).
+        let gap = h - self.hour;
+        for q in 1..gap.min(169) {
+            self.requests.update(self.hour + q, 0.0, min_alpha);
+        }
+        let factor = stats::decay(gap as f64, half_life_hours) as f32;
+        self.endpoints.close_hour(factor);
+        for o in &mut self.origins {
+            o.close_hour(factor);
+        }
+        self.active_hours *= factor;
+        self.cold_hours *= factor;
+        self.calls *= factor;
+        self.denied *= factor;
+        self.new_endpoints *= factor;
+        self.hour = h;
+        self.hour_requests = 0;
+        self.hour_bytes_out = 0;
+        self.hour_fired = HourFired::default();
+        true
+    }
+
+    fn close_active_hour(&mut self) {
+        self.active_hours_total = self.active_hours_total.saturating_add(1);
+        self.active_hours += 1.0;
+        if self.last_active_hour != i64::MIN {
+            let gap = (self.hour - self.last_active_hour) as f32;
+            self.mean_gap_hours = if self.active_hours_total <= 2 {
+                gap
+            } else {
+                self.mean_gap_hours + 0.05 * (gap - self.mean_gap_hours)
+            };
+        }
+        self.last_active_hour = self.hour;
+        let slot = hour_of_week(self.hour);
+        if self.hour_of_week[slot] == u8::MAX {
+            for c in &mut self.hour_of_week {
+                *c /= 2;
+            }
+        }
+        self.hour_of_week[slot] += 1;
+    }
+
+    fn update_bytes(&mut self, bytes: u64, min_alpha: f32) {
+        let x = (bytes as f32).ln_1p();
+        let n = self.byte_hours;
+        let alpha = (1.0 / (f32::from(n) + 1.0)).max(min_alpha);
+        let d = x - self.log_bytes_mean;
+        self.log_bytes_mean += alpha * d;
+        self.log_bytes_var = (1.0 - alpha) * (self.log_bytes_var + alpha * d * d);
+        self.byte_hours = n.saturating_add(1);
+    }
+
+    /// Share of observed days on which the identity was active around this hour of day
+    /// (the hour itself and its neighbours, weighted 1-2-1), from the hour-of-week profile.
+    pub fn hour_of_day_share(&self, hour: i64) -> f64 {
+        let hod = hour.rem_euclid(24);
+        let count_at = |h: i64| -> f64 {
+            (0..7)
+                .map(|d| f64::from(self.hour_of_week[(d * 24 + h.rem_euclid(24)) as usize]))
+                .sum()
+        };
+        let smoothed = (count_at(hod - 1) + 2.0 * count_at(hod) + count_at(hod + 1)) / 4.0;
+        let days = ((self.last_seen_ms - self.first_seen_ms) as f64 / DAY_MS as f64).max(1.0);
+        // Saturation halving keeps counts comparable to at most ~255 days per slot.
+        (smoothed / days.min(255.0 * 7.0)).min(1.0)
+    }
+
+    /// Approximate bytes this profile occupies, heap included.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Profile>()
+            + self.endpoints.entries.capacity() * std::mem::size_of::<Entry>()
+            + self
+                .origins
+                .iter()
+                .map(|o| o.entries.capacity() * std::mem::size_of::<Entry>())
+                .sum::<usize>()
+    }
+
+    /// Number of origin levels.
+    pub const LEVELS: usize = LEVELS.len();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_hour_zero_is_thursday_midnight() {
+        assert_eq!(hour_of_week(0), 72);
+        assert!(!is_weekend(0));
+        assert!(is_weekend(48)); // Saturday 1970-01-03
+    }
+
+    #[test]
+    fn value_set_stays_within_its_cap_and_keeps_the_heaviest() {
+        let mut s = ValueSet::default();
+        for i in 0..100u64 {
+            if !s.touch(i % 7, 0, 1.0) {
+                s.insert(i % 7, 0, 1.0, 4);
+            }
+        }
+        for i in 1000..1100u64 {
+            if !s.touch(i, 0, 1.0) {
+                s.insert(i, 0, 1.0, 4);
+            }
+        }
+        assert_eq!(s.entries.len(), 4);
+    }
+
+    #[test]
+    fn novelty_rate_is_per_active_hour_and_decays() {
+        let mut p = Profile::new(0, 2.0);
+        for h in 0..100i64 {
+            p.advance_to(h * HOUR_MS, 24.0 * 21.0);
+            p.hour_requests += 50;
+            if !p.endpoints.touch(1, h as u32, 1.0) {
+                p.endpoints.insert(1, h as u32, 1.0, 8);
+            }
+        }
+        p.advance_to(100 * HOUR_MS, 24.0 * 21.0);
+        let p_new = p.endpoints.p_new(0.5, 0.5);
+        assert!(p_new < 0.02, "one novel hour in 100: {p_new}");
+    }
+
+    #[test]
+    fn seasonality_learns_a_nightly_job() {
+        let mut p = Profile::new(0, 2.0);
+        for day in 0..21i64 {
+            for h in [1i64, 2] {
+                let t = (day * 24 + h) * HOUR_MS;
+                p.advance_to(t, 24.0 * 21.0);
+                p.hour_requests += 100;
+            }
+        }
+        p.advance_to(21 * 24 * HOUR_MS, 24.0 * 21.0);
+        let (noon, _) = p.requests.expected(21 * 24 + 12 + 24 * 2);
+        let (night, _) = p.requests.expected(21 * 24 + 1 + 24 * 2);
+        assert!(noon < 1.0 && night > 50.0, "noon {noon} night {night}");
+        assert!(p.hour_of_day_share(12) < 0.01);
+        assert!(p.hour_of_day_share(1) > 0.5);
+    }
+}

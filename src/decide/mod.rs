@@ -1,0 +1,434 @@
+//! decide: turns findings into nothing, an alert, or an alert and a revocation command.
+//!
+//! Findings add their bits to the identity's evidence, which decays on event time; the risk score
+//! is `100 * (1 - exp(-evidence / scale))`. At or above `alert_min_score` an alert is raised, or
+//! the open alert with the same cause is updated (an update is emitted only when it escalates:
+//! higher severity, a new detector, or a command becoming due). At or above `command_min_score`
+//! a revocation command is issued once per alert, subject to fleet-wide guardrails.
+
+mod guard;
+
+use std::collections::BTreeSet;
+
+use sha2::{Digest, Sha256};
+
+pub use guard::Guardrails;
+
+use crate::detect::{Detector, Finding, Rules};
+use crate::event::{AccessEvent, PrincipalType};
+use crate::model::CommandMode;
+
+/// Risk state of one identity, kept beside its profile.
+#[derive(Debug, Clone, Default)]
+pub struct RiskState {
+    pub evidence: f64,
+    pub at_ms: i64,
+    /// Findings still contributing to the evidence, oldest first (bounded).
+    pub recent: Vec<Finding>,
+    pub open: Vec<OpenAlert>,
+}
+
+const MAX_RECENT: usize = 12;
+
+/// An alert that later findings with the same cause update instead of duplicating.
+#[derive(Debug, Clone)]
+pub struct OpenAlert {
+    pub uid: String,
+    pub cause: Detector,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub count: u32,
+    pub score: u8,
+    pub severity_id: u8,
+    pub types: u16,
+    pub command_id: Option<String>,
+}
+
+/// Whether an alert message opens a finding or updates it (OCSF activity_id 1 / 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Create,
+    Update,
+}
+
+/// An alert as decided; `emit` renders it as an OCSF Detection Finding.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub uid: String,
+    pub activity: Activity,
+    pub time_ms: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub count: u32,
+    pub risk_score: u8,
+    pub severity_id: u8,
+    pub cause: Detector,
+    pub types: Vec<Detector>,
+    pub findings: Vec<Finding>,
+    pub maturity: f64,
+    pub mature: bool,
+    pub identity_events: u64,
+    pub identity_first_seen_ms: i64,
+    pub event: AccessEvent,
+    pub command_id: Option<String>,
+    pub command_withheld: Option<String>,
+}
+
+/// A revocation command for a SOAR consumer.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub command_id: String,
+    pub idempotency_key: String,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub mode: CommandMode,
+    pub action: &'static str,
+    pub provider: &'static str,
+    pub tenant: Option<String>,
+    pub identity_key: String,
+    pub identity_type: PrincipalType,
+    pub credential_id: Option<String>,
+    pub credential_type: Option<&'static str>,
+    pub finding_uid: String,
+    pub risk_score: u8,
+    pub summary: String,
+    pub evidence: Vec<EvidenceRef>,
+}
+
+/// Where the records behind a command can be found.
+#[derive(Debug, Clone)]
+pub struct EvidenceRef {
+    pub event_id: Option<String>,
+    pub time_ms: i64,
+    pub detector: Detector,
+}
+
+/// What one event led to.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Alert(Box<Alert>),
+    Command(Box<Command>),
+}
+
+/// Context about the identity that decisions report.
+pub struct IdentityContext {
+    pub maturity: f64,
+    pub mature: bool,
+    pub events: u64,
+    pub first_seen_ms: i64,
+    pub fleet_size: usize,
+}
+
+/// Counters the caller may report (merged updates that were not emitted, withheld commands).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecideStats {
+    pub merged: u64,
+    pub withheld: u64,
+}
+
+pub fn risk_score(evidence: f64, scale: f64) -> u8 {
+    (100.0 * (1.0 - (-evidence / scale).exp()))
+        .round()
+        .clamp(0.0, 100.0) as u8
+}
+
+fn severity(score: u8, r: &Rules) -> u8 {
+    let s = &r.model.scoring;
+    if score >= s.critical_min_score {
+        5
+    } else if score >= s.high_min_score {
+        4
+    } else {
+        3
+    }
+}
+
+/// Hex of the first `n` bytes of SHA-256 over `parts` joined by NUL.
+pub fn stable_id(parts: &[&str], n: usize) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    d[..n].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Formats 16 bytes of a stable hash as a UUID (version 8, "custom"), deterministic per input.
+pub fn stable_uuid(parts: &[&str]) -> String {
+    let h = stable_id(parts, 16);
+    let mut b: Vec<char> = h.chars().collect();
+    b[12] = '8';
+    b[16] = ['8', '9', 'a', 'b'][usize::from(b[16].to_digit(16).unwrap_or(0) as u8 & 3)];
+    let s: String = b.into_iter().collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
+}
+
+/// The revocation action for an identity and the credential it used.
+pub fn revocation_action(ev: &AccessEvent) -> &'static str {
+    match (ev.principal_type, ev.credential.as_ref().map(|c| c.kind)) {
+        (PrincipalType::AwsRole, _) => "revoke_role_sessions",
+        (
+            PrincipalType::AwsUser | PrincipalType::AwsRoot | PrincipalType::AwsOther,
+            Some("aws_access_key"),
+        ) => "disable_access_key",
+        (PrincipalType::AwsUser | PrincipalType::AwsRoot | PrincipalType::AwsOther, _) => {
+            "revoke_role_sessions"
+        }
+        (PrincipalType::K8sServiceAccount | PrincipalType::K8sNode | PrincipalType::K8sUser, _) => {
+            "revoke_service_account_tokens"
+        }
+        (
+            PrincipalType::GcpServiceAccount | PrincipalType::GcpUser,
+            Some("gcp_service_account_key"),
+        ) => "disable_service_account_key",
+        (PrincipalType::GcpServiceAccount | PrincipalType::GcpUser, _) => "disable_service_account",
+        _ => "disable_credential",
+    }
+}
+
+/// Adds `findings` to the identity's risk and decides what to emit.
+pub fn decide(
+    risk: &mut RiskState,
+    findings: Vec<Finding>,
+    ev: &AccessEvent,
+    ctx: &IdentityContext,
+    r: &Rules,
+    guard: &Guardrails,
+    stats: &mut DecideStats,
+) -> Vec<Decision> {
+    let s = &r.model.scoring;
+    let half_life_ms = s.evidence_half_life_minutes * 60_000.0;
+    let elapsed = (ev.time_ms - risk.at_ms).max(0) as f64;
+    risk.evidence *= crate::baseline::stats::decay(elapsed, half_life_ms);
+    risk.at_ms = risk.at_ms.max(ev.time_ms);
+    // Findings older than four half-lives contribute under 7% and leave the explanation.
+    let horizon = ev.time_ms - (4.0 * half_life_ms) as i64;
+    risk.recent.retain(|f| f.time_ms >= horizon);
+    risk.open.retain(|o| {
+        (ev.time_ms - o.last_seen_ms) as f64 <= s.suppression_window_hours * 3_600_000.0
+    });
+    if findings.is_empty() {
+        return Vec::new();
+    }
+    for f in findings {
+        risk.evidence += f.bits;
+        if risk.recent.len() == MAX_RECENT {
+            // Keep the strongest evidence, not merely the latest.
+            let weakest = risk
+                .recent
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.bits.total_cmp(&b.1.bits))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            risk.recent.remove(weakest);
+        }
+        risk.recent.push(f);
+    }
+    let score = risk_score(risk.evidence, s.evidence_scale_bits);
+    if score < s.alert_min_score {
+        return Vec::new();
+    }
+    let cause = risk
+        .recent
+        .iter()
+        .max_by(|a, b| a.bits.total_cmp(&b.bits))
+        .map(|f| f.detector)
+        .expect("findings were just added");
+    let types_mask = risk.recent.iter().fold(0u16, |m, f| m | f.detector.bit());
+    let sev = severity(score, r);
+    let want_command = score >= s.command_min_score;
+
+    let (idx, activity) = match risk.open.iter().position(|o| o.cause == cause) {
+        Some(i) => {
+            let o = &mut risk.open[i];
+            o.count += 1;
+            o.last_seen_ms = o.last_seen_ms.max(ev.time_ms);
+            let escalates = sev > o.severity_id
+                || (types_mask & !o.types) != 0
+                || (want_command && o.command_id.is_none());
+            o.score = o.score.max(score);
+            o.severity_id = o.severity_id.max(sev);
+            o.types |= types_mask;
+            if !escalates {
+                stats.merged += 1;
+                return Vec::new();
+            }
+            (i, Activity::Update)
+        }
+        None => {
+            let uid = stable_uuid(&[
+                &ev.principal,
+                cause.as_str(),
+                &ev.time_ms.to_string(),
+                ev.event_id.as_deref().unwrap_or(""),
+            ]);
+            risk.open.push(OpenAlert {
+                uid,
+                cause,
+                first_seen_ms: risk
+                    .recent
+                    .iter()
+                    .map(|f| f.time_ms)
+                    .min()
+                    .unwrap_or(ev.time_ms),
+                last_seen_ms: ev.time_ms,
+                count: 1,
+                score,
+                severity_id: sev,
+                types: types_mask,
+                command_id: None,
+            });
+            (risk.open.len() - 1, Activity::Create)
+        }
+    };
+
+    let mut out = Vec::with_capacity(2);
+    let mut withheld = None;
+    let mut command = None;
+    if want_command && risk.open[idx].command_id.is_none() {
+        match guard.admit(&ev.principal, ev.time_ms, ctx.fleet_size, r) {
+            Ok(()) => {
+                let c = build_command(&risk.open[idx], &risk.recent, ev, r, score);
+                risk.open[idx].command_id = Some(c.command_id.clone());
+                command = Some(c);
+            }
+            Err(why) => {
+                stats.withheld += 1;
+                withheld = Some(why);
+            }
+        }
+    }
+    let o = &risk.open[idx];
+    let mut types: Vec<Detector> = Detector::ALL
+        .iter()
+        .copied()
+        .filter(|d| o.types & d.bit() != 0)
+        .collect();
+    types.sort();
+    let alert = Alert {
+        uid: o.uid.clone(),
+        activity,
+        time_ms: ev.time_ms,
+        first_seen_ms: o.first_seen_ms,
+        last_seen_ms: o.last_seen_ms,
+        count: o.count,
+        risk_score: o.score,
+        severity_id: o.severity_id,
+        cause,
+        types,
+        findings: risk.recent.clone(),
+        maturity: ctx.maturity,
+        mature: ctx.mature,
+        identity_events: ctx.events,
+        identity_first_seen_ms: ctx.first_seen_ms,
+        event: ev.clone(),
+        command_id: o.command_id.clone(),
+        command_withheld: withheld,
+    };
+    out.push(Decision::Alert(Box::new(alert)));
+    if let Some(c) = command {
+        out.push(Decision::Command(Box::new(c)));
+    }
+    out
+}
+
+fn build_command(
+    o: &OpenAlert,
+    recent: &[Finding],
+    ev: &AccessEvent,
+    r: &Rules,
+    score: u8,
+) -> Command {
+    let c = &r.model.commands;
+    let action = revocation_action(ev);
+    let provider = ev.format.provider();
+    let tenant = ev.tenant.clone();
+    let cred = ev.credential.as_ref();
+    let cred_id = cred.map(|c| c.id.as_str()).unwrap_or("");
+    // The effect, not the message: the same credential revoked the same way is one operation,
+    // whichever alert asked for it and however often a replay repeats it.
+    let idempotency_key = stable_id(
+        &[
+            provider,
+            tenant.as_deref().unwrap_or(""),
+            &ev.principal,
+            cred_id,
+            action,
+        ],
+        16,
+    );
+    let command_id = stable_uuid(&[&idempotency_key, &o.uid]);
+    let mut detectors: BTreeSet<Detector> = BTreeSet::new();
+    let evidence: Vec<EvidenceRef> = recent
+        .iter()
+        .map(|f| {
+            detectors.insert(f.detector);
+            EvidenceRef {
+                event_id: f.event_id.clone(),
+                time_ms: f.time_ms,
+                detector: f.detector,
+            }
+        })
+        .collect();
+    let top = recent
+        .iter()
+        .max_by(|a, b| a.bits.total_cmp(&b.bits))
+        .map(|f| f.summary.clone())
+        .unwrap_or_default();
+    Command {
+        command_id,
+        idempotency_key,
+        issued_at_ms: ev.time_ms,
+        expires_at_ms: ev.time_ms + (c.ttl_minutes * 60_000.0) as i64,
+        mode: c.mode,
+        action,
+        provider,
+        tenant,
+        identity_key: ev.principal.clone(),
+        identity_type: ev.principal_type,
+        credential_id: cred.map(|c| c.id.clone()),
+        credential_type: cred.map(|c| c.kind),
+        finding_uid: o.uid.clone(),
+        risk_score: score,
+        summary: format!(
+            "risk {score}: {} ({})",
+            top,
+            detectors
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn risk_score_is_monotone_and_bounded() {
+        assert_eq!(risk_score(0.0, 20.0), 0);
+        assert!(risk_score(20.0, 20.0) > risk_score(10.0, 20.0));
+        assert_eq!(risk_score(1e9, 20.0), 100);
+    }
+
+    #[test]
+    fn stable_ids_are_deterministic_and_distinct() {
+        assert_eq!(stable_uuid(&["a", "b"]), stable_uuid(&["a", "b"]));
+        assert_ne!(stable_uuid(&["a", "b"]), stable_uuid(&["ab", ""]));
+        let u = stable_uuid(&["x"]);
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "8");
+    }
+}

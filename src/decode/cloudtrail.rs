@@ -1,0 +1,384 @@
+//! AWS CloudTrail records (one event object; containers are expanded by the caller).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::{DecodeError, Decoded, Skip, lenient, required, timestamp};
+use crate::event::{
+    AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
+};
+use crate::redact::{scrub, scrub_opt};
+
+const F: &str = "CloudTrail";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    #[serde(borrow)]
+    event_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_source: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "eventID")]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "sourceIPAddress")]
+    source_ip_address: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    error_code: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    recipient_account_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    vpc_endpoint_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_identity: Option<UserIdentity<'a>>,
+    #[serde(borrow)]
+    request_parameters: Option<RequestParameters<'a>>,
+    additional_event_data: Option<AdditionalEventData>,
+    #[serde(borrow)]
+    resources: Option<Vec<Resource<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentity<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arn: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    account_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    access_key_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    principal_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    invoked_by: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    session_context: Option<SessionContext<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionContext<'a> {
+    #[serde(borrow)]
+    session_issuer: Option<SessionIssuer<'a>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    ec2_role_delivery: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct SessionIssuer<'a> {
+    #[serde(borrow)]
+    arn: Option<Cow<'a, str>>,
+}
+
+/// The request parameters that name the resource a call touched; all others are skipped unread.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestParameters<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    secret_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    bucket_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    role_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    user_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    policy_arn: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    function_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    table_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    queue_url: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdditionalEventData {
+    bytes_transferred_out: Option<f64>,
+    bytes_transferred_in: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Resource<'a> {
+    #[serde(borrow, rename = "ARN")]
+    arn: Option<Cow<'a, str>>,
+}
+
+pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
+    let r: Record = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+    let time_ms = timestamp(r.event_time.as_deref(), F, "eventTime")?;
+    let source = required(r.event_source.as_deref(), F, "eventSource")?;
+    let name = required(r.event_name.as_deref(), F, "eventName")?;
+    let Some(ui) = r.user_identity else {
+        return Ok(Decoded::Skipped(Skip::NoCaller));
+    };
+    let kind = ui.kind.as_deref().unwrap_or("");
+    let (principal, principal_type) = principal_of(kind, &ui)?;
+
+    let access_key = ui.access_key_id.as_deref().filter(|k| !k.is_empty());
+    let credential = access_key.map(|k| Credential {
+        id: k.to_owned(),
+        kind: if k.starts_with("ASIA") {
+            "aws_session_key"
+        } else {
+            "aws_access_key"
+        },
+    });
+    let session_arn = (kind == "AssumedRole").then(|| ui.arn.as_deref()).flatten();
+    let session_name = session_arn.and_then(|a| a.rsplit('/').next());
+    let delivered_to_instance = ui
+        .session_context
+        .as_ref()
+        .is_some_and(|c| c.ec2_role_delivery.is_some());
+    let instance = session_name
+        .filter(|s| delivered_to_instance || is_instance_id(s))
+        .map(str::to_owned);
+
+    let (ip, service) = match r.source_ip_address.as_deref() {
+        Some(s) => match s.parse::<IpAddr>() {
+            Ok(ip) => (Some(ip), None),
+            Err(_) => (None, Some(scrub(s))),
+        },
+        None => (None, None),
+    };
+    let error_code = r.error_code.as_deref().filter(|c| !c.is_empty());
+    let denied = error_code.is_some_and(is_denied);
+    let ad = r.additional_event_data.as_ref();
+    let event = AccessEvent {
+        time_ms,
+        format: SourceFormat::Cloudtrail,
+        event_id: r.event_id.as_deref().map(str::to_owned),
+        tenant: r
+            .recipient_account_id
+            .as_deref()
+            .or(ui.account_id.as_deref())
+            .map(str::to_owned),
+        principal,
+        principal_type,
+        credential,
+        session_id: session_arn.map(scrub),
+        action: format!("{source}:{name}"),
+        resource: resource_of(r.request_parameters.as_ref(), r.resources.as_deref()),
+        outcome: Outcome {
+            success: error_code.is_none(),
+            error_code: error_code.map(str::to_owned),
+            denied,
+        },
+        origin: Origin {
+            ip,
+            ip_trusted: ip.is_some(),
+            service,
+            asn: None,
+            country: None,
+            user_agent: scrub_opt(r.user_agent.as_deref()),
+            vpc_endpoint: r.vpc_endpoint_id.as_deref().map(str::to_owned),
+            workload: Workload {
+                instance,
+                ..Workload::default()
+            },
+        },
+        volume: Volume {
+            requests: 1,
+            bytes_in: ad
+                .and_then(|a| a.bytes_transferred_in)
+                .map(|b| b.max(0.0) as u64),
+            bytes_out: ad
+                .and_then(|a| a.bytes_transferred_out)
+                .map(|b| b.max(0.0) as u64),
+        },
+        raw,
+    };
+    Ok(Decoded::Event(Box::new(event)))
+}
+
+/// Principal key rules (schemas/README.md): roles are the identity, not their sessions.
+fn principal_of(kind: &str, ui: &UserIdentity) -> Result<(String, PrincipalType), DecodeError> {
+    match kind {
+        "AssumedRole" => {
+            let issuer = ui
+                .session_context
+                .as_ref()
+                .and_then(|c| c.session_issuer.as_ref())
+                .and_then(|i| i.arn.as_deref());
+            if let Some(arn) = issuer {
+                return Ok((arn.to_owned(), PrincipalType::AwsRole));
+            }
+            // Older or trimmed records lack the session issuer; the role is recoverable from the
+            // session ARN `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION` (without its path).
+            let session = required(
+                ui.arn.as_deref(),
+                F,
+                "userIdentity.sessionContext.sessionIssuer.arn",
+            )?;
+            role_from_session_arn(session)
+                .map(|r| (r, PrincipalType::AwsRole))
+                .ok_or(DecodeError::InvalidField {
+                    format: F,
+                    field: "userIdentity.arn",
+                    reason: "assumed-role ARN without a role name and no sessionContext.sessionIssuer.arn".to_owned(),
+                })
+        }
+        "IAMUser" => Ok((
+            required(ui.arn.as_deref(), F, "userIdentity.arn")?.to_owned(),
+            PrincipalType::AwsUser,
+        )),
+        "Root" => Ok((
+            required(ui.arn.as_deref(), F, "userIdentity.arn")?.to_owned(),
+            PrincipalType::AwsRoot,
+        )),
+        "AWSService" => Ok((
+            required(ui.invoked_by.as_deref(), F, "userIdentity.invokedBy")?.to_owned(),
+            PrincipalType::AwsService,
+        )),
+        _ => {
+            let key = ui
+                .arn
+                .as_deref()
+                .or(ui.principal_id.as_deref())
+                .or(ui.invoked_by.as_deref());
+            Ok((
+                required(key, F, "userIdentity.arn")?.to_owned(),
+                PrincipalType::AwsOther,
+            ))
+        }
+    }
+}
+
+fn role_from_session_arn(arn: &str) -> Option<String> {
+    let (prefix, rest) = arn.split_once(":assumed-role/")?;
+    let role = rest.split('/').next().filter(|r| !r.is_empty())?;
+    let account = prefix.rsplit(':').next()?;
+    let partition = prefix.split(':').nth(1).unwrap_or("aws");
+    Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+}
+
+fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-")
+        .is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn is_denied(code: &str) -> bool {
+    code.contains("AccessDenied")
+        || code.contains("Unauthorized")
+        || code.contains("NotAuthorized")
+        || code == "Forbidden"
+}
+
+fn resource_of(p: Option<&RequestParameters>, resources: Option<&[Resource]>) -> Option<String> {
+    if let Some(p) = p {
+        if let Some(bucket) = p.bucket_name.as_deref() {
+            return Some(match p.key.as_deref() {
+                Some(k) => scrub(&format!("s3://{bucket}/{k}")),
+                None => scrub(&format!("s3://{bucket}")),
+            });
+        }
+        let named = [
+            &p.secret_id,
+            &p.role_name,
+            &p.user_name,
+            &p.policy_arn,
+            &p.function_name,
+            &p.table_name,
+            &p.queue_url,
+            &p.name,
+        ];
+        if let Some(v) = named.into_iter().find_map(|v| v.as_deref()) {
+            return Some(scrub(v));
+        }
+    }
+    resources?.iter().find_map(|r| r.arn.as_deref()).map(scrub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_str(s: &str) -> AccessEvent {
+        match decode(s.as_bytes(), RawRef::default()).expect("decodes") {
+            Decoded::Event(e) => *e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn assumed_role_is_keyed_by_issuing_role_not_session() {
+        let e = decode_str(
+            r#"{"eventTime":"2024-07-31T12:36:52Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",
+            "sourceIPAddress":"10.1.2.3","userAgent":"Boto3/1.34.2",
+            "userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/app/i-0abc12345def67890",
+              "accessKeyId":"ASIAEXAMPLE","sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::111122223333:role/app"},"ec2RoleDelivery":"2.0"}},
+            "requestParameters":{"bucketName":"data","key":"a.csv"},"additionalEventData":{"bytesTransferredOut":1024.0},
+            "recipientAccountId":"111122223333"}"#,
+        );
+        assert_eq!(e.principal, "arn:aws:iam::111122223333:role/app");
+        assert_eq!(e.principal_type, PrincipalType::AwsRole);
+        assert_eq!(e.credential.as_ref().unwrap().kind, "aws_session_key");
+        assert_eq!(
+            e.origin.workload.instance.as_deref(),
+            Some("i-0abc12345def67890")
+        );
+        assert_eq!(e.volume.bytes_out, Some(1024));
+        assert_eq!(e.resource.as_deref(), Some("s3://data/a.csv"));
+        assert_eq!(e.tenant.as_deref(), Some("111122223333"));
+    }
+
+    #[test]
+    fn assumed_role_without_session_issuer_falls_back_to_role_from_session_arn() {
+        let e = decode_str(
+            r#"{"eventTime":"2024-07-31T12:36:52Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity",
+            "userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/ci-deploy/gh-run-42"}}"#,
+        );
+        assert_eq!(e.principal, "arn:aws:iam::111122223333:role/ci-deploy");
+    }
+
+    #[test]
+    fn aws_service_is_keyed_by_invoked_by_and_non_ip_sources_are_services() {
+        let e = decode_str(
+            r#"{"eventTime":"2024-07-31T12:36:52Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt",
+            "sourceIPAddress":"AWS Internal","userIdentity":{"type":"AWSService","invokedBy":"lambda.amazonaws.com"},
+            "errorCode":"AccessDenied"}"#,
+        );
+        assert_eq!(e.principal, "lambda.amazonaws.com");
+        assert_eq!(e.origin.ip, None);
+        assert_eq!(e.origin.service.as_deref(), Some("AWS Internal"));
+        assert!(e.outcome.denied && !e.outcome.success);
+    }
+
+    #[test]
+    fn missing_event_time_names_the_field() {
+        let err = decode(br#"{"eventSource":"s3.amazonaws.com","eventName":"X","userIdentity":{"type":"IAMUser","arn":"a"}}"#, RawRef::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field `eventTime` missing in CloudTrail record"
+        );
+    }
+
+    #[test]
+    fn iam_user_without_arn_names_the_field() {
+        let err = decode(
+            br#"{"eventTime":"2024-07-31T12:36:52Z","eventSource":"s3.amazonaws.com","eventName":"X","userIdentity":{"type":"IAMUser"}}"#,
+            RawRef::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::MissingField {
+                format: F,
+                field: "userIdentity.arn"
+            }
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! GCP Cloud Audit Logs entries (`protoPayload` of type `google.cloud.audit.AuditLog`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::{DecodeError, Decoded, required, timestamp};
+use crate::event::{
+    AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
+};
+use crate::redact::{scrub, scrub_opt};
+
+const F: &str = "GCP audit";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    #[serde(borrow)]
+    insert_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    log_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    receive_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource: Option<MonitoredResource<'a>>,
+    #[serde(borrow)]
+    proto_payload: Option<AuditLog<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MonitoredResource<'a> {
+    #[serde(borrow)]
+    labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditLog<'a> {
+    status: Option<Status>,
+    #[serde(borrow)]
+    authentication_info: Option<AuthenticationInfo<'a>>,
+    #[serde(borrow)]
+    request_metadata: Option<RequestMetadata<'a>>,
+    #[serde(borrow)]
+    service_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    code: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationInfo<'a> {
+    #[serde(borrow)]
+    principal_email: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    principal_subject: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service_account_key_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestMetadata<'a> {
+    #[serde(borrow)]
+    caller_ip: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    caller_supplied_user_agent: Option<Cow<'a, str>>,
+}
+
+/// google.rpc.Code values that mean the caller was not allowed.
+const PERMISSION_DENIED: i64 = 7;
+const UNAUTHENTICATED: i64 = 16;
+
+pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
+    let e: Entry = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+    let time_field = if e.timestamp.is_some() {
+        "timestamp"
+    } else {
+        "receiveTimestamp"
+    };
+    let time_ms = timestamp(
+        e.timestamp.as_deref().or(e.receive_timestamp.as_deref()),
+        F,
+        time_field,
+    )?;
+    let p = required(e.proto_payload.as_ref(), F, "protoPayload")?;
+    let auth = required(
+        p.authentication_info.as_ref(),
+        F,
+        "protoPayload.authenticationInfo",
+    )?;
+    let principal = required(
+        auth.principal_email
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(auth.principal_subject.as_deref()),
+        F,
+        "protoPayload.authenticationInfo.principalEmail",
+    )?;
+    let service = required(p.service_name.as_deref(), F, "protoPayload.serviceName")?;
+    let method = required(p.method_name.as_deref(), F, "protoPayload.methodName")?;
+    let principal_type = if principal.ends_with(".gserviceaccount.com") {
+        PrincipalType::GcpServiceAccount
+    } else {
+        PrincipalType::GcpUser
+    };
+    let tenant = e
+        .resource
+        .as_ref()
+        .and_then(|r| r.labels.as_ref())
+        .and_then(|l| l.get("project_id"))
+        .map(|s| s.to_string())
+        .or_else(|| {
+            let name = e.log_name.as_deref()?;
+            let rest = name.strip_prefix("projects/")?;
+            Some(rest.split('/').next()?.to_owned())
+        });
+    let meta = p.request_metadata.as_ref();
+    let caller = meta.and_then(|m| m.caller_ip.as_deref());
+    let (ip, origin_service) = match caller {
+        Some(s) => match s.parse::<IpAddr>() {
+            Ok(ip) => (Some(ip), None),
+            Err(_) => (None, Some(scrub(s))),
+        },
+        None => (None, None),
+    };
+    let code = p.status.as_ref().and_then(|s| s.code).filter(|c| *c != 0);
+    let event = AccessEvent {
+        time_ms,
+        format: SourceFormat::GcpAudit,
+        event_id: e.insert_id.as_deref().map(str::to_owned),
+        tenant,
+        principal: principal.to_owned(),
+        principal_type,
+        credential: auth
+            .service_account_key_name
+            .as_deref()
+            .map(|k| Credential {
+                id: k.rsplit('/').next().unwrap_or(k).to_owned(),
+                kind: "gcp_service_account_key",
+            }),
+        session_id: None,
+        action: format!("{service}:{method}"),
+        resource: scrub_opt(p.resource_name.as_deref()),
+        outcome: Outcome {
+            success: code.is_none(),
+            error_code: code.map(|c| c.to_string()),
+            denied: matches!(code, Some(PERMISSION_DENIED | UNAUTHENTICATED)),
+        },
+        origin: Origin {
+            ip,
+            ip_trusted: ip.is_some(),
+            service: origin_service,
+            asn: None,
+            country: None,
+            user_agent: scrub_opt(meta.and_then(|m| m.caller_supplied_user_agent.as_deref())),
+            vpc_endpoint: None,
+            workload: Workload::default(),
+        },
+        volume: Volume::default(),
+        raw,
+    };
+    Ok(Decoded::Event(Box::new(event)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_account_key_and_permission_denied_are_recognised() {
+        let r = decode(
+            br#"{"insertId":"x1","logName":"projects/acme-prod/logs/cloudaudit.googleapis.com%2Factivity",
+            "timestamp":"2024-03-08T18:52:52.114Z","protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog",
+            "status":{"code":7,"message":"PERMISSION_DENIED"},
+            "authenticationInfo":{"principalEmail":"etl@acme-prod.iam.gserviceaccount.com",
+              "serviceAccountKeyName":"//iam.googleapis.com/projects/acme-prod/serviceAccounts/etl@acme-prod.iam.gserviceaccount.com/keys/abc123"},
+            "requestMetadata":{"callerIp":"198.51.100.7","callerSuppliedUserAgent":"google-cloud-sdk gcloud/460.0.0"},
+            "serviceName":"iam.googleapis.com","methodName":"google.iam.admin.v1.CreateServiceAccountKey",
+            "resourceName":"projects/-/serviceAccounts/123"}}"#,
+            RawRef::default(),
+        )
+        .unwrap();
+        let Decoded::Event(e) = r else {
+            panic!("expected event")
+        };
+        assert_eq!(e.principal_type, PrincipalType::GcpServiceAccount);
+        assert_eq!(e.tenant.as_deref(), Some("acme-prod"));
+        assert_eq!(e.credential.unwrap().id, "abc123");
+        assert_eq!(
+            e.action,
+            "iam.googleapis.com:google.iam.admin.v1.CreateServiceAccountKey"
+        );
+        assert!(e.outcome.denied);
+    }
+
+    #[test]
+    fn missing_principal_names_the_field() {
+        let err = decode(
+            br#"{"timestamp":"2024-03-08T18:52:52Z","protoPayload":{"authenticationInfo":{},"serviceName":"s","methodName":"m"}}"#,
+            RawRef::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field `protoPayload.authenticationInfo.principalEmail` missing in GCP audit record"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Kubernetes audit events (`audit.k8s.io/v1` `Event`; `EventList`s are expanded by the caller).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::{DecodeError, Decoded, Skip, required, timestamp};
+use crate::event::{
+    AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
+};
+use crate::redact::{scrub, scrub_opt};
+
+const F: &str = "Kubernetes audit";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    #[serde(borrow, rename = "auditID")]
+    audit_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "requestURI")]
+    request_uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    verb: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<UserInfo<'a>>,
+    #[serde(borrow, rename = "sourceIPs")]
+    source_ips: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object_ref: Option<ObjectRef<'a>>,
+    response_status: Option<Status>,
+    #[serde(borrow)]
+    request_received_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    annotations: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+struct UserInfo<'a> {
+    #[serde(borrow)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    extra: Option<HashMap<Cow<'a, str>, Vec<Cow<'a, str>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef<'a> {
+    #[serde(borrow)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subresource: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    code: Option<u16>,
+}
+
+pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
+    let e: Event = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+    if let Some(stage) = e.stage.as_deref()
+        && stage != "ResponseComplete"
+        && stage != "Panic"
+    {
+        return Ok(Decoded::Skipped(Skip::IntermediateStage));
+    }
+    let time_field = if e.request_received_timestamp.is_some() {
+        "requestReceivedTimestamp"
+    } else {
+        "stageTimestamp"
+    };
+    let time_ms = timestamp(
+        e.request_received_timestamp
+            .as_deref()
+            .or(e.stage_timestamp.as_deref()),
+        F,
+        time_field,
+    )?;
+    let user = required(e.user.as_ref(), F, "user")?;
+    let username = required(user.username.as_deref(), F, "user.username")?;
+    let verb = required(e.verb.as_deref(), F, "verb")?;
+
+    let extra = |key: &str| -> Option<&str> {
+        user.extra
+            .as_ref()?
+            .get(key)
+            .and_then(|v| v.first())
+            .map(|s| s.as_ref())
+    };
+    let (principal_type, sa_namespace) = match username.strip_prefix("system:serviceaccount:") {
+        Some(rest) => (PrincipalType::K8sServiceAccount, rest.split(':').next()),
+        None if username.starts_with("system:node:") => (PrincipalType::K8sNode, None),
+        None => (PrincipalType::K8sUser, None),
+    };
+
+    let action = match &e.object_ref {
+        Some(o) if o.resource.is_some() => {
+            let resource = o.resource.as_deref().unwrap_or_default();
+            match o.subresource.as_deref() {
+                Some(sub) => format!("{verb}:{resource}/{sub}"),
+                None => format!("{verb}:{resource}"),
+            }
+        }
+        _ => {
+            let uri = required(e.request_uri.as_deref(), F, "requestURI")?;
+            let path = uri.split('?').next().unwrap_or(uri);
+            format!("{verb}:{path}")
+        }
+    };
+    let resource =
+        e.object_ref
+            .as_ref()
+            .and_then(|o| match (o.namespace.as_deref(), o.name.as_deref()) {
+                (Some(ns), Some(n)) => Some(scrub(&format!("{ns}/{n}"))),
+                (None, Some(n)) => Some(scrub(n)),
+                (Some(ns), None) => Some(scrub(&format!("{ns}/*"))),
+                (None, None) => None,
+            });
+
+    let code = e.response_status.as_ref().and_then(|s| s.code);
+    let forbidden = e
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("authorization.k8s.io/decision"))
+        .is_some_and(|d| d == "forbid");
+    let failed = code.is_some_and(|c| c >= 400) || forbidden;
+    let ips = e.source_ips.as_deref().unwrap_or_default();
+    // All but the last entry come from X-Forwarded-For / X-Real-Ip and are client-asserted.
+    let ip = ips.first().and_then(|s| s.parse::<IpAddr>().ok());
+    let event = AccessEvent {
+        time_ms,
+        format: SourceFormat::K8sAudit,
+        event_id: e.audit_id.as_deref().map(str::to_owned),
+        tenant: None,
+        principal: username.to_owned(),
+        principal_type,
+        credential: extra("authentication.kubernetes.io/credential-id").map(|id| Credential {
+            id: scrub(id),
+            kind: "k8s_token",
+        }),
+        session_id: None,
+        action,
+        resource,
+        outcome: Outcome {
+            success: !failed,
+            error_code: failed.then(|| code.map_or_else(|| "forbid".to_owned(), |c| c.to_string())),
+            denied: forbidden || matches!(code, Some(401 | 403)),
+        },
+        origin: Origin {
+            ip,
+            ip_trusted: ip.is_some() && ips.len() == 1,
+            service: None,
+            asn: None,
+            country: None,
+            user_agent: scrub_opt(e.user_agent.as_deref()),
+            vpc_endpoint: None,
+            workload: Workload {
+                cluster: None,
+                namespace: sa_namespace.map(str::to_owned),
+                node: extra("authentication.kubernetes.io/node-name").map(str::to_owned),
+                pod: extra("authentication.kubernetes.io/pod-name").map(str::to_owned),
+                instance: None,
+            },
+        },
+        volume: Volume::default(),
+        raw,
+    };
+    Ok(Decoded::Event(Box::new(event)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_service_account_token_carries_its_pod_and_node() {
+        let r = decode(
+            br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","auditID":"a1",
+            "requestURI":"/api/v1/namespaces/payments/secrets/db","verb":"get",
+            "user":{"username":"system:serviceaccount:payments:api","extra":{
+              "authentication.kubernetes.io/pod-name":["api-7d9f8b6c5-x2k4p"],
+              "authentication.kubernetes.io/node-name":["node-3"],
+              "authentication.kubernetes.io/credential-id":["JTI=0b0a5a4e-1f5c-4f7e-9d3a-3c2c8a6f2d11"]}},
+            "sourceIPs":["10.244.3.17"],"userAgent":"api/v1.4.2 (linux/amd64) kubernetes/$Format",
+            "objectRef":{"resource":"secrets","namespace":"payments","name":"db","apiVersion":"v1"},
+            "responseStatus":{"code":403},"requestReceivedTimestamp":"2024-05-01T10:00:00.000000Z"}"#,
+            RawRef::default(),
+        )
+        .unwrap();
+        let Decoded::Event(e) = r else {
+            panic!("expected event")
+        };
+        assert_eq!(e.principal, "system:serviceaccount:payments:api");
+        assert_eq!(e.principal_type, PrincipalType::K8sServiceAccount);
+        assert_eq!(e.action, "get:secrets");
+        assert_eq!(e.resource.as_deref(), Some("payments/db"));
+        assert_eq!(
+            e.origin.workload.pod.as_deref(),
+            Some("api-7d9f8b6c5-x2k4p")
+        );
+        assert_eq!(e.origin.workload.namespace.as_deref(), Some("payments"));
+        assert!(e.origin.workload.is_bound());
+        assert!(e.outcome.denied);
+        assert!(e.origin.ip_trusted);
+        assert_eq!(
+            e.credential.unwrap().id,
+            "JTI=0b0a5a4e-1f5c-4f7e-9d3a-3c2c8a6f2d11"
+        );
+    }
+
+    #[test]
+    fn intermediate_stages_are_skipped_not_double_counted() {
+        let r = decode(
+            br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"RequestReceived","verb":"get","user":{"username":"u"},
+            "requestReceivedTimestamp":"2024-05-01T10:00:00Z"}"#,
+            RawRef::default(),
+        )
+        .unwrap();
+        assert_eq!(r, Decoded::Skipped(Skip::IntermediateStage));
+    }
+
+    #[test]
+    fn forwarded_addresses_are_not_trusted() {
+        let r = decode(
+            br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":"get","user":{"username":"u"},"requestURI":"/healthz?x=1",
+            "sourceIPs":["203.0.113.9","10.0.0.1"],"requestReceivedTimestamp":"2024-05-01T10:00:00Z"}"#,
+            RawRef::default(),
+        )
+        .unwrap();
+        let Decoded::Event(e) = r else {
+            panic!("expected event")
+        };
+        assert_eq!(e.action, "get:/healthz");
+        assert!(!e.origin.ip_trusted);
+    }
+}

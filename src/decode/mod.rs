@@ -1,0 +1,322 @@
+//! decode: pure functions from one record's bytes to [`AccessEvent`]s.
+//!
+//! A record is what one line of a file or one Kafka message holds. It may be a single event or
+//! a container of events (CloudTrail S3 delivery `{"Records":[...]}`, a Kubernetes `EventList`,
+//! a JSON array); [`decode_record`] expands containers and reports every element separately, so
+//! one bad element costs that element only. Nothing here performs I/O or reads the clock.
+
+mod cloudtrail;
+mod gcp_audit;
+mod k8s_audit;
+mod native;
+pub mod time;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use memchr::memmem;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{AccessEvent, RawRef, SourceFormat};
+
+/// Which decoder to use: detected per record, or forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatHint {
+    #[default]
+    Auto,
+    Forced(SourceFormat),
+}
+
+impl FromStr for FormatHint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => FormatHint::Auto,
+            "cloudtrail" => FormatHint::Forced(SourceFormat::Cloudtrail),
+            "k8s-audit" => FormatHint::Forced(SourceFormat::K8sAudit),
+            "gcp-audit" => FormatHint::Forced(SourceFormat::GcpAudit),
+            "native" => FormatHint::Forced(SourceFormat::Native),
+            other => {
+                return Err(format!(
+                    "unknown format `{other}`: expected one of auto, cloudtrail, k8s-audit, gcp-audit, native"
+                ));
+            }
+        })
+    }
+}
+
+/// Why a record could not become an event. Every variant names what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record is not valid JSON: {reason}")]
+    InvalidJson { reason: String },
+    #[error(
+        "record matches no supported format (CloudTrail, Kubernetes audit, GCP audit, native); use --format to force one"
+    )]
+    UnknownFormat,
+    #[error("field `{field}` missing in {format} record")]
+    MissingField {
+        format: &'static str,
+        field: &'static str,
+    },
+    #[error("field `{field}` in {format} record is invalid: {reason}")]
+    InvalidField {
+        format: &'static str,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// A short, bounded code for metrics labels, summaries and dead-letter headers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::InvalidJson { .. } => "invalid_json",
+            DecodeError::UnknownFormat => "unknown_format",
+            DecodeError::MissingField { .. } => "missing_field",
+            DecodeError::InvalidField { .. } => "invalid_field",
+        }
+    }
+
+    fn json(e: serde_json::Error) -> DecodeError {
+        DecodeError::InvalidJson {
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// A record that decoded correctly but deliberately yields no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Kubernetes audit stages other than `ResponseComplete`/`Panic` repeat the same request.
+    IntermediateStage,
+    /// A CloudTrail record about the service itself (e.g. `AwsServiceEvent` without a caller).
+    NoCaller,
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Skip::IntermediateStage => "intermediate_audit_stage",
+            Skip::NoCaller => "no_caller",
+        })
+    }
+}
+
+/// What decoding one element gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Event(Box<AccessEvent>),
+    Skipped(Skip),
+}
+
+/// Decodes one record, calling `out` once per contained element, in order.
+///
+/// `raw` names where the record came from; elements of a container get positions
+/// `raw.position`, `raw.position + 1`, ... only when the caller passes distinct records, so the
+/// element index is appended to the source instead (`file.json#3`).
+pub fn decode_record(
+    bytes: &[u8],
+    hint: FormatHint,
+    raw: &RawRef,
+    out: &mut dyn FnMut(Result<Decoded, DecodeError>),
+) {
+    let trimmed = bytes.trim_ascii();
+    match trimmed.first() {
+        Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
+            Ok(items) => expand(&items, hint, raw, out),
+            Err(e) => out(Err(DecodeError::json(e))),
+        },
+        Some(b'{') => {
+            if let Some(items) = container_items(trimmed) {
+                match items {
+                    Ok(items) => expand(&items, hint, raw, out),
+                    Err(e) => out(Err(e)),
+                }
+            } else {
+                out(decode_one(trimmed, hint, raw.clone()));
+            }
+        }
+        Some(_) => out(Err(DecodeError::InvalidJson {
+            reason: "expected a JSON object or array".to_owned(),
+        })),
+        None => out(Err(DecodeError::InvalidJson {
+            reason: "empty record".to_owned(),
+        })),
+    }
+}
+
+fn expand(
+    items: &[&RawValue],
+    hint: FormatHint,
+    raw: &RawRef,
+    out: &mut dyn FnMut(Result<Decoded, DecodeError>),
+) {
+    for (i, item) in items.iter().enumerate() {
+        let r = RawRef {
+            source: format!("{}#{}", raw.source, i),
+            position: raw.position,
+        };
+        out(decode_one(item.get().as_bytes(), hint, r));
+    }
+}
+
+/// Recognises `{"Records":[...]}` and `{"kind":"EventList","items":[...]}` without parsing
+/// ordinary events twice: only objects that open with one of those keys are checked.
+fn container_items(obj: &[u8]) -> Option<Result<Vec<&RawValue>, DecodeError>> {
+    let head = &obj[..obj.len().min(256)];
+    let is_records = memmem::find(head, b"\"Records\"").is_some();
+    let is_list =
+        memmem::find(obj, b"\"EventList\"").is_some() && memmem::find(obj, b"\"items\"").is_some();
+    if !is_records && !is_list {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Container<'a> {
+        #[serde(borrow, rename = "Records")]
+        records: Option<Vec<&'a RawValue>>,
+        #[serde(borrow)]
+        items: Option<Vec<&'a RawValue>>,
+        kind: Option<Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Container>(obj) {
+        Ok(Container {
+            records: Some(r), ..
+        }) => Some(Ok(r)),
+        Ok(Container {
+            items: Some(i),
+            kind: Some(k),
+            ..
+        }) if k == "EventList" => Some(Ok(i)),
+        Ok(_) => None,
+        Err(e) => Some(Err(DecodeError::json(e))),
+    }
+}
+
+/// Decodes exactly one event object.
+pub fn decode_one(bytes: &[u8], hint: FormatHint, raw: RawRef) -> Result<Decoded, DecodeError> {
+    let format = match hint {
+        FormatHint::Forced(f) => f,
+        FormatHint::Auto => detect_format(bytes)?,
+    };
+    match format {
+        SourceFormat::Cloudtrail => cloudtrail::decode(bytes, raw),
+        SourceFormat::K8sAudit => k8s_audit::decode(bytes, raw),
+        SourceFormat::GcpAudit => gcp_audit::decode(bytes, raw),
+        SourceFormat::Native => native::decode(bytes, raw),
+    }
+}
+
+/// Guesses a record's format from keys only its format has.
+pub fn detect_format(bytes: &[u8]) -> Result<SourceFormat, DecodeError> {
+    let has = |needle: &[u8]| memmem::find(bytes, needle).is_some();
+    if has(b"\"audit.k8s.io/") {
+        Ok(SourceFormat::K8sAudit)
+    } else if has(b"\"protoPayload\"") {
+        Ok(SourceFormat::GcpAudit)
+    } else if has(b"\"eventSource\"") && has(b"\"userIdentity\"") {
+        Ok(SourceFormat::Cloudtrail)
+    } else if has(b"\"principal\"") && has(b"\"action\"") {
+        Ok(SourceFormat::Native)
+    } else {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(DecodeError::json)?;
+        Err(DecodeError::UnknownFormat)
+    }
+}
+
+/// Turns a required field into an error naming it.
+pub(crate) fn required<T>(
+    v: Option<T>,
+    format: &'static str,
+    field: &'static str,
+) -> Result<T, DecodeError> {
+    v.ok_or(DecodeError::MissingField { format, field })
+}
+
+/// Parses a required timestamp field.
+pub(crate) fn timestamp(
+    v: Option<&str>,
+    format: &'static str,
+    field: &'static str,
+) -> Result<i64, DecodeError> {
+    let s = required(v, format, field)?;
+    time::parse_timestamp_ms(s).ok_or_else(|| DecodeError::InvalidField {
+        format,
+        field,
+        reason: format!(
+            "`{}` is not an RFC 3339 timestamp",
+            crate::redact::scrub(&truncate(s, 64))
+        ),
+    })
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_owned()
+    } else {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+/// Reads an optional string field that may be any JSON type in the wild: non-strings count as absent.
+pub(crate) mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use std::borrow::Cow;
+
+    pub fn str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum V<'a> {
+            S(#[serde(borrow)] Cow<'a, str>),
+            Other(serde::de::IgnoredAny),
+        }
+        Ok(match Option::<V>::deserialize(d)? {
+            Some(V::S(s)) => Some(s),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(bytes: &[u8]) -> Vec<Result<Decoded, DecodeError>> {
+        let mut v = Vec::new();
+        decode_record(bytes, FormatHint::Auto, &RawRef::default(), &mut |r| {
+            v.push(r)
+        });
+        v
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason_not_a_panic() {
+        let r = collect(b"not json at all");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].as_ref().unwrap_err().code(), "invalid_json");
+        let r = collect(b"{\"hello\": 1}");
+        assert_eq!(r[0].as_ref().unwrap_err(), &DecodeError::UnknownFormat);
+        let r = collect(b"{\"eventSource\": \"x\", \"userIdentity\": ");
+        assert_eq!(r[0].as_ref().unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn format_names_parse_and_unknown_names_are_explained() {
+        assert_eq!(
+            "k8s-audit".parse::<FormatHint>().unwrap(),
+            FormatHint::Forced(SourceFormat::K8sAudit)
+        );
+        assert!(
+            "syslog"
+                .parse::<FormatHint>()
+                .unwrap_err()
+                .contains("expected one of")
+        );
+    }
+}

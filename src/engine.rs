@@ -1,0 +1,180 @@
+//! The engine: baseline/detect and decide for one event at a time, for any number of identities.
+//!
+//! [`Engine::process`] is synchronous and takes `&self`: identities live in a `DashMap` sharded by
+//! principal key, so several partitions can be processed concurrently as long as each identity is
+//! owned by one partition (Kafka messages are keyed by identity). Replay calls it in event-time
+//! order from one thread, which makes its output deterministic.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+
+use crate::baseline::{Fleet, Profile};
+use crate::decide::{self, DecideStats, Decision, Guardrails, IdentityContext, RiskState};
+use crate::detect::{self, Detector, Rules};
+use crate::event::AccessEvent;
+
+/// Everything kept per identity.
+#[derive(Debug, Clone)]
+pub struct IdentityState {
+    pub profile: Profile,
+    pub risk: RiskState,
+}
+
+/// Running counters, readable at any time.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    pub events: AtomicU64,
+    pub findings: [AtomicU64; 9],
+    pub alerts_created: AtomicU64,
+    pub alerts_updated: AtomicU64,
+    pub alerts_by_severity: [AtomicU64; 6],
+    pub commands: AtomicU64,
+    pub merged: AtomicU64,
+    pub withheld: AtomicU64,
+}
+
+pub struct Engine {
+    rules: Rules,
+    identities: DashMap<String, IdentityState, FxBuildHasher>,
+    identity_count: AtomicUsize,
+    fleet: Fleet,
+    guard: Guardrails,
+    pub counters: EngineCounters,
+}
+
+impl Engine {
+    pub fn new(rules: Rules) -> Engine {
+        let fleet = Fleet::new(rules.model.baseline.fleet_max_values);
+        Engine {
+            rules,
+            identities: DashMap::with_hasher(FxBuildHasher),
+            identity_count: AtomicUsize::new(0),
+            fleet,
+            guard: Guardrails::new(),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Updates the event's identity and returns the alerts and commands it leads to.
+    pub fn process(&self, ev: &AccessEvent) -> Vec<Decision> {
+        let c = &self.counters;
+        c.events.fetch_add(1, Ordering::Relaxed);
+        let m = &self.rules.model;
+        let (mut state, is_new) = match self.identities.get_mut(ev.principal.as_str()) {
+            Some(s) => (s, false),
+            None => {
+                let entry = self
+                    .identities
+                    .entry(ev.principal.clone())
+                    .or_insert_with(|| {
+                        self.identity_count.fetch_add(1, Ordering::Relaxed);
+                        IdentityState {
+                            profile: Profile::new(
+                                ev.time_ms,
+                                m.detectors.volume.prior_dispersion as f32,
+                            ),
+                            risk: RiskState::default(),
+                        }
+                    });
+                (entry, true)
+            }
+        };
+        let state = &mut *state;
+        let findings = detect::observe(&mut state.profile, &self.fleet, &self.rules, ev, is_new);
+        for f in &findings {
+            c.findings[f.detector as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        let p = &state.profile;
+        let ctx = IdentityContext {
+            maturity: p.maturity(m.warmup.min_active_hours, m.warmup.min_days),
+            mature: p.is_mature(m.warmup.min_active_hours, m.warmup.min_days),
+            events: p.events,
+            first_seen_ms: p.first_seen_ms,
+            fleet_size: self.identity_count.load(Ordering::Relaxed),
+        };
+        let mut stats = DecideStats::default();
+        let decisions = decide::decide(
+            &mut state.risk,
+            findings,
+            ev,
+            &ctx,
+            &self.rules,
+            &self.guard,
+            &mut stats,
+        );
+        c.merged.fetch_add(stats.merged, Ordering::Relaxed);
+        c.withheld.fetch_add(stats.withheld, Ordering::Relaxed);
+        for d in &decisions {
+            match d {
+                Decision::Alert(a) => {
+                    match a.activity {
+                        decide::Activity::Create => {
+                            c.alerts_created.fetch_add(1, Ordering::Relaxed)
+                        }
+                        decide::Activity::Update => {
+                            c.alerts_updated.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    c.alerts_by_severity[usize::from(a.severity_id.min(5))]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Decision::Command(_) => {
+                    c.commands.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        decisions
+    }
+
+    /// Number of identities tracked.
+    pub fn identities(&self) -> usize {
+        self.identity_count.load(Ordering::Relaxed)
+    }
+
+    /// Identities still warming up.
+    pub fn warming_up(&self) -> usize {
+        let m = &self.rules.model;
+        self.identities
+            .iter()
+            .filter(|s| {
+                !s.profile
+                    .is_mature(m.warmup.min_active_hours, m.warmup.min_days)
+            })
+            .count()
+    }
+
+    /// Total and mean bytes of per-identity state (profiles and open alerts).
+    pub fn state_bytes(&self) -> (usize, f64) {
+        let total: usize = self.identities.iter().map(|s| s.profile.heap_bytes()).sum();
+        let n = self.identities().max(1);
+        (total, total as f64 / n as f64)
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Findings per detector so far.
+    pub fn findings_by_detector(&self) -> Vec<(Detector, u64)> {
+        Detector::ALL
+            .iter()
+            .map(|d| {
+                (
+                    *d,
+                    self.counters.findings[*d as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// A copy of one identity's state (for tests and inspection).
+    pub fn identity(&self, principal: &str) -> Option<IdentityState> {
+        self.identities.get(principal).map(|s| s.clone())
+    }
+}

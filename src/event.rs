@@ -1,0 +1,217 @@
+//! The normalised access event every decoder produces and every later stage consumes.
+//!
+//! An [`AccessEvent`] is what one log record says about one call made by one identity: who
+//! (principal and credential), what (action and resource), how it went (outcome), from where
+//! (origin) and how much (volume), at which event time. Strings are owned so an event can cross
+//! threads and outlive the buffer it was decoded from; nothing secret is ever stored here (see
+//! [`crate::redact`]).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// Which decoder produced an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceFormat {
+    Cloudtrail,
+    K8sAudit,
+    GcpAudit,
+    Native,
+}
+
+impl SourceFormat {
+    /// Stable lower-case name used in metrics, summaries and the native schema.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Cloudtrail => "cloudtrail",
+            SourceFormat::K8sAudit => "k8s-audit",
+            SourceFormat::GcpAudit => "gcp-audit",
+            SourceFormat::Native => "native",
+        }
+    }
+
+    /// The provider a revocation command must be sent to.
+    pub fn provider(self) -> &'static str {
+        match self {
+            SourceFormat::Cloudtrail => "aws",
+            SourceFormat::K8sAudit => "kubernetes",
+            SourceFormat::GcpAudit => "gcp",
+            SourceFormat::Native => "generic",
+        }
+    }
+}
+
+/// What kind of identity a principal key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalType {
+    /// An AWS IAM role, keyed by the role ARN whatever session used it.
+    AwsRole,
+    /// An AWS IAM user (long-lived access keys).
+    AwsUser,
+    /// The AWS account root user.
+    AwsRoot,
+    /// An AWS service acting on the account's behalf (`invokedBy`).
+    AwsService,
+    /// A federated or otherwise unclassified AWS identity.
+    AwsOther,
+    /// A Kubernetes service account (`system:serviceaccount:NS:NAME`).
+    K8sServiceAccount,
+    /// A Kubernetes node (`system:node:NAME`).
+    K8sNode,
+    /// Any other Kubernetes user (system components, humans, anonymous).
+    K8sUser,
+    /// A GCP service account (`...gserviceaccount.com`).
+    GcpServiceAccount,
+    /// Any other GCP principal.
+    GcpUser,
+    /// Declared by a native record.
+    Other,
+}
+
+impl PrincipalType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalType::AwsRole => "aws_role",
+            PrincipalType::AwsUser => "aws_user",
+            PrincipalType::AwsRoot => "aws_root",
+            PrincipalType::AwsService => "aws_service",
+            PrincipalType::AwsOther => "aws_other",
+            PrincipalType::K8sServiceAccount => "k8s_service_account",
+            PrincipalType::K8sNode => "k8s_node",
+            PrincipalType::K8sUser => "k8s_user",
+            PrincipalType::GcpServiceAccount => "gcp_service_account",
+            PrincipalType::GcpUser => "gcp_user",
+            PrincipalType::Other => "other",
+        }
+    }
+
+    /// Parses the names written by [`PrincipalType::as_str`]; unknown names map to `Other`.
+    pub fn parse(s: &str) -> PrincipalType {
+        match s {
+            "aws_role" => PrincipalType::AwsRole,
+            "aws_user" => PrincipalType::AwsUser,
+            "aws_root" => PrincipalType::AwsRoot,
+            "aws_service" => PrincipalType::AwsService,
+            "aws_other" => PrincipalType::AwsOther,
+            "k8s_service_account" => PrincipalType::K8sServiceAccount,
+            "k8s_node" => PrincipalType::K8sNode,
+            "k8s_user" => PrincipalType::K8sUser,
+            "gcp_service_account" => PrincipalType::GcpServiceAccount,
+            "gcp_user" => PrincipalType::GcpUser,
+            _ => PrincipalType::Other,
+        }
+    }
+}
+
+/// What a revocation would target: the credential used, never its secret value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Credential {
+    pub id: String,
+    /// e.g. `aws_access_key`, `aws_session_key`, `k8s_token`, `gcp_service_account_key`.
+    pub kind: &'static str,
+}
+
+/// Where a call came from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Origin {
+    /// The caller's IP address when the record has one.
+    pub ip: Option<IpAddr>,
+    /// False when the address was asserted by the client (e.g. `X-Forwarded-For`) or absent.
+    pub ip_trusted: bool,
+    /// A non-address source such as `AWS Internal` or `lambda.amazonaws.com`.
+    pub service: Option<String>,
+    pub asn: Option<u32>,
+    pub country: Option<String>,
+    pub user_agent: Option<String>,
+    pub vpc_endpoint: Option<String>,
+    /// Workload the credential is bound to or was issued for: pod, node, instance, cluster.
+    pub workload: Workload,
+}
+
+/// Attributes of the workload a credential belongs to, when the record carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub node: Option<String>,
+    pub pod: Option<String>,
+    /// AWS instance id or other workload instance identifier.
+    pub instance: Option<String>,
+}
+
+impl Workload {
+    /// True when the credential is bound to a specific running workload, so that use from a
+    /// network the workload never used is a strong sign of theft.
+    pub fn is_bound(&self) -> bool {
+        self.pod.is_some() || self.instance.is_some()
+    }
+}
+
+/// How the call went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub success: bool,
+    /// Provider error code or HTTP status, when the call failed.
+    pub error_code: Option<String>,
+    /// Authorisation refused (AccessDenied, 401/403, PERMISSION_DENIED).
+    pub denied: bool,
+}
+
+/// How much the call moved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Volume {
+    pub requests: u32,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+}
+
+impl Default for Volume {
+    fn default() -> Self {
+        Volume {
+            requests: 1,
+            bytes_in: None,
+            bytes_out: None,
+        }
+    }
+}
+
+/// Where the raw record can be found again: a source (file or topic/partition) and a position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RawRef {
+    pub source: String,
+    /// Line number, array index or Kafka offset within `source`.
+    pub position: u64,
+}
+
+/// One call by one identity, normalised from any supported log format.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessEvent {
+    /// Event time, milliseconds since the Unix epoch (UTC).
+    pub time_ms: i64,
+    pub format: SourceFormat,
+    /// The record's own id (CloudTrail `eventID`, Kubernetes `auditID`, GCP `insertId`).
+    pub event_id: Option<String>,
+    /// Account, project or cluster, when known.
+    pub tenant: Option<String>,
+    /// The identity whose baseline this event updates (see `schemas/README.md`).
+    pub principal: String,
+    pub principal_type: PrincipalType,
+    pub credential: Option<Credential>,
+    pub session_id: Option<String>,
+    /// `service:operation`, e.g. `iam.amazonaws.com:CreateAccessKey`, `create:clusterrolebindings`.
+    pub action: String,
+    pub resource: Option<String>,
+    pub outcome: Outcome,
+    pub origin: Origin,
+    pub volume: Volume,
+    pub raw: RawRef,
+}
+
+impl AccessEvent {
+    /// The service part of the action (before the first `:`).
+    pub fn service(&self) -> &str {
+        self.action.split_once(':').map_or("", |(s, _)| s)
+    }
+}

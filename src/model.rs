@@ -1,0 +1,711 @@
+//! Detection model configuration (`models/*.toml`): every threshold, half-life, window and
+//! sensitivity list, validated at load with every problem reported at once.
+//!
+//! A model file is laid over the embedded default (`models/default.toml`), so it only needs the
+//! keys it changes. Unknown keys and wrong types are found by walking the file against the
+//! default, then ranges are checked by [`Model::validate`]; [`ConfigError`] lists every problem
+//! with its file and key.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The default model, compiled in so the binary runs without any file.
+pub const DEFAULT_MODEL_TOML: &str = include_str!("../models/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub baseline: BaselineConfig,
+    pub warmup: WarmupConfig,
+    pub scoring: ScoringConfig,
+    pub detectors: Detectors,
+    pub sensitivity: Vec<SensitivityTier>,
+    pub commands: CommandConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineConfig {
+    pub half_life_days: f64,
+    pub max_endpoints: usize,
+    pub max_values_per_origin_level: usize,
+    pub ipv4_network_prefix: u8,
+    pub ipv4_coarse_prefix: u8,
+    pub ipv6_network_prefix: u8,
+    pub ipv6_coarse_prefix: u8,
+    pub fleet_max_values: usize,
+    pub novelty_prior_novel: f64,
+    pub novelty_prior_seen: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    pub min_active_hours: u32,
+    pub min_days: f64,
+    pub min_events_for_origin_checks: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringConfig {
+    pub evidence_half_life_minutes: f64,
+    pub evidence_scale_bits: f64,
+    pub alert_min_score: u8,
+    pub command_min_score: u8,
+    pub suppression_window_hours: f64,
+    pub high_min_score: u8,
+    pub critical_min_score: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detectors {
+    pub new_endpoint: NoveltyDetector,
+    pub new_origin: NoveltyDetector,
+    pub outside_workload: OutsideWorkload,
+    pub volume: VolumeDetector,
+    pub unusual_hour: UnusualHour,
+    pub denied_burst: WindowDetector,
+    pub enumeration: Enumeration,
+    pub dormant: Dormant,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoveltyDetector {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub fleet_discount_bits_per_doubling: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutsideWorkload {
+    pub enabled: bool,
+    pub weight: f64,
+    pub bits: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDetector {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub min_bits: f64,
+    pub min_requests: u32,
+    pub min_bytes: u64,
+    pub prior_dispersion: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnusualHour {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub cold_share: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDetector {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub window_minutes: f64,
+    pub min_denied: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enumeration {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub window_minutes: f64,
+    pub min_distinct: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dormant {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub min_idle_days: f64,
+    pub min_prior_events: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensitivityTier {
+    pub tier: String,
+    pub bonus_bits: f64,
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandMode {
+    DryRun,
+    Enforce,
+}
+
+impl CommandMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandMode::DryRun => "dry_run",
+            CommandMode::Enforce => "enforce",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    pub mode: CommandMode,
+    pub ttl_minutes: f64,
+    pub max_per_hour: u32,
+    pub max_fleet_fraction: f64,
+    pub protected: Vec<String>,
+}
+
+/// One thing wrong with a model file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub why: String,
+}
+
+/// A model file that cannot be used, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {} problem{} in detection model",
+            self.file,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}: {}", self.file, p.key, p.why)?;
+        }
+        Ok(())
+    }
+}
+
+impl Model {
+    /// The embedded default model.
+    pub fn embedded() -> Model {
+        Model::from_toml_str(DEFAULT_MODEL_TOML, "<embedded models/default.toml>")
+            .expect("the embedded default model is validated by a unit test")
+    }
+
+    /// Loads a model file laid over the embedded default.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every unreadable, unknown, mistyped or out-of-range key.
+    pub fn load(path: &Path) -> Result<Model, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                key: "(file)".into(),
+                why: format!("cannot read: {e}"),
+            }],
+        })?;
+        Model::from_toml_str(&text, &file)
+    }
+
+    /// Parses model text laid over the embedded default. `file` names it in errors.
+    ///
+    /// # Errors
+    /// As [`Model::load`].
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Model, ConfigError> {
+        let err = |problems| ConfigError {
+            file: file.to_owned(),
+            problems,
+        };
+        let user: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            err(vec![Problem {
+                key: "(syntax)".into(),
+                why: e.to_string().trim().replace('\n', " "),
+            }])
+        })?;
+        let mut merged: toml::Table = DEFAULT_MODEL_TOML
+            .parse()
+            .expect("embedded default is valid TOML");
+        let mut problems = Vec::new();
+        merge(&mut merged, user, "", &mut problems);
+        if !problems.is_empty() {
+            return Err(err(problems));
+        }
+        let model: Model =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    err(vec![Problem {
+                        key: "(model)".into(),
+                        why: e.to_string(),
+                    }])
+                })?;
+        let problems = model.validate();
+        if problems.is_empty() {
+            Ok(model)
+        } else {
+            Err(err(problems))
+        }
+    }
+
+    /// Range and consistency checks; returns every problem found.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut check = |ok: bool, key: &str, why: String| {
+            if !ok {
+                p.push(Problem {
+                    key: key.to_owned(),
+                    why,
+                });
+            }
+        };
+        let b = &self.baseline;
+        check(
+            b.half_life_days > 0.0,
+            "baseline.half_life_days",
+            format!("must be > 0, got {}", b.half_life_days),
+        );
+        check(
+            (1..=4096).contains(&b.max_endpoints),
+            "baseline.max_endpoints",
+            format!("must be 1..=4096, got {}", b.max_endpoints),
+        );
+        check(
+            (1..=1024).contains(&b.max_values_per_origin_level),
+            "baseline.max_values_per_origin_level",
+            format!("must be 1..=1024, got {}", b.max_values_per_origin_level),
+        );
+        check(
+            b.ipv4_network_prefix <= 32,
+            "baseline.ipv4_network_prefix",
+            format!("must be 0..=32, got {}", b.ipv4_network_prefix),
+        );
+        check(
+            b.ipv4_coarse_prefix <= b.ipv4_network_prefix,
+            "baseline.ipv4_coarse_prefix",
+            format!(
+                "must be <= ipv4_network_prefix ({}), got {}",
+                b.ipv4_network_prefix, b.ipv4_coarse_prefix
+            ),
+        );
+        check(
+            b.ipv6_network_prefix <= 128,
+            "baseline.ipv6_network_prefix",
+            format!("must be 0..=128, got {}", b.ipv6_network_prefix),
+        );
+        check(
+            b.ipv6_coarse_prefix <= b.ipv6_network_prefix,
+            "baseline.ipv6_coarse_prefix",
+            format!(
+                "must be <= ipv6_network_prefix ({}), got {}",
+                b.ipv6_network_prefix, b.ipv6_coarse_prefix
+            ),
+        );
+        check(
+            b.fleet_max_values >= 1000,
+            "baseline.fleet_max_values",
+            format!("must be >= 1000, got {}", b.fleet_max_values),
+        );
+        check(
+            b.novelty_prior_novel > 0.0,
+            "baseline.novelty_prior_novel",
+            "must be > 0".into(),
+        );
+        check(
+            b.novelty_prior_seen > 0.0,
+            "baseline.novelty_prior_seen",
+            "must be > 0".into(),
+        );
+        check(
+            self.warmup.min_days >= 0.0,
+            "warmup.min_days",
+            "must be >= 0".into(),
+        );
+
+        let s = &self.scoring;
+        check(
+            s.evidence_half_life_minutes > 0.0,
+            "scoring.evidence_half_life_minutes",
+            "must be > 0".into(),
+        );
+        check(
+            s.evidence_scale_bits > 0.0,
+            "scoring.evidence_scale_bits",
+            "must be > 0".into(),
+        );
+        check(
+            (1..=100).contains(&s.alert_min_score),
+            "scoring.alert_min_score",
+            format!("must be 1..=100, got {}", s.alert_min_score),
+        );
+        check(
+            s.command_min_score >= s.alert_min_score && s.command_min_score <= 100,
+            "scoring.command_min_score",
+            format!(
+                "must be between alert_min_score ({}) and 100, got {}",
+                s.alert_min_score, s.command_min_score
+            ),
+        );
+        check(
+            s.alert_min_score <= s.high_min_score
+                && s.high_min_score <= s.critical_min_score
+                && s.critical_min_score <= 100,
+            "scoring.high_min_score",
+            "must satisfy alert_min_score <= high_min_score <= critical_min_score <= 100".into(),
+        );
+        check(
+            s.suppression_window_hours >= 0.0,
+            "scoring.suppression_window_hours",
+            "must be >= 0".into(),
+        );
+
+        let d = &self.detectors;
+        let weights = [
+            ("new_endpoint", d.new_endpoint.weight),
+            ("new_origin", d.new_origin.weight),
+            ("outside_workload", d.outside_workload.weight),
+            ("volume", d.volume.weight),
+            ("unusual_hour", d.unusual_hour.weight),
+            ("denied_burst", d.denied_burst.weight),
+            ("enumeration", d.enumeration.weight),
+            ("dormant", d.dormant.weight),
+        ];
+        for (name, w) in weights {
+            check(
+                w.is_finite() && w >= 0.0,
+                &format!("detectors.{name}.weight"),
+                format!("must be a finite number >= 0, got {w}"),
+            );
+        }
+        let max_bits = [
+            ("new_endpoint", d.new_endpoint.max_bits),
+            ("new_origin", d.new_origin.max_bits),
+            ("volume", d.volume.max_bits),
+            ("unusual_hour", d.unusual_hour.max_bits),
+            ("denied_burst", d.denied_burst.max_bits),
+            ("enumeration", d.enumeration.max_bits),
+            ("dormant", d.dormant.max_bits),
+        ];
+        for (name, m) in max_bits {
+            check(
+                m > 0.0 && m <= 64.0,
+                &format!("detectors.{name}.max_bits"),
+                format!("must be in (0, 64], got {m}"),
+            );
+        }
+        check(
+            d.volume.prior_dispersion >= 1.0,
+            "detectors.volume.prior_dispersion",
+            "must be >= 1 (variance/mean)".into(),
+        );
+        check(
+            d.volume.min_bits > 0.0,
+            "detectors.volume.min_bits",
+            "must be > 0".into(),
+        );
+        check(
+            d.unusual_hour.cold_share > 0.0 && d.unusual_hour.cold_share < 1.0,
+            "detectors.unusual_hour.cold_share",
+            "must be in (0, 1)".into(),
+        );
+        check(
+            d.denied_burst.window_minutes > 0.0,
+            "detectors.denied_burst.window_minutes",
+            "must be > 0".into(),
+        );
+        check(
+            d.enumeration.window_minutes > 0.0,
+            "detectors.enumeration.window_minutes",
+            "must be > 0".into(),
+        );
+        check(
+            d.enumeration.min_distinct >= 2,
+            "detectors.enumeration.min_distinct",
+            "must be >= 2".into(),
+        );
+        check(
+            d.dormant.min_idle_days > 0.0,
+            "detectors.dormant.min_idle_days",
+            "must be > 0".into(),
+        );
+
+        for (i, t) in self.sensitivity.iter().enumerate() {
+            check(
+                !t.tier.is_empty(),
+                &format!("sensitivity[{i}].tier"),
+                "must not be empty".into(),
+            );
+            check(
+                t.bonus_bits >= 0.0,
+                &format!("sensitivity[{i}].bonus_bits"),
+                "must be >= 0".into(),
+            );
+            for (j, pat) in t.patterns.iter().enumerate() {
+                check(
+                    pat.contains(':') && !pat.starts_with(':'),
+                    &format!("sensitivity[{i}].patterns[{j}]"),
+                    format!("`{pat}` is not `service:operation` (wildcards `*` allowed)"),
+                );
+            }
+        }
+        let c = &self.commands;
+        check(
+            c.ttl_minutes > 0.0,
+            "commands.ttl_minutes",
+            "must be > 0".into(),
+        );
+        check(
+            c.max_fleet_fraction > 0.0 && c.max_fleet_fraction <= 0.5,
+            "commands.max_fleet_fraction",
+            format!(
+                "must be in (0, 0.5]: a guardrail that allows revoking most of the fleet is no guardrail, got {}",
+                c.max_fleet_fraction
+            ),
+        );
+        p
+    }
+}
+
+/// Lays `user` over `base`, recording unknown keys and type mismatches instead of stopping.
+fn merge(base: &mut toml::Table, user: toml::Table, prefix: &str, problems: &mut Vec<Problem>) {
+    for (key, value) in user {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let Some(existing) = base.get_mut(&key) else {
+            let known: Vec<&str> = base.keys().map(String::as_str).collect();
+            problems.push(Problem {
+                key: path,
+                why: format!("unknown key; expected one of: {}", known.join(", ")),
+            });
+            continue;
+        };
+        match (existing, value) {
+            (toml::Value::Table(b), toml::Value::Table(u)) => merge(b, u, &path, problems),
+            (toml::Value::Array(b), toml::Value::Array(u)) => {
+                // Arrays replace the default; tables inside are checked against its first element.
+                if let Some(toml::Value::Table(template)) = b.first().cloned() {
+                    for (i, item) in u.iter().enumerate() {
+                        match item {
+                            toml::Value::Table(t) => {
+                                let mut check = template.clone();
+                                merge(&mut check, t.clone(), &format!("{path}[{i}]"), problems);
+                                let missing: Vec<&String> =
+                                    template.keys().filter(|k| !t.contains_key(*k)).collect();
+                                for m in missing {
+                                    problems.push(Problem {
+                                        key: format!("{path}[{i}].{m}"),
+                                        why: "missing".into(),
+                                    });
+                                }
+                            }
+                            other => problems.push(Problem {
+                                key: format!("{path}[{i}]"),
+                                why: format!("expected a table, got {}", other.type_str()),
+                            }),
+                        }
+                    }
+                } else if let Some(first) = b.first() {
+                    for (i, item) in u.iter().enumerate() {
+                        if item.type_str() != first.type_str() {
+                            problems.push(Problem {
+                                key: format!("{path}[{i}]"),
+                                why: format!(
+                                    "expected {}, got {}",
+                                    first.type_str(),
+                                    item.type_str()
+                                ),
+                            });
+                        }
+                    }
+                }
+                *b = u;
+            }
+            (existing, value) => {
+                let numeric =
+                    |v: &toml::Value| matches!(v, toml::Value::Integer(_) | toml::Value::Float(_));
+                if existing.type_str() == value.type_str() {
+                    *existing = value;
+                } else if numeric(existing) && numeric(&value) {
+                    // `3` where `3.0` is expected (or the reverse, when whole) is what users mean.
+                    match (&*existing, &value) {
+                        (toml::Value::Float(_), toml::Value::Integer(i)) => {
+                            *existing = toml::Value::Float(*i as f64)
+                        }
+                        (toml::Value::Integer(_), toml::Value::Float(f)) if f.fract() == 0.0 => {
+                            *existing = toml::Value::Integer(*f as i64)
+                        }
+                        _ => problems.push(Problem {
+                            key: path,
+                            why: format!("expected an integer, got {value}"),
+                        }),
+                    }
+                } else {
+                    problems.push(Problem {
+                        key: path,
+                        why: format!(
+                            "expected {}, got {} `{value}`",
+                            existing.type_str(),
+                            value.type_str()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A `*` wildcard pattern, case-sensitive, matched against the whole string.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    parts: Vec<String>,
+    anchored_start: bool,
+    anchored_end: bool,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Glob {
+        Glob {
+            parts: pattern
+                .split('*')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            anchored_start: !pattern.starts_with('*'),
+            anchored_end: !pattern.ends_with('*'),
+        }
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        let mut rest = s;
+        let n = self.parts.len();
+        if n == 0 {
+            return !self.anchored_start || s.is_empty();
+        }
+        for (i, part) in self.parts.iter().enumerate() {
+            if i == 0 && self.anchored_start {
+                let Some(r) = rest.strip_prefix(part.as_str()) else {
+                    return false;
+                };
+                rest = r;
+            } else if i == n - 1 && self.anchored_end {
+                return rest.len() >= part.len() && rest.ends_with(part.as_str());
+            } else {
+                let Some(pos) = rest.find(part.as_str()) else {
+                    return false;
+                };
+                rest = &rest[pos + part.len()..];
+            }
+        }
+        !self.anchored_end || rest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_model_is_valid() {
+        let m = Model::from_toml_str(DEFAULT_MODEL_TOML, "default.toml").unwrap();
+        assert!(m.validate().is_empty());
+        assert_eq!(
+            m.commands.mode,
+            CommandMode::DryRun,
+            "commands must be dry-run by default"
+        );
+    }
+
+    #[test]
+    fn partial_file_overrides_only_its_keys() {
+        let m = Model::from_toml_str(
+            "[scoring]\nalert_min_score = 70\n[detectors.dormant]\nmin_idle_days = 45",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(m.scoring.alert_min_score, 70);
+        assert_eq!(m.detectors.dormant.min_idle_days, 45.0);
+        assert_eq!(m.scoring.command_min_score, 85);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_and_key() {
+        let text = r#"
+[scoring]
+alert_min_score = 90
+command_min_score = 50
+colour = "blue"
+[baseline]
+half_life_days = "two weeks"
+[commands]
+max_fleet_fraction = 0.9
+[[sensitivity]]
+tier = "x"
+bonus_bits = 1.0
+patterns = ["noservice"]
+"#;
+        let err = Model::from_toml_str(text, "bad.toml").unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"scoring.colour"), "{err}");
+        assert!(keys.contains(&"baseline.half_life_days"), "{err}");
+        // Type errors stop before range checks; fix them and the range problems all show.
+        let text = text
+            .replace("colour = \"blue\"\n", "")
+            .replace("\"two weeks\"", "14");
+        let err = Model::from_toml_str(&text, "bad.toml").unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"scoring.command_min_score"), "{err}");
+        assert!(keys.contains(&"commands.max_fleet_fraction"), "{err}");
+        assert!(keys.contains(&"sensitivity[0].patterns[0]"), "{err}");
+        assert!(err.to_string().starts_with("bad.toml: "), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = Model::from_toml_str("[scoring\n", "broken.toml").unwrap_err();
+        assert_eq!(err.problems[0].key, "(syntax)");
+        assert!(err.to_string().contains("broken.toml"));
+    }
+
+    #[test]
+    fn globs_match_whole_strings() {
+        assert!(
+            Glob::new("iam.amazonaws.com:Attach*Policy")
+                .matches("iam.amazonaws.com:AttachUserPolicy")
+        );
+        assert!(
+            !Glob::new("iam.amazonaws.com:Attach*Policy")
+                .matches("iam.amazonaws.com:AttachUserPolicyX")
+        );
+        assert!(
+            Glob::new("*:SetIamPolicy").matches("cloudresourcemanager.googleapis.com:SetIamPolicy")
+        );
+        assert!(Glob::new("list:*").matches("list:pods"));
+        assert!(!Glob::new("get:secrets").matches("get:secretsx"));
+        assert!(Glob::new("a*b*c").matches("aXbYc"));
+        assert!(!Glob::new("a*b*c").matches("aXcYb"));
+    }
+}
