@@ -56,6 +56,7 @@ pub struct ScoringConfig {
     pub alert_min_score: u8,
     pub command_min_score: u8,
     pub suppression_window_hours: f64,
+    pub min_event_bits: f64,
     pub high_min_score: u8,
     pub critical_min_score: u8,
 }
@@ -100,6 +101,7 @@ pub struct VolumeDetector {
     pub min_requests: u32,
     pub min_bytes: u64,
     pub prior_dispersion: f64,
+    pub shrink_hours: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -423,6 +425,11 @@ impl Model {
             d.volume.min_bits > 0.0,
             "detectors.volume.min_bits",
             "must be > 0".into(),
+        );
+        check(
+            d.volume.shrink_hours >= 0.0,
+            "detectors.volume.shrink_hours",
+            "must be >= 0".into(),
         );
         check(
             d.unusual_hour.cold_share > 0.0 && d.unusual_hour.cold_share < 1.0,

@@ -915,6 +915,10 @@ impl Sim {
                 }
             }
         }
+        // CloudTrail times have whole seconds: label what the records will say.
+        for c in &mut calls {
+            c.t -= c.t.rem_euclid(1000);
+        }
         let start = calls.iter().map(|c| c.t).min().unwrap_or(t);
         let end = calls.iter().map(|c| c.t).max().unwrap_or(t);
         if id.kind.is_k8s() {

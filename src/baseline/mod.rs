@@ -110,9 +110,9 @@ impl ValueSet {
         }
     }
 
-    /// Closes an hour: counts it in the novelty rate, then decays by `factor`.
-    fn close_hour(&mut self, factor: f32) {
-        if self.seen_this_hour {
+    /// Closes an hour: counts it in the novelty rate (when `count`), then decays by `factor`.
+    fn close_hour(&mut self, factor: f32, count: bool) {
+        if self.seen_this_hour && count {
             self.active_hours += 1.0;
             if self.novel_this_hour {
                 self.novel_hours += 1.0;
@@ -148,8 +148,14 @@ impl ValueSet {
 pub struct Seasonality {
     pub mean: [f32; 48],
     pub updates: [u16; 48],
-    /// Variance / mean of hourly counts around their seasonal mean.
+    /// Mean over all hours, the figure a thinly observed slot is shrunk towards.
+    pub overall: f32,
+    /// Variance / mean of hourly counts around their seasonal mean, pooled as a ratio of sums
+    /// (squared deviations over means), so idle hours, where both are near zero, do not dilute
+    /// the burstiness of the hours that matter.
     pub dispersion: f32,
+    sq_dev: f32,
+    mean_mass: f32,
 }
 
 impl Seasonality {
@@ -157,7 +163,10 @@ impl Seasonality {
         Seasonality {
             mean: [0.0; 48],
             updates: [0; 48],
+            overall: 0.0,
             dispersion: prior_dispersion,
+            sq_dev: prior_dispersion,
+            mean_mass: 1.0,
         }
     }
 
@@ -167,15 +176,20 @@ impl Seasonality {
     }
 
     /// Expected count for `hour` and how many observations back it. A weekend slot with little
-    /// history borrows the weekday figure rather than guessing zero.
-    pub fn expected(&self, hour: i64) -> (f64, u16) {
-        let s = Self::slot(hour);
+    /// history borrows the weekday figure rather than guessing zero. The slot mean is raised
+    /// towards the identity's overall hourly mean by `shrink_hours` pseudo-observations, so a
+    /// bursty identity whose slots are thinly observed is not judged against a mean of zero.
+    pub fn expected(&self, hour: i64, shrink_hours: f64) -> (f64, u16) {
+        let mut s = Self::slot(hour);
+        let mut m = f64::from(self.mean[s]);
         if s >= 24 && self.updates[s] < 3 {
-            let w = s - 24;
-            let n = self.updates[w];
-            return (f64::from(self.mean[w].max(self.mean[s])), n);
+            s -= 24;
+            m = m.max(f64::from(self.mean[s]));
         }
-        (f64::from(self.mean[s]), self.updates[s])
+        let n = self.updates[s];
+        let shrunk = (f64::from(n.min(60)) * m + shrink_hours * f64::from(self.overall))
+            / (f64::from(n.min(60)) + shrink_hours);
+        (shrunk.max(m), n)
     }
 
     fn update(&mut self, hour: i64, count: f32, min_alpha: f32) {
@@ -184,12 +198,14 @@ impl Seasonality {
         let alpha = (1.0 / (f32::from(n) + 1.0)).max(min_alpha);
         let m = self.mean[s];
         if n >= 2 {
-            let dev = (count - m) * (count - m) / m.max(1.0);
-            self.dispersion =
-                (self.dispersion + min_alpha * (dev - self.dispersion)).clamp(1.0, 1e6);
+            let a = min_alpha / 24.0;
+            self.sq_dev += a * ((count - m) * (count - m) - self.sq_dev);
+            self.mean_mass += a * (m.max(0.05) - self.mean_mass);
+            self.dispersion = (self.sq_dev / self.mean_mass.max(0.05)).clamp(1.0, 1e6);
         }
         self.mean[s] = m + alpha * (count - m);
         self.updates[s] = n.saturating_add(1);
+        self.overall += (alpha / 24.0).max(min_alpha / 24.0) * (count - self.overall);
     }
 }
 
@@ -309,7 +325,10 @@ impl Profile {
 
     /// Advances the profile to the clock hour of `time_ms`, closing the hours in between.
     /// Late events (earlier hour) are counted in the current hour: baselines never go back.
-    pub fn advance_to(&mut self, time_ms: i64, half_life_hours: f64) -> bool {
+    ///
+    /// Novelty rates count only hours closed with `count_novelty` set: during warm-up every
+    /// value is new by definition, and counting that would blind the identity for weeks.
+    pub fn advance_to(&mut self, time_ms: i64, half_life_hours: f64, count_novelty: bool) -> bool {
         let h = hour_index(time_ms);
         if h <= self.hour {
             return false;
@@ -331,9 +350,9 @@ impl Profile {
             self.requests.update(self.hour + q, 0.0, min_alpha);
         }
         let factor = stats::decay(gap as f64, half_life_hours) as f32;
-        self.endpoints.close_hour(factor);
+        self.endpoints.close_hour(factor, count_novelty);
         for o in &mut self.origins {
-            o.close_hour(factor);
+            o.close_hour(factor, count_novelty);
         }
         self.active_hours *= factor;
         self.cold_hours *= factor;
@@ -439,13 +458,13 @@ mod tests {
     fn novelty_rate_is_per_active_hour_and_decays() {
         let mut p = Profile::new(0, 2.0);
         for h in 0..100i64 {
-            p.advance_to(h * HOUR_MS, 24.0 * 21.0);
+            p.advance_to(h * HOUR_MS, 24.0 * 21.0, true);
             p.hour_requests += 50;
             if !p.endpoints.touch(1, h as u32, 1.0) {
                 p.endpoints.insert(1, h as u32, 1.0, 8);
             }
         }
-        p.advance_to(100 * HOUR_MS, 24.0 * 21.0);
+        p.advance_to(100 * HOUR_MS, 24.0 * 21.0, true);
         let p_new = p.endpoints.p_new(0.5, 0.5);
         assert!(p_new < 0.02, "one novel hour in 100: {p_new}");
     }
@@ -456,13 +475,13 @@ mod tests {
         for day in 0..21i64 {
             for h in [1i64, 2] {
                 let t = (day * 24 + h) * HOUR_MS;
-                p.advance_to(t, 24.0 * 21.0);
+                p.advance_to(t, 24.0 * 21.0, true);
                 p.hour_requests += 100;
             }
         }
-        p.advance_to(21 * 24 * HOUR_MS, 24.0 * 21.0);
-        let (noon, _) = p.requests.expected(21 * 24 + 12 + 24 * 2);
-        let (night, _) = p.requests.expected(21 * 24 + 1 + 24 * 2);
+        p.advance_to(21 * 24 * HOUR_MS, 24.0 * 21.0, true);
+        let (noon, _) = p.requests.expected(21 * 24 + 12 + 24 * 2, 0.0);
+        let (night, _) = p.requests.expected(21 * 24 + 1 + 24 * 2, 0.0);
         assert!(noon < 1.0 && night > 50.0, "noon {noon} night {night}");
         assert!(p.hour_of_day_share(12) < 0.01);
         assert!(p.hour_of_day_share(1) > 0.5);

@@ -56,6 +56,9 @@ impl Level {
     }
 }
 
+/// The coarse-level value standing for all private, loopback, link-local and CGNAT space.
+pub const INTERNAL: &str = "internal";
+
 /// One generalised origin value: its hash (for baselines) and how to label it (for evidence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginValue {
@@ -105,8 +108,15 @@ pub fn for_each_value(origin: &Origin, cfg: &BaselineConfig, mut f: impl FnMut(O
     if let Some(ip) = origin.ip {
         let (net, _) = masked(ip, cfg.ipv4_network_prefix, cfg.ipv6_network_prefix);
         emit(Level::Network, &|h| hash_ip(h, net));
-        let (coarse, _) = masked(ip, cfg.ipv4_coarse_prefix, cfg.ipv6_coarse_prefix);
-        emit(Level::Coarse, &|h| hash_ip(h, coarse));
+        if is_public(ip) {
+            let (coarse, _) = masked(ip, cfg.ipv4_coarse_prefix, cfg.ipv6_coarse_prefix);
+            emit(Level::Coarse, &|h| hash_ip(h, coarse));
+        } else {
+            // All internal address space is one coarse network: moving between private subnets
+            // (pods rescheduled, new VPC subnets) is the organisation's own churn, while a
+            // stolen credential used from outside arrives from public space.
+            emit(Level::Coarse, &|h| h.write(INTERNAL.as_bytes()));
+        }
     } else if let Some(svc) = origin.service.as_deref() {
         emit(Level::Network, &|h| h.write(svc.as_bytes()));
         emit(Level::Coarse, &|h| h.write(svc.as_bytes()));
@@ -140,6 +150,7 @@ fn hash_ip(h: &mut FxHasher, ip: IpAddr) {
 /// Human-readable label of the value the event has at `level` (for evidence and fleet tables).
 pub fn label(origin: &Origin, level: Level, cfg: &BaselineConfig) -> String {
     match level {
+        Level::Coarse if origin.ip.is_some_and(|ip| !is_public(ip)) => INTERNAL.to_owned(),
         Level::Network | Level::Coarse => match origin.ip {
             Some(ip) => {
                 let (v4, v6) = if level == Level::Network {
@@ -305,6 +316,10 @@ mod tests {
         };
         assert_eq!(label(&o, Level::Network, &cfg), "203.0.7.0/24");
         assert_eq!(label(&o, Level::Coarse, &cfg), "203.0.0.0/16");
+        let p = values("10.244.1.7");
+        let q = values("10.13.9.1");
+        assert_ne!(p[0], q[0]);
+        assert_eq!(p[1], q[1], "internal space is one coarse network");
     }
 
     #[test]

@@ -215,6 +215,9 @@ pub fn decide(
     risk.open.retain(|o| {
         (ev.time_ms - o.last_seen_ms) as f64 <= s.suppression_window_hours * 3_600_000.0
     });
+    // A trace of surprise (a CI runner's new address, say) must not re-raise an alert on the
+    // strength of evidence that earlier findings left behind.
+    let event_bits: f64 = findings.iter().map(|f| f.bits).sum();
     if findings.is_empty() {
         return Vec::new();
     }
@@ -234,7 +237,7 @@ pub fn decide(
         risk.recent.push(f);
     }
     let score = risk_score(risk.evidence, s.evidence_scale_bits);
-    if score < s.alert_min_score {
+    if score < s.alert_min_score || event_bits < s.min_event_bits {
         return Vec::new();
     }
     let cause = risk
@@ -247,7 +250,15 @@ pub fn decide(
     let sev = severity(score, r);
     let want_command = score >= s.command_min_score;
 
-    let (idx, activity) = match risk.open.iter().position(|o| o.cause == cause) {
+    // The same cause: an open alert raised for it, one it already contributed to, or one still
+    // hot (seen within the evidence horizon): findings minutes apart are one incident.
+    let open = risk
+        .open
+        .iter()
+        .position(|o| o.cause == cause)
+        .or_else(|| risk.open.iter().position(|o| o.types & cause.bit() != 0))
+        .or_else(|| risk.open.iter().position(|o| o.last_seen_ms >= horizon));
+    let (idx, activity) = match open {
         Some(i) => {
             let o = &mut risk.open[i];
             o.count += 1;

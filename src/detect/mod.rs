@@ -148,7 +148,8 @@ pub fn observe(
         }
     }
 
-    p.advance_to(t, r.half_life_hours);
+    let was_mature = p.is_mature(m.warmup.min_active_hours, m.warmup.min_days);
+    p.advance_to(t, r.half_life_hours, was_mature);
     let first_in_hour = p.hour_requests == 0;
     let mature = p.is_mature(m.warmup.min_active_hours, m.warmup.min_days);
     p.events += 1;
@@ -247,7 +248,7 @@ fn volume_spike(p: &mut Profile, r: &Rules, ev: &AccessEvent, out: &mut Vec<Find
     if x < v.min_requests || x < p.hour_fired.volume_next_check {
         return;
     }
-    let (mu, n) = p.requests.expected(p.hour);
+    let (mu, n) = p.requests.expected(p.hour, v.shrink_hours);
     if n < 3 {
         return;
     }
@@ -513,18 +514,20 @@ fn new_origin(
         return;
     }
     // Network levels are nested: the most surprising one speaks for them all. Client and
-    // workload are separate dimensions and add up.
+    // workload are separate dimensions: each is capped on its own and they add up.
+    let cap = d.new_origin.max_bits;
     let net = new_levels
         .iter()
         .filter(|l| l.level.is_network())
         .map(|l| l.bits)
-        .fold(0.0, f64::max);
+        .fold(0.0, f64::max)
+        .min(cap);
     let other: f64 = new_levels
         .iter()
         .filter(|l| !l.level.is_network())
-        .map(|l| l.bits)
+        .map(|l| l.bits.min(cap))
         .sum();
-    let total = (net + other).min(d.new_origin.max_bits);
+    let total = net + other;
     if total <= 0.0 {
         return;
     }
