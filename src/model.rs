@@ -65,7 +65,7 @@ pub struct ScoringConfig {
 #[serde(deny_unknown_fields)]
 pub struct Detectors {
     pub new_endpoint: NoveltyDetector,
-    pub new_origin: NoveltyDetector,
+    pub new_origin: OriginDetector,
     pub outside_workload: OutsideWorkload,
     pub volume: VolumeDetector,
     pub unusual_hour: UnusualHour,
@@ -81,6 +81,16 @@ pub struct NoveltyDetector {
     pub weight: f64,
     pub max_bits: f64,
     pub fleet_discount_bits_per_doubling: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginDetector {
+    pub enabled: bool,
+    pub weight: f64,
+    pub max_bits: f64,
+    pub fleet_discount_bits_per_doubling: f64,
+    pub client_fleet_discount_bits_per_doubling: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

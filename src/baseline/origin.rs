@@ -135,8 +135,14 @@ pub fn for_each_value(origin: &Origin, cfg: &BaselineConfig, mut f: impl FnMut(O
             h.write(major.as_bytes());
         });
     }
-    if let Some(w) = workload_name(origin) {
-        emit(Level::Workload, &|h| h.write(w.as_bytes()));
+    if let Some((ns, name)) = workload_parts(origin) {
+        emit(Level::Workload, &|h| {
+            if let Some(ns) = ns {
+                h.write(ns.as_bytes());
+                h.write_u8(b'/');
+            }
+            h.write(name.as_bytes());
+        });
     }
 }
 
@@ -201,18 +207,22 @@ pub fn client_family(ua: &str) -> (&str, &str) {
 /// else the VPC endpoint, else the cluster. Instance ids are deliberately not used: instances
 /// come and go in autoscaling groups and are no sign of anything by themselves.
 pub fn workload_name(origin: &Origin) -> Option<String> {
+    workload_parts(origin).map(|(ns, name)| match ns {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    })
+}
+
+/// The parts of [`workload_name`], borrowed, so the hot path can hash them without allocating.
+fn workload_parts(origin: &Origin) -> Option<(Option<&str>, &str)> {
     let w = &origin.workload;
     if let Some(pod) = w.pod.as_deref() {
-        let base = pod_controller(pod);
-        return Some(match w.namespace.as_deref() {
-            Some(ns) => format!("{ns}/{base}"),
-            None => base.to_owned(),
-        });
+        return Some((w.namespace.as_deref(), pod_controller(pod)));
     }
     if let Some(vpce) = origin.vpc_endpoint.as_deref() {
-        return Some(vpce.to_owned());
+        return Some((None, vpce));
     }
-    w.cluster.clone()
+    w.cluster.as_deref().map(|c| (None, c))
 }
 
 /// Strips the ReplicaSet hash and pod suffix that change on every rollout and restart.

@@ -455,10 +455,13 @@ fn new_origin(
         if v.level == Level::Coarse && users == 0 {
             coarse_unknown_to_fleet = true;
         }
+        let per_doubling = if v.level == Level::Client {
+            d.new_origin.client_fleet_discount_bits_per_doubling
+        } else {
+            d.new_origin.fleet_discount_bits_per_doubling
+        };
         let b = if first_new {
-            (bits(p_new, d.new_origin.max_bits)
-                - fleet_discount(users, d.new_origin.fleet_discount_bits_per_doubling))
-            .max(0.0)
+            (bits(p_new, d.new_origin.max_bits) - fleet_discount(users, per_doubling)).max(0.0)
         } else {
             0.0
         };
