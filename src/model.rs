@@ -141,6 +141,7 @@ pub struct Enumeration {
     pub max_bits: f64,
     pub window_minutes: f64,
     pub min_distinct: u32,
+    pub warmup_max_fleet_users: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

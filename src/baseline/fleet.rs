@@ -6,7 +6,7 @@
 //! `baseline.fleet_max_values`: when full, the least recently used tenth is forgotten, in an
 //! order that depends only on the data, so replays stay deterministic.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
@@ -28,6 +28,8 @@ pub struct Fleet {
     origins: DashMap<u64, FleetValue, FxBuildHasher>,
     max_values: usize,
     pub evicted: AtomicUsize,
+    /// Event time of the earliest event the fleet has seen.
+    first_ms: AtomicI64,
 }
 
 /// Which table a value lives in.
@@ -44,7 +46,17 @@ impl Fleet {
             origins: DashMap::with_hasher(FxBuildHasher),
             max_values,
             evicted: AtomicUsize::new(0),
+            first_ms: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// Records an event time; returns how long (ms) the fleet has been observed by then.
+    ///
+    /// Fleet rarity means nothing while the fleet itself is new: on the first day of a
+    /// deployment every endpoint is "called by nobody else".
+    pub fn observe_time(&self, t: i64) -> i64 {
+        let first = self.first_ms.fetch_min(t, Ordering::Relaxed).min(t);
+        t - first
     }
 
     fn table(&self, t: Table) -> &DashMap<u64, FleetValue, FxBuildHasher> {

@@ -199,7 +199,10 @@ impl Seasonality {
         let m = self.mean[s];
         if n >= 2 {
             let a = min_alpha / 24.0;
-            self.sq_dev += a * ((count - m) * (count - m) - self.sq_dev);
+            // Winsorised at five standard deviations of the current model, so one skipped
+            // run of a big job does not make every later spike look ordinary.
+            let dev = ((count - m) * (count - m)).min(25.0 * m.max(1.0) * self.dispersion);
+            self.sq_dev += a * (dev - self.sq_dev);
             self.mean_mass += a * (m.max(0.05) - self.mean_mass);
             self.dispersion = (self.sq_dev / self.mean_mass.max(0.05)).clamp(1.0, 1e6);
         }

@@ -42,6 +42,8 @@ pub struct OpenAlert {
     pub severity_id: u8,
     pub types: u16,
     pub command_id: Option<String>,
+    /// Why the guardrails withheld this alert's command; it is not asked for again.
+    pub command_withheld: Option<String>,
 }
 
 /// Whether an alert message opens a finding or updates it (OCSF activity_id 1 / 2).
@@ -265,7 +267,7 @@ pub fn decide(
             o.last_seen_ms = o.last_seen_ms.max(ev.time_ms);
             let escalates = sev > o.severity_id
                 || (types_mask & !o.types) != 0
-                || (want_command && o.command_id.is_none());
+                || (want_command && o.command_id.is_none() && o.command_withheld.is_none());
             o.score = o.score.max(score);
             o.severity_id = o.severity_id.max(sev);
             o.types |= types_mask;
@@ -297,15 +299,18 @@ pub fn decide(
                 severity_id: sev,
                 types: types_mask,
                 command_id: None,
+                command_withheld: None,
             });
             (risk.open.len() - 1, Activity::Create)
         }
     };
 
     let mut out = Vec::with_capacity(2);
-    let mut withheld = None;
     let mut command = None;
-    if want_command && risk.open[idx].command_id.is_none() {
+    if want_command
+        && risk.open[idx].command_id.is_none()
+        && risk.open[idx].command_withheld.is_none()
+    {
         match guard.admit(&ev.principal, ev.time_ms, ctx.fleet_size, r) {
             Ok(()) => {
                 let c = build_command(&risk.open[idx], &risk.recent, ev, r, score);
@@ -314,7 +319,7 @@ pub fn decide(
             }
             Err(why) => {
                 stats.withheld += 1;
-                withheld = Some(why);
+                risk.open[idx].command_withheld = Some(why);
             }
         }
     }
@@ -343,7 +348,7 @@ pub fn decide(
         identity_first_seen_ms: ctx.first_seen_ms,
         event: ev.clone(),
         command_id: o.command_id.clone(),
-        command_withheld: withheld,
+        command_withheld: o.command_withheld.clone(),
     };
     out.push(Decision::Alert(Box::new(alert)));
     if let Some(c) = command {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, required, timestamp};
+use super::{DecodeError, Decoded, lenient, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
@@ -43,7 +43,8 @@ struct AuditLog<'a> {
     status: Option<Status>,
     #[serde(borrow)]
     authentication_info: Option<AuthenticationInfo<'a>>,
-    #[serde(borrow)]
+    /// Not needed to attribute the call: a malformed one is treated as absent.
+    #[serde(borrow, default, deserialize_with = "lenient::object")]
     request_metadata: Option<RequestMetadata<'a>>,
     #[serde(borrow)]
     service_name: Option<Cow<'a, str>>,
@@ -84,10 +85,10 @@ const UNAUTHENTICATED: i64 = 16;
 
 pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
     let e: Entry = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
-    let time_field = if e.timestamp.is_some() {
-        "timestamp"
-    } else {
+    let time_field = if e.timestamp.is_none() && e.receive_timestamp.is_some() {
         "receiveTimestamp"
+    } else {
+        "timestamp"
     };
     let time_ms = timestamp(
         e.timestamp.as_deref().or(e.receive_timestamp.as_deref()),

@@ -76,10 +76,10 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
     {
         return Ok(Decoded::Skipped(Skip::IntermediateStage));
     }
-    let time_field = if e.request_received_timestamp.is_some() {
-        "requestReceivedTimestamp"
-    } else {
+    let time_field = if e.request_received_timestamp.is_none() && e.stage_timestamp.is_some() {
         "stageTimestamp"
+    } else {
+        "requestReceivedTimestamp"
     };
     let time_ms = timestamp(
         e.request_received_timestamp

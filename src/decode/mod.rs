@@ -212,11 +212,14 @@ pub fn decode_one(bytes: &[u8], hint: FormatHint, raw: RawRef) -> Result<Decoded
 /// Guesses a record's format from keys only its format has.
 pub fn detect_format(bytes: &[u8]) -> Result<SourceFormat, DecodeError> {
     let has = |needle: &[u8]| memmem::find(bytes, needle).is_some();
-    if has(b"\"audit.k8s.io/") {
-        Ok(SourceFormat::K8sAudit)
-    } else if has(b"\"protoPayload\"") {
+    if has(b"\"protoPayload\"") {
+        // Before Kubernetes: GKE audit entries are GCP entries that mention audit.k8s.io.
         Ok(SourceFormat::GcpAudit)
-    } else if has(b"\"eventSource\"") && has(b"\"userIdentity\"") {
+    } else if has(b"\"audit.k8s.io/")
+        || (has(b"\"verb\"") && (has(b"\"requestURI\"") || has(b"\"objectRef\"")))
+    {
+        Ok(SourceFormat::K8sAudit)
+    } else if has(b"\"eventSource\"") || has(b"\"userIdentity\"") {
         Ok(SourceFormat::Cloudtrail)
     } else if has(b"\"principal\"") && has(b"\"action\"") {
         Ok(SourceFormat::Native)
@@ -268,6 +271,22 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 pub(crate) mod lenient {
     use serde::{Deserialize, Deserializer};
     use std::borrow::Cow;
+
+    /// An optional object that may be malformed in the wild: anything else counts as absent.
+    pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum V<T> {
+            Ok(T),
+            Other(serde::de::IgnoredAny),
+        }
+        Ok(match Option::<V<T>>::deserialize(d)? {
+            Some(V::Ok(t)) => Some(t),
+            _ => None,
+        })
+    }
 
     pub fn str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
         #[derive(Deserialize)]

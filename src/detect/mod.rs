@@ -149,6 +149,7 @@ pub fn observe(
     }
 
     let was_mature = p.is_mature(m.warmup.min_active_hours, m.warmup.min_days);
+    let fleet_mature = fleet.observe_time(t) as f64 >= m.warmup.min_days * DAY_MS as f64;
     p.advance_to(t, r.half_life_hours, was_mature);
     let first_in_hour = p.hour_requests == 0;
     let mature = p.is_mature(m.warmup.min_active_hours, m.warmup.min_days);
@@ -202,11 +203,11 @@ pub fn observe(
     // What it calls.
     let ep = endpoint_hash(&ev.action);
     if !p.endpoints.touch(ep, hour, 1.0) {
-        new_endpoint(p, fleet, r, ev, ep, mature, &mut out);
+        new_endpoint(p, fleet, r, ev, ep, mature, fleet_mature, &mut out);
     }
 
     // From where.
-    new_origin(p, fleet, r, ev, mature, &mut out);
+    new_origin(p, fleet, r, ev, mature, fleet_mature, &mut out);
 
     // Refusals.
     let len = (d.denied_burst.window_minutes * 60_000.0) as i64;
@@ -310,6 +311,7 @@ fn fleet_discount(users: u32, per_doubling: f64) -> f64 {
     (1.0 + f64::from(users)).log2() * per_doubling
 }
 
+#[allow(clippy::too_many_arguments)]
 fn new_endpoint(
     p: &mut Profile,
     fleet: &Fleet,
@@ -317,6 +319,7 @@ fn new_endpoint(
     ev: &AccessEvent,
     ep: u64,
     mature: bool,
+    fleet_mature: bool,
     out: &mut Vec<Finding>,
 ) {
     let m = &r.model;
@@ -341,14 +344,22 @@ fn new_endpoint(
 
     if d.new_endpoint.enabled {
         let novelty = if mature && first_new_this_hour {
-            (bits(p_new, d.new_endpoint.max_bits)
-                - fleet_discount(users, d.new_endpoint.fleet_discount_bits_per_doubling))
-            .max(0.0)
+            bits(p_new, d.new_endpoint.max_bits)
         } else {
             0.0
         };
-        let bonus = tier.map_or(0.0, |t| r.tiers[t as usize].bonus_bits);
-        let total = (novelty + bonus).min(d.new_endpoint.max_bits);
+        // Sensitivity counts for a young identity only once the fleet has history to judge
+        // rarity by; a mature identity's first sensitive call always counts.
+        let bonus = if mature || fleet_mature {
+            tier.map_or(0.0, |t| r.tiers[t as usize].bonus_bits)
+        } else {
+            0.0
+        };
+        // An endpoint many identities call is less surprising, sensitive or not: a new
+        // controller listing secrets like its peers is not an attacker doing so for the first
+        // time anywhere in the fleet.
+        let discount = fleet_discount(users, d.new_endpoint.fleet_discount_bits_per_doubling);
+        let total = (novelty + bonus - discount).clamp(0.0, d.new_endpoint.max_bits);
         if total > 0.0 {
             let top: Vec<String> = p
                 .endpoints
@@ -378,9 +389,11 @@ fn new_endpoint(
     }
 
     // Enumeration: many distinct new endpoints within a short window. During warm-up everything
-    // is new, so only sensitive and reconnaissance endpoints count then.
+    // is new, so only sensitive and reconnaissance endpoints that few identities call count then.
     let e = &d.enumeration;
-    if !e.enabled || (!mature && tier.is_none()) {
+    if !e.enabled
+        || (!mature && (!fleet_mature || tier.is_none() || users >= e.warmup_max_fleet_users))
+    {
         return;
     }
     let len = (e.window_minutes * 60_000.0) as i64;
@@ -428,6 +441,7 @@ fn new_origin(
     r: &Rules,
     ev: &AccessEvent,
     mature: bool,
+    fleet_mature: bool,
     out: &mut Vec<Finding>,
 ) {
     let m = &r.model;
@@ -481,6 +495,7 @@ fn new_origin(
     // A workload-bound credential used from a public network that neither it nor the fleet knows.
     let ow = &d.outside_workload;
     if ow.enabled
+        && fleet_mature
         && coarse_unknown_to_fleet
         && ev.origin.workload.is_bound()
         && ev.origin.ip.is_some_and(origin::is_public)

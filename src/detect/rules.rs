@@ -79,7 +79,8 @@ mod tests {
             name("create:clusterrolebindings").as_deref(),
             Some("critical")
         );
-        assert_eq!(name("list:pods").as_deref(), Some("recon"));
+        assert_eq!(name("list:clusterrolebindings").as_deref(), Some("recon"));
+        assert_eq!(name("list:pods"), None, "controllers list pods all day");
         assert_eq!(name("s3.amazonaws.com:GetObject"), None);
         assert!(r.is_protected("arn:aws:iam::123456789012:role/break-glass-admin"));
         assert!(!r.is_protected("arn:aws:iam::123456789012:role/app"));

@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests: run the engine in-process, validate messages.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use driftwatch::decide::Decision;
+use driftwatch::decode::{self, Decoded, FormatHint};
+use driftwatch::detect::Rules;
+use driftwatch::emit;
+use driftwatch::engine::Engine;
+use driftwatch::event::{AccessEvent, RawRef};
+use driftwatch::model::Model;
+use serde_json::Value;
+
+pub fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
+}
+
+/// Panics with every schema error when `v` does not validate.
+pub fn assert_valid(validator: &jsonschema::Validator, v: &Value, what: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match its schema:\n{}\n{}",
+        errors.join("\n"),
+        serde_json::to_string_pretty(v).unwrap()
+    );
+}
+
+/// Decodes raw records (any supported format), panicking on any rejection.
+pub fn decode_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<AccessEvent> {
+    let mut out = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        let raw = RawRef {
+            source: "test".into(),
+            position: i as u64 + 1,
+        };
+        decode::decode_record(line.as_bytes(), FormatHint::Auto, &raw, &mut |r| match r {
+            Ok(Decoded::Event(e)) => out.push(*e),
+            Ok(Decoded::Skipped(_)) => {}
+            Err(e) => panic!("record {} rejected: {e}\n{line}", i + 1),
+        });
+    }
+    out.sort_by_key(|e| e.time_ms);
+    out
+}
+
+/// Rendered alerts and commands, in emission order.
+#[derive(Default)]
+pub struct Outputs {
+    pub alerts: Vec<Value>,
+    pub commands: Vec<Value>,
+}
+
+impl Outputs {
+    /// Alerts about one identity.
+    pub fn alerts_for(&self, principal: &str) -> Vec<&Value> {
+        self.alerts
+            .iter()
+            .filter(|a| a["resources"][0]["uid"] == principal)
+            .collect()
+    }
+
+    /// Union of `finding_info.types` over an identity's alerts.
+    pub fn types_for(&self, principal: &str) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .alerts_for(principal)
+            .iter()
+            .flat_map(|a| {
+                a["finding_info"]["types"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+/// Runs events through a fresh engine with `model` (the embedded default when `None`).
+pub fn run(events: &[AccessEvent], model: Option<Model>) -> (Engine, Outputs) {
+    let engine = Engine::new(Rules::new(model.unwrap_or_else(Model::embedded)));
+    let mut out = Outputs::default();
+    for e in events {
+        for d in engine.process(e) {
+            let v = emit::render(&d);
+            match d {
+                Decision::Alert(_) => out.alerts.push(v),
+                Decision::Command(_) => out.commands.push(v),
+            }
+        }
+    }
+    (engine, out)
+}

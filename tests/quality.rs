@@ -1,0 +1,102 @@
+//! Detection quality on a simulated fleet: every kind of attack is caught, benign churn is quiet.
+//!
+//! Targets (from the detection-engine issue): at least 95% of attack scenarios detected, and at
+//! most 5 false alert-hours per 1,000 identity-days after warm-up. The figures are printed.
+
+mod common;
+
+use common::{assert_valid, decode_all, run, schema};
+use driftwatch::evaluate::{alert_point, score};
+use driftwatch::simulate::{ATTACK_KINDS, SimConfig, generate};
+
+const HOUR_MS: i64 = 3_600_000;
+
+#[test]
+fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
+    let cfg = SimConfig {
+        identities: 240,
+        days: 21,
+        seed: 20261122,
+        ..SimConfig::default()
+    };
+    let (ct, k8s, labels) = generate(&cfg);
+    let events = decode_all(ct.iter().chain(k8s.iter()).map(String::as_str));
+    let (engine, out) = run(&events, None);
+    let points: Vec<_> = out
+        .alerts
+        .iter()
+        .map(|a| alert_point(a).expect("alert has identity and time"))
+        .collect();
+    let report = score(&labels, &points, HOUR_MS);
+    let (_, bytes_per_identity) = engine.state_bytes();
+    eprintln!(
+        "fleet: {} identities, {} events, {} attacks; {:.0} bytes of baseline per identity\n{report}",
+        labels.identities.len(),
+        events.len(),
+        labels.attacks.len(),
+        bytes_per_identity
+    );
+
+    for kind in ATTACK_KINDS {
+        let k = report
+            .by_kind
+            .get(kind)
+            .unwrap_or_else(|| panic!("no {kind} attack injected"));
+        assert!(k.total >= 2, "{kind}: {} scenarios", k.total);
+        assert!(
+            k.detected * 2 >= k.total,
+            "{kind}: only {}/{} detected",
+            k.detected,
+            k.total
+        );
+    }
+    assert!(
+        report.detection_rate >= 0.95,
+        "detection rate {:.3} < 0.95; missed {:?}",
+        report.detection_rate,
+        report.missed
+    );
+    assert!(
+        report.false_alert_hours_per_1000_identity_days <= 5.0,
+        "{} false alert-hours per 1,000 identity-days",
+        report.false_alert_hours_per_1000_identity_days
+    );
+    assert!(
+        bytes_per_identity <= 2048.0,
+        "baseline state {bytes_per_identity:.0} bytes per identity"
+    );
+}
+
+#[test]
+fn every_alert_and_command_from_a_simulated_fleet_matches_its_schema() {
+    let cfg = SimConfig {
+        identities: 80,
+        days: 14,
+        seed: 5,
+        ..SimConfig::default()
+    };
+    let (ct, k8s, _) = generate(&cfg);
+    let events = decode_all(ct.iter().chain(k8s.iter()).map(String::as_str));
+    let (_, out) = run(&events, None);
+    assert!(
+        out.alerts.len() >= 5,
+        "expected alerts from the injected attacks, got {}",
+        out.alerts.len()
+    );
+    assert!(
+        !out.commands.is_empty(),
+        "expected at least one revocation command"
+    );
+    let alert_schema = schema("alert.v1.json");
+    let command_schema = schema("revocation-command.v1.json");
+    for a in &out.alerts {
+        assert_valid(&alert_schema, a, "alert");
+        let first = a["finding_info"]["first_seen_time"].as_i64().unwrap();
+        let last = a["finding_info"]["last_seen_time"].as_i64().unwrap();
+        assert!(first <= last, "first_seen_time after last_seen_time");
+    }
+    for c in &out.commands {
+        assert_valid(&command_schema, c, "command");
+        assert_eq!(c["mode"], "dry_run", "commands are dry-run by default");
+    }
+}

@@ -1,0 +1,496 @@
+//! Golden scenarios: short stories of one identity's life, told as native events, and what
+//! driftwatch must (and must not) say about them. Every emitted alert and command is checked
+//! against its schema.
+
+mod common;
+
+use common::{Outputs, assert_valid, decode_all, run, schema};
+use serde_json::json;
+
+const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
+const MINUTE: i64 = 60_000;
+/// 2026-03-02T00:00:00Z, a Monday.
+const T0: i64 = 1_772_409_600_000;
+
+struct Who {
+    key: &'static str,
+    kind: &'static str,
+    credential: &'static str,
+    pod: Option<&'static str>,
+}
+
+/// Builds a stream of native records.
+#[derive(Default)]
+struct Story {
+    lines: Vec<String>,
+}
+
+impl Story {
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        who: &Who,
+        t: i64,
+        action: &str,
+        ip: &str,
+        ua: &str,
+        denied: bool,
+        bytes_out: Option<u64>,
+    ) {
+        let mut origin = json!({"ip": ip, "user_agent": ua});
+        if let Some(pod) = who.pod {
+            origin["workload"] = json!({"namespace": "payments", "pod": pod, "node": "node-3"});
+        }
+        let mut rec = json!({
+            "schema": "driftwatch.access-event.v1",
+            "time": t,
+            "event_id": format!("e{}", self.lines.len()),
+            "tenant": "111122223333",
+            "principal": {"key": who.key, "type": who.kind},
+            "credential": {"id": who.credential, "type": if who.kind == "k8s_service_account" { "k8s_token" } else { "aws_access_key" }},
+            "action": action,
+            "origin": origin,
+        });
+        if denied {
+            rec["outcome"] =
+                json!({"success": false, "error_code": "AccessDenied", "denied": true});
+        }
+        if let Some(b) = bytes_out {
+            rec["volume"] = json!({"bytes_out": b});
+        }
+        self.lines.push(rec.to_string());
+    }
+
+    /// `per_hour` calls in each of `hours` (UTC) on days `days`, cycling through `actions`.
+    #[allow(clippy::too_many_arguments)]
+    fn routine(
+        &mut self,
+        who: &Who,
+        days: std::ops::Range<i64>,
+        hours: std::ops::Range<i64>,
+        per_hour: i64,
+        actions: &[&str],
+        ip: &str,
+        ua: &str,
+    ) {
+        for d in days {
+            for h in hours.clone() {
+                for i in 0..per_hour {
+                    let t = T0
+                        + d * DAY
+                        + h * HOUR
+                        + i * (HOUR / per_hour)
+                        + (d * 7 + i * 13) % 50 * 1000;
+                    self.call(
+                        who,
+                        t,
+                        actions[(i + d + h) as usize % actions.len()],
+                        ip,
+                        ua,
+                        false,
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A quiet fleet around the protagonist, so fleet-wide rarity means something.
+    fn with_peers(mut self, days: i64) -> Story {
+        for n in 0..6 {
+            let key: &'static str =
+                Box::leak(format!("arn:aws:iam::111122223333:role/peer-{n}").into_boxed_str());
+            let peer = Who {
+                key,
+                kind: "aws_role",
+                credential: "ASIAPEER",
+                pod: None,
+            };
+            let ip: &'static str = Box::leak(format!("52.10.20.{}", 30 + n).into_boxed_str());
+            self.routine(
+                &peer,
+                0..days,
+                0..24,
+                3,
+                &[
+                    "s3.amazonaws.com:GetObject",
+                    "sqs.amazonaws.com:ReceiveMessage",
+                ],
+                ip,
+                "aws-sdk-go/1.50.1 (go1.21.6; linux; amd64)",
+            );
+        }
+        self
+    }
+
+    fn play(&self) -> Outputs {
+        let events = decode_all(self.lines.iter().map(String::as_str));
+        let (_, out) = run(&events, None);
+        let alert_schema = schema("alert.v1.json");
+        let command_schema = schema("revocation-command.v1.json");
+        for a in &out.alerts {
+            assert_valid(&alert_schema, a, "alert");
+        }
+        for c in &out.commands {
+            assert_valid(&command_schema, c, "command");
+        }
+        out
+    }
+}
+
+const ROLE: Who = Who {
+    key: "arn:aws:iam::111122223333:role/payments",
+    kind: "aws_role",
+    credential: "ASIAPAYMENTS",
+    pod: None,
+};
+const SDK: &str = "aws-sdk-go/1.50.1 (go1.21.6; linux; amd64)";
+const WORK: [&str; 3] = [
+    "s3.amazonaws.com:GetObject",
+    "dynamodb.amazonaws.com:PutItem",
+    "sqs.amazonaws.com:SendMessage",
+];
+
+#[test]
+fn workload_role_that_suddenly_calls_iam_is_alerted_and_revoked_in_dry_run() {
+    let mut s = Story::default().with_peers(16);
+    s.routine(&ROLE, 0..16, 0..24, 6, &WORK, "52.10.20.30", SDK);
+    let attack = T0 + 14 * DAY + 10 * HOUR + 7 * MINUTE;
+    for (i, a) in [
+        "iam.amazonaws.com:CreateUser",
+        "iam.amazonaws.com:CreateAccessKey",
+        "iam.amazonaws.com:AttachUserPolicy",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.call(
+            &ROLE,
+            attack + i as i64 * 20_000,
+            a,
+            "52.10.20.30",
+            SDK,
+            false,
+            None,
+        );
+    }
+    let out = s.play();
+
+    let alerts = out.alerts_for(ROLE.key);
+    assert!(
+        !alerts.is_empty(),
+        "no alert for a workload role creating IAM users"
+    );
+    assert!(
+        alerts.iter().all(|a| a["time"].as_i64() >= Some(attack)),
+        "alerted before the attack: {alerts:?}"
+    );
+    assert_eq!(
+        alerts[0]["finding_info"]["first_seen_time"], attack,
+        "first_seen_time is the event time of the first IAM call"
+    );
+    assert!(out.types_for(ROLE.key).contains(&"new_endpoint".to_owned()));
+    let cmd = out
+        .commands
+        .iter()
+        .find(|c| c["target"]["identity"]["key"] == ROLE.key)
+        .expect("a revocation command");
+    assert_eq!(cmd["mode"], "dry_run");
+    assert_eq!(cmd["action"], "revoke_role_sessions");
+    assert_eq!(cmd["target"]["credential"]["id"], "ASIAPAYMENTS");
+    assert_eq!(
+        cmd["reason"]["finding_uid"],
+        alerts[0]["finding_info"]["uid"]
+    );
+    assert!(
+        out.alerts
+            .iter()
+            .all(|a| a["resources"][0]["uid"] == ROLE.key),
+        "peers raised alerts: {:?}",
+        out.alerts
+    );
+}
+
+#[test]
+fn pod_token_replayed_from_the_internet_is_caught_on_its_first_call() {
+    let sa = Who {
+        key: "system:serviceaccount:payments:api",
+        kind: "k8s_service_account",
+        credential: "JTI=7c0d",
+        pod: Some("api-7d9f8b6c5-x2k4p"),
+    };
+    let mut s = Story::default().with_peers(16);
+    s.routine(
+        &sa,
+        0..16,
+        0..24,
+        8,
+        &["get:configmaps", "list:pods", "update:leases"],
+        "10.244.3.17",
+        "api/v1.4.2 (linux/amd64) kubernetes/$Format",
+    );
+    let attack = T0 + 15 * DAY + 3 * HOUR + 33 * MINUTE;
+    s.call(
+        &sa,
+        attack,
+        "list:pods",
+        "203.0.113.50",
+        "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+        false,
+        None,
+    );
+    s.call(
+        &sa,
+        attack + 20_000,
+        "get:secrets",
+        "203.0.113.50",
+        "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+        false,
+        None,
+    );
+    let out = s.play();
+
+    let alerts = out.alerts_for(sa.key);
+    assert!(
+        !alerts.is_empty(),
+        "stolen pod token used from the internet was not alerted"
+    );
+    assert_eq!(
+        alerts[0]["time"], attack,
+        "alert must come with the first replayed call"
+    );
+    let types = out.types_for(sa.key);
+    assert!(
+        types.contains(&"credential_outside_workload".to_owned()),
+        "{types:?}"
+    );
+    assert!(types.contains(&"new_origin".to_owned()), "{types:?}");
+    let evidence = alerts[0]["evidences"].to_string();
+    assert!(
+        evidence.contains("203.0.113.0/24") && evidence.contains("internal"),
+        "evidence shows observed vs baseline networks: {evidence}"
+    );
+}
+
+#[test]
+fn ci_key_with_a_new_runner_address_for_every_job_stays_quiet() {
+    let ci = Who {
+        key: "arn:aws:iam::111122223333:user/ci-deploy",
+        kind: "aws_user",
+        credential: "AKIACIDEPLOY",
+        pod: None,
+    };
+    let mut s = Story::default().with_peers(21);
+    for d in 0..21 {
+        if d % 7 >= 5 {
+            continue;
+        }
+        for job in 0..6i64 {
+            let t = T0 + d * DAY + (9 + job) * HOUR + (d * 11 + job * 7) % 50 * MINUTE;
+            let ip = format!(
+                "{}.{}.{}.{}",
+                [20, 40, 52, 13][(job % 4) as usize],
+                (d * 37 + job * 91) % 250,
+                (d * 13 + job * 29) % 250,
+                10 + job
+            );
+            for (k, a) in [
+                "sts.amazonaws.com:GetCallerIdentity",
+                "ecr.amazonaws.com:GetAuthorizationToken",
+                "ecr.amazonaws.com:PutImage",
+                "s3.amazonaws.com:PutObject",
+            ]
+            .iter()
+            .enumerate()
+            {
+                s.call(
+                    &ci,
+                    t + k as i64 * 15_000,
+                    a,
+                    &ip,
+                    "aws-cli/2.15.30 Python/3.11.8 Linux/5.15.0-1053-azure",
+                    false,
+                    None,
+                );
+            }
+        }
+    }
+    let out = s.play();
+    assert!(
+        out.alerts.is_empty(),
+        "legitimate CI runner churn raised alerts: {:#?}",
+        out.alerts
+            .iter()
+            .map(|a| &a["finding_info"]["desc"])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn nightly_job_active_at_noon_is_a_volume_spike() {
+    let job = Who {
+        key: "arn:aws:iam::111122223333:role/nightly-export",
+        kind: "aws_role",
+        credential: "ASIANIGHTLY",
+        pod: None,
+    };
+    let mut s = Story::default().with_peers(16);
+    s.routine(
+        &job,
+        0..15,
+        1..3,
+        300,
+        &["s3.amazonaws.com:GetObject", "s3.amazonaws.com:PutObject"],
+        "52.10.20.40",
+        SDK,
+    );
+    let noon = T0 + 15 * DAY + 12 * HOUR;
+    for i in 0..120 {
+        s.call(
+            &job,
+            noon + i * 10_000,
+            "s3.amazonaws.com:GetObject",
+            "52.10.20.40",
+            SDK,
+            false,
+            None,
+        );
+    }
+    let out = s.play();
+    let alerts = out.alerts_for(job.key);
+    assert!(!alerts.is_empty(), "nightly job at noon not alerted");
+    assert!(alerts.iter().all(|a| a["time"].as_i64() >= Some(noon)));
+    assert!(
+        out.types_for(job.key).contains(&"volume_spike".to_owned()),
+        "{:?}",
+        out.types_for(job.key)
+    );
+}
+
+#[test]
+fn dormant_key_waking_up_is_alerted() {
+    let key = Who {
+        key: "arn:aws:iam::111122223333:user/legacy-sync",
+        kind: "aws_user",
+        credential: "AKIALEGACY",
+        pod: None,
+    };
+    let mut s = Story::default().with_peers(50);
+    s.routine(
+        &key,
+        0..6,
+        9..17,
+        4,
+        &["s3.amazonaws.com:ListObjects", "s3.amazonaws.com:GetObject"],
+        "198.51.100.20",
+        "Boto3/1.28.3 Python/3.9.18",
+    );
+    let wake = T0 + 47 * DAY + 4 * HOUR;
+    s.call(
+        &key,
+        wake,
+        "s3.amazonaws.com:ListObjects",
+        "198.51.100.20",
+        "Boto3/1.28.3 Python/3.9.18",
+        false,
+        None,
+    );
+    let out = s.play();
+    let alerts = out.alerts_for(key.key);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["time"], wake);
+    assert!(
+        out.types_for(key.key)
+            .contains(&"dormant_reactivation".to_owned())
+    );
+    assert_eq!(
+        alerts[0]["unmapped"]["identity"]["mature"], true,
+        "alerts state the identity's maturity"
+    );
+}
+
+#[test]
+fn pod_restarts_and_sdk_patch_upgrades_are_not_alerts() {
+    let mut s = Story::default().with_peers(21);
+    for d in 0..21i64 {
+        let pod: &'static str = Box::leak(
+            format!(
+                "api-{:09x}-{:05}",
+                0x7d9f8b6c5u64 + (d / 3) as u64,
+                10000 + d / 2
+            )
+            .into_boxed_str(),
+        );
+        let sa = Who {
+            key: "system:serviceaccount:payments:api",
+            kind: "k8s_service_account",
+            credential: "JTI=1",
+            pod: Some(pod),
+        };
+        let ip = format!("10.244.{}.{}", (d / 2) % 24, 10 + d);
+        let ua = format!("api/v1.4.{} (linux/amd64) kubernetes/$Format", d / 10);
+        s.routine(
+            &sa,
+            d..d + 1,
+            0..24,
+            8,
+            &["get:configmaps", "list:pods", "update:leases"],
+            &ip,
+            &ua,
+        );
+    }
+    let out = s.play();
+    assert!(
+        out.alerts.is_empty(),
+        "{:#?}",
+        out.alerts
+            .iter()
+            .map(|a| &a["finding_info"]["desc"])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn burst_of_denied_calls_from_a_mature_identity_is_alerted() {
+    let mut s = Story::default().with_peers(16);
+    s.routine(&ROLE, 0..16, 0..24, 6, &WORK, "52.10.20.30", SDK);
+    let t = T0 + 15 * DAY + 2 * HOUR + 5 * MINUTE;
+    for i in 0..30 {
+        s.call(
+            &ROLE,
+            t + i * 5_000,
+            WORK[i as usize % 3],
+            "52.10.20.30",
+            SDK,
+            true,
+            None,
+        );
+    }
+    let out = s.play();
+    assert!(
+        out.types_for(ROLE.key).contains(&"denied_burst".to_owned()),
+        "{:?}",
+        out.types_for(ROLE.key)
+    );
+}
+
+#[test]
+fn same_input_gives_the_same_alerts_and_commands() {
+    let mut s = Story::default().with_peers(16);
+    s.routine(&ROLE, 0..16, 0..24, 6, &WORK, "52.10.20.30", SDK);
+    s.call(
+        &ROLE,
+        T0 + 15 * DAY,
+        "iam.amazonaws.com:CreateAccessKey",
+        "198.51.100.99",
+        "curl/8.5.0",
+        false,
+        None,
+    );
+    let a = s.play();
+    let b = s.play();
+    assert!(!a.alerts.is_empty());
+    assert_eq!(a.alerts, b.alerts);
+    assert_eq!(a.commands, b.commands);
+}
