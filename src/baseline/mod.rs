@@ -156,6 +156,7 @@ pub struct Seasonality {
     pub dispersion: f32,
     sq_dev: f32,
     mean_mass: f32,
+    pooled: u32,
 }
 
 impl Seasonality {
@@ -167,6 +168,7 @@ impl Seasonality {
             dispersion: prior_dispersion,
             sq_dev: prior_dispersion,
             mean_mass: 1.0,
+            pooled: 0,
         }
     }
 
@@ -198,7 +200,10 @@ impl Seasonality {
         let alpha = (1.0 / (f32::from(n) + 1.0)).max(min_alpha);
         let m = self.mean[s];
         if n >= 2 {
-            let a = min_alpha / 24.0;
+            // A running mean at first (the prior counts as one hour), then an EWMA with the
+            // baseline half-life: bursty identities must not wait weeks to be known as bursty.
+            self.pooled = self.pooled.saturating_add(1);
+            let a = (1.0 / (self.pooled as f32 + 1.0)).max(min_alpha / 24.0);
             // Winsorised at five standard deviations of the current model, so one skipped
             // run of a big job does not make every later spike look ordinary.
             let dev = ((count - m) * (count - m)).min(25.0 * m.max(1.0) * self.dispersion);
