@@ -1,15 +1,14 @@
 //! AWS CloudTrail records (one event object; containers are expanded by the caller).
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, Skip, lenient, required, timestamp};
+use super::{DecodeError, Decoded, Skip, Str, lenient, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
-use crate::redact::{scrub, scrub_opt};
+use crate::redact::{scrub, scrub_opt, scrub_owned};
 
 const F: &str = "CloudTrail";
 
@@ -17,23 +16,23 @@ const F: &str = "CloudTrail";
 #[serde(rename_all = "camelCase")]
 struct Record<'a> {
     #[serde(borrow)]
-    event_time: Option<Cow<'a, str>>,
+    event_time: Option<Str<'a>>,
     #[serde(borrow)]
-    event_source: Option<Cow<'a, str>>,
+    event_source: Option<Str<'a>>,
     #[serde(borrow)]
-    event_name: Option<Cow<'a, str>>,
+    event_name: Option<Str<'a>>,
     #[serde(borrow, rename = "eventID")]
-    event_id: Option<Cow<'a, str>>,
+    event_id: Option<Str<'a>>,
     #[serde(borrow, rename = "sourceIPAddress")]
-    source_ip_address: Option<Cow<'a, str>>,
+    source_ip_address: Option<Str<'a>>,
     #[serde(borrow)]
-    user_agent: Option<Cow<'a, str>>,
+    user_agent: Option<Str<'a>>,
     #[serde(borrow)]
-    error_code: Option<Cow<'a, str>>,
+    error_code: Option<Str<'a>>,
     #[serde(borrow)]
-    recipient_account_id: Option<Cow<'a, str>>,
+    recipient_account_id: Option<Str<'a>>,
     #[serde(borrow)]
-    vpc_endpoint_id: Option<Cow<'a, str>>,
+    vpc_endpoint_id: Option<Str<'a>>,
     #[serde(borrow)]
     user_identity: Option<UserIdentity<'a>>,
     #[serde(borrow)]
@@ -47,17 +46,17 @@ struct Record<'a> {
 #[serde(rename_all = "camelCase")]
 struct UserIdentity<'a> {
     #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
     #[serde(borrow)]
-    arn: Option<Cow<'a, str>>,
+    arn: Option<Str<'a>>,
     #[serde(borrow)]
-    account_id: Option<Cow<'a, str>>,
+    account_id: Option<Str<'a>>,
     #[serde(borrow)]
-    access_key_id: Option<Cow<'a, str>>,
+    access_key_id: Option<Str<'a>>,
     #[serde(borrow)]
-    principal_id: Option<Cow<'a, str>>,
+    principal_id: Option<Str<'a>>,
     #[serde(borrow)]
-    invoked_by: Option<Cow<'a, str>>,
+    invoked_by: Option<Str<'a>>,
     #[serde(borrow)]
     session_context: Option<SessionContext<'a>>,
 }
@@ -68,13 +67,13 @@ struct SessionContext<'a> {
     #[serde(borrow)]
     session_issuer: Option<SessionIssuer<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    ec2_role_delivery: Option<Cow<'a, str>>,
+    ec2_role_delivery: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 struct SessionIssuer<'a> {
     #[serde(borrow)]
-    arn: Option<Cow<'a, str>>,
+    arn: Option<Str<'a>>,
 }
 
 /// The request parameters that name the resource a call touched; all others are skipped unread.
@@ -82,25 +81,25 @@ struct SessionIssuer<'a> {
 #[serde(rename_all = "camelCase")]
 struct RequestParameters<'a> {
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    secret_id: Option<Cow<'a, str>>,
+    secret_id: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    bucket_name: Option<Cow<'a, str>>,
+    bucket_name: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    key: Option<Cow<'a, str>>,
+    key: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    role_name: Option<Cow<'a, str>>,
+    role_name: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    user_name: Option<Cow<'a, str>>,
+    user_name: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    policy_arn: Option<Cow<'a, str>>,
+    policy_arn: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    function_name: Option<Cow<'a, str>>,
+    function_name: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    table_name: Option<Cow<'a, str>>,
+    table_name: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    queue_url: Option<Cow<'a, str>>,
+    queue_url: Option<Str<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -113,11 +112,11 @@ struct AdditionalEventData {
 #[derive(Deserialize)]
 struct Resource<'a> {
     #[serde(borrow, rename = "ARN")]
-    arn: Option<Cow<'a, str>>,
+    arn: Option<Str<'a>>,
 }
 
-pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
-    let r: Record = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
+    let r: Record = serde_json::from_str(text).map_err(DecodeError::json)?;
     let time_ms = timestamp(r.event_time.as_deref(), F, "eventTime")?;
     let source = required(r.event_source.as_deref(), F, "eventSource")?;
     let name = required(r.event_name.as_deref(), F, "eventName")?;
@@ -136,7 +135,11 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
             "aws_access_key"
         },
     });
-    let session_arn = (kind == "AssumedRole").then(|| ui.arn.as_deref()).flatten();
+    let session_arn = if kind == "AssumedRole" {
+        ui.arn.as_deref()
+    } else {
+        None
+    };
     let session_name = session_arn.and_then(|a| a.rsplit('/').next());
     let delivered_to_instance = ui
         .session_context
@@ -280,8 +283,8 @@ fn resource_of(p: Option<&RequestParameters>, resources: Option<&[Resource]>) ->
     if let Some(p) = p {
         if let Some(bucket) = p.bucket_name.as_deref() {
             return Some(match p.key.as_deref() {
-                Some(k) => scrub(&format!("s3://{bucket}/{k}")),
-                None => scrub(&format!("s3://{bucket}")),
+                Some(k) => scrub_owned(format!("s3://{bucket}/{k}")),
+                None => scrub_owned(format!("s3://{bucket}")),
             });
         }
         let named = [
@@ -306,7 +309,7 @@ mod tests {
     use super::*;
 
     fn decode_str(s: &str) -> AccessEvent {
-        match decode(s.as_bytes(), RawRef::default()).expect("decodes") {
+        match decode(s, RawRef::default()).expect("decodes") {
             Decoded::Event(e) => *e,
             other => panic!("expected an event, got {other:?}"),
         }
@@ -358,7 +361,7 @@ mod tests {
 
     #[test]
     fn missing_event_time_names_the_field() {
-        let err = decode(br#"{"eventSource":"s3.amazonaws.com","eventName":"X","userIdentity":{"type":"IAMUser","arn":"a"}}"#, RawRef::default())
+        let err = decode(r#"{"eventSource":"s3.amazonaws.com","eventName":"X","userIdentity":{"type":"IAMUser","arn":"a"}}"#, RawRef::default())
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -368,8 +371,7 @@ mod tests {
 
     #[test]
     fn iam_user_without_arn_names_the_field() {
-        let err = decode(
-            br#"{"eventTime":"2024-07-31T12:36:52Z","eventSource":"s3.amazonaws.com","eventName":"X","userIdentity":{"type":"IAMUser"}}"#,
+        let err = decode(r#"{"eventTime":"2024-07-31T12:36:52Z","eventSource":"s3.amazonaws.com","eventName":"X","userIdentity":{"type":"IAMUser"}}"#,
             RawRef::default(),
         )
         .unwrap_err();

@@ -1,12 +1,10 @@
 //! GCP Cloud Audit Logs entries (`protoPayload` of type `google.cloud.audit.AuditLog`).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, lenient, required, timestamp};
+use super::{DecodeError, Decoded, Str, lenient, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
@@ -18,13 +16,13 @@ const F: &str = "GCP audit";
 #[serde(rename_all = "camelCase")]
 struct Entry<'a> {
     #[serde(borrow)]
-    insert_id: Option<Cow<'a, str>>,
+    insert_id: Option<Str<'a>>,
     #[serde(borrow)]
-    log_name: Option<Cow<'a, str>>,
+    log_name: Option<Str<'a>>,
     #[serde(borrow)]
-    timestamp: Option<Cow<'a, str>>,
+    timestamp: Option<Str<'a>>,
     #[serde(borrow)]
-    receive_timestamp: Option<Cow<'a, str>>,
+    receive_timestamp: Option<Str<'a>>,
     #[serde(borrow)]
     resource: Option<MonitoredResource<'a>>,
     #[serde(borrow)]
@@ -34,7 +32,13 @@ struct Entry<'a> {
 #[derive(Deserialize)]
 struct MonitoredResource<'a> {
     #[serde(borrow)]
-    labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    labels: Option<Labels<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Labels<'a> {
+    #[serde(borrow)]
+    project_id: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -47,11 +51,11 @@ struct AuditLog<'a> {
     #[serde(borrow, default, deserialize_with = "lenient::object")]
     request_metadata: Option<RequestMetadata<'a>>,
     #[serde(borrow)]
-    service_name: Option<Cow<'a, str>>,
+    service_name: Option<Str<'a>>,
     #[serde(borrow)]
-    method_name: Option<Cow<'a, str>>,
+    method_name: Option<Str<'a>>,
     #[serde(borrow)]
-    resource_name: Option<Cow<'a, str>>,
+    resource_name: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -63,28 +67,28 @@ struct Status {
 #[serde(rename_all = "camelCase")]
 struct AuthenticationInfo<'a> {
     #[serde(borrow)]
-    principal_email: Option<Cow<'a, str>>,
+    principal_email: Option<Str<'a>>,
     #[serde(borrow)]
-    principal_subject: Option<Cow<'a, str>>,
+    principal_subject: Option<Str<'a>>,
     #[serde(borrow)]
-    service_account_key_name: Option<Cow<'a, str>>,
+    service_account_key_name: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestMetadata<'a> {
     #[serde(borrow)]
-    caller_ip: Option<Cow<'a, str>>,
+    caller_ip: Option<Str<'a>>,
     #[serde(borrow)]
-    caller_supplied_user_agent: Option<Cow<'a, str>>,
+    caller_supplied_user_agent: Option<Str<'a>>,
 }
 
 /// google.rpc.Code values that mean the caller was not allowed.
 const PERMISSION_DENIED: i64 = 7;
 const UNAUTHENTICATED: i64 = 16;
 
-pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
-    let e: Entry = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
+    let e: Entry = serde_json::from_str(text).map_err(DecodeError::json)?;
     let time_field = if e.timestamp.is_none() && e.receive_timestamp.is_some() {
         "receiveTimestamp"
     } else {
@@ -120,7 +124,7 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
         .resource
         .as_ref()
         .and_then(|r| r.labels.as_ref())
-        .and_then(|l| l.get("project_id"))
+        .and_then(|l| l.project_id.as_ref())
         .map(|s| s.to_string())
         .or_else(|| {
             let name = e.log_name.as_deref()?;
@@ -181,8 +185,7 @@ mod tests {
 
     #[test]
     fn service_account_key_and_permission_denied_are_recognised() {
-        let r = decode(
-            br#"{"insertId":"x1","logName":"projects/acme-prod/logs/cloudaudit.googleapis.com%2Factivity",
+        let r = decode(r#"{"insertId":"x1","logName":"projects/acme-prod/logs/cloudaudit.googleapis.com%2Factivity",
             "timestamp":"2024-03-08T18:52:52.114Z","protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog",
             "status":{"code":7,"message":"PERMISSION_DENIED"},
             "authenticationInfo":{"principalEmail":"etl@acme-prod.iam.gserviceaccount.com",
@@ -208,8 +211,7 @@ mod tests {
 
     #[test]
     fn missing_principal_names_the_field() {
-        let err = decode(
-            br#"{"timestamp":"2024-03-08T18:52:52Z","protoPayload":{"authenticationInfo":{},"serviceName":"s","methodName":"m"}}"#,
+        let err = decode(r#"{"timestamp":"2024-03-08T18:52:52Z","protoPayload":{"authenticationInfo":{},"serviceName":"s","methodName":"m"}}"#,
             RawRef::default(),
         )
         .unwrap_err();

@@ -1,16 +1,14 @@
 //! Kubernetes audit events (`audit.k8s.io/v1` `Event`; `EventList`s are expanded by the caller).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, Skip, required, timestamp};
+use super::{DecodeError, Decoded, Skip, Str, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
-use crate::redact::{scrub, scrub_opt};
+use crate::redact::{scrub, scrub_opt, scrub_owned};
 
 const F: &str = "Kubernetes audit";
 
@@ -18,49 +16,67 @@ const F: &str = "Kubernetes audit";
 #[serde(rename_all = "camelCase")]
 struct Event<'a> {
     #[serde(borrow, rename = "auditID")]
-    audit_id: Option<Cow<'a, str>>,
+    audit_id: Option<Str<'a>>,
     #[serde(borrow)]
-    stage: Option<Cow<'a, str>>,
+    stage: Option<Str<'a>>,
     #[serde(borrow, rename = "requestURI")]
-    request_uri: Option<Cow<'a, str>>,
+    request_uri: Option<Str<'a>>,
     #[serde(borrow)]
-    verb: Option<Cow<'a, str>>,
+    verb: Option<Str<'a>>,
     #[serde(borrow)]
     user: Option<UserInfo<'a>>,
     #[serde(borrow, rename = "sourceIPs")]
-    source_ips: Option<Vec<Cow<'a, str>>>,
+    source_ips: Option<Vec<Str<'a>>>,
     #[serde(borrow)]
-    user_agent: Option<Cow<'a, str>>,
+    user_agent: Option<Str<'a>>,
     #[serde(borrow)]
     object_ref: Option<ObjectRef<'a>>,
     response_status: Option<Status>,
     #[serde(borrow)]
-    request_received_timestamp: Option<Cow<'a, str>>,
+    request_received_timestamp: Option<Str<'a>>,
     #[serde(borrow)]
-    stage_timestamp: Option<Cow<'a, str>>,
+    stage_timestamp: Option<Str<'a>>,
     #[serde(borrow)]
-    annotations: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    annotations: Option<Annotations<'a>>,
 }
 
 #[derive(Deserialize)]
 struct UserInfo<'a> {
     #[serde(borrow)]
-    username: Option<Cow<'a, str>>,
+    username: Option<Str<'a>>,
     #[serde(borrow)]
-    extra: Option<HashMap<Cow<'a, str>, Vec<Cow<'a, str>>>>,
+    extra: Option<Extra<'a>>,
+}
+
+/// The annotations we read; the rest are skipped unparsed.
+#[derive(Deserialize)]
+struct Annotations<'a> {
+    #[serde(borrow, rename = "authorization.k8s.io/decision")]
+    decision: Option<Str<'a>>,
+}
+
+/// Bound service-account token claims carried in `user.extra`.
+#[derive(Deserialize)]
+struct Extra<'a> {
+    #[serde(borrow, rename = "authentication.kubernetes.io/pod-name", default)]
+    pod_name: Vec<Str<'a>>,
+    #[serde(borrow, rename = "authentication.kubernetes.io/node-name", default)]
+    node_name: Vec<Str<'a>>,
+    #[serde(borrow, rename = "authentication.kubernetes.io/credential-id", default)]
+    credential_id: Vec<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ObjectRef<'a> {
     #[serde(borrow)]
-    resource: Option<Cow<'a, str>>,
+    resource: Option<Str<'a>>,
     #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<Str<'a>>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
     #[serde(borrow)]
-    subresource: Option<Cow<'a, str>>,
+    subresource: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -68,8 +84,8 @@ struct Status {
     code: Option<u16>,
 }
 
-pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
-    let e: Event = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
+    let e: Event = serde_json::from_str(text).map_err(DecodeError::json)?;
     if let Some(stage) = e.stage.as_deref()
         && stage != "ResponseComplete"
         && stage != "Panic"
@@ -92,12 +108,14 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
     let username = required(user.username.as_deref(), F, "user.username")?;
     let verb = required(e.verb.as_deref(), F, "verb")?;
 
-    let extra = |key: &str| -> Option<&str> {
-        user.extra
-            .as_ref()?
-            .get(key)
-            .and_then(|v| v.first())
-            .map(|s| s.as_ref())
+    let first = |v: &[Str<'_>]| -> Option<String> { v.first().map(|s| s.to_string()) };
+    let (pod, node, credential_id) = match &user.extra {
+        Some(x) => (
+            first(&x.pod_name),
+            first(&x.node_name),
+            first(&x.credential_id),
+        ),
+        None => (None, None, None),
     };
     let (principal_type, sa_namespace) = match username.strip_prefix("system:serviceaccount:") {
         Some(rest) => (PrincipalType::K8sServiceAccount, rest.split(':').next()),
@@ -123,9 +141,9 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
         e.object_ref
             .as_ref()
             .and_then(|o| match (o.namespace.as_deref(), o.name.as_deref()) {
-                (Some(ns), Some(n)) => Some(scrub(&format!("{ns}/{n}"))),
+                (Some(ns), Some(n)) => Some(scrub_owned(format!("{ns}/{n}"))),
                 (None, Some(n)) => Some(scrub(n)),
-                (Some(ns), None) => Some(scrub(&format!("{ns}/*"))),
+                (Some(ns), None) => Some(scrub_owned(format!("{ns}/*"))),
                 (None, None) => None,
             });
 
@@ -133,8 +151,8 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
     let forbidden = e
         .annotations
         .as_ref()
-        .and_then(|a| a.get("authorization.k8s.io/decision"))
-        .is_some_and(|d| d == "forbid");
+        .and_then(|a| a.decision.as_ref())
+        .is_some_and(|d| &**d == "forbid");
     let failed = code.is_some_and(|c| c >= 400) || forbidden;
     let ips = e.source_ips.as_deref().unwrap_or_default();
     // All but the last entry come from X-Forwarded-For / X-Real-Ip and are client-asserted.
@@ -146,7 +164,7 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
         tenant: None,
         principal: username.to_owned(),
         principal_type,
-        credential: extra("authentication.kubernetes.io/credential-id").map(|id| Credential {
+        credential: credential_id.as_deref().map(|id| Credential {
             id: scrub(id),
             kind: "k8s_token",
         }),
@@ -169,8 +187,8 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
             workload: Workload {
                 cluster: None,
                 namespace: sa_namespace.map(str::to_owned),
-                node: extra("authentication.kubernetes.io/node-name").map(str::to_owned),
-                pod: extra("authentication.kubernetes.io/pod-name").map(str::to_owned),
+                node,
+                pod,
                 instance: None,
             },
         },
@@ -186,8 +204,7 @@ mod tests {
 
     #[test]
     fn bound_service_account_token_carries_its_pod_and_node() {
-        let r = decode(
-            br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","auditID":"a1",
+        let r = decode(r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","auditID":"a1",
             "requestURI":"/api/v1/namespaces/payments/secrets/db","verb":"get",
             "user":{"username":"system:serviceaccount:payments:api","extra":{
               "authentication.kubernetes.io/pod-name":["api-7d9f8b6c5-x2k4p"],
@@ -222,8 +239,7 @@ mod tests {
 
     #[test]
     fn intermediate_stages_are_skipped_not_double_counted() {
-        let r = decode(
-            br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"RequestReceived","verb":"get","user":{"username":"u"},
+        let r = decode(r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"RequestReceived","verb":"get","user":{"username":"u"},
             "requestReceivedTimestamp":"2024-05-01T10:00:00Z"}"#,
             RawRef::default(),
         )
@@ -233,8 +249,7 @@ mod tests {
 
     #[test]
     fn forwarded_addresses_are_not_trusted() {
-        let r = decode(
-            br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":"get","user":{"username":"u"},"requestURI":"/healthz?x=1",
+        let r = decode(r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":"get","user":{"username":"u"},"requestURI":"/healthz?x=1",
             "sourceIPs":["203.0.113.9","10.0.0.1"],"requestReceivedTimestamp":"2024-05-01T10:00:00Z"}"#,
             RawRef::default(),
         )

@@ -201,27 +201,45 @@ pub fn decode_one(bytes: &[u8], hint: FormatHint, raw: RawRef) -> Result<Decoded
         FormatHint::Forced(f) => f,
         FormatHint::Auto => detect_format(bytes)?,
     };
+    // One UTF-8 check of the whole record (fast on ASCII) instead of one per string field.
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidJson {
+        reason: format!("not UTF-8: {e}"),
+    })?;
     match format {
-        SourceFormat::Cloudtrail => cloudtrail::decode(bytes, raw),
-        SourceFormat::K8sAudit => k8s_audit::decode(bytes, raw),
-        SourceFormat::GcpAudit => gcp_audit::decode(bytes, raw),
-        SourceFormat::Native => native::decode(bytes, raw),
+        SourceFormat::Cloudtrail => cloudtrail::decode(text, raw),
+        SourceFormat::K8sAudit => k8s_audit::decode(text, raw),
+        SourceFormat::GcpAudit => gcp_audit::decode(text, raw),
+        SourceFormat::Native => native::decode(text, raw),
     }
 }
 
 /// Guesses a record's format from keys only its format has.
 pub fn detect_format(bytes: &[u8]) -> Result<SourceFormat, DecodeError> {
-    let has = |needle: &[u8]| memmem::find(bytes, needle).is_some();
-    if has(b"\"protoPayload\"") {
-        // Before Kubernetes: GKE audit entries are GCP entries that mention audit.k8s.io.
-        Ok(SourceFormat::GcpAudit)
-    } else if has(b"\"audit.k8s.io/")
-        || (has(b"\"verb\"") && (has(b"\"requestURI\"") || has(b"\"objectRef\"")))
-    {
-        Ok(SourceFormat::K8sAudit)
-    } else if has(b"\"eventSource\"") || has(b"\"userIdentity\"") {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static FINDERS: LazyLock<[Finder<'static>; 8]> = LazyLock::new(|| {
+        [
+            Finder::new(b"\"eventSource\""),
+            Finder::new(b"\"userIdentity\""),
+            Finder::new(b"\"protoPayload\""),
+            Finder::new(b"\"audit.k8s.io/"),
+            Finder::new(b"\"verb\""),
+            Finder::new(b"\"requestURI\""),
+            Finder::new(b"\"objectRef\""),
+            Finder::new(b"\"principal\""),
+        ]
+    });
+    let f = &*FINDERS;
+    let has = |i: usize| f[i].find(bytes).is_some();
+    // CloudTrail first (the commonest), by keys no other format has. GCP before Kubernetes:
+    // GKE audit entries are GCP entries that mention audit.k8s.io.
+    if has(0) || has(1) {
         Ok(SourceFormat::Cloudtrail)
-    } else if has(b"\"principal\"") && has(b"\"action\"") {
+    } else if has(2) {
+        Ok(SourceFormat::GcpAudit)
+    } else if has(3) || (has(4) && (has(5) || has(6))) {
+        Ok(SourceFormat::K8sAudit)
+    } else if has(7) {
         Ok(SourceFormat::Native)
     } else {
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(DecodeError::json)?;
@@ -267,10 +285,45 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// A JSON string borrowed from the input when it has no escapes, owned otherwise.
+///
+/// serde's own `Cow<str>` always allocates when nested in `Option` or `Vec`; this one borrows,
+/// which is most of what makes the typed decoders cheaper than a generic parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// Reads an optional string field that may be any JSON type in the wild: non-strings count as absent.
 pub(crate) mod lenient {
     use serde::{Deserialize, Deserializer};
-    use std::borrow::Cow;
 
     /// An optional object that may be malformed in the wild: anything else counts as absent.
     pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -288,11 +341,11 @@ pub(crate) mod lenient {
         })
     }
 
-    pub fn str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    pub fn str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Str<'de>>, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum V<'a> {
-            S(#[serde(borrow)] Cow<'a, str>),
+            S(#[serde(borrow)] super::Str<'a>),
             Other(serde::de::IgnoredAny),
         }
         Ok(match Option::<V>::deserialize(d)? {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, time::parse_timestamp_ms};
+use super::{DecodeError, Decoded, Str, time::parse_timestamp_ms};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
@@ -17,22 +17,22 @@ const F: &str = "native";
 #[serde(deny_unknown_fields)]
 struct Native<'a> {
     #[serde(default, borrow)]
-    schema: Option<Cow<'a, str>>,
+    schema: Option<Str<'a>>,
     time: Time<'a>,
     #[serde(default, borrow)]
-    event_id: Option<Cow<'a, str>>,
+    event_id: Option<Str<'a>>,
     #[serde(default, borrow)]
-    tenant: Option<Cow<'a, str>>,
+    tenant: Option<Str<'a>>,
     #[serde(borrow)]
     principal: Principal<'a>,
     #[serde(default, borrow)]
     credential: Option<Cred<'a>>,
     #[serde(default, borrow)]
-    session_id: Option<Cow<'a, str>>,
+    session_id: Option<Str<'a>>,
     #[serde(borrow)]
-    action: Cow<'a, str>,
+    action: Str<'a>,
     #[serde(default, borrow)]
-    resource: Option<Cow<'a, str>>,
+    resource: Option<Str<'a>>,
     #[serde(default, borrow)]
     outcome: Option<NativeOutcome<'a>>,
     #[serde(default, borrow)]
@@ -52,18 +52,18 @@ enum Time<'a> {
 #[serde(deny_unknown_fields)]
 struct Principal<'a> {
     #[serde(borrow)]
-    key: Cow<'a, str>,
+    key: Str<'a>,
     #[serde(default, borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Cred<'a> {
     #[serde(borrow)]
-    id: Cow<'a, str>,
+    id: Str<'a>,
     #[serde(default, borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +72,7 @@ struct NativeOutcome<'a> {
     #[serde(default)]
     success: Option<bool>,
     #[serde(default, borrow)]
-    error_code: Option<Cow<'a, str>>,
+    error_code: Option<Str<'a>>,
     #[serde(default)]
     denied: Option<bool>,
 }
@@ -81,17 +81,17 @@ struct NativeOutcome<'a> {
 #[serde(deny_unknown_fields)]
 struct NativeOrigin<'a> {
     #[serde(default, borrow)]
-    ip: Option<Cow<'a, str>>,
+    ip: Option<Str<'a>>,
     #[serde(default)]
     ip_trusted: Option<bool>,
     #[serde(default)]
     asn: Option<u32>,
     #[serde(default, borrow)]
-    country: Option<Cow<'a, str>>,
+    country: Option<Str<'a>>,
     #[serde(default, borrow)]
-    user_agent: Option<Cow<'a, str>>,
+    user_agent: Option<Str<'a>>,
     #[serde(default, borrow)]
-    vpc_endpoint: Option<Cow<'a, str>>,
+    vpc_endpoint: Option<Str<'a>>,
     #[serde(default, borrow)]
     workload: Option<NativeWorkload<'a>>,
 }
@@ -100,15 +100,15 @@ struct NativeOrigin<'a> {
 #[serde(deny_unknown_fields)]
 struct NativeWorkload<'a> {
     #[serde(default, borrow)]
-    cluster: Option<Cow<'a, str>>,
+    cluster: Option<Str<'a>>,
     #[serde(default, borrow)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<Str<'a>>,
     #[serde(default, borrow)]
-    node: Option<Cow<'a, str>>,
+    node: Option<Str<'a>>,
     #[serde(default, borrow)]
-    pod: Option<Cow<'a, str>>,
+    pod: Option<Str<'a>>,
     #[serde(default, borrow)]
-    instance: Option<Cow<'a, str>>,
+    instance: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -135,8 +135,8 @@ fn credential_kind(s: Option<&str>) -> &'static str {
     }
 }
 
-pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> {
-    let n: Native = serde_json::from_slice(bytes).map_err(DecodeError::json)?;
+pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
+    let n: Native = serde_json::from_str(text).map_err(DecodeError::json)?;
     if let Some(schema) = n.schema.as_deref()
         && schema != "driftwatch.access-event.v1"
     {
@@ -197,7 +197,7 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
         format: SourceFormat::Native,
         event_id: n.event_id.as_deref().map(scrub),
         tenant: n.tenant.as_deref().map(scrub),
-        principal: n.principal.key.into_owned(),
+        principal: n.principal.key.0.into_owned(),
         principal_type: n
             .principal
             .kind
@@ -208,7 +208,7 @@ pub(super) fn decode(bytes: &[u8], raw: RawRef) -> Result<Decoded, DecodeError> 
             kind: credential_kind(c.kind.as_deref()),
         }),
         session_id: scrub_opt(n.session_id.as_deref()),
-        action: n.action.into_owned(),
+        action: n.action.0.into_owned(),
         resource: scrub_opt(n.resource.as_deref()),
         outcome: Outcome {
             success: outcome
@@ -249,8 +249,7 @@ mod tests {
 
     #[test]
     fn native_record_with_asn_country_and_volume_decodes() {
-        let r = decode(
-            br#"{"schema":"driftwatch.access-event.v1","time":"2024-05-01T10:00:00Z",
+        let r = decode(r#"{"schema":"driftwatch.access-event.v1","time":"2024-05-01T10:00:00Z",
             "principal":{"key":"partner-acme","type":"other"},"credential":{"id":"key-17","type":"api_key"},
             "action":"api.example.com:GET /v1/invoices","origin":{"ip":"198.51.100.4","asn":64500,"country":"NL","user_agent":"acme-sync/2.1"},
             "volume":{"requests":3,"bytes_out":4096}}"#,
@@ -268,13 +267,13 @@ mod tests {
     #[test]
     fn unknown_fields_and_bad_actions_are_rejected_with_their_names() {
         let err = decode(
-            br#"{"time":0,"principal":{"key":"k"},"action":"a:b","colour":"red"}"#,
+            r#"{"time":0,"principal":{"key":"k"},"action":"a:b","colour":"red"}"#,
             RawRef::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
         let err = decode(
-            br#"{"time":0,"principal":{"key":"k"},"action":"nocolon"}"#,
+            r#"{"time":0,"principal":{"key":"k"},"action":"nocolon"}"#,
             RawRef::default(),
         )
         .unwrap_err();

@@ -1,0 +1,248 @@
+//! The command line as users run it: exit codes, files written, messages printed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{assert_valid, schema};
+use serde_json::Value;
+
+fn driftwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(args)
+        .output()
+        .expect("the driftwatch binary runs")
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const GOOD: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/sync","accountId":"111122223333","accessKeyId":"AKIAEXAMPLE"},"eventTime":"2026-01-05T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","sourceIPAddress":"198.51.100.7","userAgent":"Boto3/1.34.2","eventID":"e1"}"#;
+
+#[test]
+fn models_check_accepts_the_shipped_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.toml");
+    let out = driftwatch(&["models", "check", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn models_check_reports_every_problem_with_file_and_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[scoring]\nalert_min_score = 0\n[commands]\nmax_fleet_fraction = 0.9\n[detectors.dormant]\nmin_idle_days = -1.0\n").unwrap();
+    let out = driftwatch(&["models", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "scoring.alert_min_score",
+        "commands.max_fleet_fraction",
+        "detectors.dormant.min_idle_days",
+    ] {
+        assert!(
+            err.contains(&format!("bad.toml: {key}:")),
+            "{key} missing from:\n{err}"
+        );
+    }
+    assert!(err.contains("3 problems"), "{err}");
+}
+
+#[test]
+fn replay_refuses_a_bad_model_before_reading_any_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("m.toml");
+    std::fs::write(&bad, "[scoring]\ncolour = 1\n").unwrap();
+    let out = driftwatch(&[
+        "replay",
+        "--model",
+        bad.to_str().unwrap(),
+        "/nonexistent/input.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("m.toml: scoring.colour: unknown key"), "{err}");
+}
+
+#[test]
+fn replay_sends_malformed_records_to_the_dead_letter_file_and_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("trail.jsonl");
+    let missing = GOOD.replace(r#""eventTime":"2026-01-05T10:00:00Z","#, "");
+    let later = GOOD
+        .replace("10:00:00", "10:05:00")
+        .replace("\"e1\"", "\"e2\"");
+    std::fs::write(
+        &input,
+        format!("{GOOD}\nthis is not json\n{missing}\n{later}\n"),
+    )
+    .unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let alerts = dir.path().join("alerts.jsonl");
+    let commands = dir.path().join("commands.jsonl");
+    let out = driftwatch(&[
+        "replay",
+        "--alerts",
+        alerts.to_str().unwrap(),
+        "--commands",
+        commands.to_str().unwrap(),
+        "--dead-letter",
+        dead.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("4 records, 2 events"), "{summary}");
+    assert!(
+        summary.contains("rejected records: 2 (invalid_json=1 missing_field=1)"),
+        "{summary}"
+    );
+    let dl = lines(&dead);
+    assert_eq!(dl.len(), 2);
+    let validator = schema("dead-letter.v1.json");
+    for d in &dl {
+        assert_valid(&validator, d, "dead-letter record");
+    }
+    assert_eq!(dl[0]["position"], 2);
+    assert_eq!(dl[0]["record"], "this is not json");
+    assert_eq!(dl[1]["position"], 3);
+    assert_eq!(
+        dl[1]["error"],
+        "field `eventTime` missing in CloudTrail record"
+    );
+    assert_eq!(
+        dl[1]["record"],
+        missing.as_str(),
+        "the original record is kept unchanged"
+    );
+}
+
+#[test]
+fn simulate_then_replay_is_deterministic_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let out = driftwatch(&[
+        "simulate",
+        "--out",
+        fleet.to_str().unwrap(),
+        "--identities",
+        "40",
+        "--days",
+        "12",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inputs = [
+        fleet.join("cloudtrail.jsonl"),
+        fleet.join("k8s-audit.jsonl"),
+    ];
+    let mut runs = Vec::new();
+    for n in 0..2 {
+        let alerts = dir.path().join(format!("alerts{n}.jsonl"));
+        let commands = dir.path().join(format!("commands{n}.jsonl"));
+        let out = driftwatch(&[
+            "replay",
+            "--alerts",
+            alerts.to_str().unwrap(),
+            "--commands",
+            commands.to_str().unwrap(),
+            inputs[0].to_str().unwrap(),
+            inputs[1].to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        runs.push((
+            std::fs::read(&alerts).unwrap(),
+            std::fs::read(&commands).unwrap(),
+        ));
+    }
+    assert!(!runs[0].0.is_empty(), "the injected attacks raise alerts");
+    assert_eq!(runs[0], runs[1], "same input, same output");
+
+    let out = driftwatch(&[
+        "evaluate",
+        "--labels",
+        fleet.join("labels.json").to_str().unwrap(),
+        "--alerts",
+        dir.path().join("alerts0.jsonl").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["attacks"].as_u64().unwrap() >= 10);
+    assert!(report["detected"].as_u64().unwrap() > 0);
+    let labels: Value =
+        serde_json::from_str(&std::fs::read_to_string(fleet.join("labels.json")).unwrap()).unwrap();
+    assert_valid(&schema("labels.v1.json"), &labels, "labels.json");
+}
+
+#[test]
+fn secrets_in_records_never_reach_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2E6eCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+    let record = GOOD
+        .replace("s3.amazonaws.com", "iam.amazonaws.com")
+        .replace("GetObject", "CreateAccessKey")
+        .replace(
+            "Boto3/1.34.2",
+            &format!("curl/8.5.0 Authorization: Bearer {jwt}"),
+        );
+    let input = dir.path().join("trail.jsonl");
+    std::fs::write(&input, format!("{record}\n")).unwrap();
+    // Alert on anything, from the first event: this test is about what an alert may contain.
+    let model = dir.path().join("eager.toml");
+    std::fs::write(&model, "[warmup]\nmin_days = 0.0\nmin_active_hours = 0\n[scoring]\nalert_min_score = 5\nmin_event_bits = 0.0\n").unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let out = driftwatch(&[
+        "replay",
+        "--model",
+        model.to_str().unwrap(),
+        "--alerts",
+        alerts.to_str().unwrap(),
+        "--commands",
+        dir.path().join("c.jsonl").to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&alerts).unwrap();
+    assert!(
+        !text.is_empty(),
+        "expected an alert for a first CreateAccessKey"
+    );
+    assert!(!text.contains(jwt), "the bearer token leaked into an alert");
+    assert!(
+        text.contains("[redacted fp:"),
+        "the user agent is replaced by a fingerprint: {text}"
+    );
+}
