@@ -1,7 +1,5 @@
 //! AWS CloudTrail records (one event object; containers are expanded by the caller).
 
-use std::net::IpAddr;
-
 use serde::Deserialize;
 
 use super::{DecodeError, Decoded, Skip, Str, lenient, required, timestamp};
@@ -150,9 +148,9 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         .map(str::to_owned);
 
     let (ip, service) = match r.source_ip_address.as_deref() {
-        Some(s) => match s.parse::<IpAddr>() {
-            Ok(ip) => (Some(ip), None),
-            Err(_) => (None, Some(scrub(s))),
+        Some(s) => match super::parse_ip(s) {
+            Some(ip) => (Some(ip), None),
+            None => (None, Some(scrub(s))),
         },
         None => (None, None),
     };

@@ -1,7 +1,5 @@
 //! GCP Cloud Audit Logs entries (`protoPayload` of type `google.cloud.audit.AuditLog`).
 
-use std::net::IpAddr;
-
 use serde::Deserialize;
 
 use super::{DecodeError, Decoded, Str, lenient, required, timestamp};
@@ -134,9 +132,9 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let meta = p.request_metadata.as_ref();
     let caller = meta.and_then(|m| m.caller_ip.as_deref());
     let (ip, origin_service) = match caller {
-        Some(s) => match s.parse::<IpAddr>() {
-            Ok(ip) => (Some(ip), None),
-            Err(_) => (None, Some(scrub(s))),
+        Some(s) => match super::parse_ip(s) {
+            Some(ip) => (Some(ip), None),
+            None => (None, Some(scrub(s))),
         },
         None => (None, None),
     };

@@ -1,7 +1,5 @@
 //! Kubernetes audit events (`audit.k8s.io/v1` `Event`; `EventList`s are expanded by the caller).
 
-use std::net::IpAddr;
-
 use serde::Deserialize;
 
 use super::{DecodeError, Decoded, Skip, Str, required, timestamp};
@@ -156,7 +154,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let failed = code.is_some_and(|c| c >= 400) || forbidden;
     let ips = e.source_ips.as_deref().unwrap_or_default();
     // All but the last entry come from X-Forwarded-For / X-Real-Ip and are client-asserted.
-    let ip = ips.first().and_then(|s| s.parse::<IpAddr>().ok());
+    let ip = ips.first().and_then(|s| super::parse_ip(s));
     let event = AccessEvent {
         time_ms,
         format: SourceFormat::K8sAudit,

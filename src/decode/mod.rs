@@ -247,6 +247,25 @@ pub fn detect_format(bytes: &[u8]) -> Result<SourceFormat, DecodeError> {
     }
 }
 
+/// Parses an address, also accepting IPv4 octets written with leading zeros (`075.050.255.67`,
+/// as some anonymised samples do), which the standard parser rejects.
+pub(crate) fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    let mut octets = [0u8; 4];
+    let mut n = 0;
+    for part in s.split('.') {
+        if n == 4 || part.is_empty() || part.len() > 3 || !part.bytes().all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        octets[n] = part.parse().ok()?;
+        n += 1;
+    }
+    (n == 4).then(|| std::net::IpAddr::from(octets))
+}
+
 /// Turns a required field into an error naming it.
 pub(crate) fn required<T>(
     v: Option<T>,
@@ -376,6 +395,21 @@ mod tests {
         assert_eq!(r[0].as_ref().unwrap_err(), &DecodeError::UnknownFormat);
         let r = collect(b"{\"eventSource\": \"x\", \"userIdentity\": ");
         assert_eq!(r[0].as_ref().unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn addresses_with_leading_zero_octets_are_still_addresses() {
+        assert_eq!(
+            parse_ip("075.050.255.67"),
+            Some("75.50.255.67".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip("2001:db8::1"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(parse_ip("AWS Internal"), None);
+        assert_eq!(parse_ip("1.2.3.4.5"), None);
+        assert_eq!(parse_ip("1.2.3.256"), None);
     }
 
     #[test]
