@@ -45,12 +45,16 @@ enum Command {
     },
     /// Generate a labelled fleet (CloudTrail + Kubernetes audit JSONL and labels.json).
     Simulate {
+        /// Directory to write cloudtrail.jsonl, k8s-audit.jsonl and labels.json into.
         #[arg(long)]
         out: PathBuf,
+        /// Number of machine identities (a few more are added so every attack kind has victims).
         #[arg(long, default_value_t = 200)]
         identities: usize,
+        /// Days of traffic; attacks are injected after the first 7.
         #[arg(long, default_value_t = 21)]
         days: u32,
+        /// Random seed: the same seed gives the same fleet.
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },

@@ -106,6 +106,22 @@ fn finding(
     }
 }
 
+/// Below this surprise a burst finding (denied calls, enumeration) is not worth reporting: one
+/// in sixteen windows would show it.
+const MIN_WINDOW_BITS: f64 = 4.0;
+
+/// A finding that grows within its window (hour, burst) is reported when it first reaches
+/// `min_bits` and again each time its surprise doubles; returns the surprise not yet reported.
+fn escalation(reported: &mut f32, bits: f64, min_bits: f64) -> Option<f64> {
+    let before = f64::from(*reported);
+    if bits >= min_bits && bits >= 2.0 * before && bits > before {
+        *reported = bits as f32;
+        Some(bits - before)
+    } else {
+        None
+    }
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -222,9 +238,7 @@ pub fn observe(
         let p_err = (f64::from(p.denied) + 0.5) / (f64::from(p.calls) + 10.0);
         let prob = stats::binomial_tail(u64::from(w.hits), u64::from(w.events), p_err);
         let bts = bits(prob, d.denied_burst.max_bits);
-        if bts > 2.0 * f64::from(w.fired_bits) && bts >= 4.0 {
-            let inc = bts - f64::from(w.fired_bits);
-            p.denied_window.fired_bits = bts as f32;
+        if let Some(inc) = escalation(&mut p.denied_window.fired_bits, bts, MIN_WINDOW_BITS) {
             out.push(finding(
                 Detector::DeniedBurst,
                 inc * d.denied_burst.weight,
@@ -261,12 +275,10 @@ fn volume_spike(p: &mut Profile, r: &Rules, ev: &AccessEvent, out: &mut Vec<Find
     p.hour_fired.volume_next_check = x + (x / 4).max(1);
     let prob = stats::count_tail(u64::from(x), mu, disp);
     let bts = bits(prob, v.max_bits);
-    let fired = f64::from(p.hour_fired.volume_bits);
-    if bts >= v.min_bits && bts >= 2.0 * fired {
-        p.hour_fired.volume_bits = bts as f32;
+    if let Some(inc) = escalation(&mut p.hour_fired.volume_bits, bts, v.min_bits) {
         out.push(finding(
             Detector::VolumeSpike,
-            (bts - fired) * v.weight,
+            inc * v.weight,
             prob,
             format!("{x} requests so far this hour; it usually makes {mu:.1} at this hour"),
             json!({"expected_requests_this_hour": round3(mu), "dispersion": round3(disp), "hours_observed_at_this_slot": n}),
@@ -288,12 +300,10 @@ fn bytes_spike(p: &mut Profile, r: &Rules, ev: &AccessEvent, out: &mut Vec<Findi
     let z = ((b as f64).ln_1p() - mean) / sd;
     let prob = stats::normal_tail(z);
     let bts = bits(prob, v.max_bits);
-    let fired = f64::from(p.hour_fired.bytes_bits);
-    if bts >= v.min_bits && bts >= 2.0 * fired {
-        p.hour_fired.bytes_bits = bts as f32;
+    if let Some(inc) = escalation(&mut p.hour_fired.bytes_bits, bts, v.min_bits) {
         out.push(finding(
             Detector::BytesSpike,
-            (bts - fired) * v.weight,
+            inc * v.weight,
             prob,
             format!(
                 "{:.1} MB sent out so far this hour; its typical hour moves {:.1} MB",
@@ -411,9 +421,7 @@ fn new_endpoint(
     .max(0.05);
     let prob = stats::poisson_tail(u64::from(w.hits), lambda);
     let bts = bits(prob, e.max_bits);
-    if bts >= 4.0 && bts > 2.0 * f64::from(w.fired_bits) {
-        let inc = bts - f64::from(w.fired_bits);
-        p.enum_window.fired_bits = bts as f32;
+    if let Some(inc) = escalation(&mut p.enum_window.fired_bits, bts, MIN_WINDOW_BITS) {
         out.push(finding(
             Detector::Enumeration,
             inc * e.weight,
