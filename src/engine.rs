@@ -26,7 +26,7 @@ pub struct IdentityState {
 #[derive(Debug, Default)]
 pub struct EngineCounters {
     pub events: AtomicU64,
-    pub findings: [AtomicU64; 9],
+    pub findings: [AtomicU64; 10],
     pub alerts_created: AtomicU64,
     pub alerts_updated: AtomicU64,
     pub alerts_by_severity: [AtomicU64; 6],

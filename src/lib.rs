@@ -29,6 +29,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod event;
 pub mod ingest;
+pub mod inventory;
 pub mod model;
 pub mod redact;
 pub mod replay;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use driftwatch::decode::FormatHint;
 use driftwatch::detect::Rules;
 use driftwatch::evaluate;
+use driftwatch::inventory::Inventory;
 use driftwatch::model::{ConfigError, Model};
 use driftwatch::replay::{self, ReplayOptions};
 use driftwatch::simulate::{self, SimConfig};
@@ -39,6 +40,9 @@ enum Command {
         /// Write rejected records with their reasons here (JSONL).
         #[arg(long)]
         dead_letter: Option<PathBuf>,
+        /// Identity inventory: owner, expiry, declared networks, protected (schemas/identity.v1.json).
+        #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
+        identities: Option<PathBuf>,
         /// Input files: JSONL, JSON arrays or documents, optionally gzip; `-` for stdin.
         #[arg(required = true)]
         inputs: Vec<String>,
@@ -126,9 +130,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             alerts,
             commands,
             dead_letter,
+            identities,
             inputs,
         } => {
-            let rules = Rules::new(load_model(model.as_ref())?);
+            let mut rules = Rules::new(load_model(model.as_ref())?);
+            if let Some(path) = identities {
+                rules = rules.with_inventory(Inventory::load(&path)?);
+            }
             let opts = ReplayOptions {
                 inputs,
                 format,

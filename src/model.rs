@@ -72,6 +72,16 @@ pub struct Detectors {
     pub denied_burst: WindowDetector,
     pub enumeration: Enumeration,
     pub dormant: Dormant,
+    pub inventory: InventoryDetector,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryDetector {
+    pub enabled: bool,
+    pub weight: f64,
+    pub expired_bits: f64,
+    pub outside_declared_bits: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -403,6 +413,7 @@ impl Model {
             ("denied_burst", d.denied_burst.weight),
             ("enumeration", d.enumeration.weight),
             ("dormant", d.dormant.weight),
+            ("inventory", d.inventory.weight),
         ];
         for (name, w) in weights {
             check(

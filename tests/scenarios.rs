@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Outputs, assert_valid, decode_all, run, schema};
+use common::{Outputs, assert_valid, decode_all, run_with, schema};
+use driftwatch::detect::Rules;
+use driftwatch::inventory::Inventory;
+use driftwatch::model::Model;
 use serde_json::json;
 
 const DAY: i64 = 86_400_000;
@@ -125,8 +128,12 @@ impl Story {
     }
 
     fn play(&self) -> Outputs {
+        self.play_with(Rules::new(Model::embedded()))
+    }
+
+    fn play_with(&self, rules: Rules) -> Outputs {
         let events = decode_all(self.lines.iter().map(String::as_str));
-        let (_, out) = run(&events, None);
+        let (_, out) = run_with(&events, rules);
         let alert_schema = schema("alert.v1.json");
         let command_schema = schema("revocation-command.v1.json");
         for a in &out.alerts {
@@ -493,4 +500,94 @@ fn same_input_gives_the_same_alerts_and_commands() {
     assert!(!a.alerts.is_empty());
     assert_eq!(a.alerts, b.alerts);
     assert_eq!(a.commands, b.commands);
+}
+
+#[test]
+fn declared_networks_expiry_and_owner_count_from_the_first_event() {
+    let exporter = Who {
+        key: "arn:aws:iam::111122223333:role/new-exporter",
+        kind: "aws_role",
+        credential: "ASIAEXPORT",
+        pod: None,
+    };
+    let old_key = Who {
+        key: "arn:aws:iam::111122223333:user/old-key",
+        kind: "aws_user",
+        credential: "AKIAOLD",
+        pod: None,
+    };
+    let inventory = Inventory::parse(
+        r#"{"key":"arn:aws:iam::111122223333:role/new-exporter","owner":"team-data","networks":["10.0.0.0/8"],"protected":true}
+{"key":"arn:aws:iam::111122223333:user/old-key","owner":"team-legacy","expires_at":"2026-03-10T00:00:00Z"}"#,
+        "inventory.jsonl",
+    )
+    .unwrap();
+    let mut s = Story::default().with_peers(14);
+    // A brand-new identity: no learned baseline, but declared networks.
+    s.routine(&exporter, 12..13, 9..11, 5, &WORK, "10.1.2.3", SDK);
+    let outside = T0 + 12 * DAY + 11 * HOUR;
+    s.call(
+        &exporter,
+        outside,
+        "s3.amazonaws.com:GetObject",
+        "203.0.113.77",
+        SDK,
+        false,
+        None,
+    );
+    // A key past its declared expiry, from its usual place.
+    s.routine(
+        &old_key,
+        6..8,
+        9..12,
+        2,
+        &["s3.amazonaws.com:ListObjects"],
+        "10.9.9.9",
+        SDK,
+    );
+    let expired = T0 + 13 * DAY + 10 * HOUR;
+    s.call(
+        &old_key,
+        expired,
+        "s3.amazonaws.com:ListObjects",
+        "10.9.9.9",
+        SDK,
+        false,
+        None,
+    );
+    let rules = Rules::new(Model::embedded()).with_inventory(inventory);
+    assert!(
+        rules.is_protected(exporter.key),
+        "inventory `protected` shields the identity from commands"
+    );
+    assert!(!rules.is_protected(old_key.key));
+    let out = s.play_with(rules);
+
+    let a = out.alerts_for(exporter.key);
+    assert!(
+        !a.is_empty(),
+        "call from outside the declared networks not alerted"
+    );
+    assert_eq!(
+        a[0]["time"], outside,
+        "alerted on the first outside call, not before"
+    );
+    assert!(
+        out.types_for(exporter.key)
+            .contains(&"credential_outside_workload".to_owned())
+    );
+    assert_eq!(a[0]["unmapped"]["identity"]["owner"], "team-data");
+    assert_eq!(
+        a[0]["unmapped"]["identity"]["mature"], false,
+        "it is still warming up"
+    );
+
+    let b = out.alerts_for(old_key.key);
+    assert!(!b.is_empty(), "use after expiry not alerted");
+    assert_eq!(b[0]["time"], expired);
+    assert!(
+        out.types_for(old_key.key)
+            .contains(&"credential_after_expiry".to_owned())
+    );
+    assert_eq!(b[0]["unmapped"]["identity"]["owner"], "team-legacy");
 }

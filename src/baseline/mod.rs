@@ -274,6 +274,8 @@ pub struct Profile {
     pub new_endpoints: f32,
     pub denied_window: Window,
     pub enum_window: Window,
+    /// Use after the declared expiry has been reported (once per identity).
+    pub expiry_reported: bool,
 }
 
 /// Findings already reported in the current hour, so each fires once (or again when it grows).
@@ -314,6 +316,7 @@ impl Profile {
             new_endpoints: 0.0,
             denied_window: Window::default(),
             enum_window: Window::default(),
+            expiry_reported: false,
         }
     }
 

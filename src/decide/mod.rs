@@ -71,6 +71,8 @@ pub struct Alert {
     pub mature: bool,
     pub identity_events: u64,
     pub identity_first_seen_ms: i64,
+    /// Declared owner (identity inventory), if any.
+    pub owner: Option<String>,
     pub event: AccessEvent,
     pub command_id: Option<String>,
     pub command_withheld: Option<String>,
@@ -346,6 +348,7 @@ pub fn decide(
         mature: ctx.mature,
         identity_events: ctx.events,
         identity_first_seen_ms: ctx.first_seen_ms,
+        owner: r.inventory.get(&ev.principal).and_then(|m| m.owner.clone()),
         event: ev.clone(),
         command_id: o.command_id.clone(),
         command_withheld: o.command_withheld.clone(),

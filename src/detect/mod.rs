@@ -15,7 +15,9 @@ use crate::baseline::fleet::Table;
 use crate::baseline::origin::{self, Level};
 use crate::baseline::stats::{self, bits};
 use crate::baseline::{DAY_MS, Fleet, HOUR_MS, Profile};
+use crate::decode::time::format_rfc3339_ms;
 use crate::event::AccessEvent;
+use crate::inventory::IdentityMeta;
 
 /// Every detector, by the name used in alerts (`finding_info.types`), metrics and summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,10 +31,11 @@ pub enum Detector {
     DeniedBurst,
     Enumeration,
     Dormant,
+    AfterExpiry,
 }
 
 impl Detector {
-    pub const ALL: [Detector; 9] = [
+    pub const ALL: [Detector; 10] = [
         Detector::NewEndpoint,
         Detector::NewOrigin,
         Detector::OutsideWorkload,
@@ -42,6 +45,7 @@ impl Detector {
         Detector::DeniedBurst,
         Detector::Enumeration,
         Detector::Dormant,
+        Detector::AfterExpiry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl Detector {
             Detector::DeniedBurst => "denied_burst",
             Detector::Enumeration => "enumeration",
             Detector::Dormant => "dormant_reactivation",
+            Detector::AfterExpiry => "credential_after_expiry",
         }
     }
 
@@ -164,6 +169,33 @@ pub fn observe(
         }
     }
 
+    let meta = if r.inventory.is_empty() {
+        None
+    } else {
+        r.inventory.get(&ev.principal)
+    };
+    let inv = &d.inventory;
+    if inv.enabled
+        && !p.expiry_reported
+        && let Some(exp) = meta.and_then(|m| m.expires_at_ms)
+        && t > exp
+    {
+        p.expiry_reported = true;
+        out.push(finding(
+            Detector::AfterExpiry,
+            inv.expired_bits * inv.weight,
+            0.0,
+            format!(
+                "used {:.1} days after its declared expiry ({})",
+                (t - exp) as f64 / DAY_MS as f64,
+                format_rfc3339_ms(exp)
+            ),
+            json!({"expires_at": format_rfc3339_ms(exp), "owner": meta.and_then(|m| m.owner.clone())}),
+            json!({"action": ev.action, "ip": ev.origin.ip}),
+            ev,
+        ));
+    }
+
     let was_mature = p.is_mature(m.warmup.min_active_hours, m.warmup.min_days);
     let fleet_mature = fleet.observe_time(t) as f64 >= m.warmup.min_days * DAY_MS as f64;
     p.advance_to(t, r.half_life_hours, was_mature);
@@ -223,7 +255,7 @@ pub fn observe(
     }
 
     // From where.
-    new_origin(p, fleet, r, ev, mature, fleet_mature, &mut out);
+    new_origin(p, fleet, r, ev, meta, mature, fleet_mature, &mut out);
 
     // Refusals.
     let len = (d.denied_burst.window_minutes * 60_000.0) as i64;
@@ -443,11 +475,13 @@ struct NewLevel {
     known: Vec<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn new_origin(
     p: &mut Profile,
     fleet: &Fleet,
     r: &Rules,
     ev: &AccessEvent,
+    meta: Option<&IdentityMeta>,
     mature: bool,
     fleet_mature: bool,
     out: &mut Vec<Finding>,
@@ -532,6 +566,29 @@ fn new_origin(
             format!("credential bound to workload {bound_to} used from public network {network}, which neither this identity nor any other has used"),
             json!({"known_networks": known}),
             json!({"ip": ev.origin.ip, "network": network, "bound_workload": bound_to, "user_agent": ev.origin.user_agent}),
+            ev,
+        ));
+    }
+
+    // Outside the networks the organisation declared for this identity: known from the first
+    // event, so warm-up does not apply. Reported once per new network.
+    let inv = &d.inventory;
+    if inv.enabled
+        && let (Some(m), Some(ip)) = (meta, ev.origin.ip)
+        && m.outside_networks(ip)
+        && new_levels.iter().any(|l| l.level == Level::Network)
+    {
+        let declared: Vec<String> = m.networks.iter().map(|c| c.to_string()).collect();
+        out.push(finding(
+            Detector::OutsideWorkload,
+            inv.outside_declared_bits * inv.weight,
+            0.0,
+            format!(
+                "called from {ip}, outside the networks declared for it ({})",
+                declared.join(", ")
+            ),
+            json!({"declared_networks": declared, "owner": m.owner}),
+            json!({"ip": ip, "user_agent": ev.origin.user_agent}),
             ev,
         ));
     }

@@ -1,5 +1,6 @@
 //! The model compiled for the hot path: globs built once, half-lives in the units used.
 
+use crate::inventory::Inventory;
 use crate::model::{Glob, Model};
 
 /// One sensitivity tier with its compiled patterns.
@@ -17,6 +18,8 @@ pub struct Rules {
     pub tiers: Vec<Tier>,
     pub protected: Vec<Glob>,
     pub half_life_hours: f64,
+    /// Declared identity metadata (empty unless an inventory is given).
+    pub inventory: Inventory,
 }
 
 impl Rules {
@@ -42,6 +45,7 @@ impl Rules {
             tiers,
             protected,
             half_life_hours,
+            inventory: Inventory::default(),
         }
     }
 
@@ -53,9 +57,16 @@ impl Rules {
             .map(|i| i as u8)
     }
 
-    /// True when commands must never target this identity.
+    /// The same rules with declared identity metadata.
+    pub fn with_inventory(mut self, inventory: Inventory) -> Rules {
+        self.inventory = inventory;
+        self
+    }
+
+    /// True when commands must never target this identity (model patterns or inventory).
     pub fn is_protected(&self, principal: &str) -> bool {
         self.protected.iter().any(|g| g.matches(principal))
+            || self.inventory.get(principal).is_some_and(|m| m.protected)
     }
 }
 

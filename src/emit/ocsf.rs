@@ -114,7 +114,7 @@ pub fn detection_finding(a: &Alert) -> Value {
             "uid": ev.principal,
             "type": ev.principal_type.as_str(),
             "cloud_partition": ev.format.provider(),
-            "owner": {"account": {"uid": ev.tenant}},
+            "owner": {"name": a.owner, "account": {"uid": ev.tenant}},
         }],
         "evidences": all_evidence,
         "unmapped": {
@@ -123,6 +123,7 @@ pub fn detection_finding(a: &Alert) -> Value {
                 "mature": a.mature,
                 "events": a.identity_events,
                 "first_seen_time": a.identity_first_seen_ms,
+                "owner": a.owner,
             },
             "provider": ev.format.provider(),
             "tenant": ev.tenant,

@@ -94,7 +94,12 @@ impl Outputs {
 
 /// Runs events through a fresh engine with `model` (the embedded default when `None`).
 pub fn run(events: &[AccessEvent], model: Option<Model>) -> (Engine, Outputs) {
-    let engine = Engine::new(Rules::new(model.unwrap_or_else(Model::embedded)));
+    run_with(events, Rules::new(model.unwrap_or_else(Model::embedded)))
+}
+
+/// Runs events through a fresh engine with compiled `rules`.
+pub fn run_with(events: &[AccessEvent], rules: Rules) -> (Engine, Outputs) {
+    let engine = Engine::new(rules);
     let mut out = Outputs::default();
     for e in events {
         for d in engine.process(e) {
