@@ -16,6 +16,7 @@
 //!   of the open one), or an alert and a revocation command within fleet-wide guardrails.
 //! - [`emit`] renders OCSF Detection Findings and revocation commands and writes them.
 //!
+//! [`inventory`] holds what the organisation declares about identities (owner, expiry, networks).
 //! [`engine`] ties baseline, detect and decide together per event; [`replay`] runs it over files
 //! in event-time order; [`simulate`] generates a labelled fleet and [`evaluate`] scores alerts
 //! against its labels. Detection settings come from [`model`] (`models/default.toml`).
