@@ -5,12 +5,12 @@
 //! owned by one partition (Kafka messages are keyed by identity). Replay calls it in event-time
 //! order from one thread, which makes its output deterministic.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
-use crate::baseline::{Fleet, Profile};
+use crate::baseline::{DAY_MS, Fleet, Profile};
 use crate::decide::{self, DecideStats, Decision, Guardrails, IdentityContext, RiskState};
 use crate::detect::{self, Detector, Rules};
 use crate::event::AccessEvent;
@@ -33,6 +33,8 @@ pub struct EngineCounters {
     pub commands: AtomicU64,
     pub merged: AtomicU64,
     pub withheld: AtomicU64,
+    /// Identities forgotten after `baseline.forget_after_days` of silence.
+    pub forgotten: AtomicU64,
 }
 
 pub struct Engine {
@@ -41,6 +43,8 @@ pub struct Engine {
     identity_count: AtomicUsize,
     fleet: Fleet,
     guard: Guardrails,
+    /// Event-time day of the last sweep for long-silent identities.
+    swept_day: AtomicI64,
     pub counters: EngineCounters,
 }
 
@@ -53,6 +57,7 @@ impl Engine {
             identity_count: AtomicUsize::new(0),
             fleet,
             guard: Guardrails::new(),
+            swept_day: AtomicI64::new(i64::MIN),
             counters: EngineCounters::default(),
         }
     }
@@ -66,6 +71,7 @@ impl Engine {
         let c = &self.counters;
         c.events.fetch_add(1, Ordering::Relaxed);
         let m = &self.rules.model;
+        self.sweep(ev.time_ms);
         let (mut state, is_new) = match self.identities.get_mut(ev.principal.as_str()) {
             Some(s) => (s, false),
             None => {
@@ -132,6 +138,32 @@ impl Engine {
         decisions
     }
 
+    /// Once per event-time day, forgets identities silent for `baseline.forget_after_days`.
+    /// Runs before any identity guard is taken (DashMap guards must not be held across it).
+    fn sweep(&self, now_ms: i64) {
+        let day = now_ms.div_euclid(DAY_MS);
+        let last = self.swept_day.load(Ordering::Relaxed);
+        if day <= last
+            || self
+                .swept_day
+                .compare_exchange(last, day, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let horizon = now_ms - (self.rules.model.baseline.forget_after_days * DAY_MS as f64) as i64;
+        let before = self.identities.len();
+        self.identities
+            .retain(|_, s| s.profile.last_seen_ms >= horizon);
+        let forgotten = before.saturating_sub(self.identities.len());
+        if forgotten > 0 {
+            self.identity_count.fetch_sub(forgotten, Ordering::Relaxed);
+            self.counters
+                .forgotten
+                .fetch_add(forgotten as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Number of identities tracked.
     pub fn identities(&self) -> usize {
         self.identity_count.load(Ordering::Relaxed)
@@ -176,5 +208,37 @@ impl Engine {
     /// A copy of one identity's state (for tests and inspection).
     pub fn identity(&self, principal: &str) -> Option<IdentityState> {
         self.identities.get(principal).map(|s| s.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, FormatHint, decode_one};
+    use crate::event::RawRef;
+    use crate::model::Model;
+
+    fn event(principal: &str, day: i64) -> AccessEvent {
+        let rec = format!(
+            r#"{{"time":{},"principal":{{"key":"{principal}"}},"action":"s3.amazonaws.com:GetObject"}}"#,
+            1_700_000_000_000 + day * DAY_MS
+        );
+        match decode_one(rec.as_bytes(), FormatHint::Auto, RawRef::default()) {
+            Ok(Decoded::Event(e)) => *e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn identities_silent_past_the_forget_horizon_are_dropped_and_others_kept() {
+        let engine = Engine::new(Rules::new(Model::embedded()));
+        engine.process(&event("old", 0));
+        engine.process(&event("recent", 100));
+        assert_eq!(engine.identities(), 2);
+        engine.process(&event("recent", 181));
+        assert_eq!(engine.identities(), 1, "`old` was silent for 181 days");
+        assert!(engine.identity("old").is_none());
+        assert!(engine.identity("recent").is_some());
+        assert_eq!(engine.counters.forgotten.load(Ordering::Relaxed), 1);
     }
 }

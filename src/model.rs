@@ -36,6 +36,7 @@ pub struct BaselineConfig {
     pub ipv6_network_prefix: u8,
     pub ipv6_coarse_prefix: u8,
     pub fleet_max_values: usize,
+    pub forget_after_days: f64,
     pub novelty_prior_novel: f64,
     pub novelty_prior_seen: f64,
 }
@@ -343,6 +344,14 @@ impl Model {
             format!(
                 "must be <= ipv6_network_prefix ({}), got {}",
                 b.ipv6_network_prefix, b.ipv6_coarse_prefix
+            ),
+        );
+        check(
+            b.forget_after_days > self.detectors.dormant.min_idle_days,
+            "baseline.forget_after_days",
+            format!(
+                "must exceed detectors.dormant.min_idle_days ({}), or dormant identities are forgotten before they wake, got {}",
+                self.detectors.dormant.min_idle_days, b.forget_after_days
             ),
         );
         check(

@@ -49,6 +49,7 @@ pub struct Summary {
     pub events: u64,
     pub identities: usize,
     pub warming_up: usize,
+    pub forgotten: u64,
     pub skipped: BTreeMap<String, u64>,
     pub rejected: BTreeMap<&'static str, u64>,
     pub alerts_created: u64,
@@ -76,8 +77,8 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  identities: {} ({} still warming up), mean baseline state {:.0} bytes/identity",
-            self.identities, self.warming_up, self.mean_state_bytes
+            "  identities: {} ({} still warming up, {} forgotten after long silence), mean baseline state {:.0} bytes/identity",
+            self.identities, self.warming_up, self.forgotten, self.mean_state_bytes
         )?;
         writeln!(
             f,
@@ -263,6 +264,7 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     summary.events = total as u64;
     summary.identities = engine.identities();
     summary.warming_up = engine.warming_up();
+    summary.forgotten = c.forgotten.load(Relaxed);
     summary.alerts_created = c.alerts_created.load(Relaxed);
     summary.alerts_updated = c.alerts_updated.load(Relaxed);
     summary.commands = c.commands.load(Relaxed);
