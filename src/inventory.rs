@@ -129,14 +129,7 @@ impl Inventory {
     /// # Errors
     /// [`ConfigError`] listing every unreadable record and bad field, by line.
     pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                key: "(file)".into(),
-                why: format!("cannot read: {e}"),
-            }],
-        })?;
+        let (file, text) = ConfigError::read(path)?;
         Inventory::parse(&text, &file)
     }
 

@@ -213,6 +213,26 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl ConfigError {
+    /// Reads a configuration file, returning its display name and text.
+    ///
+    /// # Errors
+    /// A `ConfigError` naming the file when it cannot be read.
+    pub fn read(path: &Path) -> Result<(String, String), ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((file, text)),
+            Err(e) => Err(ConfigError {
+                file,
+                problems: vec![Problem {
+                    key: "(file)".into(),
+                    why: format!("cannot read: {e}"),
+                }],
+            }),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
@@ -242,14 +262,7 @@ impl Model {
     /// # Errors
     /// [`ConfigError`] listing every unreadable, unknown, mistyped or out-of-range key.
     pub fn load(path: &Path) -> Result<Model, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                key: "(file)".into(),
-                why: format!("cannot read: {e}"),
-            }],
-        })?;
+        let (file, text) = ConfigError::read(path)?;
         Model::from_toml_str(&text, &file)
     }
 
