@@ -219,12 +219,12 @@ pub fn decide(
     risk.open.retain(|o| {
         (ev.time_ms - o.last_seen_ms) as f64 <= s.suppression_window_hours * 3_600_000.0
     });
-    // A trace of surprise (a CI runner's new address, say) must not re-raise an alert on the
-    // strength of evidence that earlier findings left behind.
-    let event_bits: f64 = findings.iter().map(|f| f.bits).sum();
     if findings.is_empty() {
         return Vec::new();
     }
+    // A trace of surprise (a CI runner's new address, say) must not re-raise an alert on the
+    // strength of evidence that earlier findings left behind.
+    let event_bits: f64 = findings.iter().map(|f| f.bits).sum();
     for f in findings {
         risk.evidence += f.bits;
         if risk.recent.len() == MAX_RECENT {
