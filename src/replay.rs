@@ -152,14 +152,14 @@ pub fn decode_inputs(
         };
         file::split_records(&data, source, |bytes, raw| {
             summary.records += 1;
-            decode::decode_record(bytes, format, &raw, &mut |r| match r {
+            decode::decode_record(bytes, format, &raw, &mut |element, at, r| match r {
                 Ok(Decoded::Event(e)) => events.push(*e),
                 Ok(Decoded::Skipped(why)) => {
                     *summary.skipped.entry(why.to_string()).or_default() += 1
                 }
                 Err(e) => {
                     *summary.rejected.entry(e.code()).or_default() += 1;
-                    reject(&raw, bytes, &e);
+                    reject(at, element, &e);
                 }
             });
         });

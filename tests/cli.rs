@@ -246,3 +246,49 @@ fn secrets_in_records_never_reach_alerts() {
         "the user agent is replaced by a fingerprint: {text}"
     );
 }
+
+#[test]
+fn a_bad_element_of_a_json_array_is_dead_lettered_alone_and_its_siblings_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("delivery.json");
+    let broken = GOOD.replace(
+        r#""eventTime":"2026-01-05T10:00:00Z","#,
+        r#""eventTime":"yesterday","#,
+    );
+    let later = GOOD.replace("10:00:00", "10:05:00");
+    std::fs::write(&input, format!("[\n{GOOD},\n{broken},\n{later}\n]\n")).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let out = driftwatch(&[
+        "replay",
+        "--alerts",
+        dir.path().join("a.jsonl").to_str().unwrap(),
+        "--commands",
+        dir.path().join("c.jsonl").to_str().unwrap(),
+        "--dead-letter",
+        dead.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("1 records, 2 events"), "{summary}");
+    let dl = lines(&dead);
+    assert_eq!(dl.len(), 1);
+    assert!(
+        dl[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("delivery.json#1"),
+        "{}",
+        dl[0]
+    );
+    assert_eq!(
+        dl[0]["record"],
+        broken.as_str(),
+        "only the bad element, unchanged"
+    );
+    assert_eq!(dl[0]["reason"], "invalid_field");
+}

@@ -26,7 +26,7 @@ fn decode_file(path: &Path) -> Decoded_ {
         rejected: Vec::new(),
     };
     split_records(&data, "fixture", |bytes, raw| {
-        decode::decode_record(bytes, FormatHint::Auto, &raw, &mut |r| match r {
+        decode::decode_record(bytes, FormatHint::Auto, &raw, &mut |_, _, r| match r {
             Ok(Decoded::Event(e)) => out.events.push(*e),
             Ok(Decoded::Skipped(_)) => out.skipped += 1,
             Err(e) => out.rejected.push(e),
@@ -205,7 +205,7 @@ fn cloudtrail_delivery_file_gzip_and_records_container_are_expanded() {
             source: "f".into(),
             position: 0,
         },
-        &mut |r| {
+        &mut |_, _, r| {
             if let Ok(Decoded::Event(e)) = r {
                 sources.push(e.raw.source.clone());
             }

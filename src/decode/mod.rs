@@ -112,54 +112,57 @@ pub enum Decoded {
     Skipped(Skip),
 }
 
-/// Decodes one record, calling `out` once per contained element, in order.
+/// What [`decode_record`] reports for each element: its bytes, where it is, and the result.
+pub type ElementSink<'s> = dyn FnMut(&[u8], &RawRef, Result<Decoded, DecodeError>) + 's;
+
+/// Decodes one record, calling `out` once per contained element, in order, with the element's
+/// own bytes (so a bad element can be dead-lettered alone).
 ///
-/// `raw` names where the record came from; elements of a container get positions
-/// `raw.position`, `raw.position + 1`, ... only when the caller passes distinct records, so the
-/// element index is appended to the source instead (`file.json#3`).
-pub fn decode_record(
-    bytes: &[u8],
-    hint: FormatHint,
-    raw: &RawRef,
-    out: &mut dyn FnMut(Result<Decoded, DecodeError>),
-) {
+/// `raw` names where the record came from; an element of a container keeps the record's
+/// position and has its index appended to the source (`file.json#3`).
+pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
     let trimmed = bytes.trim_ascii();
     match trimmed.first() {
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
             Ok(items) => expand(&items, hint, raw, out),
-            Err(e) => out(Err(DecodeError::json(e))),
+            Err(e) => out(trimmed, raw, Err(DecodeError::json(e))),
         },
         Some(b'{') => {
             if let Some(items) = container_items(trimmed) {
                 match items {
                     Ok(items) => expand(&items, hint, raw, out),
-                    Err(e) => out(Err(e)),
+                    Err(e) => out(trimmed, raw, Err(e)),
                 }
             } else {
-                out(decode_one(trimmed, hint, raw.clone()));
+                out(trimmed, raw, decode_one(trimmed, hint, raw.clone()));
             }
         }
-        Some(_) => out(Err(DecodeError::InvalidJson {
-            reason: "expected a JSON object or array".to_owned(),
-        })),
-        None => out(Err(DecodeError::InvalidJson {
-            reason: "empty record".to_owned(),
-        })),
+        Some(_) => out(
+            trimmed,
+            raw,
+            Err(DecodeError::InvalidJson {
+                reason: "expected a JSON object or array".to_owned(),
+            }),
+        ),
+        None => out(
+            trimmed,
+            raw,
+            Err(DecodeError::InvalidJson {
+                reason: "empty record".to_owned(),
+            }),
+        ),
     }
 }
 
-fn expand(
-    items: &[&RawValue],
-    hint: FormatHint,
-    raw: &RawRef,
-    out: &mut dyn FnMut(Result<Decoded, DecodeError>),
-) {
+fn expand(items: &[&RawValue], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
     for (i, item) in items.iter().enumerate() {
         let r = RawRef {
             source: format!("{}#{}", raw.source, i),
             position: raw.position,
         };
-        out(decode_one(item.get().as_bytes(), hint, r));
+        let bytes = item.get().as_bytes();
+        let result = decode_one(bytes, hint, r.clone());
+        out(bytes, &r, result);
     }
 }
 
@@ -380,9 +383,12 @@ mod tests {
 
     fn collect(bytes: &[u8]) -> Vec<Result<Decoded, DecodeError>> {
         let mut v = Vec::new();
-        decode_record(bytes, FormatHint::Auto, &RawRef::default(), &mut |r| {
-            v.push(r)
-        });
+        decode_record(
+            bytes,
+            FormatHint::Auto,
+            &RawRef::default(),
+            &mut |_, _, r| v.push(r),
+        );
         v
     }
 

@@ -47,11 +47,16 @@ pub fn decode_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<AccessEve
             source: "test".into(),
             position: i as u64 + 1,
         };
-        decode::decode_record(line.as_bytes(), FormatHint::Auto, &raw, &mut |r| match r {
-            Ok(Decoded::Event(e)) => out.push(*e),
-            Ok(Decoded::Skipped(_)) => {}
-            Err(e) => panic!("record {} rejected: {e}\n{line}", i + 1),
-        });
+        decode::decode_record(
+            line.as_bytes(),
+            FormatHint::Auto,
+            &raw,
+            &mut |_, _, r| match r {
+                Ok(Decoded::Event(e)) => out.push(*e),
+                Ok(Decoded::Skipped(_)) => {}
+                Err(e) => panic!("record {} rejected: {e}\n{line}", i + 1),
+            },
+        );
     }
     out.sort_by_key(|e| e.time_ms);
     out
