@@ -13,7 +13,7 @@ use crate::decide::Decision;
 use crate::decode::{self, Decoded, FormatHint};
 use crate::detect::{Detector, Rules};
 use crate::emit::{
-    self,
+    self, ocsf,
     sink::{EmitError, JsonlSink},
 };
 use crate::engine::Engine;
@@ -231,12 +231,6 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
                 (Decision::Command(_), Some(c)) => c.write(&msg)?,
                 (Decision::Alert(a), _) => {
                     *summary.alerts_by_cause.entry(a.cause.as_str()).or_default() += 1;
-                    let sev = match a.severity_id {
-                        5 => "critical",
-                        4 => "high",
-                        _ => "medium",
-                    };
-                    *summary.alerts_by_severity.entry(sev).or_default() += 1;
                     alerts.write(&msg)?;
                 }
                 (Decision::Command(_), None) => alerts.write(&msg)?,
@@ -271,6 +265,14 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     summary.merged = c.merged.load(Relaxed);
     summary.withheld = c.withheld.load(Relaxed);
     summary.findings_by_detector = engine.findings_by_detector();
+    for (id, n) in c.alerts_by_severity.iter().enumerate() {
+        let n = n.load(Relaxed);
+        if n > 0 {
+            summary
+                .alerts_by_severity
+                .insert(ocsf::severity_name(id as u8), n);
+        }
+    }
     summary.mean_state_bytes = engine.state_bytes().1;
     summary.elapsed = started.elapsed();
     Ok(summary)

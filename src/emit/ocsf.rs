@@ -6,7 +6,8 @@ use crate::decide::{Activity, Alert};
 
 pub const OCSF_VERSION: &str = "1.1.0";
 
-fn severity_name(id: u8) -> &'static str {
+/// OCSF severity name of a severity_id.
+pub fn severity_name(id: u8) -> &'static str {
     match id {
         1 => "Informational",
         2 => "Low",
