@@ -15,6 +15,17 @@ fn driftwatch(args: &[&str]) -> Output {
         .expect("the driftwatch binary runs")
 }
 
+/// Runs driftwatch and fails the test, showing its stderr, unless it exits 0.
+fn driftwatch_ok(args: &[&str]) -> Output {
+    let out = driftwatch(args);
+    assert!(
+        out.status.success(),
+        "driftwatch {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -29,12 +40,7 @@ const GOOD: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","a
 #[test]
 fn models_check_accepts_the_shipped_default() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.toml");
-    let out = driftwatch(&["models", "check", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = driftwatch_ok(&["models", "check", path.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
@@ -91,7 +97,7 @@ fn replay_sends_malformed_records_to_the_dead_letter_file_and_moves_on() {
     let dead = dir.path().join("dead.jsonl");
     let alerts = dir.path().join("alerts.jsonl");
     let commands = dir.path().join("commands.jsonl");
-    let out = driftwatch(&[
+    let out = driftwatch_ok(&[
         "replay",
         "--alerts",
         alerts.to_str().unwrap(),
@@ -101,11 +107,6 @@ fn replay_sends_malformed_records_to_the_dead_letter_file_and_moves_on() {
         dead.to_str().unwrap(),
         input.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("4 records, 2 events"), "{summary}");
     assert!(
@@ -136,7 +137,7 @@ fn replay_sends_malformed_records_to_the_dead_letter_file_and_moves_on() {
 fn simulate_then_replay_is_deterministic_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet");
-    let out = driftwatch(&[
+    driftwatch_ok(&[
         "simulate",
         "--out",
         fleet.to_str().unwrap(),
@@ -147,11 +148,6 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
         "--seed",
         "3",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let inputs = [
         fleet.join("cloudtrail.jsonl"),
         fleet.join("k8s-audit.jsonl"),
@@ -160,7 +156,7 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
     for n in 0..2 {
         let alerts = dir.path().join(format!("alerts{n}.jsonl"));
         let commands = dir.path().join(format!("commands{n}.jsonl"));
-        let out = driftwatch(&[
+        driftwatch_ok(&[
             "replay",
             "--alerts",
             alerts.to_str().unwrap(),
@@ -169,11 +165,6 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
             inputs[0].to_str().unwrap(),
             inputs[1].to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         runs.push((
             std::fs::read(&alerts).unwrap(),
             std::fs::read(&commands).unwrap(),
@@ -182,7 +173,7 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
     assert!(!runs[0].0.is_empty(), "the injected attacks raise alerts");
     assert_eq!(runs[0], runs[1], "same input, same output");
 
-    let out = driftwatch(&[
+    let out = driftwatch_ok(&[
         "evaluate",
         "--labels",
         fleet.join("labels.json").to_str().unwrap(),
@@ -190,11 +181,6 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
         dir.path().join("alerts0.jsonl").to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["attacks"].as_u64().unwrap() >= 10);
     assert!(report["detected"].as_u64().unwrap() > 0);
@@ -220,7 +206,7 @@ fn secrets_in_records_never_reach_alerts() {
     let model = dir.path().join("eager.toml");
     std::fs::write(&model, "[warmup]\nmin_days = 0.0\nmin_active_hours = 0\n[scoring]\nalert_min_score = 5\nmin_event_bits = 0.0\n").unwrap();
     let alerts = dir.path().join("alerts.jsonl");
-    let out = driftwatch(&[
+    driftwatch_ok(&[
         "replay",
         "--model",
         model.to_str().unwrap(),
@@ -230,11 +216,6 @@ fn secrets_in_records_never_reach_alerts() {
         dir.path().join("c.jsonl").to_str().unwrap(),
         input.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let text = std::fs::read_to_string(&alerts).unwrap();
     assert!(
         !text.is_empty(),
@@ -258,7 +239,7 @@ fn a_bad_element_of_a_json_array_is_dead_lettered_alone_and_its_siblings_process
     let later = GOOD.replace("10:00:00", "10:05:00");
     std::fs::write(&input, format!("[\n{GOOD},\n{broken},\n{later}\n]\n")).unwrap();
     let dead = dir.path().join("dead.jsonl");
-    let out = driftwatch(&[
+    let out = driftwatch_ok(&[
         "replay",
         "--alerts",
         dir.path().join("a.jsonl").to_str().unwrap(),
@@ -268,11 +249,6 @@ fn a_bad_element_of_a_json_array_is_dead_lettered_alone_and_its_siblings_process
         dead.to_str().unwrap(),
         input.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("1 records, 2 events"), "{summary}");
     let dl = lines(&dead);
