@@ -20,7 +20,13 @@ use crate::event::AccessEvent;
 pub struct IdentityState {
     pub profile: Profile,
     pub risk: RiskState,
+    /// The input partition that last delivered this identity's events ([`Engine::process_owned`]),
+    /// so its state can be dropped when the partition is handed to another instance.
+    pub owner: u32,
 }
+
+/// Owner of identities processed without a partition (replay).
+pub const NO_OWNER: u32 = u32::MAX;
 
 /// Running counters, readable at any time.
 #[derive(Debug, Default)]
@@ -35,6 +41,8 @@ pub struct EngineCounters {
     pub withheld: AtomicU64,
     /// Identities forgotten after `baseline.forget_after_days` of silence.
     pub forgotten: AtomicU64,
+    /// Identities dropped because their partition was handed to another instance.
+    pub evicted: AtomicU64,
 }
 
 pub struct Engine {
@@ -68,6 +76,11 @@ impl Engine {
 
     /// Updates the event's identity and returns the alerts and commands it leads to.
     pub fn process(&self, ev: &AccessEvent) -> Vec<Decision> {
+        self.process_owned(ev, NO_OWNER)
+    }
+
+    /// As [`Engine::process`], recording `owner` (an input partition) as the identity's owner.
+    pub fn process_owned(&self, ev: &AccessEvent, owner: u32) -> Vec<Decision> {
         let c = &self.counters;
         c.events.fetch_add(1, Ordering::Relaxed);
         let m = &self.rules.model;
@@ -86,12 +99,14 @@ impl Engine {
                                 m.detectors.volume.prior_dispersion as f32,
                             ),
                             risk: RiskState::default(),
+                            owner,
                         }
                     });
                 (entry, true)
             }
         };
         let state = &mut *state;
+        state.owner = owner;
         let findings = detect::observe(&mut state.profile, &self.fleet, &self.rules, ev, is_new);
         for f in &findings {
             c.findings[f.detector as usize].fetch_add(1, Ordering::Relaxed);
@@ -162,6 +177,19 @@ impl Engine {
                 .forgotten
                 .fetch_add(forgotten as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Drops every identity owned by `owner` (a partition handed to another instance); returns
+    /// how many were dropped.
+    pub fn evict_owner(&self, owner: u32) -> usize {
+        let before = self.identities.len();
+        self.identities.retain(|_, s| s.owner != owner);
+        let evicted = before.saturating_sub(self.identities.len());
+        self.identity_count.fetch_sub(evicted, Ordering::Relaxed);
+        self.counters
+            .evicted
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+        evicted
     }
 
     /// Number of identities tracked.
@@ -240,5 +268,23 @@ mod tests {
         assert!(engine.identity("old").is_none());
         assert!(engine.identity("recent").is_some());
         assert_eq!(engine.counters.forgotten.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn evicting_a_partition_drops_only_the_identities_it_last_delivered() {
+        let engine = Engine::new(Rules::new(Model::embedded()));
+        engine.process_owned(&event("a", 0), 1);
+        engine.process_owned(&event("b", 0), 2);
+        engine.process_owned(&event("moved", 0), 1);
+        engine.process_owned(&event("moved", 1), 2);
+        assert_eq!(engine.evict_owner(1), 1);
+        assert!(engine.identity("a").is_none());
+        assert!(engine.identity("b").is_some());
+        assert!(
+            engine.identity("moved").is_some(),
+            "partition 2 delivered it last"
+        );
+        assert_eq!(engine.identities(), 2);
+        assert_eq!(engine.counters.evicted.load(Ordering::Relaxed), 1);
     }
 }

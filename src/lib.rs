@@ -24,6 +24,7 @@
 pub mod baseline;
 pub mod decide;
 pub mod decode;
+pub mod demo;
 pub mod detect;
 pub mod emit;
 pub mod engine;
@@ -32,6 +33,8 @@ pub mod event;
 pub mod ingest;
 pub mod inventory;
 pub mod model;
+pub mod produce;
 pub mod redact;
 pub mod replay;
+pub mod service;
 pub mod simulate;

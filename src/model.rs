@@ -238,7 +238,7 @@ impl fmt::Display for ConfigError {
         let n = self.problems.len();
         write!(
             f,
-            "{}: {} problem{} in detection model",
+            "{}: {} configuration problem{}",
             self.file,
             n,
             if n == 1 { "" } else { "s" }

@@ -2,6 +2,7 @@
 //! (`schemas/alert.v1.json`, `schemas/revocation-command.v1.json`) and writes them out.
 
 pub mod command;
+pub mod kafka;
 pub mod ocsf;
 pub mod sink;
 
