@@ -22,6 +22,7 @@
 //! against its labels. Detection settings come from [`model`] (`models/default.toml`).
 
 pub mod baseline;
+pub mod bench_kafka;
 pub mod decide;
 pub mod decode;
 pub mod demo;

@@ -15,7 +15,7 @@ use driftwatch::replay::{self, ReplayOptions};
 use driftwatch::service::Service;
 use driftwatch::service::config::{RunConfig, Settings};
 use driftwatch::simulate::{self, SimConfig};
-use driftwatch::{demo, produce};
+use driftwatch::{bench_kafka, demo, produce};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
@@ -127,6 +127,19 @@ enum Command {
         /// Detection model laid over the embedded default.
         #[arg(long, env = "DRIFTWATCH_MODEL")]
         model: Option<PathBuf>,
+    },
+    /// Throughput through a real broker: produces N records, then measures a do-nothing
+    /// consumer and the full service on the same topic and prints both rates and their ratio.
+    BenchKafka {
+        /// Bootstrap brokers (host:port,...).
+        #[arg(long, env = "DRIFTWATCH_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Records to produce and consume.
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        /// Partitions of the benchmark's input topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
     },
     /// Detection model files.
     Models {
@@ -426,6 +439,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 partitions,
             };
             runtime()?.block_on(demo::run(&opts, rules, shutdown_signal()))?;
+        }
+        Command::BenchKafka {
+            brokers,
+            records,
+            partitions,
+        } => {
+            let opts = bench_kafka::BenchOptions {
+                brokers,
+                records,
+                partitions,
+            };
+            let report =
+                runtime()?.block_on(bench_kafka::run(&opts, Rules::new(Model::embedded())))?;
+            println!("{report}");
         }
         Command::Models {
             command: ModelsCommand::Check { file },

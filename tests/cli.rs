@@ -62,7 +62,7 @@ fn models_check_reports_every_problem_with_file_and_key_and_exits_2() {
             "{key} missing from:\n{err}"
         );
     }
-    assert!(err.contains("3 problems"), "{err}");
+    assert!(err.contains("3 configuration problems"), "{err}");
 }
 
 #[test]

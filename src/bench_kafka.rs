@@ -1,0 +1,211 @@
+//! `driftwatch bench-kafka`: throughput through a real broker, with a reference measured in the
+//! same run. Produces N records (a simulated fleet, repeated as needed) into a fresh topic, then
+//! reads the topic twice: once with a do-nothing rdkafka consumer (the raw consume rate), once
+//! with the full service (decode, engine, outputs, acknowledgements, offsets). Prints both rates,
+//! their ratio, and the record-in to alert-acknowledged latency.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::oneshot;
+
+use crate::decode::FormatHint;
+use crate::detect::Rules;
+use crate::produce::{self, KeyedRecord};
+use crate::service::Service;
+use crate::service::config::{RunConfig, Settings};
+use crate::simulate::{self, SimConfig};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub brokers: String,
+    pub records: usize,
+    pub partitions: i32,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub records: u64,
+    pub raw_per_s: f64,
+    pub service_per_s: f64,
+    pub alerts: u64,
+    pub latency_p50: Option<Duration>,
+    pub latency_p99: Option<Duration>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Option<Duration>| {
+            d.map_or("n/a".to_owned(), |d| {
+                format!("{:.1} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        writeln!(f, "driftwatch bench-kafka: {} records", self.records)?;
+        writeln!(
+            f,
+            "  raw consume (do-nothing consumer): {:>10.0} records/s",
+            self.raw_per_s
+        )?;
+        writeln!(
+            f,
+            "  driftwatch run (full service):     {:>10.0} records/s",
+            self.service_per_s
+        )?;
+        writeln!(
+            f,
+            "  ratio: {:.2} (target >= 0.70)",
+            self.service_per_s / self.raw_per_s.max(1e-9)
+        )?;
+        write!(
+            f,
+            "  record received -> alert acknowledged ({} alerts): p50 {}, p99 {}",
+            self.alerts,
+            ms(self.latency_p50),
+            ms(self.latency_p99)
+        )
+    }
+}
+
+fn suffix() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn records(n: usize) -> Vec<KeyedRecord> {
+    let (ct, k8s, _) = simulate::generate(&SimConfig {
+        identities: 200,
+        days: 21,
+        seed: 7,
+        ..SimConfig::default()
+    });
+    let lines: Vec<&[u8]> = ct.iter().chain(&k8s).map(|l| l.as_bytes()).collect();
+    let mut all = produce::keyed_records(lines, FormatHint::Auto);
+    all.truncate(n);
+    while all.len() < n {
+        let more = all[..(n - all.len()).min(all.len())].to_vec();
+        all.extend(more);
+    }
+    all
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// When the broker cannot be reached or a stage does not finish within its time limit.
+pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchReport> {
+    let id = suffix();
+    let input = format!("dwbench-in-{id}");
+    let outs = [
+        format!("dwbench-alerts-{id}"),
+        format!("dwbench-commands-{id}"),
+        format!("dwbench-dlq-{id}"),
+    ];
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &opts.brokers)
+        .create()?;
+    let mut topics = vec![NewTopic::new(
+        &input,
+        opts.partitions,
+        TopicReplication::Fixed(1),
+    )];
+    topics.extend(
+        outs.iter()
+            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))),
+    );
+    for r in admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("creating the benchmark topics")?
+    {
+        if let Err((t, e)) = r {
+            bail!("creating topic {t}: {e}");
+        }
+    }
+
+    let data = records(opts.records);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &opts.brokers)
+        .set("linger.ms", "20")
+        .create()?;
+    let n = produce::send_all(&producer, &input, &data, 100_000).await?;
+    drop(data);
+
+    // Reference: a consumer that only counts, timed from its first record to its last.
+    let raw: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &opts.brokers)
+        .set("group.id", format!("dwbench-raw-{id}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    raw.subscribe(&[&input])?;
+    let mut seen = 0u64;
+    let mut first = None;
+    let limit = Instant::now() + Duration::from_secs(600);
+    while seen < n {
+        let m = tokio::time::timeout(Duration::from_secs(60), raw.recv())
+            .await
+            .context("raw consumer stalled")??;
+        std::hint::black_box(&m);
+        first.get_or_insert_with(Instant::now);
+        seen += 1;
+        if Instant::now() > limit {
+            bail!("raw consumer too slow");
+        }
+    }
+    let raw_secs = first.map_or(1e-9, |f| f.elapsed().as_secs_f64());
+    drop(raw);
+
+    // The service on the same topic, timed from its first record to the last acknowledgement.
+    let cfg = RunConfig::resolve(
+        Settings {
+            brokers: Some(opts.brokers.clone()),
+            group: Some(format!("dwbench-service-{id}")),
+            inputs: Some(vec![input.clone()]),
+            alerts_topic: Some(outs[0].clone()),
+            commands_topic: Some(outs[1].clone()),
+            dead_letter_topic: Some(outs[2].clone()),
+            ..Settings::default()
+        },
+        vec![],
+        None,
+    )?;
+    let service = Service::new(cfg, rules);
+    let stats = service.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    let mut first = None;
+    let limit = Instant::now() + Duration::from_secs(600);
+    while stats.acknowledged.load(Ordering::Relaxed) < n {
+        if first.is_none() && stats.consumed.load(Ordering::Relaxed) > 0 {
+            first = Some(Instant::now());
+        }
+        if Instant::now() > limit || handle.is_finished() {
+            bail!("the service did not process the topic");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let service_secs = first.map_or(1e-9, |f| f.elapsed().as_secs_f64());
+    let _ = stop.send(());
+    handle.await??;
+    Ok(BenchReport {
+        records: n,
+        raw_per_s: n as f64 / raw_secs,
+        service_per_s: n as f64 / service_secs,
+        alerts: stats.alerts.load(Ordering::Relaxed),
+        latency_p50: stats.alert_latency.quantile(0.5),
+        latency_p99: stats.alert_latency.quantile(0.99),
+    })
+}
