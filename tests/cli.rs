@@ -268,3 +268,40 @@ fn a_bad_element_of_a_json_array_is_dead_lettered_alone_and_its_siblings_process
     );
     assert_eq!(dl[0]["reason"], "invalid_field");
 }
+
+#[test]
+fn run_refuses_bad_service_configuration_at_start_naming_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, "group = \"g\"\nmax_in_flight = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            "logs=yaml,alerts",
+            "--alerts-topic",
+            "alerts",
+            "--kafka-property",
+            "enable.idempotence=false",
+            "--kafka-property",
+            "no-equals-sign",
+        ])
+        // No broker is contacted: the configuration is refused before any client exists.
+        .env("DRIFTWATCH_BROKERS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "run.toml",
+        "--input: `logs=yaml`: unknown format `yaml`",
+        "--alerts-topic: `alerts` is also an input topic",
+        "--kafka-property enable.idempotence: cannot be overridden",
+        "--kafka-property: `no-equals-sign` is not of the form name=value",
+        "max_in_flight: 0 is not in 1..=1000000",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
