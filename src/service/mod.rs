@@ -203,6 +203,24 @@ impl ClientContext for ServiceContext {
     }
 }
 
+/// The producer's context: logs through `tracing`, errors rate-limited like the consumer's.
+pub struct ProducerContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ProducerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_kafka(level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared.client_error("producer", error, reason);
+    }
+}
+
+/// The producer of alerts, commands and dead letters.
+type OutputProducer = FutureProducer<ProducerContext>;
+
 impl ConsumerContext for ServiceContext {
     fn rebalance(
         &self,
@@ -266,6 +284,16 @@ impl ConsumerContext for ServiceContext {
 }
 
 impl Shared {
+    /// Logs a client error; broker outages produce a stream of these, so one line per 10 s.
+    fn client_error(&self, client: &'static str, error: KafkaError, reason: &str) {
+        let now = now_ms();
+        let last = self.last_error_log_ms.load(Ordering::Relaxed);
+        if now - last >= 10_000 {
+            self.last_error_log_ms.store(now, Ordering::Relaxed);
+            warn!(client, %error, reason, "Kafka client error; librdkafka keeps reconnecting and driftwatch resumes where it left off.");
+        }
+    }
+
     /// Decides where each newly assigned partition starts: `rebuild` before its committed offset
     /// (records up to the committed offset only rebuild baselines), or at the committed offset.
     fn prepare_assignment(
@@ -515,7 +543,7 @@ impl Service {
     fn clients(
         &self,
         shared: Arc<Shared>,
-    ) -> Result<(Arc<StreamConsumer<ServiceContext>>, FutureProducer), ConfigError> {
+    ) -> Result<(Arc<StreamConsumer<ServiceContext>>, OutputProducer), ConfigError> {
         let problem = |what: &str, e: KafkaError| ConfigError {
             file: "driftwatch run".into(),
             problems: vec![Problem {
@@ -525,11 +553,13 @@ impl Service {
         };
         let consumer: StreamConsumer<ServiceContext> = self
             .client_config(config::ClientKind::Consumer)
-            .create_with_context(ServiceContext { shared })
+            .create_with_context(ServiceContext {
+                shared: shared.clone(),
+            })
             .map_err(|e| problem("consumer", e))?;
-        let producer: FutureProducer = self
+        let producer: OutputProducer = self
             .client_config(config::ClientKind::Producer)
-            .create()
+            .create_with_context(ProducerContext { shared })
             .map_err(|e| problem("producer", e))?;
         Ok((Arc::new(consumer), producer))
     }
@@ -624,7 +654,7 @@ impl Service {
         &self,
         shared: &Shared,
         consumer: &StreamConsumer<ServiceContext>,
-        producer: &FutureProducer,
+        producer: &OutputProducer,
         topics: &Topics,
         tx: mpsc::Sender<Pending>,
         shutdown: impl Future<Output = ()>,
@@ -772,7 +802,7 @@ impl Service {
 
 /// Hands a message to the producer, waiting while its queue is full.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &OutputProducer,
     topic: &str,
     o: &Outgoing,
 ) -> Result<DeliveryFuture, KafkaError> {
@@ -808,7 +838,7 @@ const DELIVERY_ATTEMPTS: u32 = 5;
 async fn deliver(
     mut fut: DeliveryFuture,
     o: Outgoing,
-    producer: &FutureProducer,
+    producer: &OutputProducer,
     topics: &Topics,
     stats: &ServiceStats,
 ) -> Result<(), ServiceError> {
@@ -851,7 +881,7 @@ async fn deliver(
 async fn acknowledge(
     mut rx: mpsc::Receiver<Pending>,
     consumer: Arc<StreamConsumer<ServiceContext>>,
-    producer: FutureProducer,
+    producer: OutputProducer,
     topics: Arc<Topics>,
     stats: Arc<ServiceStats>,
 ) -> Result<(), ServiceError> {
