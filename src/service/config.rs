@@ -97,8 +97,8 @@ pub struct Settings {
     /// librdkafka properties; a `consumer.` or `producer.` prefix targets one client.
     pub kafka: Option<BTreeMap<String, String>>,
     pub shutdown_grace_seconds: Option<f64>,
-    /// Days of history to rebuild baselines from on assignment; `"all"` is not a number, so use
-    /// a negative value for the whole log.
+    /// Days of history to rebuild baselines from on assignment; 0 for none, negative for the
+    /// whole log.
     pub rebuild_days: Option<f64>,
     pub max_in_flight: Option<usize>,
     pub model: Option<PathBuf>,
@@ -121,10 +121,8 @@ impl Settings {
         })
     }
 
-    /// Parses `key=value` pass-through properties given on the command line.
-    ///
-    /// # Errors
-    /// Every entry without `=` as a problem.
+    /// Parses `key=value` pass-through properties given on the command line; every entry
+    /// without `=` comes back as a problem.
     pub fn kafka_from_args(args: &[String]) -> (BTreeMap<String, String>, Vec<Problem>) {
         let mut map = BTreeMap::new();
         let mut problems = Vec::new();
