@@ -8,19 +8,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 
-use crate::decode::FormatHint;
 use crate::detect::Rules;
 use crate::produce::{self, KeyedRecord};
 use crate::service::Service;
 use crate::service::config::{RunConfig, Settings};
-use crate::simulate::{self, SimConfig};
+use crate::simulate::SimConfig;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -80,14 +77,12 @@ fn suffix() -> u128 {
 }
 
 fn records(n: usize) -> Vec<KeyedRecord> {
-    let (ct, k8s, _) = simulate::generate(&SimConfig {
+    let (mut all, _) = produce::simulated_fleet(&SimConfig {
         identities: 200,
         days: 21,
         seed: 7,
         ..SimConfig::default()
     });
-    let lines: Vec<&[u8]> = ct.iter().chain(&k8s).map(|l| l.as_bytes()).collect();
-    let mut all = produce::keyed_records(lines, FormatHint::Auto);
     all.truncate(n);
     while all.len() < n {
         let more = all[..(n - all.len()).min(all.len())].to_vec();
@@ -108,30 +103,11 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         format!("dwbench-commands-{id}"),
         format!("dwbench-dlq-{id}"),
     ];
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
-        .create()?;
-    let mut topics = vec![NewTopic::new(
-        &input,
-        opts.partitions,
-        TopicReplication::Fixed(1),
-    )];
-    topics.extend(
-        outs.iter()
-            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))),
-    );
-    for r in admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    let mut topics = vec![(input.as_str(), opts.partitions)];
+    topics.extend(outs.iter().map(|t| (t.as_str(), 1)));
+    produce::create_topics(&opts.brokers, &topics)
         .await
-        .context("creating the benchmark topics")?
-    {
-        if let Err((t, e)) = r {
-            bail!("creating topic {t}: {e}");
-        }
-    }
+        .context("creating the benchmark topics")?;
 
     let data = records(opts.records);
     let producer: FutureProducer = ClientConfig::new()

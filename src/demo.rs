@@ -18,13 +18,12 @@ use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::decode::FormatHint;
 use crate::detect::Rules;
 use crate::evaluate;
 use crate::produce;
 use crate::service::Service;
 use crate::service::config::{RunConfig, Settings};
-use crate::simulate::{self, SimConfig};
+use crate::simulate::SimConfig;
 
 /// What the demo simulates.
 #[derive(Debug, Clone)]
@@ -119,12 +118,24 @@ pub async fn run(
         seed: opts.seed,
         ..SimConfig::default()
     };
-    let (ct, k8s, labels) = simulate::generate(&sim);
-    let mut lines: Vec<&[u8]> = ct.iter().chain(&k8s).map(|l| l.as_bytes()).collect();
+    let (mut records, labels) = produce::simulated_fleet(&sim);
     // Two broken records, to show the dead-letter topic at work.
-    lines.insert(lines.len() / 3, b"{\"eventVersion\":\"1.08\",\"truncated");
-    lines.insert(lines.len() / 2, b"<html>502 Bad Gateway</html>");
-    let records = produce::keyed_records(lines, FormatHint::Auto);
+    let broken: [&[u8]; 2] = [
+        br#"{"eventVersion":"1.08","truncated"#,
+        b"<html>502 Bad Gateway</html>",
+    ];
+    for (i, bytes) in broken.into_iter().enumerate() {
+        let at = records.len() * (i + 1) / 3;
+        let time_ms = records[at].time_ms;
+        records.insert(
+            at,
+            produce::KeyedRecord {
+                key: None,
+                time_ms,
+                bytes: bytes.to_vec(),
+            },
+        );
+    }
     println!(
         "driftwatch demo: in-process Kafka at {brokers}; simulated {} identities over {} days with {} injected attacks",
         labels.identities.len(),

@@ -7,11 +7,41 @@
 
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::decode::{self, Decoded, FormatHint};
 use crate::event::RawRef;
+use crate::simulate::{self, Labels, SimConfig};
+
+/// A simulated fleet (`simulate::generate`) as keyed records in event-time order, with its labels.
+pub fn simulated_fleet(cfg: &SimConfig) -> (Vec<KeyedRecord>, Labels) {
+    let (ct, k8s, labels) = simulate::generate(cfg);
+    let lines: Vec<&[u8]> = ct.iter().chain(&k8s).map(|l| l.as_bytes()).collect();
+    (keyed_records(lines, FormatHint::Auto), labels)
+}
+
+/// Creates topics (name, partitions) with replication factor 1, for tests and benchmarks.
+///
+/// # Errors
+/// When the brokers cannot be reached or refuse a topic.
+pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(&new, &opts).await? {
+        r.map_err(|(_, code)| KafkaError::AdminOp(code))?;
+    }
+    Ok(())
+}
 
 /// One record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]

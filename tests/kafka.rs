@@ -19,9 +19,7 @@ use driftwatch::model::Model;
 use driftwatch::produce::{self, KeyedRecord};
 use driftwatch::service::config::{RunConfig, Settings};
 use driftwatch::service::{Service, ServiceStats};
-use driftwatch::simulate::{self, Labels, SimConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use driftwatch::simulate::{Labels, SimConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -60,26 +58,17 @@ async fn create_topics(name: &str, partitions: i32) -> Topics {
         commands: unique(&format!("{name}-commands")),
         dead_letter: unique(&format!("{name}-dlq")),
     };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let new = [
-        NewTopic::new(&t.input, partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.alerts, 1, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.commands, 1, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.dead_letter, 1, TopicReplication::Fixed(1)),
-    ];
-    for r in admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics")
-    {
-        r.expect("topic created");
-    }
+    produce::create_topics(
+        &brokers(),
+        &[
+            (&t.input, partitions),
+            (&t.alerts, 1),
+            (&t.commands, 1),
+            (&t.dead_letter, 1),
+        ],
+    )
+    .await
+    .expect("create topics");
     t
 }
 
@@ -119,9 +108,7 @@ fn fleet(seed: u64) -> (Vec<KeyedRecord>, Labels) {
         seed,
         ..SimConfig::default()
     };
-    let (ct, k8s, labels) = simulate::generate(&cfg);
-    let lines: Vec<&[u8]> = ct.iter().chain(&k8s).map(|l| l.as_bytes()).collect();
-    (produce::keyed_records(lines, FormatHint::Auto), labels)
+    produce::simulated_fleet(&cfg)
 }
 
 /// What one engine, fed every record in order, alerts on: the reference for the service.
