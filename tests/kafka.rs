@@ -9,12 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use driftwatch::decide::Decision;
-use driftwatch::decode::{Decoded, FormatHint, decode_record};
 use driftwatch::detect::Rules;
-use driftwatch::engine::Engine;
 use driftwatch::evaluate::{self, AlertPoint};
-use driftwatch::event::RawRef;
 use driftwatch::model::Model;
 use driftwatch::produce::{self, KeyedRecord};
 use driftwatch::service::config::{RunConfig, Settings};
@@ -113,25 +109,17 @@ fn fleet(seed: u64) -> (Vec<KeyedRecord>, Labels) {
 
 /// What one engine, fed every record in order, alerts on: the reference for the service.
 fn reference(records: &[KeyedRecord], labels: &Labels) -> BTreeSet<String> {
-    let engine = Engine::new(Rules::new(Model::embedded()));
-    let mut points = Vec::new();
-    for r in records {
-        decode_record(
-            &r.bytes,
-            FormatHint::Auto,
-            &RawRef::default(),
-            &mut |_, _, d| {
-                if let Ok(Decoded::Event(e)) = d {
-                    for d in engine.process(&e) {
-                        if let Decision::Alert(_) = d {
-                            let v = driftwatch::emit::render(&d);
-                            points.extend(evaluate::alert_point(&v));
-                        }
-                    }
-                }
-            },
-        );
-    }
+    let events = common::decode_all(
+        records
+            .iter()
+            .map(|r| std::str::from_utf8(&r.bytes).expect("simulated records are UTF-8")),
+    );
+    let (_, out) = common::run(&events, None);
+    let points: Vec<AlertPoint> = out
+        .alerts
+        .iter()
+        .filter_map(evaluate::alert_point)
+        .collect();
     detected(labels, &points)
 }
 

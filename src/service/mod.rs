@@ -326,7 +326,8 @@ impl Shared {
             {
                 live_from.insert((e.topic().to_owned(), e.partition()), k);
                 let start = match self.rebuild {
-                    Some(d) if d.is_zero() => Offset::Offset(k),
+                    // No rebuild: the partition starts at its committed offset as assigned.
+                    Some(d) if d.is_zero() => continue,
                     Some(d) => Offset::Offset(now_ms() - d.as_millis() as i64),
                     None => Offset::Beginning,
                 };
@@ -334,7 +335,7 @@ impl Shared {
             }
         }
         // Timestamps to offsets (a partition with nothing newer than the horizon needs no rebuild).
-        let by_time = matches!(self.rebuild, Some(d) if !d.is_zero()) && rebuild_tpl.count() > 0;
+        let by_time = self.rebuild.is_some() && rebuild_tpl.count() > 0;
         let starts = if by_time {
             match base.offsets_for_times(rebuild_tpl.clone(), Duration::from_secs(10)) {
                 Ok(t) => t,
