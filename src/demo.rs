@@ -6,10 +6,12 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prometheus::Registry;
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -17,6 +19,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::detect::Rules;
 use crate::evaluate;
@@ -24,6 +27,8 @@ use crate::produce;
 use crate::service::Service;
 use crate::service::config::{RunConfig, Settings};
 use crate::simulate::SimConfig;
+use crate::telemetry::metrics::{quantile, register_process_metrics};
+use crate::telemetry::{Metrics, http};
 
 /// What the demo simulates.
 #[derive(Debug, Clone)]
@@ -32,6 +37,31 @@ pub struct DemoOptions {
     pub days: u32,
     pub seed: u64,
     pub partitions: i32,
+    /// Where to serve /metrics, /healthz and /readyz while the demo runs; `None` for nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Serves the endpoint on `addr`, or on a free port if that one is taken (the demo should not
+/// fail because a real driftwatch already listens there).
+async fn serve_metrics(
+    addr: SocketAddr,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let served = match http::serve(addr, registry.clone(), metrics.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let any = SocketAddr::new(addr.ip(), 0);
+            let s = http::serve(any, registry, metrics).await?;
+            println!("({e}; serving on {} instead)", s.0);
+            s
+        }
+    };
+    println!(
+        "metrics: http://{0}/metrics  health: http://{0}/healthz  readiness: http://{0}/readyz",
+        served.0
+    );
+    Ok(served)
 }
 
 /// One readable line (or a few) for an alert or command message.
@@ -150,8 +180,14 @@ pub async fn run(
     reader.subscribe(&[&cfg.alerts_topic, &cfg.commands_topic])?;
 
     let input_topic = cfg.inputs[0].topic.clone();
-    let service = Service::new(cfg, rules);
-    let stats = service.stats();
+    let registry = Registry::new();
+    register_process_metrics(&registry)?;
+    let service = Service::new(cfg, rules, &registry)?;
+    let metrics = service.metrics();
+    let endpoint = match opts.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, registry, metrics.clone()).await?),
+        None => None,
+    };
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
@@ -160,11 +196,11 @@ pub async fn run(
     // partition, so the producer stays at most MAX_AHEAD records ahead of the service.
     const MAX_AHEAD: u64 = 4_000;
     let total = records.len() as u64;
-    let feeder_stats = stats.clone();
+    let feeder_metrics = metrics.clone();
     let feeder = tokio::spawn(async move {
         let mut sent = 0u64;
         for chunk in records.chunks(1_000) {
-            while sent > feeder_stats.consumed.load(Ordering::Relaxed) + MAX_AHEAD {
+            while sent > Metrics::total(&feeder_metrics.records_consumed) + MAX_AHEAD {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             sent += produce::send_all(&producer, &input_topic, chunk, 1_000).await?;
@@ -213,10 +249,9 @@ pub async fn run(
             Ok(Err(e)) => anyhow::bail!("reading the alerts topic: {e}"),
             Err(_) => {
                 // Done when every record is acknowledged and every output has been read.
-                let done = stats.acknowledged.load(Ordering::Relaxed) >= produced
+                let done = metrics.records_acknowledged.get() >= produced
                     && alerts + commands
-                        >= stats.alerts.load(Ordering::Relaxed)
-                            + stats.commands.load(Ordering::Relaxed);
+                        >= Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
                 if done {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= Duration::from_millis(600) {
@@ -236,19 +271,18 @@ pub async fn run(
     println!("\n{summary}");
     println!(
         "  dead letters: {} (the two broken records, with their reasons in headers)",
-        stats.dead_lettered.load(Ordering::Relaxed)
+        metrics.dead_letters.get()
     );
-    if let Some(p50) = stats.alert_latency.quantile(0.5) {
+    if let Some(p50) = quantile(&metrics.delivery_seconds, 0.5) {
         println!(
-            "  record received -> alert acknowledged: p50 {:.1} ms, p99 {:.1} ms",
-            p50.as_secs_f64() * 1e3,
-            stats
-                .alert_latency
-                .quantile(0.99)
-                .unwrap_or(p50)
-                .as_secs_f64()
-                * 1e3
+            "  record received -> outputs acknowledged: p50 {:.1} ms, p99 {:.1} ms",
+            p50 * 1e3,
+            quantile(&metrics.delivery_seconds, 0.99).unwrap_or(p50) * 1e3
         );
+    }
+    if let Some((addr, task)) = endpoint {
+        println!("  (the metrics endpoint http://{addr}/metrics closes with the demo)");
+        task.abort();
     }
     if interrupted {
         println!("  interrupted before the whole fleet was processed");

@@ -45,6 +45,15 @@ pub struct EngineCounters {
     pub evicted: AtomicU64,
 }
 
+/// A count of the identities tracked ([`Engine::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub identities: usize,
+    pub warming_up: usize,
+    /// Approximate bytes of per-identity state (profiles and open alerts).
+    pub state_bytes: usize,
+}
+
 pub struct Engine {
     rules: Rules,
     identities: DashMap<String, IdentityState, FxBuildHasher>,
@@ -199,21 +208,34 @@ impl Engine {
 
     /// Identities still warming up.
     pub fn warming_up(&self) -> usize {
-        let m = &self.rules.model;
-        self.identities
-            .iter()
-            .filter(|s| {
-                !s.profile
-                    .is_mature(m.warmup.min_active_hours, m.warmup.min_days)
-            })
-            .count()
+        self.census().warming_up
     }
 
     /// Total and mean bytes of per-identity state (profiles and open alerts).
     pub fn state_bytes(&self) -> (usize, f64) {
-        let total: usize = self.identities.iter().map(|s| s.profile.heap_bytes()).sum();
-        let n = self.identities().max(1);
-        (total, total as f64 / n as f64)
+        let c = self.census();
+        (
+            c.state_bytes,
+            c.state_bytes as f64 / c.identities.max(1) as f64,
+        )
+    }
+
+    /// Identities, those warming up and their state size, in one pass over the map (each shard
+    /// is read-locked briefly in turn, so processing continues meanwhile).
+    pub fn census(&self) -> Census {
+        let m = &self.rules.model;
+        let mut c = Census::default();
+        for s in self.identities.iter() {
+            c.identities += 1;
+            if !s
+                .profile
+                .is_mature(m.warmup.min_active_hours, m.warmup.min_days)
+            {
+                c.warming_up += 1;
+            }
+            c.state_bytes += s.profile.heap_bytes();
+        }
+        c
     }
 
     pub fn fleet(&self) -> &Fleet {

@@ -23,6 +23,7 @@
 
 pub mod baseline;
 pub mod bench_kafka;
+pub mod cli;
 pub mod decide;
 pub mod decode;
 pub mod demo;
@@ -39,3 +40,4 @@ pub mod redact;
 pub mod replay;
 pub mod service;
 pub mod simulate;
+pub mod telemetry;

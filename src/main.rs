@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use driftwatch::decode::FormatHint;
+use clap::Parser;
+use driftwatch::cli::{self, Cli, Command, ModelsCommand, RunArgs};
 use driftwatch::detect::Rules;
 use driftwatch::evaluate;
 use driftwatch::ingest::file;
@@ -13,203 +13,14 @@ use driftwatch::inventory::Inventory;
 use driftwatch::model::{ConfigError, Model};
 use driftwatch::replay::{self, ReplayOptions};
 use driftwatch::service::Service;
-use driftwatch::service::config::{RunConfig, Settings};
+use driftwatch::service::config::Settings;
 use driftwatch::simulate::{self, SimConfig};
+use driftwatch::telemetry::{http, logging, metrics};
 use driftwatch::{bench_kafka, demo, produce};
+use prometheus::Registry;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
-
-/// Streaming behavioural anomaly detection for non-human identities.
-#[derive(Parser)]
-#[command(name = "driftwatch", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the engine over log files in event-time order; alerts and commands as JSONL.
-    Replay {
-        /// Record format; `auto` detects it per record.
-        #[arg(long, default_value = "auto", value_parser = parse_format, env = "DRIFTWATCH_FORMAT")]
-        format: FormatHint,
-        /// Detection model laid over the embedded default (models/default.toml).
-        #[arg(long, env = "DRIFTWATCH_MODEL")]
-        model: Option<PathBuf>,
-        /// Write alerts (OCSF Detection Findings) here instead of stdout.
-        #[arg(long)]
-        alerts: Option<PathBuf>,
-        /// Write revocation commands here instead of stdout.
-        #[arg(long)]
-        commands: Option<PathBuf>,
-        /// Write rejected records with their reasons here (JSONL).
-        #[arg(long)]
-        dead_letter: Option<PathBuf>,
-        /// Identity inventory: owner, expiry, declared networks, protected (schemas/identity.v1.json).
-        #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
-        identities: Option<PathBuf>,
-        /// Input files: JSONL, JSON arrays or documents, optionally gzip; `-` for stdin.
-        #[arg(required = true)]
-        inputs: Vec<String>,
-    },
-    /// Generate a labelled fleet (CloudTrail + Kubernetes audit JSONL and labels.json).
-    Simulate {
-        /// Directory to write cloudtrail.jsonl, k8s-audit.jsonl and labels.json into.
-        #[arg(long)]
-        out: PathBuf,
-        /// Number of machine identities (a few more are added so every attack kind has victims).
-        #[arg(long, default_value_t = 200)]
-        identities: usize,
-        /// Days of traffic; attacks are injected after the first 7.
-        #[arg(long, default_value_t = 21)]
-        days: u32,
-        /// Random seed: the same seed gives the same fleet.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
-    /// Score alerts against a labels file: attacks caught, false alert-hours.
-    Evaluate {
-        /// labels.json (schemas/labels.v1.json).
-        #[arg(long)]
-        labels: PathBuf,
-        /// Alerts JSONL written by `replay`.
-        #[arg(long)]
-        alerts: PathBuf,
-        /// Minutes after an attack's last event during which an alert still counts as catching it.
-        #[arg(long, default_value_t = 60)]
-        grace_minutes: i64,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run the streaming service: consume access logs from Kafka, emit alerts, commands and
-    /// dead letters to Kafka, at-least-once. Stops cleanly on SIGTERM or Ctrl-C.
-    Run(Box<RunArgs>),
-    /// Produce log files into a Kafka topic, each record keyed by its identity's principal key,
-    /// in event-time order (undecodable records are produced unkeyed, for the dead-letter path).
-    Produce {
-        /// Bootstrap brokers (host:port,...).
-        #[arg(long, env = "DRIFTWATCH_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Topic to produce into.
-        #[arg(
-            long,
-            env = "DRIFTWATCH_PRODUCE_TOPIC",
-            default_value = "driftwatch.access-logs"
-        )]
-        topic: String,
-        /// Record format used to find each record's principal key.
-        #[arg(long, default_value = "auto", value_parser = parse_format)]
-        format: FormatHint,
-        /// librdkafka producer property, name=value (repeatable), e.g. security.protocol=SASL_SSL.
-        #[arg(long = "kafka-property", value_name = "NAME=VALUE")]
-        kafka_property: Vec<String>,
-        /// Input files: JSONL, JSON arrays or documents, optionally gzip; `-` for stdin.
-        #[arg(required = true)]
-        inputs: Vec<String>,
-    },
-    /// The whole service with nothing installed: an in-process Kafka cluster, a simulated fleet
-    /// with attacks, the service, and its alerts and commands printed as they arrive.
-    Demo {
-        /// Number of simulated machine identities.
-        #[arg(long, default_value_t = 80)]
-        identities: usize,
-        /// Days of simulated traffic; attacks come after the first 7.
-        #[arg(long, default_value_t = 14)]
-        days: u32,
-        /// Random seed of the fleet.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Partitions of the input topic.
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-        /// Detection model laid over the embedded default.
-        #[arg(long, env = "DRIFTWATCH_MODEL")]
-        model: Option<PathBuf>,
-    },
-    /// Throughput through a real broker: produces N records, then measures a do-nothing
-    /// consumer and the full service on the same topic and prints both rates and their ratio.
-    BenchKafka {
-        /// Bootstrap brokers (host:port,...).
-        #[arg(long, env = "DRIFTWATCH_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Records to produce and consume.
-        #[arg(long, default_value_t = 200_000)]
-        records: usize,
-        /// Partitions of the benchmark's input topic.
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-    },
-    /// Detection model files.
-    Models {
-        #[command(subcommand)]
-        command: ModelsCommand,
-    },
-}
-
-/// Flags of `driftwatch run`. Each falls back to its `DRIFTWATCH_*` environment variable, then to
-/// the `--config` file, then to the default shown.
-#[derive(clap::Args)]
-struct RunArgs {
-    /// TOML file with any of the settings below (keys in snake_case, `kafka` as a table).
-    #[arg(long, env = "DRIFTWATCH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Bootstrap brokers, host:port,... [default: 127.0.0.1:9092]
-    #[arg(long, env = "DRIFTWATCH_BROKERS")]
-    brokers: Option<String>,
-    /// Consumer group; instances with the same group share the partitions. [default: driftwatch]
-    #[arg(long, env = "DRIFTWATCH_GROUP")]
-    group: Option<String>,
-    /// Input topic, optionally with its format: TOPIC or TOPIC=FORMAT (auto, cloudtrail,
-    /// k8s-audit, gcp-audit, native); repeatable or comma-separated. [default: driftwatch.access-logs]
-    #[arg(long = "input", env = "DRIFTWATCH_INPUTS", value_delimiter = ',')]
-    inputs: Option<Vec<String>>,
-    /// Topic for alerts (OCSF Detection Findings). [default: driftwatch.alerts]
-    #[arg(long, env = "DRIFTWATCH_ALERTS_TOPIC")]
-    alerts_topic: Option<String>,
-    /// Topic for revocation commands. [default: driftwatch.commands]
-    #[arg(long, env = "DRIFTWATCH_COMMANDS_TOPIC")]
-    commands_topic: Option<String>,
-    /// Topic for undecodable records, with the reason in headers. [default: driftwatch.dead-letter]
-    #[arg(long, env = "DRIFTWATCH_DEAD_LETTER_TOPIC")]
-    dead_letter_topic: Option<String>,
-    /// librdkafka property NAME=VALUE for both clients, or consumer.NAME / producer.NAME for one
-    /// (repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(
-        long = "kafka-property",
-        value_name = "NAME=VALUE",
-        env = "DRIFTWATCH_KAFKA_PROPERTIES",
-        value_delimiter = ';'
-    )]
-    kafka_property: Vec<String>,
-    /// Seconds shutdown may take to drain, flush and commit. [default: 30]
-    #[arg(long, env = "DRIFTWATCH_SHUTDOWN_GRACE_SECONDS")]
-    shutdown_grace_seconds: Option<f64>,
-    /// Days of a newly assigned partition's history to rebuild baselines from; 0 for none,
-    /// negative for the whole log. [default: 30]
-    #[arg(long, env = "DRIFTWATCH_REBUILD_DAYS", allow_negative_numbers = true)]
-    rebuild_days: Option<f64>,
-    /// Input records whose outputs may await acknowledgement at once. [default: 10000]
-    #[arg(long, env = "DRIFTWATCH_MAX_IN_FLIGHT")]
-    max_in_flight: Option<usize>,
-    /// Detection model laid over the embedded default (models/default.toml).
-    #[arg(long, env = "DRIFTWATCH_MODEL")]
-    model: Option<PathBuf>,
-    /// Identity inventory (schemas/identity.v1.json).
-    #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
-    identities: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum ModelsCommand {
-    /// Check a model file; prints every problem with its key.
-    Check { file: PathBuf },
-}
-
-fn parse_format(s: &str) -> Result<FormatHint, String> {
-    s.parse()
-}
+use tracing::info;
 
 fn load_model(path: Option<&PathBuf>) -> Result<Model, ConfigError> {
     match path {
@@ -249,45 +60,46 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (kafka, problems) = Settings::kafka_from_args(&args.kafka_property);
-    let cli = Settings {
-        brokers: args.brokers,
-        group: args.group,
-        inputs: args.inputs,
-        alerts_topic: args.alerts_topic,
-        commands_topic: args.commands_topic,
-        dead_letter_topic: args.dead_letter_topic,
-        kafka: Some(kafka),
-        shutdown_grace_seconds: args.shutdown_grace_seconds,
-        rebuild_days: args.rebuild_days,
-        max_in_flight: args.max_in_flight,
-        model: args.model,
-        identities: args.identities,
-    };
-    let file = match &args.config {
-        Some(p) => Some((p.display().to_string(), Settings::load(p)?)),
-        None => None,
-    };
-    let cfg = RunConfig::resolve(cli, problems, file)?;
+fn run_service(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.resolve()?;
     let mut rules = Rules::new(load_model(cfg.model.as_ref())?);
     if let Some(path) = &cfg.identities {
         rules = rules.with_inventory(Inventory::load(path)?);
     }
-    let service = Service::new(cfg, rules);
-    let summary = runtime()?.block_on(service.run(shutdown_signal()))?;
+    let registry = Registry::new();
+    metrics::register_process_metrics(&registry).context("registering process metrics")?;
+    let metrics_addr = cfg.metrics_addr;
+    let service = Service::new(cfg, rules, &registry).context("registering metrics")?;
+    let metrics = service.metrics();
+    let rt = runtime()?;
+    let summary = rt.block_on(async {
+        let endpoint = match metrics_addr {
+            Some(addr) => {
+                let (bound, task) = http::serve(addr, registry, metrics).await?;
+                info!(%bound, "Serving /metrics, /healthz and /readyz.");
+                Some(task)
+            }
+            None => None,
+        };
+        let summary = service.run(shutdown_signal()).await;
+        if let Some(t) = endpoint {
+            t.abort();
+        }
+        anyhow::Ok(summary?)
+    })?;
     eprintln!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // A service logs its lifecycle; the one-shot commands print their results and only warn.
+    let level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    logging::init(cli.log_format, level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -389,12 +201,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{report}");
             }
         }
-        Command::Run(args) => return run_service(*args),
+        Command::Run(args) => return run_service(&args),
         Command::Produce {
             brokers,
             topic,
             format,
             kafka_property,
+            rate,
+            simulate,
+            identities,
+            days,
+            seed,
             inputs,
         } => {
             let (props, problems) = Settings::kafka_from_args(&kafka_property);
@@ -405,12 +222,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 .into());
             }
-            let mut data = Vec::new();
-            for input in &inputs {
-                let bytes = file::read_input(input)?;
-                file::split_records(&bytes, input, |rec, _| data.push(rec.to_vec()));
-            }
-            let records = produce::keyed_records(data.iter().map(Vec::as_slice), format);
+            let records = if simulate {
+                let cfg = SimConfig {
+                    identities,
+                    days,
+                    seed,
+                    ..SimConfig::default()
+                };
+                produce::simulated_fleet(&cfg).0
+            } else {
+                let mut data = Vec::new();
+                for input in &inputs {
+                    let bytes = file::read_input(input)?;
+                    file::split_records(&bytes, input, |rec, _| data.push(rec.to_vec()));
+                }
+                produce::keyed_records(data.iter().map(Vec::as_slice), format)
+            };
             let mut cfg = ClientConfig::new();
             cfg.set("bootstrap.servers", &brokers)
                 .set("enable.idempotence", "true")
@@ -420,7 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let producer: FutureProducer = cfg.create().context("creating the Kafka producer")?;
             let n = runtime()?
-                .block_on(produce::send_all(&producer, &topic, &records, 100_000))
+                .block_on(produce::send_paced(&producer, &topic, &records, Some(rate)))
                 .with_context(|| format!("producing to `{topic}` at {brokers}"))?;
             eprintln!("driftwatch produce: {n} records -> {topic}");
         }
@@ -430,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             partitions,
             model,
+            metrics_addr,
         } => {
             let rules = Rules::new(load_model(model.as_ref())?);
             let opts = demo::DemoOptions {
@@ -437,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 days,
                 seed,
                 partitions,
+                metrics_addr: cli::metrics_addr("demo", &metrics_addr)?,
             };
             runtime()?.block_on(demo::run(&opts, rules, shutdown_signal()))?;
         }

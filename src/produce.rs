@@ -132,6 +132,31 @@ pub async fn send_all(
     Ok(acked)
 }
 
+/// As [`send_all`], at most `per_second` records a second (in tenth-of-a-second slices), so a
+/// file or a simulated fleet becomes a stream that lasts; `None` sends as fast as possible.
+///
+/// # Errors
+/// The first delivery error.
+pub async fn send_paced(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[KeyedRecord],
+    per_second: Option<u32>,
+) -> Result<u64, KafkaError> {
+    let Some(rate) = per_second.filter(|r| *r > 0) else {
+        return send_all(producer, topic, records, 100_000).await;
+    };
+    let slice = (rate as usize / 10).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut acked = 0;
+    for chunk in records.chunks(slice) {
+        tick.tick().await;
+        acked += send_all(producer, topic, chunk, slice).await?;
+    }
+    Ok(acked)
+}
+
 async fn wait(f: DeliveryFuture) -> Result<u64, KafkaError> {
     match f.await {
         Ok(Ok(_)) => Ok(1),

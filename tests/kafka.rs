@@ -6,16 +6,17 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driftwatch::detect::Rules;
 use driftwatch::evaluate::{self, AlertPoint};
 use driftwatch::model::Model;
 use driftwatch::produce::{self, KeyedRecord};
+use driftwatch::service::Service;
 use driftwatch::service::config::{RunConfig, Settings};
-use driftwatch::service::{Service, ServiceStats};
 use driftwatch::simulate::{Labels, SimConfig};
+use driftwatch::telemetry::Metrics;
+use prometheus::Registry;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -241,14 +242,15 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 fn spawn_service(
     cfg: RunConfig,
 ) -> (
-    Arc<ServiceStats>,
+    Arc<Metrics>,
     oneshot::Sender<()>,
     tokio::task::JoinHandle<
         Result<driftwatch::service::RunSummary, driftwatch::service::ServiceError>,
     >,
 ) {
-    let service = Service::new(cfg, Rules::new(Model::embedded()));
-    let stats = service.stats();
+    let service = Service::new(cfg, Rules::new(Model::embedded()), &Registry::new())
+        .expect("a fresh registry");
+    let stats = service.metrics();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(service.run(async {
         let _ = rx.await;
@@ -277,7 +279,7 @@ async fn attacks_produced_in_come_out_as_keyed_alerts_and_commands_with_cloudeve
     wait_for(
         "every record acknowledged",
         Duration::from_secs(240),
-        || stats.acknowledged.load(Ordering::Relaxed) >= n,
+        || stats.records_acknowledged.get() >= n,
     )
     .await;
     stop.send(()).unwrap();
@@ -357,7 +359,7 @@ async fn a_poison_record_is_dead_lettered_with_its_reason_and_the_records_after_
     let n = produce(&t.input, &records).await;
     let (stats, stop, handle) = spawn_service(run_config(&t, &unique("poison")));
     wait_for("every record acknowledged", Duration::from_secs(60), || {
-        stats.acknowledged.load(Ordering::Relaxed) >= n
+        stats.records_acknowledged.get() >= n
     })
     .await;
     stop.send(()).unwrap();
@@ -405,6 +407,11 @@ fn driftwatch_run(t: &Topics, group: &str) -> Child {
             // Commit often so the tests can stop it mid-stream at a known committed position.
             "--kafka-property",
             "consumer.auto.commit.interval.ms=100",
+            // Instances run side by side: any free port.
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -530,6 +537,30 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
         .find(|l| l.starts_with("driftwatch run:"))
         .expect("summary line");
     let consumed: i64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    // With --log-format json every log line is one JSON object; the first ones state the
+    // effective configuration and where the metrics are served.
+    let logs: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.starts_with("driftwatch run:"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let started_line = logs
+        .iter()
+        .find(|l| l["message"] == "driftwatch run started.")
+        .expect("startup log");
+    assert_eq!(started_line["level"], "INFO");
+    assert!(
+        started_line["config"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("group={group}")),
+        "{started_line}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "Serving /metrics, /healthz and /readyz."),
+        "{log}"
+    );
     // Drained: what it consumed before stopping is committed, nothing more and nothing less.
     assert_eq!(
         committed_total(&group, &t.input, partitions),
@@ -539,10 +570,14 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
 
     let (stats, stop, handle) = spawn_service(run_config(&t, &group));
     wait_for("the successor to finish", Duration::from_secs(240), || {
-        stats.consumed.load(Ordering::Relaxed) as i64 >= n
-            && stats.in_flight.load(Ordering::Relaxed) == 0
+        Metrics::total(&stats.records_consumed) as i64 >= n && stats.records_in_flight.get() == 0
     })
     .await;
+    assert_eq!(
+        stats.readiness(),
+        Ok(()),
+        "ready once the history up to the committed offsets is replayed"
+    );
     stop.send(()).unwrap();
     let summary = handle.await.unwrap().unwrap();
     assert_eq!(
@@ -565,23 +600,20 @@ async fn two_instances_in_one_group_split_the_partitions_and_together_process_ev
         "both instances to own partitions",
         Duration::from_secs(90),
         || {
-            let (x, y) = (
-                a.assigned_partitions.load(Ordering::Relaxed),
-                b.assigned_partitions.load(Ordering::Relaxed),
-            );
-            x > 0 && y > 0 && x + y == partitions as usize
+            let (x, y) = (a.assigned_partitions.get(), b.assigned_partitions.get());
+            x > 0 && y > 0 && x + y == i64::from(partitions)
         },
     )
     .await;
     let (records, _) = fleet(14);
     let n = produce(&t.input, &records).await;
     wait_for("every record processed", Duration::from_secs(240), || {
-        a.acknowledged.load(Ordering::Relaxed) + b.acknowledged.load(Ordering::Relaxed) >= n
+        a.records_acknowledged.get() + b.records_acknowledged.get() >= n
     })
     .await;
     let (ca, cb) = (
-        a.consumed.load(Ordering::Relaxed),
-        b.consumed.load(Ordering::Relaxed),
+        Metrics::total(&a.records_consumed),
+        Metrics::total(&b.records_consumed),
     );
     assert!(ca > 0 && cb > 0, "both instances consumed ({ca}, {cb})");
     assert_eq!(ca + cb, n, "each record consumed by exactly one instance");
@@ -589,4 +621,217 @@ async fn two_instances_in_one_group_split_the_partitions_and_together_process_ev
     stop_b.send(()).unwrap();
     handle_a.await.unwrap().unwrap();
     handle_b.await.unwrap().unwrap();
+}
+
+/// A plain HTTP/1.1 GET against the metrics endpoint: status code and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// Checks every line against the Prometheus text exposition format (0.0.4) and returns the
+/// parsed samples.
+fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
+    let name = r"[a-zA-Z_:][a-zA-Z0-9_:]*";
+    let label = r#"[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*""#;
+    let value = r"(?:[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|[-+]Inf)";
+    let sample = regex::Regex::new(&format!(
+        r"^{name}(?:\{{{label}(?:,{label})*\}})? {value}(?: -?[0-9]+)?$"
+    ))
+    .unwrap();
+    let help = regex::Regex::new(&format!(r"^# HELP {name} .*$")).unwrap();
+    let typ = regex::Regex::new(&format!(
+        r"^# TYPE {name} (?:counter|gauge|histogram|summary|untyped)$"
+    ))
+    .unwrap();
+    for line in text.lines() {
+        assert!(
+            sample.is_match(line) || help.is_match(line) || typ.is_match(line),
+            "not Prometheus text format: {line:?}"
+        );
+    }
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+fn value_of(s: &prometheus_parse::Sample) -> f64 {
+    match &s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |c| c.count),
+        prometheus_parse::Value::Summary(_) => f64::NAN,
+    }
+}
+
+/// The sum of a metric's samples whose labels include `labels`.
+fn sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(value_of)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_reports_the_run_in_prometheus_format_and_readiness_follows_assignment() {
+    use driftwatch::telemetry::{http, metrics::register_process_metrics};
+    let t = create_topics("metrics", 2).await;
+    let (mut records, _) = fleet(5);
+    records.push(KeyedRecord {
+        key: Some("svc-broken".into()),
+        time_ms: 0,
+        bytes: b"{\"eventVersion\": ".to_vec(),
+    });
+    let n = produce(&t.input, &records).await;
+
+    let mut cfg = run_config(&t, &unique("metrics"));
+    cfg.kafka.push((
+        driftwatch::service::config::ClientKind::Both,
+        "statistics.interval.ms".into(),
+        "200".into(),
+    ));
+    let registry = Registry::new();
+    register_process_metrics(&registry).unwrap();
+    let service = Service::new(cfg, Rules::new(Model::embedded()), &registry).unwrap();
+    let m = service.metrics();
+    let (addr, server) = http::serve("127.0.0.1:0".parse().unwrap(), registry, m.clone())
+        .await
+        .unwrap();
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    let (status, body) = http_get(addr, "/readyz").await;
+    assert_eq!(
+        (status, body.trim()),
+        (503, "not ready: no input partitions assigned yet")
+    );
+    assert_eq!(http_get(addr, "/nowhere").await.0, 404);
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    wait_for(
+        "every record acknowledged",
+        Duration::from_secs(120),
+        || m.records_acknowledged.get() >= n,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scrape = loop {
+        let (status, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let scrape = parse_exposition(&body);
+        let lag_series = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "driftwatch_consumer_lag_records")
+            .count();
+        if lag_series == 2 {
+            break scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no consumer lag per partition in {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+
+    let get = |metric: &str, labels: &[(&str, &str)]| {
+        sum(&scrape, metric, labels).unwrap_or_else(|| panic!("no series {metric}{labels:?}"))
+    };
+    let input = t.input.as_str();
+    assert_eq!(
+        get(
+            "driftwatch_records_consumed_total",
+            &[("topic", input), ("format", "auto")]
+        ),
+        n as f64
+    );
+    assert_eq!(
+        get(
+            "driftwatch_records_rejected_total",
+            &[("reason", "invalid_json")]
+        ),
+        1.0
+    );
+    assert_eq!(get("driftwatch_dead_letters_total", &[]), 1.0);
+    assert_eq!(get("driftwatch_records_acknowledged_total", &[]), n as f64);
+    assert_eq!(get("driftwatch_records_in_flight", &[]), 0.0);
+    assert_eq!(get("driftwatch_events_decoded_total", &[]), (n - 1) as f64);
+    assert_eq!(
+        get("driftwatch_processing_seconds", &[]),
+        n as f64,
+        "one per live record"
+    );
+    assert_eq!(get("driftwatch_event_lag_seconds", &[]), (n - 1) as f64);
+    let alerts = get("driftwatch_alerts_total", &[]);
+    assert!(alerts > 0.0, "the fleet's attacks raise alerts");
+    assert!(get("driftwatch_alerts_total", &[("activity", "create")]) > 0.0);
+    assert!(get("driftwatch_findings_total", &[]) >= alerts);
+    assert!(get("driftwatch_commands_total", &[("mode", "dry_run")]) > 0.0);
+    assert!(
+        get("driftwatch_delivery_seconds", &[]) >= alerts,
+        "records with outputs"
+    );
+    assert!(get("driftwatch_identities", &[]) >= 12.0);
+    assert!(get("driftwatch_identities_warming_up", &[]) >= 0.0);
+    assert!(get("driftwatch_state_bytes", &[]) > 1_000.0);
+    assert_eq!(get("driftwatch_assigned_partitions", &[]), 2.0);
+    assert_eq!(get("driftwatch_rebuilding_partitions", &[]), 0.0);
+    assert!(get("driftwatch_rebalances_total", &[("kind", "assign")]) >= 1.0);
+    assert!(get("driftwatch_consumer_lag_records", &[]) >= 0.0);
+    assert_eq!(
+        get(
+            "driftwatch_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(get("process_resident_memory_bytes", &[]) > 0.0);
+    // No label carries an unbounded value (identity, IP, endpoint).
+    let allowed = [
+        "topic",
+        "partition",
+        "format",
+        "reason",
+        "detector",
+        "severity",
+        "activity",
+        "action",
+        "mode",
+        "output",
+        "kind",
+        "client",
+        "version",
+    ];
+    for s in &scrape.samples {
+        for (k, v) in s.labels.iter() {
+            assert!(
+                allowed.contains(&k.as_str()),
+                "label {k}={v} on {}",
+                s.metric
+            );
+        }
+    }
+
+    stop.send(()).unwrap();
+    let summary = handle.await.unwrap().unwrap();
+    assert_eq!(summary.alerts as f64, alerts);
+    server.abort();
 }

@@ -35,6 +35,17 @@ pub enum Route {
     DeadLetter,
 }
 
+impl Route {
+    /// The output's name in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Alerts => "alerts",
+            Route::Commands => "commands",
+            Route::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// A message ready to be produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {

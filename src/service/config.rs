@@ -4,6 +4,7 @@
 //! from, so a bad deployment fails at start with one complete message.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub const DEFAULT_DEAD_LETTER: &str = "driftwatch.dead-letter";
 pub const DEFAULT_GRACE_SECONDS: f64 = 30.0;
 pub const DEFAULT_REBUILD_DAYS: f64 = 30.0;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// Loopback by default: metrics are not for the world. In a container, use 0.0.0.0:9464.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
 /// librdkafka properties driftwatch sets itself: overriding them would break at-least-once.
 const RESERVED: [(&str, &str); 6] = [
@@ -77,6 +80,8 @@ pub struct RunConfig {
     pub rebuild: Option<Duration>,
     /// Input records whose outputs may await acknowledgement at once (backpressure bound).
     pub max_in_flight: usize,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` when turned off.
+    pub metrics_addr: Option<SocketAddr>,
     /// CloudEvents `source` of everything written.
     pub source: String,
     pub model: Option<PathBuf>,
@@ -101,6 +106,8 @@ pub struct Settings {
     /// whole log.
     pub rebuild_days: Option<f64>,
     pub max_in_flight: Option<usize>,
+    /// `host:port` for the metrics and health endpoints, or `off`.
+    pub metrics_addr: Option<String>,
     pub model: Option<PathBuf>,
     pub identities: Option<PathBuf>,
 }
@@ -347,6 +354,14 @@ impl RunConfig {
             Some((v, _)) => v,
             None => DEFAULT_MAX_IN_FLIGHT,
         };
+        let metrics_addr = match pick!(metrics_addr, "metrics-addr") {
+            Some((v, k)) => parse_metrics_addr(&v).unwrap_or_else(|why| {
+                problems.push(Problem { key: k, why });
+                None
+            }),
+            None => parse_metrics_addr(DEFAULT_METRICS_ADDR)
+                .expect("the default metrics address is valid"),
+        };
         let model = pick!(model, "model").map(|(v, _)| v);
         let identities = pick!(identities, "identities").map(|(v, _)| v);
 
@@ -371,6 +386,7 @@ impl RunConfig {
             shutdown_grace,
             rebuild,
             max_in_flight,
+            metrics_addr,
             model,
             identities,
         })
@@ -405,7 +421,7 @@ impl RunConfig {
             .map(|i| format!("{}={}", i.topic, format_name(i.format)))
             .collect();
         format!(
-            "brokers={} group={} inputs=[{}] alerts={} commands={} dead_letter={} rebuild={} grace={}s max_in_flight={} kafka=[{}]",
+            "brokers={} group={} inputs=[{}] alerts={} commands={} dead_letter={} rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
             self.brokers,
             self.group_id,
             inputs.join(","),
@@ -418,8 +434,23 @@ impl RunConfig {
             },
             self.shutdown_grace.as_secs_f64(),
             self.max_in_flight,
+            self.metrics_addr
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             props.join(",")
         )
+    }
+}
+
+/// Parses a metrics address: an IP address and port, or `off` (`None`).
+///
+/// # Errors
+/// Why the value is neither, for a [`Problem`].
+pub fn parse_metrics_addr(v: &str) -> Result<Option<SocketAddr>, String> {
+    match v.trim() {
+        "off" => Ok(None),
+        a => a.parse().map(Some).map_err(|_| {
+            format!("`{v}` is not an IP address and port (e.g. 0.0.0.0:9464) or `off`")
+        }),
     }
 }
 

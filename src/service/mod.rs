@@ -18,14 +18,14 @@
 //! is persisting state snapshots so a restart does not re-read history (see the README).
 
 pub mod config;
-pub mod latency;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::{IntCounter, Registry};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
@@ -34,21 +34,23 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 pub use config::{Input, RunConfig};
-use latency::LatencyHistogram;
 
-use crate::decide::Decision;
+use crate::decide::{Activity, Decision};
 use crate::decode::{self, Decoded, FormatHint};
 use crate::detect::Rules;
 use crate::emit::kafka::{self as out, Outgoing, Route, SourcePosition};
+use crate::emit::ocsf::severity_name;
 use crate::engine::Engine;
 use crate::event::RawRef;
 use crate::model::{ConfigError, Problem};
+use crate::telemetry::{EngineCollector, Metrics, RateLimit};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,31 +73,6 @@ pub enum ServiceError {
          acknowledgement); their offsets were not committed and they will be processed again"
     )]
     ShutdownTimeout { grace: Duration, pending: u64 },
-}
-
-/// Live counters of the service (the metrics endpoint and tests read them).
-#[derive(Debug, Default)]
-pub struct ServiceStats {
-    /// Input records received.
-    pub consumed: AtomicU64,
-    /// Records replayed into baselines after an assignment, without output.
-    pub rebuilt: AtomicU64,
-    /// Records whose outputs were acknowledged and whose offsets were stored.
-    pub acknowledged: AtomicU64,
-    pub events: AtomicU64,
-    pub skipped: AtomicU64,
-    pub rejected: AtomicU64,
-    pub alerts: AtomicU64,
-    pub commands: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub delivery_errors: AtomicU64,
-    pub consumer_errors: AtomicU64,
-    pub rebalances: AtomicU64,
-    pub assigned_partitions: AtomicUsize,
-    /// Records handed to the acknowledger and not yet acknowledged.
-    pub in_flight: AtomicI64,
-    /// Record received to its alert or command acknowledged by the brokers.
-    pub alert_latency: LatencyHistogram,
 }
 
 /// Totals printed when the service stops.
@@ -137,6 +114,8 @@ struct PartitionInfo {
     /// Records before this offset only rebuild baselines; from it on, outputs are emitted.
     live_from: i64,
     assigned: bool,
+    /// Still reading history before `live_from`.
+    rebuilding: bool,
 }
 
 #[derive(Debug, Default)]
@@ -148,13 +127,15 @@ struct Partitions {
 /// State shared by the consumer loop and the rebalance callbacks.
 struct Shared {
     engine: Arc<Engine>,
-    stats: Arc<ServiceStats>,
+    metrics: Arc<Metrics>,
     partitions: Mutex<Partitions>,
-    /// Bumped on every rebalance so the loop refreshes its copy of `partitions`.
+    /// Bumped on every change of `partitions` so the loop refreshes its copy.
     generation: AtomicU64,
     rebuild: Option<Duration>,
-    /// Last time a librdkafka error was logged (ms since the epoch), for rate limiting.
-    last_error_log_ms: AtomicI64,
+    /// Kafka client errors: broker outages produce a stream of them.
+    client_errors: RateLimit,
+    /// Undecodable records: a broken producer can send nothing else.
+    bad_records: RateLimit,
 }
 
 /// The consumer's context: logs through `tracing`, and runs the rebuild/evict protocol on
@@ -189,16 +170,37 @@ impl ClientContext for ServiceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.shared
-            .stats
-            .consumer_errors
-            .fetch_add(1, Ordering::Relaxed);
-        // Broker outages produce a stream of these: one line per 10 s is enough.
-        let now = now_ms();
-        let last = self.shared.last_error_log_ms.load(Ordering::Relaxed);
-        if now - last >= 10_000 {
-            self.shared.last_error_log_ms.store(now, Ordering::Relaxed);
-            warn!(%error, reason, "Kafka client error; librdkafka keeps reconnecting and driftwatch resumes where it left off.");
+        self.shared.client_error("consumer", error, reason);
+    }
+
+    /// Consumer lag per assigned partition, every `statistics.interval.ms`.
+    fn stats(&self, s: Statistics) {
+        let parts = self
+            .shared
+            .partitions
+            .lock()
+            .expect("partition table poisoned");
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                let assigned = parts
+                    .map
+                    .get(&(topic.clone(), *p))
+                    .is_some_and(|i| i.assigned);
+                // Behind the stored offset (acknowledged records); before anything was stored
+                // since the assignment, behind the committed offset. -1 means unknown.
+                let lag = if part.consumer_lag_stored >= 0 {
+                    part.consumer_lag_stored
+                } else {
+                    part.consumer_lag
+                };
+                if *p >= 0 && assigned && lag >= 0 {
+                    self.shared
+                        .metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &p.to_string()])
+                        .set(lag);
+                }
+            }
         }
     }
 }
@@ -216,6 +218,13 @@ impl ClientContext for ProducerContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.shared.client_error("producer", error, reason);
     }
+
+    fn stats(&self, s: Statistics) {
+        self.shared
+            .metrics
+            .producer_queue_messages
+            .set(i64::try_from(s.msg_cnt).unwrap_or(i64::MAX));
+    }
 }
 
 /// The producer of alerts, commands and dead letters.
@@ -229,7 +238,16 @@ impl ConsumerContext for ServiceContext {
         tpl: &mut TopicPartitionList,
     ) {
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        self.shared.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        let kind = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => "assign",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => "revoke",
+            _ => "error",
+        };
+        self.shared
+            .metrics
+            .rebalances
+            .with_label_values(&[kind])
+            .inc();
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.shared.prepare_assignment(base, tpl);
@@ -266,32 +284,49 @@ impl ConsumerContext for ServiceContext {
             error!(error = %e, "Applying the new partition assignment failed.");
         }
         let assigned = base.assignment().map_or(0, |a| a.count());
-        info!(
-            event = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-                "assign"
-            } else {
-                "revoke"
-            },
-            changed = tpl.count(),
-            assigned,
-            "Rebalance."
-        );
+        info!(event = kind, changed = tpl.count(), assigned, "Rebalance.");
         self.shared
-            .stats
+            .metrics
             .assigned_partitions
-            .store(assigned, Ordering::Relaxed);
+            .set(i64::try_from(assigned).unwrap_or(i64::MAX));
     }
 }
 
 impl Shared {
     /// Logs a client error; broker outages produce a stream of these, so one line per 10 s.
     fn client_error(&self, client: &'static str, error: KafkaError, reason: &str) {
-        let now = now_ms();
-        let last = self.last_error_log_ms.load(Ordering::Relaxed);
-        if now - last >= 10_000 {
-            self.last_error_log_ms.store(now, Ordering::Relaxed);
-            warn!(client, %error, reason, "Kafka client error; librdkafka keeps reconnecting and driftwatch resumes where it left off.");
+        self.metrics.kafka_errors.with_label_values(&[client]).inc();
+        if let Some(suppressed) = self.client_errors.check(now_ms()) {
+            warn!(client, %error, reason, suppressed, "Kafka client error; librdkafka keeps reconnecting and driftwatch resumes where it left off.");
         }
+    }
+
+    /// Recounts the partitions still rebuilding (after any change of the table).
+    fn update_rebuilding(&self, parts: &Partitions) {
+        let n = parts
+            .map
+            .values()
+            .filter(|i| i.assigned && i.rebuilding)
+            .count();
+        self.metrics
+            .rebuilding_partitions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The consumer loop reached a partition's live offset: its baselines are rebuilt.
+    fn rebuilt(&self, topic: &str, partition: i32) {
+        let mut parts = self.partitions.lock().expect("partition table poisoned");
+        if let Some(info) = parts.map.get_mut(&(topic.to_owned(), partition)) {
+            info.rebuilding = false;
+            info!(
+                topic,
+                partition,
+                live_from = info.live_from,
+                "Partition's baselines rebuilt; emitting from here on."
+            );
+        }
+        self.update_rebuilding(&parts);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Decides where each newly assigned partition starts: `rebuild` before its committed offset
@@ -371,6 +406,12 @@ impl Shared {
         let mut parts = self.partitions.lock().expect("partition table poisoned");
         for e in tpl.elements() {
             let key = (e.topic().to_owned(), e.partition());
+            let live_from = live_from(e.topic(), e.partition());
+            let rebuilding = match e.offset() {
+                Offset::Offset(start) => start < live_from,
+                Offset::Beginning => live_from > 0,
+                _ => false,
+            };
             let owner = match parts.map.get(&key) {
                 Some(i) => i.owner,
                 None => {
@@ -382,11 +423,13 @@ impl Shared {
                 key,
                 PartitionInfo {
                     owner,
-                    live_from: live_from(e.topic(), e.partition()),
+                    live_from,
                     assigned: true,
+                    rebuilding,
                 },
             );
         }
+        self.update_rebuilding(&parts);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -399,7 +442,12 @@ impl Shared {
                 info.assigned = false;
                 evicted += self.engine.evict_owner(info.owner);
             }
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[e.topic(), &e.partition().to_string()]);
         }
+        self.update_rebuilding(&parts);
         info!(
             partitions = tpl.count(),
             identities = evicted,
@@ -410,21 +458,40 @@ impl Shared {
 
     fn revoke_all(&self) {
         let mut parts = self.partitions.lock().expect("partition table poisoned");
-        for info in parts.map.values_mut() {
+        for ((topic, partition), info) in parts.map.iter_mut() {
             if info.assigned {
                 info.assigned = false;
                 self.engine.evict_owner(info.owner);
+                let _ = self
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[topic, &partition.to_string()]);
             }
         }
+        self.update_rebuilding(&parts);
         self.generation.fetch_add(1, Ordering::Release);
     }
+}
+
+/// One assigned partition as the consumer loop sees it, with its metric handles resolved once.
+struct LocalPartition {
+    topic: Arc<str>,
+    partition: i32,
+    info: PartitionInfo,
+    format: FormatHint,
+    /// The topic's configured format, as a metric label.
+    format_label: &'static str,
+    consumed: IntCounter,
+    replayed: IntCounter,
+    decoded: IntCounter,
+    skipped: IntCounter,
 }
 
 /// The consumer loop's copy of the partition table and input formats.
 struct LocalPartitions {
     generation: u64,
-    /// (topic, partition, info, format); a few dozen entries, searched linearly.
-    entries: Vec<(Arc<str>, i32, PartitionInfo, FormatHint)>,
+    /// A few dozen entries, searched linearly.
+    entries: Vec<LocalPartition>,
 }
 
 impl LocalPartitions {
@@ -433,6 +500,7 @@ impl LocalPartitions {
         if generation == self.generation {
             return;
         }
+        let m = &shared.metrics;
         let parts = shared.partitions.lock().expect("partition table poisoned");
         self.entries = parts
             .map
@@ -443,20 +511,28 @@ impl LocalPartitions {
                     .iter()
                     .find(|inp| inp.topic == *t)
                     .map_or(FormatHint::Auto, |inp| inp.format);
-                (Arc::from(t.as_str()), *p, *i, format)
+                let format_label = config::format_name(format);
+                let labels = [t.as_str(), format_label];
+                LocalPartition {
+                    topic: Arc::from(t.as_str()),
+                    partition: *p,
+                    info: *i,
+                    format,
+                    format_label,
+                    consumed: m.records_consumed.with_label_values(&labels),
+                    replayed: m.records_replayed.with_label_values(&[t.as_str()]),
+                    decoded: m.events_decoded.with_label_values(&labels),
+                    skipped: m.events_skipped.with_label_values(&labels),
+                }
             })
             .collect();
         self.generation = generation;
     }
 
-    fn get(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Option<&(Arc<str>, i32, PartitionInfo, FormatHint)> {
+    fn get(&self, topic: &str, partition: i32) -> Option<&LocalPartition> {
         self.entries
             .iter()
-            .find(|(t, p, _, _)| *p == partition && &**t == topic)
+            .find(|e| e.partition == partition && &*e.topic == topic)
     }
 }
 
@@ -490,20 +566,27 @@ struct Pending {
 pub struct Service {
     cfg: RunConfig,
     engine: Arc<Engine>,
-    stats: Arc<ServiceStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
-    pub fn new(cfg: RunConfig, rules: Rules) -> Service {
-        Service {
+    /// Creates the service and registers its metrics (and its engine's) on `registry`.
+    ///
+    /// # Errors
+    /// The registry already holds driftwatch's metrics.
+    pub fn new(cfg: RunConfig, rules: Rules, registry: &Registry) -> prometheus::Result<Service> {
+        let engine = Arc::new(Engine::new(rules));
+        let metrics = Metrics::register(registry)?;
+        registry.register(Box::new(EngineCollector::new(engine.clone())))?;
+        Ok(Service {
             cfg,
-            engine: Arc::new(Engine::new(rules)),
-            stats: Arc::new(ServiceStats::default()),
-        }
+            engine,
+            metrics,
+        })
     }
 
-    pub fn stats(&self) -> Arc<ServiceStats> {
-        self.stats.clone()
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -521,13 +604,15 @@ impl Service {
                     .set("enable.auto.commit", "true")
                     .set("enable.auto.offset.store", "false")
                     .set("auto.offset.reset", "earliest")
-                    .set("partition.assignment.strategy", "cooperative-sticky");
+                    .set("partition.assignment.strategy", "cooperative-sticky")
+                    .set("statistics.interval.ms", "5000");
             }
             config::ClientKind::Producer => {
                 c.set("enable.idempotence", "true")
                     // Infinite: librdkafka retries through broker outages; backpressure bounds memory.
                     .set("message.timeout.ms", "0")
-                    .set("linger.ms", "1");
+                    .set("linger.ms", "1")
+                    .set("statistics.interval.ms", "5000");
             }
             config::ClientKind::Both => unreachable!("clients are consumers or producers"),
         }
@@ -575,11 +660,12 @@ impl Service {
         let started = Instant::now();
         let shared = Arc::new(Shared {
             engine: self.engine.clone(),
-            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
             partitions: Mutex::new(Partitions::default()),
             generation: AtomicU64::new(0),
             rebuild: self.cfg.rebuild,
-            last_error_log_ms: AtomicI64::new(0),
+            client_errors: RateLimit::new(10_000),
+            bad_records: RateLimit::new(10_000),
         });
         let (consumer, producer) = self.clients(shared.clone())?;
         let topics: Vec<&str> = self.cfg.inputs.iter().map(|i| i.topic.as_str()).collect();
@@ -601,7 +687,7 @@ impl Service {
             consumer.clone(),
             producer.clone(),
             out_topics.clone(),
-            self.stats.clone(),
+            self.metrics.clone(),
         ));
 
         let stopped = self
@@ -615,7 +701,7 @@ impl Service {
         let result = match acked {
             Err(_) => Err(ServiceError::ShutdownTimeout {
                 grace,
-                pending: self.stats.in_flight.load(Ordering::Relaxed).max(0) as u64,
+                pending: self.metrics.records_in_flight.get().max(0) as u64,
             }),
             Ok(Err(join)) => panic!("the acknowledger task panicked: {join}"),
             Ok(Ok(r)) => r,
@@ -634,15 +720,15 @@ impl Service {
             }
         }
         consumer.unsubscribe();
-        let s = &self.stats;
+        let m = &self.metrics;
         let summary = RunSummary {
-            consumed: s.consumed.load(Ordering::Relaxed),
-            rebuilt: s.rebuilt.load(Ordering::Relaxed),
-            events: s.events.load(Ordering::Relaxed),
-            rejected: s.rejected.load(Ordering::Relaxed),
-            alerts: s.alerts.load(Ordering::Relaxed),
-            commands: s.commands.load(Ordering::Relaxed),
-            dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+            consumed: Metrics::total(&m.records_consumed),
+            rebuilt: Metrics::total(&m.records_replayed),
+            events: Metrics::total(&m.events_decoded),
+            rejected: Metrics::total(&m.records_rejected),
+            alerts: Metrics::total(&m.alerts),
+            commands: Metrics::total(&m.commands),
+            dead_lettered: m.dead_letters.get(),
             identities: self.engine.identities(),
             elapsed: started.elapsed(),
         };
@@ -666,7 +752,7 @@ impl Service {
             entries: Vec::new(),
         };
         let mut backoff = Duration::from_millis(100);
-        let stats = &self.stats;
+        let metrics = &self.metrics;
         let mut outgoing: Vec<Outgoing> = Vec::new();
         loop {
             let msg = tokio::select! {
@@ -683,7 +769,7 @@ impl Service {
                     m
                 }
                 Err(e) => {
-                    stats.consumer_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics.kafka_errors.with_label_values(&["consumer"]).inc();
                     warn!(error = %e, retry_in = ?backoff, "Consuming failed; retrying.");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -693,7 +779,7 @@ impl Service {
             let received = Instant::now();
             local.refresh(shared, &self.cfg.inputs);
             let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-            let Some((topic_arc, _, info, format)) = local.get(topic, partition) else {
+            let Some(part) = local.get(topic, partition) else {
                 // Fetched just before its partition was revoked: the new owner processes it.
                 debug!(
                     topic,
@@ -701,10 +787,10 @@ impl Service {
                 );
                 continue;
             };
-            stats.consumed.fetch_add(1, Ordering::Relaxed);
-            let live = offset >= info.live_from;
+            part.consumed.inc();
+            let live = offset >= part.info.live_from;
             if !live {
-                stats.rebuilt.fetch_add(1, Ordering::Relaxed);
+                part.replayed.inc();
             }
             let at = SourcePosition {
                 topic,
@@ -714,12 +800,15 @@ impl Service {
             };
             self.process_record(
                 msg.payload().unwrap_or(&[]),
-                *format,
-                info.owner,
+                part,
                 live,
                 at,
+                shared,
                 &mut outgoing,
             );
+            if part.info.rebuilding && offset >= part.info.live_from - 1 {
+                shared.rebuilt(topic, partition);
+            }
             if !live {
                 continue;
             }
@@ -734,16 +823,31 @@ impl Service {
                     })?;
                 deliveries.push((f, o));
             }
-            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .processing_seconds
+                .observe(received.elapsed().as_secs_f64());
             let pending = Pending {
-                topic: topic_arc.clone(),
+                topic: part.topic.clone(),
                 partition,
                 offset,
                 received,
                 deliveries,
             };
-            if tx.send(pending).await.is_err() {
+            // Waits while `max_in_flight` records await acknowledgement (brokers slow or down),
+            // but not past a shutdown request: this record's offset is then simply not stored.
+            metrics.records_in_flight.inc();
+            let sent = tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    metrics.records_in_flight.dec();
+                    info!("Shutdown requested while waiting for acknowledgements: draining in-flight records.");
+                    return Ok(());
+                }
+                r = tx.send(pending) => r,
+            };
+            if sent.is_err() {
                 // The acknowledger stopped on an error, which `run` reports.
+                metrics.records_in_flight.dec();
                 return Ok(());
             }
         }
@@ -754,47 +858,79 @@ impl Service {
     fn process_record(
         &self,
         payload: &[u8],
-        format: FormatHint,
-        owner: u32,
+        part: &LocalPartition,
         live: bool,
         at: SourcePosition<'_>,
+        shared: &Shared,
         outgoing: &mut Vec<Outgoing>,
     ) {
-        let stats = &self.stats;
+        let m = &self.metrics;
         let raw = RawRef {
             source: at.topic.to_owned(),
             position: at.offset.max(0) as u64,
         };
+        let now = now_ms();
         decode::decode_record(
             payload,
-            format,
+            part.format,
             &raw,
             &mut |element, r, result| match result {
                 Ok(Decoded::Event(ev)) => {
-                    stats.events.fetch_add(1, Ordering::Relaxed);
-                    for d in self.engine.process_owned(&ev, owner) {
-                        if live {
-                            match d {
-                                Decision::Alert(_) => stats.alerts.fetch_add(1, Ordering::Relaxed),
-                                Decision::Command(_) => {
-                                    stats.commands.fetch_add(1, Ordering::Relaxed)
-                                }
-                            };
-                            outgoing.push(out::decision(&d, &self.cfg.source));
+                    part.decoded.inc();
+                    let decisions = self.engine.process_owned(&ev, part.info.owner);
+                    if !live {
+                        return;
+                    }
+                    m.event_lag_seconds
+                        .observe(now.saturating_sub(ev.time_ms).max(0) as f64 / 1000.0);
+                    for d in decisions {
+                        match &d {
+                            Decision::Alert(a) => {
+                                let activity = match a.activity {
+                                    Activity::Create => "create",
+                                    Activity::Update => "update",
+                                };
+                                m.alerts
+                                    .with_label_values(&[
+                                        a.cause.as_str(),
+                                        severity_name(a.severity_id),
+                                        activity,
+                                    ])
+                                    .inc();
+                            }
+                            Decision::Command(c) => {
+                                m.commands
+                                    .with_label_values(&[c.action, c.mode.as_str()])
+                                    .inc();
+                            }
                         }
+                        outgoing.push(out::decision(&d, &self.cfg.source));
                     }
                 }
-                Ok(Decoded::Skipped(_)) => {
-                    stats.skipped.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(Decoded::Skipped(_)) => part.skipped.inc(),
                 Err(e) => {
-                    if live {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        // An element of a container is dead-lettered alone; a whole record unchanged.
-                        let index = r.source.strip_prefix(at.topic).filter(|s| !s.is_empty());
-                        let bytes = if index.is_some() { element } else { payload };
-                        outgoing.push(out::rejected(bytes, &e, at, index));
+                    if !live {
+                        // Dead-lettered when it was first processed.
+                        return;
                     }
+                    m.records_rejected
+                        .with_label_values(&[&part.topic, part.format_label, e.code()])
+                        .inc();
+                    if let Some(suppressed) = shared.bad_records.check(now) {
+                        warn!(
+                            topic = at.topic,
+                            partition = at.partition,
+                            offset = at.offset,
+                            reason = e.code(),
+                            error = %e,
+                            suppressed,
+                            "Undecodable record sent to the dead-letter topic."
+                        );
+                    }
+                    // An element of a container is dead-lettered alone; a whole record unchanged.
+                    let index = r.source.strip_prefix(at.topic).filter(|s| !s.is_empty());
+                    let bytes = if index.is_some() { element } else { payload };
+                    outgoing.push(out::rejected(bytes, &e, at, index));
                 }
             },
         );
@@ -841,7 +977,7 @@ async fn deliver(
     o: Outgoing,
     producer: &OutputProducer,
     topics: &Topics,
-    stats: &ServiceStats,
+    metrics: &Metrics,
 ) -> Result<(), ServiceError> {
     let topic = topics.of(o.route);
     let mut attempt = 1;
@@ -849,14 +985,17 @@ async fn deliver(
         let error = match fut.await {
             Ok(Ok(_)) => {
                 if o.route == Route::DeadLetter {
-                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    metrics.dead_letters.inc();
                 }
                 return Ok(());
             }
             Ok(Err((e, _))) => e,
             Err(_) => KafkaError::Canceled,
         };
-        stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .delivery_errors
+            .with_label_values(&[o.route.as_str()])
+            .inc();
         if attempt >= DELIVERY_ATTEMPTS {
             return Err(ServiceError::Delivery {
                 topic: topic.to_owned(),
@@ -884,7 +1023,7 @@ async fn acknowledge(
     consumer: Arc<StreamConsumer<ServiceContext>>,
     producer: OutputProducer,
     topics: Arc<Topics>,
-    stats: Arc<ServiceStats>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), ServiceError> {
     let mut batch = Vec::with_capacity(512);
     let mut last: Vec<(Arc<str>, i32, i64)> = Vec::new();
@@ -893,10 +1032,12 @@ async fn acknowledge(
         for p in batch.drain(..) {
             let had_outputs = !p.deliveries.is_empty();
             for (fut, o) in p.deliveries {
-                deliver(fut, o, &producer, &topics, &stats).await?;
+                deliver(fut, o, &producer, &topics, &metrics).await?;
             }
             if had_outputs {
-                stats.alert_latency.record(p.received.elapsed());
+                metrics
+                    .delivery_seconds
+                    .observe(p.received.elapsed().as_secs_f64());
             }
             match last
                 .iter_mut()
@@ -912,8 +1053,8 @@ async fn acknowledge(
                 debug!(topic = &*t, partition = part, offset, error = %e, "Offset not stored.");
             }
         }
-        stats.acknowledged.fetch_add(n as u64, Ordering::Relaxed);
-        stats.in_flight.fetch_sub(n, Ordering::Relaxed);
+        metrics.records_acknowledged.inc_by(n as u64);
+        metrics.records_in_flight.sub(n);
     }
     Ok(())
 }

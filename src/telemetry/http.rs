@@ -1,0 +1,130 @@
+//! The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is
+//! alive and serving) and `/readyz` (partitions assigned and their baselines rebuilt; 503 with
+//! the reason before).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::Metrics;
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; choose another --metrics-addr"
+)]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// What the endpoint serves.
+struct Endpoint {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+}
+
+impl Endpoint {
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let encoder = TextEncoder::new();
+                let mut body = Vec::with_capacity(16 * 1024);
+                if let Err(e) = encoder.encode(&self.registry.gather(), &mut body) {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+                }
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(prometheus::TEXT_FORMAT),
+                );
+                r
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match self.metrics.readiness() {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz or /readyz\n".into(),
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Binds `addr` and serves the endpoint on the current tokio runtime until the returned task is
+/// aborted. Returns the bound address (useful with port 0).
+///
+/// # Errors
+/// [`BindError`] when the address cannot be bound (in use, not local, no permission).
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+) -> Result<(SocketAddr, JoinHandle<()>), BindError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| BindError { addr, source })?;
+    let endpoint = Arc::new(Endpoint { registry, metrics });
+    let task = tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    warn!(%error, "Accepting a connection on the metrics endpoint failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let r = endpoint.respond(&req);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                if let Err(error) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
+                    debug!(%error, "Metrics endpoint connection ended with an error.");
+                }
+            });
+        }
+    });
+    Ok((bound, task))
+}

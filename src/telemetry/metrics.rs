@@ -1,0 +1,500 @@
+//! Every metric driftwatch exports, named in this one place.
+//!
+//! [`Metrics`] holds the counters, gauges and histograms the service updates as it works; they
+//! are registered on a [`Registry`] created in `main` and passed down. [`EngineCollector`] reads
+//! the engine's own counters and a census of its identities at scrape time, so the engine (a pure,
+//! synchronous core) knows nothing of Prometheus. No label takes unbounded values: labels are
+//! input topics and partitions (fixed by configuration), formats, detectors, severities, actions,
+//! modes and error codes. Identities, IPs and endpoints go to logs and alerts, never to labels.
+//!
+//! The README's "Operating" section documents each series; a test checks it lists every name.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::detect::Detector;
+use crate::engine::Engine;
+
+/// Buckets for processing and delivery latency: 100 µs to 10 s in 1-2-5 steps.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    10.0,
+];
+
+/// Buckets for event-time lag (wall clock minus event time): 100 ms to a week. Log pipelines
+/// (CloudTrail delivers in about 5 minutes) make minutes normal; days mean a backlog or a replay.
+const EVENT_LAG_BUCKETS: [f64; 14] = [
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0, 259200.0,
+    604800.0,
+];
+
+/// The service's metrics. Cloning is cheap (each metric is a handle on shared atomics).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Input records received, by input topic and its configured format.
+    pub records_consumed: IntCounterVec,
+    /// Records read only to rebuild baselines after a partition was assigned, by topic.
+    pub records_replayed: IntCounterVec,
+    /// Access events decoded from live records, by topic and configured format.
+    pub events_decoded: IntCounterVec,
+    /// Well-formed elements that deliberately yield no event (e.g. intermediate audit stages).
+    pub events_skipped: IntCounterVec,
+    /// Records (or elements of a container record) that could not be decoded, by reason.
+    pub records_rejected: IntCounterVec,
+    /// Wall clock minus event time of live events, in seconds.
+    pub event_lag_seconds: Histogram,
+    /// Record received to its outputs handed to the producer, in seconds.
+    pub processing_seconds: Histogram,
+    /// Record received to all its outputs acknowledged by the brokers, in seconds (records
+    /// with at least one alert, command or dead letter).
+    pub delivery_seconds: Histogram,
+    /// Alerts emitted, by the detector that caused them, severity and activity (create/update).
+    pub alerts: IntCounterVec,
+    /// Revocation commands emitted, by action and mode (dry_run/enforce).
+    pub commands: IntCounterVec,
+    /// Dead letters acknowledged by the brokers.
+    pub dead_letters: IntCounter,
+    /// Failed deliveries (each is retried), by output.
+    pub delivery_errors: IntCounterVec,
+    /// Records whose outputs were acknowledged and whose offsets were stored for commit.
+    pub records_acknowledged: IntCounter,
+    /// Records handed to the acknowledger and not yet acknowledged.
+    pub records_in_flight: IntGauge,
+    /// Consumer lag per assigned partition (high watermark minus stored offset), from
+    /// librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// Consumer group rebalances, by kind (assign, revoke, error).
+    pub rebalances: IntCounterVec,
+    pub assigned_partitions: IntGauge,
+    /// Assigned partitions still replaying history to rebuild their baselines.
+    pub rebuilding_partitions: IntGauge,
+    /// Errors reported by the Kafka clients (broker down, authentication, ...), by client.
+    pub kafka_errors: IntCounterVec,
+    /// Messages in the producer's queue awaiting delivery, from librdkafka statistics.
+    pub producer_queue_messages: IntGauge,
+}
+
+/// Metric names, in one place. Prefix, base units and suffixes follow Prometheus conventions.
+pub mod names {
+    pub const RECORDS_CONSUMED: &str = "driftwatch_records_consumed_total";
+    pub const RECORDS_REPLAYED: &str = "driftwatch_records_replayed_total";
+    pub const EVENTS_DECODED: &str = "driftwatch_events_decoded_total";
+    pub const EVENTS_SKIPPED: &str = "driftwatch_events_skipped_total";
+    pub const RECORDS_REJECTED: &str = "driftwatch_records_rejected_total";
+    pub const EVENT_LAG: &str = "driftwatch_event_lag_seconds";
+    pub const PROCESSING: &str = "driftwatch_processing_seconds";
+    pub const DELIVERY: &str = "driftwatch_delivery_seconds";
+    pub const ALERTS: &str = "driftwatch_alerts_total";
+    pub const COMMANDS: &str = "driftwatch_commands_total";
+    pub const DEAD_LETTERS: &str = "driftwatch_dead_letters_total";
+    pub const DELIVERY_ERRORS: &str = "driftwatch_delivery_errors_total";
+    pub const RECORDS_ACKNOWLEDGED: &str = "driftwatch_records_acknowledged_total";
+    pub const RECORDS_IN_FLIGHT: &str = "driftwatch_records_in_flight";
+    pub const CONSUMER_LAG: &str = "driftwatch_consumer_lag_records";
+    pub const REBALANCES: &str = "driftwatch_rebalances_total";
+    pub const ASSIGNED_PARTITIONS: &str = "driftwatch_assigned_partitions";
+    pub const REBUILDING_PARTITIONS: &str = "driftwatch_rebuilding_partitions";
+    pub const KAFKA_ERRORS: &str = "driftwatch_kafka_errors_total";
+    pub const PRODUCER_QUEUE: &str = "driftwatch_producer_queue_messages";
+    pub const BUILD_INFO: &str = "driftwatch_build_info";
+    // Read from the engine at scrape time (EngineCollector).
+    pub const ENGINE_EVENTS: &str = "driftwatch_engine_events_total";
+    pub const FINDINGS: &str = "driftwatch_findings_total";
+    pub const FINDINGS_MERGED: &str = "driftwatch_findings_merged_total";
+    pub const COMMANDS_WITHHELD: &str = "driftwatch_commands_withheld_total";
+    pub const IDENTITIES: &str = "driftwatch_identities";
+    pub const IDENTITIES_WARMING_UP: &str = "driftwatch_identities_warming_up";
+    pub const STATE_BYTES: &str = "driftwatch_state_bytes";
+    pub const IDENTITIES_FORGOTTEN: &str = "driftwatch_identities_forgotten_total";
+    pub const IDENTITIES_EVICTED: &str = "driftwatch_identities_evicted_total";
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    /// Creates the service's metrics and registers them, with `driftwatch_build_info`.
+    ///
+    /// # Errors
+    /// Registering twice on the same registry (a programming error) fails.
+    pub fn register(r: &Registry) -> prometheus::Result<Arc<Metrics>> {
+        use names::*;
+        let build = IntGaugeVec::new(
+            Opts::new(
+                BUILD_INFO,
+                "Always 1; the version label says which driftwatch runs.",
+            ),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(build))?;
+        let topic_format = ["topic", "format"];
+        Ok(Arc::new(Metrics {
+            records_consumed: counter_vec(
+                r,
+                RECORDS_CONSUMED,
+                "Input records received.",
+                &topic_format,
+            )?,
+            records_replayed: counter_vec(
+                r,
+                RECORDS_REPLAYED,
+                "Input records read only to rebuild baselines after a partition assignment.",
+                &["topic"],
+            )?,
+            events_decoded: counter_vec(
+                r,
+                EVENTS_DECODED,
+                "Access events decoded from live input records.",
+                &topic_format,
+            )?,
+            events_skipped: counter_vec(
+                r,
+                EVENTS_SKIPPED,
+                "Well-formed log entries that deliberately yield no event (intermediate audit stages, service events).",
+                &topic_format,
+            )?,
+            records_rejected: counter_vec(
+                r,
+                RECORDS_REJECTED,
+                "Input records or elements that could not be decoded and went to the dead-letter topic.",
+                &["topic", "format", "reason"],
+            )?,
+            event_lag_seconds: histogram(
+                r,
+                EVENT_LAG,
+                "Wall clock minus event time of live events.",
+                &EVENT_LAG_BUCKETS,
+            )?,
+            processing_seconds: histogram(
+                r,
+                PROCESSING,
+                "Input record received to its alerts, commands and dead letters handed to the producer.",
+                &LATENCY_BUCKETS,
+            )?,
+            delivery_seconds: histogram(
+                r,
+                DELIVERY,
+                "Input record received to all its outputs acknowledged by the brokers.",
+                &LATENCY_BUCKETS,
+            )?,
+            alerts: counter_vec(
+                r,
+                ALERTS,
+                "Alerts (OCSF Detection Findings) emitted, by causing detector, severity and activity.",
+                &["detector", "severity", "activity"],
+            )?,
+            commands: counter_vec(
+                r,
+                COMMANDS,
+                "Revocation commands emitted.",
+                &["action", "mode"],
+            )?,
+            dead_letters: counter(r, DEAD_LETTERS, "Dead letters acknowledged by the brokers.")?,
+            delivery_errors: counter_vec(
+                r,
+                DELIVERY_ERRORS,
+                "Failed deliveries of outputs (each is retried; the service stops after 5 failures of one message).",
+                &["output"],
+            )?,
+            records_acknowledged: counter(
+                r,
+                RECORDS_ACKNOWLEDGED,
+                "Input records whose outputs were acknowledged and whose offsets were stored for commit.",
+            )?,
+            records_in_flight: gauge(
+                r,
+                RECORDS_IN_FLIGHT,
+                "Input records awaiting acknowledgement of their outputs.",
+            )?,
+            consumer_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        CONSUMER_LAG,
+                        "Records behind the high watermark per assigned partition (from librdkafka statistics).",
+                    ),
+                    &["topic", "partition"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            rebalances: counter_vec(
+                r,
+                REBALANCES,
+                "Consumer group rebalances seen by this instance.",
+                &["kind"],
+            )?,
+            assigned_partitions: gauge(
+                r,
+                ASSIGNED_PARTITIONS,
+                "Input partitions assigned to this instance.",
+            )?,
+            rebuilding_partitions: gauge(
+                r,
+                REBUILDING_PARTITIONS,
+                "Assigned partitions still replaying history to rebuild baselines.",
+            )?,
+            kafka_errors: counter_vec(
+                r,
+                KAFKA_ERRORS,
+                "Errors reported by the Kafka clients.",
+                &["client"],
+            )?,
+            producer_queue_messages: gauge(
+                r,
+                PRODUCER_QUEUE,
+                "Messages in the producer's queue awaiting delivery (from librdkafka statistics).",
+            )?,
+        }))
+    }
+
+    /// Why the instance is not ready to serve (`/readyz`), or `Ok` when it is: partitions
+    /// assigned and none of them still rebuilding baselines.
+    ///
+    /// # Errors
+    /// The reason, for the 503 response body.
+    pub fn readiness(&self) -> Result<(), String> {
+        let assigned = self.assigned_partitions.get();
+        let rebuilding = self.rebuilding_partitions.get();
+        if assigned <= 0 {
+            Err("no input partitions assigned yet".into())
+        } else if rebuilding > 0 {
+            Err(format!(
+                "{rebuilding} of {assigned} assigned partitions still rebuilding baselines"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The sum of a counter over all its label values.
+    pub fn total(c: &IntCounterVec) -> u64 {
+        c.collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+}
+
+/// Registers the standard `process_*` metrics (CPU, resident memory, open file descriptors,
+/// start time) where the platform provides them (Linux).
+///
+/// # Errors
+/// Registering twice on the same registry.
+pub fn register_process_metrics(r: &Registry) -> prometheus::Result<()> {
+    #[cfg(target_os = "linux")]
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = r;
+    Ok(())
+}
+
+/// An estimate of quantile `q` (0..=1) of a histogram, interpolated linearly within its bucket;
+/// `None` before any observation. Good to the bucket's width (1-2-5 steps for latencies).
+pub fn quantile(h: &Histogram, q: f64) -> Option<f64> {
+    let families = h.collect();
+    let m = families.first()?.get_metric().first()?;
+    let hist = m.get_histogram();
+    let n = hist.get_sample_count();
+    if n == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * n as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for b in hist.get_bucket() {
+        let (upper, cum) = (b.upper_bound(), b.cumulative_count());
+        if cum as f64 >= rank {
+            let inside = (cum - below).max(1) as f64;
+            return Some(
+                lower + (upper - lower) * ((rank - below as f64) / inside).clamp(0.0, 1.0),
+            );
+        }
+        lower = upper;
+        below = cum;
+    }
+    Some(lower)
+}
+
+/// Exports the engine's counters and a census of its identities at scrape time.
+pub struct EngineCollector {
+    engine: Arc<Engine>,
+    descs: Vec<Desc>,
+}
+
+impl EngineCollector {
+    pub fn new(engine: Arc<Engine>) -> EngineCollector {
+        let descs = Self::families(&engine)
+            .iter()
+            .filter_map(|f| {
+                let labels = f.get_metric().first().map_or_else(Vec::new, |m| {
+                    m.get_label().iter().map(|l| l.name().to_owned()).collect()
+                });
+                Desc::new(
+                    f.name().to_owned(),
+                    f.help().to_owned(),
+                    labels,
+                    Default::default(),
+                )
+                .ok()
+            })
+            .collect();
+        EngineCollector { engine, descs }
+    }
+
+    fn families(engine: &Engine) -> Vec<MetricFamily> {
+        use names::*;
+        let c = &engine.counters;
+        let counter = |name: &str, help: &str, v: u64| {
+            let m = IntCounter::new(name, help).expect("metric names here are valid");
+            m.inc_by(v);
+            m.collect()
+        };
+        let gauge = |name: &str, help: &str, v: usize| {
+            let m = IntGauge::new(name, help).expect("metric names here are valid");
+            m.set(v as i64);
+            m.collect()
+        };
+        let findings = IntCounterVec::new(
+            Opts::new(
+                FINDINGS,
+                "Findings raised by each detector (including records replayed to rebuild baselines).",
+            ),
+            &["detector"],
+        )
+        .expect("metric names here are valid");
+        for d in Detector::ALL {
+            findings
+                .with_label_values(&[d.as_str()])
+                .inc_by(c.findings[d as usize].load(Ordering::Relaxed));
+        }
+        let census = engine.census();
+        let mut out = Vec::new();
+        out.extend(counter(
+            ENGINE_EVENTS,
+            "Events the engine processed (including records replayed to rebuild baselines).",
+            c.events.load(Ordering::Relaxed),
+        ));
+        out.extend(findings.collect());
+        out.extend(counter(
+            FINDINGS_MERGED,
+            "Findings merged into an open alert without a new alert update (same incident, no escalation).",
+            c.merged.load(Ordering::Relaxed),
+        ));
+        out.extend(counter(
+            COMMANDS_WITHHELD,
+            "Revocation commands withheld by the guardrails (protected identity, fleet rate or share limits).",
+            c.withheld.load(Ordering::Relaxed),
+        ));
+        out.extend(gauge(
+            IDENTITIES,
+            "Identities tracked by this instance.",
+            census.identities,
+        ));
+        out.extend(gauge(
+            IDENTITIES_WARMING_UP,
+            "Identities whose baseline is still too young to alert on most deviations.",
+            census.warming_up,
+        ));
+        out.extend(gauge(
+            STATE_BYTES,
+            "Approximate bytes of per-identity baseline state.",
+            census.state_bytes,
+        ));
+        out.extend(counter(
+            IDENTITIES_FORGOTTEN,
+            "Identities forgotten after baseline.forget_after_days of silence.",
+            c.forgotten.load(Ordering::Relaxed),
+        ));
+        out.extend(counter(
+            IDENTITIES_EVICTED,
+            "Identities dropped because their partition moved to another instance.",
+            c.evicted.load(Ordering::Relaxed),
+        ));
+        out
+    }
+}
+
+impl Collector for EngineCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Self::families(&self.engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_holding_the_rank() {
+        let r = Registry::new();
+        let h = histogram(&r, "t_seconds", "t", &[0.001, 0.002, 0.005]).unwrap();
+        assert_eq!(quantile(&h, 0.5), None);
+        for _ in 0..50 {
+            h.observe(0.0005);
+        }
+        for _ in 0..50 {
+            h.observe(0.0015);
+        }
+        let p50 = quantile(&h, 0.5).unwrap();
+        assert!((p50 - 0.001).abs() < 1e-9, "{p50}");
+        let p75 = quantile(&h, 0.75).unwrap();
+        assert!((p75 - 0.0015).abs() < 1e-9, "{p75}");
+        h.observe(100.0);
+        assert_eq!(
+            quantile(&h, 1.0),
+            Some(0.005),
+            "+Inf reports the last finite bound"
+        );
+    }
+
+    #[test]
+    fn registering_twice_on_one_registry_is_refused() {
+        let r = Registry::new();
+        assert!(Metrics::register(&r).is_ok());
+        assert!(Metrics::register(&r).is_err());
+    }
+}
