@@ -163,6 +163,16 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         partitions: i32,
     },
+    /// Check a running instance's endpoint, for container health checks: exits 0 if
+    /// http://ADDR/PATH answers 200, 1 otherwise (printing the answer or the error).
+    Probe {
+        /// Address of the metrics endpoint (--metrics-addr of `run`).
+        #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+        addr: SocketAddr,
+        /// /healthz (alive), /readyz (partitions assigned and baselines rebuilt) or /metrics.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
     /// Detection model files.
     Models {
         #[command(subcommand)]

@@ -2,8 +2,8 @@
 //!
 //! Records flow through these stages, each a module:
 //!
-//! - [`ingest`] reads records from files (JSONL, JSON arrays, gzip, stdin) and, later, Kafka.
-//!   It is the only stage besides `emit` that performs I/O.
+//! - [`ingest`] reads records from files (JSONL, JSON arrays, gzip, stdin); [`service`] reads
+//!   them from Kafka. Only these and `emit` perform I/O.
 //! - [`decode`] turns one record's bytes into normalised [`event::AccessEvent`]s: a pure function
 //!   per format (CloudTrail, Kubernetes audit, GCP audit, native), with typed errors that name the
 //!   field at fault. [`redact`] keeps secrets out of everything copied from a record.
@@ -15,6 +15,11 @@
 //! - [`decide`] accumulates findings into a risk score and decides: nothing, an alert (or an update
 //!   of the open one), or an alert and a revocation command within fleet-wide guardrails.
 //! - [`emit`] renders OCSF Detection Findings and revocation commands and writes them.
+//!
+//! [`service`] runs the stages as a Kafka service (`driftwatch run`): consumer group in,
+//! at-least-once outputs, partition-owned state. [`telemetry`] sits beside the stages: every
+//! metric named in one place, the `/metrics`, `/healthz` and `/readyz` endpoint, and log setup.
+//! [`cli`] holds the command line, so tests parse the same arguments a deployment passes.
 //!
 //! [`inventory`] holds what the organisation declares about identities (owner, expiry, networks).
 //! [`engine`] ties baseline, detect and decide together per event; [`replay`] runs it over files

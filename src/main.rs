@@ -283,6 +283,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime()?.block_on(bench_kafka::run(&opts, Rules::new(Model::embedded())))?;
             println!("{report}");
         }
+        Command::Probe { addr, path } => {
+            return match runtime()?.block_on(http::get(addr, &path)) {
+                Ok((200, body)) => {
+                    println!("{}", body.trim_end());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok((status, body)) => {
+                    eprintln!("http://{addr}{path}: {status} {}", body.trim_end());
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            };
+        }
         Command::Models {
             command: ModelsCommand::Check { file },
         } => {

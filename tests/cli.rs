@@ -287,6 +287,8 @@ fn run_refuses_bad_service_configuration_at_start_naming_every_problem_and_exits
             "enable.idempotence=false",
             "--kafka-property",
             "no-equals-sign",
+            "--metrics-addr",
+            "localhost",
         ])
         // No broker is contacted: the configuration is refused before any client exists.
         .env("DRIFTWATCH_BROKERS", "127.0.0.1:1")
@@ -301,7 +303,52 @@ fn run_refuses_bad_service_configuration_at_start_naming_every_problem_and_exits
         "--kafka-property enable.idempotence: cannot be overridden",
         "--kafka-property: `no-equals-sign` is not of the form name=value",
         "max_in_flight: 0 is not in 1..=1000000",
+        "--metrics-addr: `localhost` is not an IP address and port",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+}
+
+#[test]
+fn probe_fails_with_a_clear_message_when_nothing_answers() {
+    // Bind and release a port so nothing listens on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["probe", "--addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    std::fs::write(&input, "not json\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["replay", "--log-format", "json", input.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "WARN" && l["message"].is_string()),
+        "the bad record is logged as JSON:\n{err}"
+    );
 }

@@ -623,24 +623,10 @@ async fn two_instances_in_one_group_split_the_partitions_and_together_process_ev
     handle_b.await.unwrap().unwrap();
 }
 
-/// A plain HTTP/1.1 GET against the metrics endpoint: status code and body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    driftwatch::telemetry::http::get(addr, path)
+        .await
+        .expect("the endpoint answers")
 }
 
 /// Checks every line against the Prometheus text exposition format (0.0.4) and returns the

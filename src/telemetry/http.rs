@@ -1,6 +1,7 @@
 //! The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is
 //! alive and serving) and `/readyz` (partitions assigned and their baselines rebuilt; 503 with
-//! the reason before).
+//! the reason before). [`get`] is the matching client, for `driftwatch probe` (container
+//! health checks in images without curl) and tests.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -127,4 +128,54 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// Why a GET against the endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange with {addr} failed: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("no answer from {addr} within {0:?}", TIMEOUT)]
+    Timeout { addr: SocketAddr },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// GETs `path` from `addr` over HTTP/1.1: the status code and the body, within 5 seconds.
+///
+/// # Errors
+/// [`GetError`]: nothing listening, a broken exchange, or no answer in time.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), GetError> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| GetError::Connect { addr, source })?;
+        let http = |source| GetError::Http { addr, source };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(conn);
+        let mut req = Request::new(Empty::<Bytes>::new());
+        *req.uri_mut() = path
+            .parse()
+            .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+        if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
+            req.headers_mut().insert(HOST, host);
+        }
+        let res = sender.send_request(req).await.map_err(http)?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.map_err(http)?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| GetError::Timeout { addr })?
 }

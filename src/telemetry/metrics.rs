@@ -113,6 +113,40 @@ pub mod names {
     pub const STATE_BYTES: &str = "driftwatch_state_bytes";
     pub const IDENTITIES_FORGOTTEN: &str = "driftwatch_identities_forgotten_total";
     pub const IDENTITIES_EVICTED: &str = "driftwatch_identities_evicted_total";
+
+    /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
+    pub const ALL: [&str; 30] = [
+        RECORDS_CONSUMED,
+        RECORDS_REPLAYED,
+        EVENTS_DECODED,
+        EVENTS_SKIPPED,
+        RECORDS_REJECTED,
+        EVENT_LAG,
+        PROCESSING,
+        DELIVERY,
+        ALERTS,
+        COMMANDS,
+        DEAD_LETTERS,
+        DELIVERY_ERRORS,
+        RECORDS_ACKNOWLEDGED,
+        RECORDS_IN_FLIGHT,
+        CONSUMER_LAG,
+        REBALANCES,
+        ASSIGNED_PARTITIONS,
+        REBUILDING_PARTITIONS,
+        KAFKA_ERRORS,
+        PRODUCER_QUEUE,
+        BUILD_INFO,
+        ENGINE_EVENTS,
+        FINDINGS,
+        FINDINGS_MERGED,
+        COMMANDS_WITHHELD,
+        IDENTITIES,
+        IDENTITIES_WARMING_UP,
+        STATE_BYTES,
+        IDENTITIES_FORGOTTEN,
+        IDENTITIES_EVICTED,
+    ];
 }
 
 fn counter_vec(
@@ -489,6 +523,41 @@ mod tests {
             Some(0.005),
             "+Inf reports the last finite bound"
         );
+    }
+
+    #[test]
+    fn names_all_lists_exactly_the_registered_metrics() {
+        use crate::detect::Rules;
+        use crate::model::Model;
+        let r = Registry::new();
+        let m = Metrics::register(&r).unwrap();
+        r.register(Box::new(EngineCollector::new(Arc::new(Engine::new(
+            Rules::new(Model::embedded()),
+        )))))
+        .unwrap();
+        // Labelled series appear once a label value is used.
+        m.records_consumed.with_label_values(&["t", "auto"]).inc();
+        m.records_replayed.with_label_values(&["t"]).inc();
+        m.events_decoded.with_label_values(&["t", "auto"]).inc();
+        m.events_skipped.with_label_values(&["t", "auto"]).inc();
+        m.records_rejected
+            .with_label_values(&["t", "auto", "invalid_json"])
+            .inc();
+        m.alerts
+            .with_label_values(&["new_origin", "High", "create"])
+            .inc();
+        m.commands
+            .with_label_values(&["revoke_credential", "dry_run"])
+            .inc();
+        m.delivery_errors.with_label_values(&["alerts"]).inc();
+        m.consumer_lag.with_label_values(&["t", "0"]).set(1);
+        m.rebalances.with_label_values(&["assign"]).inc();
+        m.kafka_errors.with_label_values(&["consumer"]).inc();
+        let mut gathered: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
+        gathered.sort();
+        let mut all: Vec<String> = names::ALL.iter().map(|s| (*s).to_owned()).collect();
+        all.sort();
+        assert_eq!(gathered, all);
     }
 
     #[test]
