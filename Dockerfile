@@ -9,10 +9,12 @@
 # librdkafka from source and links it statically, with a static zlib).
 FROM rust:1.95-slim-trixie AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake perl python3 \
+ && apt-get install -y --no-install-recommends build-essential perl python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
+# Static zlib; no debug info in the image's binary.
+ENV LIBZ_SYS_STATIC=1 \
+    CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # Dependencies first, in their own layer: editing driftwatch's code does not rebuild them.
