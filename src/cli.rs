@@ -88,8 +88,9 @@ pub enum Command {
     /// Run the streaming service: consume access logs from Kafka, emit alerts, commands and
     /// dead letters to Kafka, at-least-once. Stops cleanly on SIGTERM or Ctrl-C.
     Run(Box<RunArgs>),
-    /// Produce log files into a Kafka topic, each record keyed by its identity's principal key,
-    /// in event-time order (undecodable records are produced unkeyed, for the dead-letter path).
+    /// Produce log files (or, with --simulate, a simulated fleet) into a Kafka topic, each record
+    /// keyed by its identity's principal key, in event-time order (undecodable records are
+    /// produced unkeyed, for the dead-letter path).
     Produce {
         /// Bootstrap brokers (host:port,...).
         #[arg(long, env = "DRIFTWATCH_BROKERS", default_value = "127.0.0.1:9092")]

@@ -58,6 +58,8 @@ pub struct Report {
     pub detection_rate: f64,
     pub by_kind: BTreeMap<String, KindScore>,
     pub missed: Vec<String>,
+    /// Ids of the attacks caught, in label order.
+    pub detected_ids: Vec<String>,
     pub median_time_to_detect_seconds: Option<f64>,
     pub alerts: usize,
     pub false_alert_hours: usize,
@@ -134,6 +136,7 @@ pub fn score(labels: &Labels, alerts: &[AlertPoint], grace_ms: i64) -> Report {
             Some(t) => {
                 entry.detected += 1;
                 r.detected += 1;
+                r.detected_ids.push(atk.id.clone());
                 ttd.push((t - atk.start) as f64 / 1000.0);
             }
             None => r
@@ -243,6 +246,8 @@ mod tests {
     fn an_alert_inside_the_attack_window_detects_it_and_is_not_false() {
         let r = score(&labels(), &[at("a", 10 * DAY_MS + 500)], HOUR_MS);
         assert_eq!(r.detected, 1);
+        assert_eq!(r.detected_ids.len(), 1);
+        assert!(r.missed.is_empty());
         assert_eq!(r.false_alert_hours, 0);
     }
 
@@ -257,6 +262,7 @@ mod tests {
         ];
         let r = score(&labels(), &alerts, HOUR_MS);
         assert_eq!(r.detected, 0);
+        assert!(r.detected_ids.is_empty());
         assert_eq!(r.false_alert_hours, 3);
         assert!((r.identity_days_after_warmup - 30.0).abs() < 1e-9);
         assert!((r.false_alert_hours_per_1000_identity_days - 100.0).abs() < 1e-9);

@@ -125,17 +125,9 @@ fn reference(records: &[KeyedRecord], labels: &Labels) -> BTreeSet<String> {
 }
 
 fn detected(labels: &Labels, points: &[AlertPoint]) -> BTreeSet<String> {
-    let report = evaluate::score(labels, points, 3_600_000);
-    labels
-        .attacks
-        .iter()
-        .map(|a| a.id.clone())
-        .filter(|id| {
-            !report
-                .missed
-                .iter()
-                .any(|m| m.split(' ').next() == Some(id))
-        })
+    evaluate::score(labels, points, 3_600_000)
+        .detected_ids
+        .into_iter()
         .collect()
 }
 
