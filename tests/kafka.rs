@@ -813,3 +813,52 @@ async fn metrics_endpoint_reports_the_run_in_prometheus_format_and_readiness_fol
     assert_eq!(summary.alerts as f64, alerts);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_outputs_the_brokers_never_acknowledge() {
+    // The dead-letter topic does not exist (tansu does not create topics), so the first dead
+    // letter is never acknowledged: with one record allowed in flight, the consumer loop soon
+    // waits for room. A shutdown request must still end the run within the grace period,
+    // committing nothing.
+    let t = create_topics("stuck", 1).await;
+    let records: Vec<KeyedRecord> = (0..6)
+        .map(|i| KeyedRecord {
+            key: Some(format!("svc-{i}")),
+            time_ms: 0,
+            bytes: b"{not json".to_vec(),
+        })
+        .collect();
+    produce(&t.input, &records).await;
+    let group = unique("stuck");
+    let mut cfg = run_config(&t, &group);
+    cfg.dead_letter_topic = unique("missing-dlq");
+    cfg.max_in_flight = 1;
+    cfg.shutdown_grace = Duration::from_secs(2);
+    let (m, stop, handle) = spawn_service(cfg);
+    wait_for(
+        "the consumer loop to wait for room",
+        Duration::from_secs(60),
+        || Metrics::total(&m.records_consumed) >= 3,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(m.records_acknowledged.get(), 0, "nothing was acknowledged");
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("the run ends soon after the shutdown request")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    match result {
+        Err(driftwatch::service::ServiceError::ShutdownTimeout { pending, .. }) => {
+            assert!(pending >= 1, "{pending}")
+        }
+        other => panic!("expected a shutdown timeout, got {other:?}"),
+    }
+    assert_eq!(committed_total(&group, &t.input, 1), 0, "nothing committed");
+}
