@@ -349,7 +349,7 @@ fn metrics_in(text: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn the_dashboard_and_alert_rules_use_only_exported_metrics_and_cover_the_essentials() {
+fn the_dashboard_and_alert_rules_are_valid_promql_over_exported_metrics_covering_the_essentials() {
     let all: BTreeSet<String> = names::ALL.iter().map(|s| (*s).to_owned()).collect();
     let dashboard: Value =
         serde_json::from_str(&read("deploy/grafana/dashboards/driftwatch.json")).unwrap();
@@ -358,6 +358,13 @@ fn the_dashboard_and_alert_rules_use_only_exported_metrics_and_cover_the_essenti
         for t in p["targets"].as_array().into_iter().flatten() {
             exprs.push_str(t["expr"].as_str().unwrap());
             exprs.push('\n');
+        }
+    }
+    for e in exprs.lines() {
+        // Grafana substitutes $__rate_interval before Prometheus sees the query.
+        let query = e.replace("$__rate_interval", "1m");
+        if let Err(why) = promql_parser::parser::parse(&query) {
+            panic!("dashboard query is not valid PromQL: {e}\n{why}");
         }
     }
     let on_dashboard = metrics_in(&exprs);
@@ -388,7 +395,11 @@ fn the_dashboard_and_alert_rules_use_only_exported_metrics_and_cover_the_essenti
     let mut rule_exprs = String::new();
     for r in rules["groups"][0]["rules"].as_array().unwrap() {
         assert!(r["alert"].is_string() && r["annotations"]["summary"].is_string());
-        rule_exprs.push_str(r["expr"].as_str().unwrap());
+        let expr = r["expr"].as_str().unwrap();
+        if let Err(why) = promql_parser::parser::parse(expr) {
+            panic!("rule {} is not valid PromQL: {expr}\n{why}", r["alert"]);
+        }
+        rule_exprs.push_str(expr);
     }
     let in_rules = metrics_in(&rule_exprs);
     let unknown: Vec<_> = in_rules.difference(&all).collect();
