@@ -399,6 +399,9 @@ fn driftwatch_run(t: &Topics, group: &str) -> Child {
             // Commit often so the tests can stop it mid-stream at a known committed position.
             "--kafka-property",
             "consumer.auto.commit.interval.ms=100",
+            // A secret, which the startup log must not show (unused: the broker is plaintext).
+            "--kafka-property",
+            "sasl.password=hunter2-not-logged",
             // Instances run side by side: any free port.
             "--metrics-addr",
             "127.0.0.1:0",
@@ -553,6 +556,14 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
             .any(|l| l["message"] == "Serving /metrics, /healthz and /readyz."),
         "{log}"
     );
+    assert!(
+        started_line["config"]
+            .as_str()
+            .unwrap()
+            .contains("sasl.password=<redacted>"),
+        "{started_line}"
+    );
+    assert!(!log.contains("hunter2"), "a secret reached the logs");
     // Drained: what it consumed before stopping is committed, nothing more and nothing less.
     assert_eq!(
         committed_total(&group, &t.input, partitions),
