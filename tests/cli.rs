@@ -327,6 +327,20 @@ fn probe_fails_with_a_clear_message_when_nothing_answers() {
         err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
         "{err}"
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args([
+            "probe",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--path",
+            "readyz",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`readyz` is not a path such as /readyz")
+    );
 }
 
 #[test]

@@ -145,6 +145,8 @@ pub enum GetError {
     },
     #[error("no answer from {addr} within {0:?}", TIMEOUT)]
     Timeout { addr: SocketAddr },
+    #[error("`{path}` is not a path such as /readyz")]
+    Path { path: String },
 }
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -152,8 +154,16 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// GETs `path` from `addr` over HTTP/1.1: the status code and the body, within 5 seconds.
 ///
 /// # Errors
-/// [`GetError`]: nothing listening, a broken exchange, or no answer in time.
+/// [`GetError`]: a malformed path, nothing listening, a broken exchange, or no answer in time.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), GetError> {
+    let uri: hyper::Uri = match path.parse() {
+        Ok(u) if path.starts_with('/') => u,
+        _ => {
+            return Err(GetError::Path {
+                path: path.to_owned(),
+            });
+        }
+    };
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -164,9 +174,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), GetError
             .map_err(http)?;
         tokio::spawn(conn);
         let mut req = Request::new(Empty::<Bytes>::new());
-        *req.uri_mut() = path
-            .parse()
-            .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+        *req.uri_mut() = uri;
         if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
             req.headers_mut().insert(HOST, host);
         }
