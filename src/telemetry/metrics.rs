@@ -41,7 +41,7 @@ pub struct Metrics {
     pub records_consumed: IntCounterVec,
     /// Records read only to rebuild baselines after a partition was assigned, by topic.
     pub records_replayed: IntCounterVec,
-    /// Access events decoded from live records, by topic and configured format.
+    /// Access events decoded from input records (replayed ones included), by topic and format.
     pub events_decoded: IntCounterVec,
     /// Well-formed elements that deliberately yield no event (e.g. intermediate audit stages).
     pub events_skipped: IntCounterVec,
@@ -216,7 +216,7 @@ impl Metrics {
             events_decoded: counter_vec(
                 r,
                 EVENTS_DECODED,
-                "Access events decoded from live input records.",
+                "Access events decoded from input records (including those replayed to rebuild baselines).",
                 &topic_format,
             )?,
             events_skipped: counter_vec(
