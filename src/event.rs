@@ -7,6 +7,7 @@
 //! [`crate::redact`]).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -180,7 +181,8 @@ impl Default for Volume {
 /// Where the raw record can be found again: a source (file or topic/partition) and a position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RawRef {
-    pub source: String,
+    /// Shared by every event of a file or partition: cloning it is a reference count, not a copy.
+    pub source: Arc<str>,
     /// Line number, array index or Kafka offset within `source`.
     pub position: u64,
 }

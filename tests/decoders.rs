@@ -211,5 +211,5 @@ fn cloudtrail_delivery_file_gzip_and_records_container_are_expanded() {
             }
         },
     );
-    assert_eq!(sources[0], "f#0");
+    assert_eq!(&*sources[0], "f#0");
 }

@@ -157,7 +157,7 @@ pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut Ele
 fn expand(items: &[&RawValue], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
     for (i, item) in items.iter().enumerate() {
         let r = RawRef {
-            source: format!("{}#{}", raw.source, i),
+            source: format!("{}#{}", raw.source, i).into(),
             position: raw.position,
         };
         let bytes = item.get().as_bytes();

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
@@ -66,6 +67,7 @@ fn is_json(b: &[u8]) -> bool {
 ///
 /// Positions are 1-based line numbers for JSON Lines and 0 for a whole-document record.
 pub fn split_records(data: &[u8], source: &str, mut f: impl FnMut(&[u8], RawRef)) {
+    let source: Arc<str> = Arc::from(source);
     let trimmed = data.trim_ascii();
     if trimmed.is_empty() {
         return;
@@ -80,7 +82,7 @@ pub fn split_records(data: &[u8], source: &str, mut f: impl FnMut(&[u8], RawRef)
         f(
             trimmed,
             RawRef {
-                source: source.to_owned(),
+                source: source.clone(),
                 position: 0,
             },
         );
@@ -94,7 +96,7 @@ pub fn split_records(data: &[u8], source: &str, mut f: impl FnMut(&[u8], RawRef)
         f(
             line,
             RawRef {
-                source: source.to_owned(),
+                source: source.clone(),
                 position: i as u64 + 1,
             },
         );

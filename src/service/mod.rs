@@ -866,7 +866,7 @@ impl Service {
     ) {
         let m = &self.metrics;
         let raw = RawRef {
-            source: at.topic.to_owned(),
+            source: part.topic.clone(),
             position: at.offset.max(0) as u64,
         };
         let now = now_ms();
