@@ -479,8 +479,6 @@ struct LocalPartition {
     partition: i32,
     info: PartitionInfo,
     format: FormatHint,
-    /// The topic's configured format, as a metric label.
-    format_label: &'static str,
     consumed: IntCounter,
     replayed: IntCounter,
     decoded: IntCounter,
@@ -511,14 +509,12 @@ impl LocalPartitions {
                     .iter()
                     .find(|inp| inp.topic == *t)
                     .map_or(FormatHint::Auto, |inp| inp.format);
-                let format_label = config::format_name(format);
-                let labels = [t.as_str(), format_label];
+                let labels = [t.as_str(), config::format_name(format)];
                 LocalPartition {
                     topic: Arc::from(t.as_str()),
                     partition: *p,
                     info: *i,
                     format,
-                    format_label,
                     consumed: m.records_consumed.with_label_values(&labels),
                     replayed: m.records_replayed.with_label_values(&[t.as_str()]),
                     decoded: m.events_decoded.with_label_values(&labels),
@@ -587,10 +583,6 @@ impl Service {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
-    }
-
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine.clone()
     }
 
     fn client_config(&self, kind: config::ClientKind) -> ClientConfig {
@@ -914,7 +906,11 @@ impl Service {
                         return;
                     }
                     m.records_rejected
-                        .with_label_values(&[&part.topic, part.format_label, e.code()])
+                        .with_label_values(&[
+                            &part.topic,
+                            config::format_name(part.format),
+                            e.code(),
+                        ])
                         .inc();
                     if let Some(suppressed) = shared.bad_records.check(now) {
                         warn!(
