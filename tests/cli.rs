@@ -9,8 +9,13 @@ use common::{assert_valid, schema};
 use serde_json::Value;
 
 fn driftwatch(args: &[&str]) -> Output {
+    driftwatch_with_env(args, &[])
+}
+
+fn driftwatch_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("the driftwatch binary runs")
 }
@@ -274,8 +279,8 @@ fn run_refuses_bad_service_configuration_at_start_naming_every_problem_and_exits
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("run.toml");
     std::fs::write(&cfg, "group = \"g\"\nmax_in_flight = 0\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args([
+    let out = driftwatch_with_env(
+        &[
             "run",
             "--config",
             cfg.to_str().unwrap(),
@@ -289,11 +294,10 @@ fn run_refuses_bad_service_configuration_at_start_naming_every_problem_and_exits
             "no-equals-sign",
             "--metrics-addr",
             "localhost",
-        ])
+        ],
         // No broker is contacted: the configuration is refused before any client exists.
-        .env("DRIFTWATCH_BROKERS", "127.0.0.1:1")
-        .output()
-        .unwrap();
+        &[("DRIFTWATCH_BROKERS", "127.0.0.1:1")],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -317,26 +321,15 @@ fn probe_fails_with_a_clear_message_when_nothing_answers() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["probe", "--addr", &format!("127.0.0.1:{port}")])
-        .output()
-        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let out = driftwatch(&["probe", "--addr", &addr]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
         "{err}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args([
-            "probe",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--path",
-            "readyz",
-        ])
-        .output()
-        .unwrap();
+    let out = driftwatch(&["probe", "--addr", &addr, "--path", "readyz"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("`readyz` is not a path such as /readyz")
@@ -348,13 +341,12 @@ fn json_log_format_writes_one_json_object_per_log_line() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.jsonl");
     std::fs::write(&input, "not json\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["replay", "--log-format", "json", input.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = driftwatch_with_env(
+        &["replay", "--log-format", "json", input.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     let logs: Vec<serde_json::Value> = err
         .lines()
         .filter(|l| l.starts_with('{'))
