@@ -456,20 +456,20 @@ impl Shared {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Revokes every assigned partition (after a failed rebalance), as [`Shared::revoke`] does.
     fn revoke_all(&self) {
-        let mut parts = self.partitions.lock().expect("partition table poisoned");
-        for ((topic, partition), info) in parts.map.iter_mut() {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), info) in &self
+            .partitions
+            .lock()
+            .expect("partition table poisoned")
+            .map
+        {
             if info.assigned {
-                info.assigned = false;
-                self.engine.evict_owner(info.owner);
-                let _ = self
-                    .metrics
-                    .consumer_lag
-                    .remove_label_values(&[topic, &partition.to_string()]);
+                tpl.add_partition(topic, *partition);
             }
         }
-        self.update_rebuilding(&parts);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.revoke(&tpl);
     }
 }
 
