@@ -11,12 +11,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use driftwatch::config::Model;
+use driftwatch::config::Rules;
 use driftwatch::decode::{self, Decoded, FormatHint};
-use driftwatch::detect::Rules;
 use driftwatch::engine::Engine;
 use driftwatch::event::{AccessEvent, RawRef};
-use driftwatch::model::Model;
-use driftwatch::simulate::{SimConfig, generate};
+use driftwatch::tools::simulate::{SimConfig, generate};
 
 fn fleet() -> (Vec<String>, Vec<AccessEvent>) {
     let cfg = SimConfig {

@@ -11,8 +11,11 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::baseline::{DAY_MS, Fleet, Profile};
-use crate::decide::{self, DecideStats, Decision, Guardrails, IdentityContext, RiskState};
-use crate::detect::{self, Detector, Rules};
+use crate::config::Rules;
+use crate::decide::{
+    self, DecideStats, Decision, Guardrails, IdentityContext, RiskState, Severity,
+};
+use crate::detect::{self, Detector};
 use crate::event::AccessEvent;
 
 /// Everything kept per identity.
@@ -32,10 +35,12 @@ pub const NO_OWNER: u32 = u32::MAX;
 #[derive(Debug, Default)]
 pub struct EngineCounters {
     pub events: AtomicU64,
-    pub findings: [AtomicU64; 10],
+    /// By detector, in [`Detector::ALL`] order.
+    pub findings: [AtomicU64; Detector::COUNT],
     pub alerts_created: AtomicU64,
     pub alerts_updated: AtomicU64,
-    pub alerts_by_severity: [AtomicU64; 6],
+    /// By severity, in [`Severity::ALL`] order.
+    pub alerts_by_severity: [AtomicU64; Severity::ALL.len()],
     pub commands: AtomicU64,
     pub merged: AtomicU64,
     pub withheld: AtomicU64,
@@ -151,8 +156,7 @@ impl Engine {
                             c.alerts_updated.fetch_add(1, Ordering::Relaxed)
                         }
                     };
-                    c.alerts_by_severity[usize::from(a.severity_id.min(5))]
-                        .fetch_add(1, Ordering::Relaxed);
+                    c.alerts_by_severity[a.severity.index()].fetch_add(1, Ordering::Relaxed);
                 }
                 Decision::Command(_) => {
                     c.commands.fetch_add(1, Ordering::Relaxed);
@@ -242,6 +246,19 @@ impl Engine {
         &self.fleet
     }
 
+    /// Alerts per severity so far.
+    pub fn alerts_by_severity(&self) -> Vec<(Severity, u64)> {
+        Severity::ALL
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    self.counters.alerts_by_severity[s.index()].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Findings per detector so far.
     pub fn findings_by_detector(&self) -> Vec<(Detector, u64)> {
         Detector::ALL
@@ -264,9 +281,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Model;
     use crate::decode::{Decoded, FormatHint, decode_one};
     use crate::event::RawRef;
-    use crate::model::Model;
 
     fn event(principal: &str, day: i64) -> AccessEvent {
         let rec = format!(

@@ -178,13 +178,46 @@ impl Default for Volume {
     }
 }
 
-/// Where the raw record can be found again: a source (file or topic/partition) and a position.
+/// Where the raw record can be found again: a source (file or topic/partition), a position, and
+/// for an element of a container record (a CloudTrail `Records` document, a Kubernetes
+/// `EventList`, a JSON array) its index within the record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RawRef {
     /// Shared by every event of a file or partition: cloning it is a reference count, not a copy.
     pub source: Arc<str>,
-    /// Line number, array index or Kafka offset within `source`.
+    /// Line number (0 for a whole-document file) or Kafka offset within `source`.
     pub position: u64,
+    /// Index of the element within its container record, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub element: Option<u32>,
+}
+
+impl RawRef {
+    /// A record at `position` of `source` (not an element of a container).
+    pub fn new(source: Arc<str>, position: u64) -> RawRef {
+        RawRef {
+            source,
+            position,
+            element: None,
+        }
+    }
+
+    /// The same record's element `index`.
+    pub fn element(&self, index: u32) -> RawRef {
+        RawRef {
+            source: self.source.clone(),
+            position: self.position,
+            element: Some(index),
+        }
+    }
+
+    /// The source as alerts and dead-letter files name it: `file.json#3` for an element.
+    pub fn source_label(&self) -> String {
+        match self.element {
+            Some(i) => format!("{}#{i}", self.source),
+            None => self.source.to_string(),
+        }
+    }
 }
 
 /// One call by one identity, normalised from any supported log format.

@@ -2,47 +2,58 @@
 //!
 //! Records flow through these stages, each a module:
 //!
-//! - [`ingest`] reads records from files (JSONL, JSON arrays, gzip, stdin); [`service`] reads
-//!   them from Kafka. Only these and `emit` perform I/O.
+//! - [`ingest`] reads records: from files (JSONL, JSON arrays, gzip, stdin), or from Kafka for
+//!   the service (the consumer, its rebalance protocol, and the pure bookkeeping of assigned
+//!   partitions in [`ingest::partitions`]). Only `ingest` and `emit` perform I/O.
 //! - [`decode`] turns one record's bytes into normalised [`event::AccessEvent`]s: a pure function
 //!   per format (CloudTrail, Kubernetes audit, GCP audit, native), with typed errors that name the
 //!   field at fault. [`redact`] keeps secrets out of everything copied from a record.
 //! - [`baseline`] keeps each identity's compact, bounded profile (endpoints, origins by level,
 //!   volume seasonality, active hours, error rate, lifecycle) and the fleet-wide tables of shared
-//!   values, all advanced on event time.
-//! - [`detect`] compares an event with its identity's profile and returns findings with their
-//!   evidence and surprise in bits (probabilities from `statrs` distributions).
+//!   values, all advanced on event time; `Profile::learn` is where one event advances them.
+//! - [`detect`] asks each signal (one file each) what was unusual about the event given what the
+//!   profile learned, and returns findings with their evidence and surprise in bits
+//!   (probabilities from `statrs` distributions).
 //! - [`decide`] accumulates findings into a risk score and decides: nothing, an alert (or an update
 //!   of the open one), or an alert and a revocation command within fleet-wide guardrails.
-//! - [`emit`] renders OCSF Detection Findings and revocation commands and writes them.
+//! - [`emit`] renders OCSF Detection Findings, revocation commands and dead letters, and writes
+//!   them: JSONL files, or Kafka (the producer and the acknowledger that gates offset commits).
 //!
-//! [`service`] runs the stages as a Kafka service (`driftwatch run`): consumer group in,
-//! at-least-once outputs, partition-owned state. [`telemetry`] sits beside the stages: every
-//! metric named in one place, the `/metrics`, `/healthz` and `/readyz` endpoint, and log setup.
-//! [`cli`] holds the command line, so tests parse the same arguments a deployment passes.
+//! [`engine`] ties baseline, detect and decide together per event over a `DashMap` of
+//! identities. Two drivers run it: [`replay`] over files in event-time order, and [`service`]
+//! (`driftwatch run`), which wires Kafka in to Kafka out, at-least-once, with partition-owned
+//! state. [`kafka`] holds what every Kafka client shares (its configuration by role, and the one
+//! client context).
 //!
-//! [`inventory`] holds what the organisation declares about identities (owner, expiry, networks).
-//! [`engine`] ties baseline, detect and decide together per event; [`replay`] runs it over files
-//! in event-time order; [`simulate`] generates a labelled fleet and [`evaluate`] scores alerts
-//! against its labels. Detection settings come from [`model`] (`models/default.toml`).
+//! Beside the stages: [`config`] (the detection model, the compiled rules, the inventory of
+//! declared identity metadata, and `run`'s settings, every problem reported at start),
+//! [`telemetry`] (every metric named in one place, the `/metrics`, `/healthz` and `/readyz`
+//! endpoint, log setup), and [`cli`] (the command line, so tests parse the same arguments a
+//! deployment passes). [`tools`] serve the pipeline without being part of it: the fleet
+//! simulator, the evaluator, the Kafka loader, the demo and the Kafka benchmark.
 
-pub mod baseline;
-pub mod bench_kafka;
-pub mod cli;
-pub mod decide;
-pub mod decode;
-pub mod demo;
-pub mod detect;
-pub mod emit;
-pub mod engine;
-pub mod evaluate;
-pub mod event;
+// The stages, in the order records flow through them.
 pub mod ingest;
-pub mod inventory;
-pub mod model;
-pub mod produce;
+// bytes -> events
+pub mod decode;
+pub mod event;
 pub mod redact;
+// events -> findings
+pub mod baseline;
+pub mod detect;
+// findings -> alerts and commands
+pub mod decide;
+// alerts, commands, dead letters -> files and topics
+pub mod emit;
+
+// What runs the stages.
+pub mod engine;
+pub mod kafka;
 pub mod replay;
 pub mod service;
-pub mod simulate;
+
+// Beside the pipeline.
+pub mod cli;
+pub mod config;
 pub mod telemetry;
+pub mod tools;

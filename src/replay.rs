@@ -6,16 +6,13 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tracing::warn;
 
+use crate::config::Rules;
 use crate::decide::Decision;
 use crate::decode::{self, Decoded, FormatHint};
-use crate::detect::{Detector, Rules};
-use crate::emit::{
-    self, ocsf,
-    sink::{EmitError, JsonlSink},
-};
+use crate::detect::Detector;
+use crate::emit::{self, EmitError, dead_letter, sink::JsonlSink};
 use crate::engine::Engine;
 use crate::event::AccessEvent;
 use crate::ingest::file::{self, IngestError};
@@ -190,20 +187,16 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         &mut summary,
         |raw, bytes, err| {
             if logged < 10 {
-                warn!(source = %raw.source, position = raw.position, error = %err, "Rejected undecodable record.");
+                warn!(source = %raw.source_label(), position = raw.position, error = %err, "Rejected undecodable record.");
                 logged += 1;
                 if logged == 10 {
                     warn!("Further rejected records are counted but not logged.");
                 }
             }
-            if let Some(d) = dead.as_mut() {
-                let line = json!({
-                    "source": raw.source, "position": raw.position, "reason": err.code(), "error": err.to_string(),
-                    "record": String::from_utf8_lossy(bytes),
-                });
-                if let Err(e) = d.write(&line) {
-                    dead_err.get_or_insert(e);
-                }
+            if let Some(d) = dead.as_mut()
+                && let Err(e) = d.write(&dead_letter::line(raw, bytes, err))
+            {
+                dead_err.get_or_insert(e);
             }
         },
     )?;
@@ -265,12 +258,9 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     summary.merged = c.merged.load(Relaxed);
     summary.withheld = c.withheld.load(Relaxed);
     summary.findings_by_detector = engine.findings_by_detector();
-    for (id, n) in c.alerts_by_severity.iter().enumerate() {
-        let n = n.load(Relaxed);
+    for (severity, n) in engine.alerts_by_severity() {
         if n > 0 {
-            summary
-                .alerts_by_severity
-                .insert(ocsf::severity_name(id as u8), n);
+            summary.alerts_by_severity.insert(severity.name(), n);
         }
     }
     summary.mean_state_bytes = engine.state_bytes().1;

@@ -1,11 +1,9 @@
 //! The command line as users run it: exit codes, files written, messages printed.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{assert_valid, schema};
+use crate::common::{assert_valid, schema};
 use serde_json::Value;
 
 fn driftwatch(args: &[&str]) -> Output {

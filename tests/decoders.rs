@@ -201,15 +201,14 @@ fn cloudtrail_delivery_file_gzip_and_records_container_are_expanded() {
     decode::decode_record(
         delivery.as_bytes(),
         FormatHint::Auto,
-        &RawRef {
-            source: "f".into(),
-            position: 0,
-        },
+        &RawRef::new("f".into(), 0),
         &mut |_, _, r| {
             if let Ok(Decoded::Event(e)) = r {
-                sources.push(e.raw.source.clone());
+                sources.push(e.raw.clone());
             }
         },
     );
-    assert_eq!(&*sources[0], "f#0");
+    assert_eq!(sources[0].element, Some(0));
+    assert_eq!(sources[1].element, Some(1));
+    assert_eq!(sources[1].source_label(), "f#1");
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use clap::{CommandFactory, Parser};
 use driftwatch::cli::{Cli, Command};
-use driftwatch::service::config::RunConfig;
+use driftwatch::config::RunConfig;
 use driftwatch::telemetry::metrics::names;
 use serde_json::Value;
 
@@ -171,7 +171,7 @@ fn kafka_runs_in_kraft_mode_with_a_healthcheck_and_every_client_uses_its_address
     );
     assert_eq!(driftwatch_config(&c).brokers, addr);
     match parse(&strings(&service(&c, "producer")["command"])).command {
-        Command::Produce { brokers, .. } => assert_eq!(brokers, addr),
+        Command::Produce(p) => assert_eq!(p.brokers, addr),
         _ => panic!("the producer does not run `driftwatch produce`"),
     }
 }
@@ -208,15 +208,10 @@ fn the_simulated_producer_streams_into_driftwatchs_input_with_the_same_image() {
     let cfg = driftwatch_config(&c);
     let producer = service(&c, "producer");
     match parse(&strings(&producer["command"])).command {
-        Command::Produce {
-            topic,
-            simulate,
-            rate,
-            ..
-        } => {
-            assert!(cfg.inputs.iter().any(|i| i.topic == topic), "{topic}");
-            assert!(simulate, "driftwatch's own simulator");
-            assert!(rate > 0, "a stream that lasts, not one burst");
+        Command::Produce(p) => {
+            assert!(cfg.inputs.iter().any(|i| i.topic == p.topic), "{}", p.topic);
+            assert!(p.simulate, "driftwatch's own simulator");
+            assert!(p.rate > 0, "a stream that lasts, not one burst");
         }
         _ => panic!("the producer does not run `driftwatch produce`"),
     }
@@ -245,9 +240,9 @@ fn metrics_are_served_where_prometheus_scrapes_and_the_healthcheck_probes() {
         "the binary the image installs"
     );
     match parse(&test[2..]).command {
-        Command::Probe { addr: probed, path } => {
-            assert_eq!(probed.port(), port);
-            assert_eq!(path, "/readyz");
+        Command::Probe(p) => {
+            assert_eq!(p.addr.port(), port);
+            assert_eq!(p.path, "/readyz");
         }
         _ => panic!("the healthcheck does not run `driftwatch probe`"),
     }

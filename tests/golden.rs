@@ -7,13 +7,11 @@
 //! fleet has a history. Then the real records arrive, from the attacker's address, untouched.
 //!
 //! After an intended change of behaviour, regenerate with `UPDATE_GOLDEN=1 cargo test --test
-//! golden` and review the diff of the expected files like code.
-
-mod common;
+//! integration golden::` and review the diff of the expected files like code.
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_valid, decode_all, run, schema};
+use crate::common::{assert_valid, decode_all, run, schema};
 use driftwatch::decode::time::{format_rfc3339_ms, parse_timestamp_ms};
 use serde_json::{Value, json};
 

@@ -1,26 +1,21 @@
 //! The streaming service against a real broker (tansu, started by scripts/test.sh, address in
 //! DRIFTWATCH_TEST_BROKERS). Every test uses its own topics and consumer groups.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use driftwatch::detect::Rules;
-use driftwatch::evaluate::{self, AlertPoint};
-use driftwatch::model::Model;
-use driftwatch::produce::{self, KeyedRecord};
+use driftwatch::config::{Model, Rules, RunConfig, Settings};
+use driftwatch::kafka::{KafkaContext, Role, client_config};
 use driftwatch::service::Service;
-use driftwatch::service::config::{RunConfig, Settings};
-use driftwatch::simulate::{Labels, SimConfig};
 use driftwatch::telemetry::Metrics;
+use driftwatch::tools::evaluate::{self, AlertPoint};
+use driftwatch::tools::produce::{self, KeyedRecord};
+use driftwatch::tools::simulate::{Labels, SimConfig};
 use prometheus::Registry;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -80,18 +75,13 @@ fn run_config(t: &Topics, group: &str) -> RunConfig {
             dead_letter_topic: Some(t.dead_letter.clone()),
             ..Settings::default()
         },
-        vec![],
         None,
     )
     .unwrap()
 }
 
 async fn produce(topic: &str, records: &[KeyedRecord]) -> u64 {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .create()
-        .unwrap();
+    let producer = produce::loader(&brokers(), []).unwrap();
     produce::send_all(&producer, topic, records, 20_000)
         .await
         .unwrap()
@@ -110,12 +100,12 @@ fn fleet(seed: u64) -> (Vec<KeyedRecord>, Labels) {
 
 /// What one engine, fed every record in order, alerts on: the reference for the service.
 fn reference(records: &[KeyedRecord], labels: &Labels) -> BTreeSet<String> {
-    let events = common::decode_all(
+    let events = crate::common::decode_all(
         records
             .iter()
             .map(|r| std::str::from_utf8(&r.bytes).expect("simulated records are UTF-8")),
     );
-    let (_, out) = common::run(&events, None);
+    let (_, out) = crate::common::run(&events, None);
     let points: Vec<AlertPoint> = out
         .alerts
         .iter()
@@ -148,12 +138,11 @@ impl Read {
 /// Everything in a topic: at least `at_least` messages, then until nothing more arrives for 2 s
 /// (tansu's high watermark can lag behind what it serves, so it is only a lower bound).
 fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let group = unique("reader");
+    let consumer: BaseConsumer<KafkaContext> =
+        client_config(&brokers(), Role::Reader { group: &group }, [])
+            .create_with_context(KafkaContext::new("reader"))
+            .unwrap();
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -199,11 +188,10 @@ fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
 
 /// Committed offsets of `group` on `topic`, summed over partitions (records fully processed).
 fn committed_total(group: &str, topic: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer<KafkaContext> =
+        client_config(&brokers(), Role::Reader { group }, [])
+            .create_with_context(KafkaContext::new("reader"))
+            .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -290,12 +278,12 @@ async fn attacks_produced_in_come_out_as_keyed_alerts_and_commands_with_cloudeve
         "the service catches what the engine catches"
     );
 
-    let alert_schema = common::schema("alert.v1.json");
-    let command_schema = common::schema("revocation-command.v1.json");
+    let alert_schema = crate::common::schema("alert.v1.json");
+    let command_schema = crate::common::schema("revocation-command.v1.json");
     let mut ids = BTreeSet::new();
     for a in &alerts {
         let v = a.json();
-        common::assert_valid(&alert_schema, &v, "alert");
+        crate::common::assert_valid(&alert_schema, &v, "alert");
         assert_eq!(
             a.key.as_deref(),
             v["resources"][0]["uid"].as_str(),
@@ -313,7 +301,7 @@ async fn attacks_produced_in_come_out_as_keyed_alerts_and_commands_with_cloudeve
     }
     for c in &commands {
         let v = c.json();
-        common::assert_valid(&command_schema, &v, "command");
+        crate::common::assert_valid(&command_schema, &v, "command");
         assert_eq!(c.key.as_deref(), v["target"]["identity"]["key"].as_str());
         assert_eq!(c.headers["ce_type"], "dev.driftwatch.revocation_command.v1");
         assert_eq!(c.headers["ce_id"], v["command_id"].as_str().unwrap());
@@ -691,7 +679,7 @@ async fn metrics_endpoint_reports_the_run_in_prometheus_format_and_readiness_fol
 
     let mut cfg = run_config(&t, &unique("metrics"));
     cfg.kafka.push((
-        driftwatch::service::config::ClientKind::Both,
+        driftwatch::config::service::ClientKind::Both,
         "statistics.interval.ms".into(),
         "200".into(),
     ));

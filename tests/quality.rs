@@ -3,11 +3,9 @@
 //! Targets (from the detection-engine issue): at least 95% of attack scenarios detected, and at
 //! most 5 false alert-hours per 1,000 identity-days after warm-up. The figures are printed.
 
-mod common;
-
-use common::{assert_valid, decode_all, run, schema};
-use driftwatch::evaluate::{alert_point, score};
-use driftwatch::simulate::{ATTACK_KINDS, SimConfig, generate};
+use crate::common::{assert_valid, decode_all, run, schema};
+use driftwatch::tools::evaluate::{alert_point, score};
+use driftwatch::tools::simulate::{AttackKind, SimConfig, generate};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -37,7 +35,7 @@ fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
         bytes_per_identity
     );
 
-    for kind in ATTACK_KINDS {
+    for kind in AttackKind::ALL.map(AttackKind::as_str) {
         let k = report
             .by_kind
             .get(kind)

@@ -2,12 +2,10 @@
 //! driftwatch must (and must not) say about them. Every emitted alert and command is checked
 //! against its schema.
 
-mod common;
-
-use common::{Outputs, assert_valid, decode_all, run_with, schema};
-use driftwatch::detect::Rules;
-use driftwatch::inventory::Inventory;
-use driftwatch::model::Model;
+use crate::common::{Outputs, assert_valid, decode_all, run_with, schema};
+use driftwatch::config::Inventory;
+use driftwatch::config::Model;
+use driftwatch::config::Rules;
 use serde_json::json;
 
 const DAY: i64 = 86_400_000;

@@ -1,17 +1,20 @@
 //! baseline: the compact, bounded, event-time profile of one identity, and the fleet-wide
-//! tables of which endpoints and networks many identities share.
+//! tables of which endpoints and networks many identities share. [`Profile::learn`]
+//! ([`learn`]) is where one event advances them, reporting what was new for the detectors.
 //!
 //! Everything here advances on event time only. Frequencies decay with
 //! `baseline.half_life_days`; every collection is capped, so an identity's memory stays bounded
 //! whatever it does ([`Profile::heap_bytes`] reports it).
 
 pub mod fleet;
+pub mod learn;
 pub mod origin;
 pub mod stats;
 
 use origin::LEVELS;
 
 pub use fleet::Fleet;
+pub use learn::{Learned, endpoint_hash};
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;

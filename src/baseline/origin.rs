@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHasher;
 
+use crate::config::model::BaselineConfig;
 use crate::event::Origin;
-use crate::model::BaselineConfig;
 
 /// The levels at which an origin is tracked, from most to least specific.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -270,8 +270,8 @@ pub fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Model;
     use crate::event::Workload;
-    use crate::model::Model;
 
     #[test]
     fn sdk_patch_upgrade_is_the_same_client_but_a_new_major_is_not() {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::baseline::{DAY_MS, HOUR_MS};
-use crate::detect::Rules;
+use crate::config::Rules;
 
 #[derive(Debug, Default)]
 pub struct Guardrails {
@@ -64,7 +64,7 @@ impl Guardrails {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Model;
+    use crate::config::Model;
 
     #[test]
     fn guardrails_never_let_commands_sweep_the_fleet() {

@@ -14,9 +14,53 @@ use sha2::{Digest, Sha256};
 
 pub use guard::Guardrails;
 
-use crate::detect::{Detector, Finding, Rules};
+use crate::config::Rules;
+use crate::config::model::CommandMode;
+use crate::detect::{Detector, Finding};
 use crate::event::{AccessEvent, PrincipalType};
-use crate::model::CommandMode;
+
+/// How urgent an alert is, from its risk score; the values are OCSF `severity_id`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Medium = 3,
+    High = 4,
+    Critical = 5,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Medium, Severity::High, Severity::Critical];
+
+    /// The OCSF `severity_id`.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// The OCSF severity name, also used in metric labels and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+
+    /// Position in [`Severity::ALL`], for per-severity counters.
+    pub fn index(self) -> usize {
+        self as usize - Severity::Medium as usize
+    }
+
+    /// The severity band a risk score falls in.
+    pub fn of_score(score: u8, r: &Rules) -> Severity {
+        let s = &r.model.scoring;
+        if score >= s.critical_min_score {
+            Severity::Critical
+        } else if score >= s.high_min_score {
+            Severity::High
+        } else {
+            Severity::Medium
+        }
+    }
+}
 
 /// Risk state of one identity, kept beside its profile.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +83,7 @@ pub struct OpenAlert {
     pub last_seen_ms: i64,
     pub count: u32,
     pub score: u8,
-    pub severity_id: u8,
+    pub severity: Severity,
     pub types: u16,
     pub command_id: Option<String>,
     /// Why the guardrails withheld this alert's command; it is not asked for again.
@@ -63,7 +107,7 @@ pub struct Alert {
     pub last_seen_ms: i64,
     pub count: u32,
     pub risk_score: u8,
-    pub severity_id: u8,
+    pub severity: Severity,
     pub cause: Detector,
     pub types: Vec<Detector>,
     pub findings: Vec<Finding>,
@@ -134,17 +178,6 @@ pub fn risk_score(evidence: f64, scale: f64) -> u8 {
     (100.0 * (1.0 - (-evidence / scale).exp()))
         .round()
         .clamp(0.0, 100.0) as u8
-}
-
-fn severity(score: u8, r: &Rules) -> u8 {
-    let s = &r.model.scoring;
-    if score >= s.critical_min_score {
-        5
-    } else if score >= s.high_min_score {
-        4
-    } else {
-        3
-    }
 }
 
 /// Hex of the first `n` bytes of SHA-256 over `parts` joined by NUL.
@@ -251,7 +284,7 @@ pub fn decide(
         .map(|f| f.detector)
         .expect("findings were just added");
     let types_mask = risk.recent.iter().fold(0u16, |m, f| m | f.detector.bit());
-    let sev = severity(score, r);
+    let sev = Severity::of_score(score, r);
     let want_command = score >= s.command_min_score;
 
     // The same cause: an open alert raised for it, one it already contributed to, or one still
@@ -267,11 +300,11 @@ pub fn decide(
             let o = &mut risk.open[i];
             o.count += 1;
             o.last_seen_ms = o.last_seen_ms.max(ev.time_ms);
-            let escalates = sev > o.severity_id
+            let escalates = sev > o.severity
                 || (types_mask & !o.types) != 0
                 || (want_command && o.command_id.is_none() && o.command_withheld.is_none());
             o.score = o.score.max(score);
-            o.severity_id = o.severity_id.max(sev);
+            o.severity = o.severity.max(sev);
             o.types |= types_mask;
             if !escalates {
                 stats.merged += 1;
@@ -298,7 +331,7 @@ pub fn decide(
                 last_seen_ms: ev.time_ms,
                 count: 1,
                 score,
-                severity_id: sev,
+                severity: sev,
                 types: types_mask,
                 command_id: None,
                 command_withheld: None,
@@ -326,12 +359,11 @@ pub fn decide(
         }
     }
     let o = &risk.open[idx];
-    let mut types: Vec<Detector> = Detector::ALL
+    let types: Vec<Detector> = Detector::ALL
         .iter()
         .copied()
         .filter(|d| o.types & d.bit() != 0)
         .collect();
-    types.sort();
     let alert = Alert {
         uid: o.uid.clone(),
         activity,
@@ -340,7 +372,7 @@ pub fn decide(
         last_seen_ms: o.last_seen_ms,
         count: o.count,
         risk_score: o.score,
-        severity_id: o.severity_id,
+        severity: o.severity,
         cause,
         types,
         findings: risk.recent.clone(),
@@ -440,6 +472,20 @@ mod tests {
         assert_eq!(risk_score(0.0, 20.0), 0);
         assert!(risk_score(20.0, 20.0) > risk_score(10.0, 20.0));
         assert_eq!(risk_score(1e9, 20.0), 100);
+    }
+
+    #[test]
+    fn severity_bands_follow_the_model_and_order_by_urgency() {
+        let r = Rules::new(crate::config::Model::embedded());
+        let s = &r.model.scoring;
+        assert_eq!(Severity::of_score(s.alert_min_score, &r), Severity::Medium);
+        assert_eq!(Severity::of_score(s.high_min_score, &r), Severity::High);
+        assert_eq!(Severity::of_score(100, &r), Severity::Critical);
+        assert!(Severity::Critical > Severity::High && Severity::High > Severity::Medium);
+        for (i, s) in Severity::ALL.iter().enumerate() {
+            assert_eq!(s.index(), i);
+        }
+        assert_eq!(Severity::High.id(), 4);
     }
 
     #[test]

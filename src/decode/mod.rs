@@ -29,6 +29,16 @@ pub enum FormatHint {
     Forced(SourceFormat),
 }
 
+impl FormatHint {
+    /// The name `--format` and `--input topic=NAME` take, also used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FormatHint::Auto => "auto",
+            FormatHint::Forced(s) => s.as_str(),
+        }
+    }
+}
+
 impl FromStr for FormatHint {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -118,8 +128,8 @@ pub type ElementSink<'s> = dyn FnMut(&[u8], &RawRef, Result<Decoded, DecodeError
 /// Decodes one record, calling `out` once per contained element, in order, with the element's
 /// own bytes (so a bad element can be dead-lettered alone).
 ///
-/// `raw` names where the record came from; an element of a container keeps the record's
-/// position and has its index appended to the source (`file.json#3`).
+/// `raw` names where the record came from; an element of a container keeps the record's source
+/// and position and has its index in [`RawRef::element`].
 pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
     let trimmed = bytes.trim_ascii();
     match trimmed.first() {
@@ -156,10 +166,7 @@ pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut Ele
 
 fn expand(items: &[&RawValue], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
     for (i, item) in items.iter().enumerate() {
-        let r = RawRef {
-            source: format!("{}#{}", raw.source, i).into(),
-            position: raw.position,
-        };
+        let r = raw.element(u32::try_from(i).unwrap_or(u32::MAX));
         let bytes = item.get().as_bytes();
         let result = decode_one(bytes, hint, r.clone());
         out(bytes, &r, result);

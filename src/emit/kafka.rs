@@ -1,31 +1,37 @@
-//! Messages for Kafka: decisions as CloudEvents in binary mode (the JSON body is the alert or
-//! command; `ce_*` headers let consumers route without parsing), and dead letters carrying the
-//! original bytes with the reason and source position in headers.
+//! The service's Kafka output. Decisions become CloudEvents in binary mode (the JSON body is the
+//! alert or command; `ce_*` headers let consumers route without parsing), dead letters are built
+//! in [`super::dead_letter`]; building an [`Outgoing`] is pure.
 //!
-//! Building an [`Outgoing`] is pure; sending it is the service's job.
+//! The idempotent producer sends them ([`enqueue`]), and the *acknowledger* ([`acknowledge`])
+//! awaits each input record's deliveries in input order, re-sending a failed one a few times,
+//! and only then stores the record's offset: an input offset is never committed before
+//! everything it caused is acknowledged. The channel that feeds the acknowledger is bounded
+//! (`max_in_flight`), which is the backpressure: when the brokers are slow or down, consumption
+//! waits instead of buffering without limit.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{EmitError, command, render};
+use crate::config::RunConfig;
+use crate::config::service::ClientKind;
 use crate::decide::Decision;
-use crate::decode::DecodeError;
 use crate::decode::time::format_rfc3339_ms;
-
-use super::{command, render};
+use crate::kafka::{Hooks, KafkaContext, Role, client_config};
+use crate::telemetry::Metrics;
 
 /// CloudEvents `type` of alerts.
 pub const ALERT_TYPE: &str = "dev.driftwatch.detection_finding.v1";
 /// CloudEvents `type` of revocation commands.
 pub const COMMAND_TYPE: &str = "dev.driftwatch.revocation_command.v1";
-
-/// Dead-letter header names.
-pub mod dead_letter {
-    pub const REASON: &str = "dw_reason";
-    pub const ERROR: &str = "dw_error";
-    pub const SOURCE_TOPIC: &str = "dw_source_topic";
-    pub const SOURCE_PARTITION: &str = "dw_source_partition";
-    pub const SOURCE_OFFSET: &str = "dw_source_offset";
-    /// Present when the rejected bytes are one element of a container record (a CloudTrail
-    /// `Records` document, a Kubernetes `EventList`, a JSON array): `#index` within it.
-    pub const ELEMENT: &str = "dw_element";
-}
 
 /// Which output topic a message goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,28 +112,199 @@ pub struct SourcePosition<'a> {
     pub key: Option<&'a [u8]>,
 }
 
-/// A dead letter: the rejected bytes unchanged, keyed like the original, reason in headers.
-/// `element` is the bytes' index within a container record (`source#3`), if they are one.
-pub fn rejected(
-    bytes: &[u8],
-    err: &DecodeError,
-    at: SourcePosition<'_>,
-    element: Option<&str>,
-) -> Outgoing {
-    let mut headers = vec![
-        (dead_letter::REASON, err.code().to_owned()),
-        (dead_letter::ERROR, err.to_string()),
-        (dead_letter::SOURCE_TOPIC, at.topic.to_owned()),
-        (dead_letter::SOURCE_PARTITION, at.partition.to_string()),
-        (dead_letter::SOURCE_OFFSET, at.offset.to_string()),
-    ];
-    if let Some(e) = element {
-        headers.push((dead_letter::ELEMENT, e.to_owned()));
+/// The producer of alerts, commands and dead letters.
+pub type OutputProducer = FutureProducer<KafkaContext<ProducerStats>>;
+
+/// The producer's statistics hook: its queue length.
+pub struct ProducerStats {
+    queue: IntGauge,
+}
+
+impl Hooks for ProducerStats {
+    fn stats(&self, s: Statistics) {
+        self.queue.set(i64::try_from(s.msg_cnt).unwrap_or(i64::MAX));
     }
-    Outgoing {
-        route: Route::DeadLetter,
-        key: at.key.map(<[u8]>::to_vec),
-        payload: bytes.to_vec(),
-        headers,
+}
+
+/// Creates the service's producer.
+///
+/// # Errors
+/// librdkafka's refusal of the configuration.
+pub fn producer(cfg: &RunConfig, metrics: &Metrics) -> Result<OutputProducer, KafkaError> {
+    client_config(
+        &cfg.brokers,
+        Role::ServiceProducer,
+        cfg.kafka_properties_for(ClientKind::Producer),
+    )
+    .create_with_context(KafkaContext::with_hooks(
+        "producer",
+        Some(metrics),
+        ProducerStats {
+            queue: metrics.producer_queue_messages.clone(),
+        },
+    ))
+}
+
+/// Output topic names by route.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub alerts: String,
+    pub commands: String,
+    pub dead_letter: String,
+}
+
+impl Topics {
+    pub fn new(cfg: &RunConfig) -> Topics {
+        Topics {
+            alerts: cfg.alerts_topic.clone(),
+            commands: cfg.commands_topic.clone(),
+            dead_letter: cfg.dead_letter_topic.clone(),
+        }
     }
+
+    pub fn of(&self, r: Route) -> &str {
+        match r {
+            Route::Alerts => &self.alerts,
+            Route::Commands => &self.commands,
+            Route::DeadLetter => &self.dead_letter,
+        }
+    }
+}
+
+/// Hands a message to the producer, waiting while its queue is full.
+///
+/// # Errors
+/// The producer refused the message outright (too large, unknown topic, ...).
+pub async fn enqueue(
+    producer: &OutputProducer,
+    topic: &str,
+    o: &Outgoing,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        let mut headers = OwnedHeaders::new_with_capacity(o.headers.len());
+        for (k, v) in &o.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord {
+            topic,
+            partition: None,
+            payload: Some(&o.payload),
+            key: o.key.as_deref(),
+            timestamp: None,
+            headers: Some(headers),
+        };
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// How often one message is sent before the service gives up on it.
+pub const DELIVERY_ATTEMPTS: u32 = 5;
+
+/// Awaits one message's acknowledgement, re-sending it a few times on failure.
+async fn deliver(
+    mut fut: DeliveryFuture,
+    o: Outgoing,
+    producer: &OutputProducer,
+    topics: &Topics,
+    metrics: &Metrics,
+) -> Result<(), EmitError> {
+    let topic = topics.of(o.route);
+    let mut attempt = 1;
+    loop {
+        let error = match fut.await {
+            Ok(Ok(_)) => {
+                if o.route == Route::DeadLetter {
+                    metrics.dead_letters.inc();
+                }
+                return Ok(());
+            }
+            Ok(Err((e, _))) => e,
+            Err(_) => KafkaError::Canceled,
+        };
+        metrics
+            .delivery_errors
+            .with_label_values(&[o.route.as_str()])
+            .inc();
+        if attempt >= DELIVERY_ATTEMPTS {
+            return Err(EmitError::Delivery {
+                topic: topic.to_owned(),
+                attempts: attempt,
+                source: error,
+            });
+        }
+        let wait = Duration::from_millis(500 << attempt);
+        warn!(topic, %error, attempt, retry_in = ?wait, "Delivery failed; sending again.");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        fut = enqueue(producer, topic, &o)
+            .await
+            .map_err(|source| EmitError::Delivery {
+                topic: topic.to_owned(),
+                attempts: attempt,
+                source,
+            })?;
+    }
+}
+
+/// One input record's outputs, awaiting acknowledgement before its offset is stored.
+pub struct Pending {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub received: Instant,
+    pub deliveries: Vec<(DeliveryFuture, Outgoing)>,
+}
+
+/// The acknowledger: awaits each record's deliveries in input order, then stores its offset with
+/// `store_offset(topic, partition, offset)` (the last one per partition of each batch). Returns
+/// when the channel closes, or with the first message that could not be delivered.
+///
+/// # Errors
+/// [`EmitError::Delivery`]: a message failed [`DELIVERY_ATTEMPTS`] times; its record's offset
+/// and every later one are not stored.
+pub async fn acknowledge(
+    mut rx: mpsc::Receiver<Pending>,
+    producer: OutputProducer,
+    topics: Arc<Topics>,
+    metrics: Arc<Metrics>,
+    mut store_offset: impl FnMut(&str, i32, i64),
+) -> Result<(), EmitError> {
+    let mut batch = Vec::with_capacity(512);
+    let mut last: Vec<(Arc<str>, i32, i64)> = Vec::new();
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let n = batch.len() as i64;
+        for p in batch.drain(..) {
+            let had_outputs = !p.deliveries.is_empty();
+            for (fut, o) in p.deliveries {
+                deliver(fut, o, &producer, &topics, &metrics).await?;
+            }
+            if had_outputs {
+                metrics
+                    .delivery_seconds
+                    .observe(p.received.elapsed().as_secs_f64());
+            }
+            match last
+                .iter_mut()
+                .find(|(t, part, _)| *part == p.partition && *t == p.topic)
+            {
+                Some(e) => e.2 = p.offset,
+                None => last.push((p.topic, p.partition, p.offset)),
+            }
+        }
+        for (t, part, offset) in last.drain(..) {
+            store_offset(&t, part, offset);
+        }
+        metrics.records_acknowledged.inc_by(n as u64);
+        metrics.records_in_flight.sub(n);
+    }
+    Ok(())
 }

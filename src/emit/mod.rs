@@ -1,14 +1,39 @@
 //! emit: renders decisions as the messages SIEM and SOAR consumers read
-//! (`schemas/alert.v1.json`, `schemas/revocation-command.v1.json`) and writes them out.
+//! (`schemas/alert.v1.json`, `schemas/revocation-command.v1.json`), and rejected records as dead
+//! letters, and writes them out: JSONL files or standard output ([`sink`]) for replay, Kafka
+//! ([`kafka`]: CloudEvents messages, the producer, acknowledgements) for the service.
 
 pub mod command;
+pub mod dead_letter;
 pub mod kafka;
 pub mod ocsf;
 pub mod sink;
 
+use std::io;
+use std::path::PathBuf;
+
+use rdkafka::error::KafkaError;
 use serde_json::Value;
 
 use crate::decide::Decision;
+
+/// Why an output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("cannot create output file {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write to {target}: {source}")]
+    Write { target: String, source: io::Error },
+    #[error(
+        "a message for topic `{topic}` could not be delivered after {attempts} attempts: {source}; \
+         its input offset was not committed, so it will be processed again after a restart"
+    )]
+    Delivery {
+        topic: String,
+        attempts: u32,
+        source: KafkaError,
+    },
+}
 
 /// The JSON message for a decision.
 pub fn render(d: &Decision) -> Value {

@@ -2,28 +2,16 @@
 
 use serde_json::{Value, json};
 
-use crate::decide::{Activity, Alert};
+use crate::decide::{Activity, Alert, Severity};
 
 pub const OCSF_VERSION: &str = "1.1.0";
 
-/// OCSF severity name of a severity_id.
-pub fn severity_name(id: u8) -> &'static str {
-    match id {
-        1 => "Informational",
-        2 => "Low",
-        3 => "Medium",
-        4 => "High",
-        5 => "Critical",
-        _ => "Unknown",
-    }
-}
-
 /// OCSF risk_level_id matching a severity: Medium 2, High 3, Critical 4.
-fn risk_level(severity_id: u8) -> (u8, &'static str) {
-    match severity_id {
-        5 => (4, "Critical"),
-        4 => (3, "High"),
-        _ => (2, "Medium"),
+fn risk_level(severity: Severity) -> (u8, &'static str) {
+    match severity {
+        Severity::Critical => (4, "Critical"),
+        Severity::High => (3, "High"),
+        Severity::Medium => (2, "Medium"),
     }
 }
 
@@ -45,7 +33,7 @@ pub fn detection_finding(a: &Alert) -> Value {
         .map(|f| f.summary.as_str())
         .collect::<Vec<_>>()
         .join("; ");
-    let (risk_level_id, risk_level_name) = risk_level(a.severity_id);
+    let (risk_level_id, risk_level_name) = risk_level(a.severity);
     let evidences: Vec<Value> = a
         .findings
         .iter()
@@ -88,8 +76,8 @@ pub fn detection_finding(a: &Alert) -> Value {
         "type_uid": 200400 + activity_id,
         "type_name": format!("Detection Finding: {activity_name}"),
         "time": a.time_ms,
-        "severity_id": a.severity_id,
-        "severity": severity_name(a.severity_id),
+        "severity_id": a.severity.id(),
+        "severity": a.severity.name(),
         "status_id": 1,
         "status": "New",
         "risk_score": a.risk_score,
@@ -132,7 +120,7 @@ pub fn detection_finding(a: &Alert) -> Value {
             "session_uid": ev.session_id,
             "command_id": a.command_id,
             "command_withheld": a.command_withheld,
-            "raw_ref": {"source": ev.raw.source, "position": ev.raw.position},
+            "raw_ref": {"source": ev.raw.source_label(), "position": ev.raw.position},
         },
     })
 }

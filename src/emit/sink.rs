@@ -2,17 +2,11 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EmitError {
-    #[error("cannot create output file {path}: {source}")]
-    Create { path: PathBuf, source: io::Error },
-    #[error("cannot write to {target}: {source}")]
-    Write { target: String, source: io::Error },
-}
+use super::EmitError;
 
 /// A JSONL writer.
 pub struct JsonlSink {

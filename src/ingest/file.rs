@@ -79,13 +79,7 @@ pub fn split_records(data: &[u8], source: &str, mut f: impl FnMut(&[u8], RawRef)
         .trim_ascii();
     let whole_document = trimmed.starts_with(b"[") || (!is_json(first_line) && is_json(trimmed));
     if whole_document {
-        f(
-            trimmed,
-            RawRef {
-                source: source.clone(),
-                position: 0,
-            },
-        );
+        f(trimmed, RawRef::new(source.clone(), 0));
         return;
     }
     for (i, line) in data.split(|&c| c == b'\n').enumerate() {
@@ -93,13 +87,7 @@ pub fn split_records(data: &[u8], source: &str, mut f: impl FnMut(&[u8], RawRef)
         if line.is_empty() {
             continue;
         }
-        f(
-            line,
-            RawRef {
-                source: source.clone(),
-                position: i as u64 + 1,
-            },
-        );
+        f(line, RawRef::new(source.clone(), i as u64 + 1));
     }
 }
 

@@ -1,4 +1,8 @@
-//! ingest: where records come from. Files today (JSONL, JSON documents and arrays, gzip,
-//! standard input); Kafka in the streaming service. Only this stage and `emit` do I/O.
+//! ingest: where records come from. Files ([`file`]: JSONL, JSON documents and arrays, gzip,
+//! standard input) and, for the streaming service, Kafka ([`kafka`]: the consumer and its
+//! rebalance callbacks, over the pure partition bookkeeping of [`partitions`]). Only this stage
+//! and `emit` do I/O.
 
 pub mod file;
+pub mod kafka;
+pub mod partitions;

@@ -18,7 +18,6 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::detect::Detector;
 use crate::engine::Engine;
 
 /// Buckets for processing and delivery latency: 100 µs to 10 s in 1-2-5 steps.
@@ -436,10 +435,8 @@ impl EngineCollector {
             &["detector"],
         )
         .expect("metric names here are valid");
-        for d in Detector::ALL {
-            findings
-                .with_label_values(&[d.as_str()])
-                .inc_by(c.findings[d as usize].load(Ordering::Relaxed));
+        for (d, n) in engine.findings_by_detector() {
+            findings.with_label_values(&[d.as_str()]).inc_by(n);
         }
         let census = engine.census();
         let mut out = Vec::new();
@@ -527,8 +524,7 @@ mod tests {
 
     #[test]
     fn names_all_lists_exactly_the_registered_metrics() {
-        use crate::detect::Rules;
-        use crate::model::Model;
+        use crate::config::{Model, Rules};
         let r = Registry::new();
         let m = Metrics::register(&r).unwrap();
         r.register(Box::new(EngineCollector::new(Arc::new(Engine::new(

@@ -6,8 +6,17 @@ pub mod logging;
 pub mod metrics;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use metrics::{EngineCollector, Metrics};
+
+/// Wall-clock milliseconds since the epoch: for log rate limits and event-time lag, never for
+/// detection (which runs on event time).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Lets one log line through per interval and counts the ones held back, so a stream of bad
 /// records or a broker outage cannot flood the logs. Time is passed in, so tests need no sleeps.

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
+use driftwatch::config::Model;
+use driftwatch::config::Rules;
 use driftwatch::decide::Decision;
 use driftwatch::decode::{self, Decoded, FormatHint};
-use driftwatch::detect::Rules;
 use driftwatch::emit;
 use driftwatch::engine::Engine;
 use driftwatch::event::{AccessEvent, RawRef};
-use driftwatch::model::Model;
 use serde_json::Value;
 
 pub fn schema(name: &str) -> jsonschema::Validator {
@@ -43,10 +43,7 @@ pub fn assert_valid(validator: &jsonschema::Validator, v: &Value, what: &str) {
 pub fn decode_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<AccessEvent> {
     let mut out = Vec::new();
     for (i, line) in lines.into_iter().enumerate() {
-        let raw = RawRef {
-            source: "test".into(),
-            position: i as u64 + 1,
-        };
+        let raw = RawRef::new("test".into(), i as u64 + 1);
         decode::decode_record(
             line.as_bytes(),
             FormatHint::Auto,

@@ -7,15 +7,92 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
+use super::simulate::{self, Labels, SimConfig};
+use crate::cli::ProduceArgs;
+use crate::config::service::KafkaProperty;
+use crate::config::{ConfigError, Problem};
 use crate::decode::{self, Decoded, FormatHint};
 use crate::event::RawRef;
-use crate::simulate::{self, Labels, SimConfig};
+use crate::ingest::file;
+use crate::kafka::{KafkaContext, Role, client_config};
+
+/// A producer loading records (see [`Role::Loader`]), with pass-through properties.
+///
+/// # Errors
+/// librdkafka's refusal of the configuration.
+pub fn loader<'p>(
+    brokers: &str,
+    properties: impl IntoIterator<Item = (&'p str, &'p str)>,
+) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+    client_config(brokers, Role::Loader, properties)
+        .create_with_context(KafkaContext::new("loader"))
+}
+
+/// `driftwatch produce`: loads the input files (or a simulated fleet) into the topic, keyed and
+/// ordered as [`keyed_records`] says, at most `--rate` records a second; returns how many the
+/// brokers acknowledged.
+///
+/// # Errors
+/// Malformed `--kafka-property` arguments (a [`ConfigError`]), an unreadable input, or a
+/// producer the brokers refuse.
+pub async fn run(args: &ProduceArgs) -> anyhow::Result<u64> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let props = kafka_properties_unchecked(&args.kafka_property, &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            file: "driftwatch produce".into(),
+            problems,
+        }
+        .into());
+    }
+    let records = if args.simulate {
+        let cfg = SimConfig {
+            identities: args.identities,
+            days: args.days,
+            seed: args.seed,
+            ..SimConfig::default()
+        };
+        simulated_fleet(&cfg).0
+    } else {
+        let mut data = Vec::new();
+        for input in &args.inputs {
+            let bytes = file::read_input(input)?;
+            file::split_records(&bytes, input, |rec, _| data.push(rec.to_vec()));
+        }
+        keyed_records(data.iter().map(Vec::as_slice), args.format)
+    };
+    let producer = loader(
+        &args.brokers,
+        props.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .context("creating the Kafka producer")?;
+    let rate = (args.rate > 0).then_some(args.rate);
+    send_paced(&producer, &args.topic, &records, rate)
+        .await
+        .with_context(|| format!("producing to `{}` at {}", args.topic, args.brokers))
+}
+
+/// `produce` passes every property through, those `run` reserves included (it is a loader, not
+/// the service): only malformed arguments are problems.
+fn kafka_properties_unchecked(
+    props: &[KafkaProperty],
+    problems: &mut Vec<Problem>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in props {
+        match p {
+            KafkaProperty::Set { name, value } => out.push((name.clone(), value.clone())),
+            KafkaProperty::Malformed(arg) => problems.push(KafkaProperty::malformed(arg)),
+        }
+    }
+    out
+}
 
 /// A simulated fleet (`simulate::generate`) as keyed records in event-time order, with its labels.
 pub fn simulated_fleet(cfg: &SimConfig) -> (Vec<KeyedRecord>, Labels) {
@@ -29,9 +106,8 @@ pub fn simulated_fleet(cfg: &SimConfig) -> (Vec<KeyedRecord>, Labels) {
 /// # Errors
 /// When the brokers cannot be reached or refuse a topic.
 pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<KafkaContext> =
+        client_config(brokers, Role::Admin, []).create_with_context(KafkaContext::new("admin"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
@@ -88,8 +164,8 @@ pub fn keyed_records<'a>(
 ///
 /// # Errors
 /// The first delivery error.
-pub async fn send_all(
-    producer: &FutureProducer,
+pub async fn send_all<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     records: &[KeyedRecord],
     window: usize,
@@ -137,8 +213,8 @@ pub async fn send_all(
 ///
 /// # Errors
 /// The first delivery error.
-pub async fn send_paced(
-    producer: &FutureProducer,
+pub async fn send_paced<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     records: &[KeyedRecord],
     per_second: Option<u32>,

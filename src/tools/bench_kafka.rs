@@ -8,16 +8,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use prometheus::Registry;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 
-use crate::detect::Rules;
-use crate::produce::{self, KeyedRecord};
+use super::produce::{self, KeyedRecord};
+use super::simulate::SimConfig;
+use crate::config::{Rules, RunConfig, Settings};
+use crate::kafka::{KafkaContext, Role, client_config};
 use crate::service::Service;
-use crate::service::config::{RunConfig, Settings};
-use crate::simulate::SimConfig;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::quantile;
 
@@ -112,20 +110,15 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         .context("creating the benchmark topics")?;
 
     let data = records(opts.records);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
-        .set("linger.ms", "20")
-        .create()?;
+    let producer = produce::loader(&opts.brokers, [])?;
     let n = produce::send_all(&producer, &input, &data, 100_000).await?;
     drop(data);
 
     // Reference: a consumer that only counts, timed from its first record to its last.
-    let raw: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
-        .set("group.id", format!("dwbench-raw-{id}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let group = format!("dwbench-raw-{id}");
+    let raw: StreamConsumer<KafkaContext> =
+        client_config(&opts.brokers, Role::Reader { group: &group }, [])
+            .create_with_context(KafkaContext::new("reader"))?;
     raw.subscribe(&[&input])?;
     let mut seen = 0u64;
     let mut first = None;
@@ -155,7 +148,6 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
             dead_letter_topic: Some(outs[2].clone()),
             ..Settings::default()
         },
-        vec![],
         None,
     )?;
     let service = Service::new(cfg, rules, &Registry::new())?;

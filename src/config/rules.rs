@@ -1,7 +1,9 @@
-//! The model compiled for the hot path: globs built once, half-lives in the units used.
+//! The model compiled for the hot path: globs built once, half-lives in the units used, and the
+//! declared inventory beside it.
 
-use crate::inventory::Inventory;
-use crate::model::{Glob, Model};
+use std::path::Path;
+
+use super::{ConfigError, Inventory, Model};
 
 /// One sensitivity tier with its compiled patterns.
 #[derive(Debug, Clone)]
@@ -57,6 +59,23 @@ impl Rules {
             .map(|i| i as u8)
     }
 
+    /// Loads a model file laid over the embedded default (the default alone when `None`) and an
+    /// optional inventory file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file and every problem in it.
+    pub fn load(model: Option<&Path>, inventory: Option<&Path>) -> Result<Rules, ConfigError> {
+        let model = match model {
+            Some(p) => Model::load(p)?,
+            None => Model::embedded(),
+        };
+        let rules = Rules::new(model);
+        Ok(match inventory {
+            Some(p) => rules.with_inventory(Inventory::load(p)?),
+            None => rules,
+        })
+    }
+
     /// The same rules with declared identity metadata.
     pub fn with_inventory(mut self, inventory: Inventory) -> Rules {
         self.inventory = inventory;
@@ -67,6 +86,52 @@ impl Rules {
     pub fn is_protected(&self, principal: &str) -> bool {
         self.protected.iter().any(|g| g.matches(principal))
             || self.inventory.get(principal).is_some_and(|m| m.protected)
+    }
+}
+
+/// A `*` wildcard pattern, case-sensitive, matched against the whole string.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    parts: Vec<String>,
+    anchored_start: bool,
+    anchored_end: bool,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Glob {
+        Glob {
+            parts: pattern
+                .split('*')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            anchored_start: !pattern.starts_with('*'),
+            anchored_end: !pattern.ends_with('*'),
+        }
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        let mut rest = s;
+        let n = self.parts.len();
+        if n == 0 {
+            return !self.anchored_start || s.is_empty();
+        }
+        for (i, part) in self.parts.iter().enumerate() {
+            if i == 0 && self.anchored_start {
+                let Some(r) = rest.strip_prefix(part.as_str()) else {
+                    return false;
+                };
+                rest = r;
+            } else if i == n - 1 && self.anchored_end {
+                return rest.len() >= part.len() && rest.ends_with(part.as_str());
+            } else {
+                let Some(pos) = rest.find(part.as_str()) else {
+                    return false;
+                };
+                rest = &rest[pos + part.len()..];
+            }
+        }
+        !self.anchored_end || rest.is_empty()
     }
 }
 
@@ -95,5 +160,24 @@ mod tests {
         assert_eq!(name("s3.amazonaws.com:GetObject"), None);
         assert!(r.is_protected("arn:aws:iam::123456789012:role/break-glass-admin"));
         assert!(!r.is_protected("arn:aws:iam::123456789012:role/app"));
+    }
+
+    #[test]
+    fn globs_match_whole_strings() {
+        assert!(
+            Glob::new("iam.amazonaws.com:Attach*Policy")
+                .matches("iam.amazonaws.com:AttachUserPolicy")
+        );
+        assert!(
+            !Glob::new("iam.amazonaws.com:Attach*Policy")
+                .matches("iam.amazonaws.com:AttachUserPolicyX")
+        );
+        assert!(
+            Glob::new("*:SetIamPolicy").matches("cloudresourcemanager.googleapis.com:SetIamPolicy")
+        );
+        assert!(Glob::new("list:*").matches("list:pods"));
+        assert!(!Glob::new("get:secrets").matches("get:secretsx"));
+        assert!(Glob::new("a*b*c").matches("aXbYc"));
+        assert!(!Glob::new("a*b*c").matches("aXcYb"));
     }
 }

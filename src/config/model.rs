@@ -6,15 +6,16 @@
 //! default, then ranges are checked by [`Model::validate`]; [`ConfigError`] lists every problem
 //! with its file and key.
 
-use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Problem};
 
 /// The default model, compiled in so the binary runs without any file.
-pub const DEFAULT_MODEL_TOML: &str = include_str!("../models/default.toml");
+pub const DEFAULT_MODEL_TOML: &str = include_str!("../../models/default.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
     pub baseline: BaselineConfig,
@@ -25,7 +26,7 @@ pub struct Model {
     pub commands: CommandConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaselineConfig {
     pub half_life_days: f64,
@@ -41,7 +42,7 @@ pub struct BaselineConfig {
     pub novelty_prior_seen: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmupConfig {
     pub min_active_hours: u32,
@@ -49,7 +50,7 @@ pub struct WarmupConfig {
     pub min_events_for_origin_checks: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoringConfig {
     pub evidence_half_life_minutes: f64,
@@ -62,7 +63,7 @@ pub struct ScoringConfig {
     pub critical_min_score: u8,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Detectors {
     pub new_endpoint: NoveltyDetector,
@@ -76,7 +77,7 @@ pub struct Detectors {
     pub inventory: InventoryDetector,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryDetector {
     pub enabled: bool,
@@ -85,7 +86,7 @@ pub struct InventoryDetector {
     pub outside_declared_bits: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoveltyDetector {
     pub enabled: bool,
@@ -94,7 +95,7 @@ pub struct NoveltyDetector {
     pub fleet_discount_bits_per_doubling: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginDetector {
     pub enabled: bool,
@@ -104,7 +105,7 @@ pub struct OriginDetector {
     pub client_fleet_discount_bits_per_doubling: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutsideWorkload {
     pub enabled: bool,
@@ -112,7 +113,7 @@ pub struct OutsideWorkload {
     pub bits: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeDetector {
     pub enabled: bool,
@@ -125,7 +126,7 @@ pub struct VolumeDetector {
     pub shrink_hours: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnusualHour {
     pub enabled: bool,
@@ -134,7 +135,7 @@ pub struct UnusualHour {
     pub cold_share: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowDetector {
     pub enabled: bool,
@@ -144,7 +145,7 @@ pub struct WindowDetector {
     pub min_denied: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enumeration {
     pub enabled: bool,
@@ -155,7 +156,7 @@ pub struct Enumeration {
     pub warmup_max_fleet_users: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dormant {
     pub enabled: bool,
@@ -165,7 +166,7 @@ pub struct Dormant {
     pub min_prior_events: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensitivityTier {
     pub tier: String,
@@ -173,7 +174,7 @@ pub struct SensitivityTier {
     pub patterns: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandMode {
     DryRun,
@@ -189,7 +190,7 @@ impl CommandMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
     pub mode: CommandMode,
@@ -197,57 +198,6 @@ pub struct CommandConfig {
     pub max_per_hour: u32,
     pub max_fleet_fraction: f64,
     pub protected: Vec<String>,
-}
-
-/// One thing wrong with a model file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub why: String,
-}
-
-/// A model file that cannot be used, with every problem found in it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub file: String,
-    pub problems: Vec<Problem>,
-}
-
-impl ConfigError {
-    /// Reads a configuration file, returning its display name and text.
-    ///
-    /// # Errors
-    /// A `ConfigError` naming the file when it cannot be read.
-    pub fn read(path: &Path) -> Result<(String, String), ConfigError> {
-        let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok((file, text)),
-            Err(e) => Err(ConfigError {
-                file,
-                problems: vec![Problem {
-                    key: "(file)".into(),
-                    why: format!("cannot read: {e}"),
-                }],
-            }),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(
-            f,
-            "{}: {} configuration problem{}",
-            self.file,
-            n,
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {}: {}: {}", self.file, p.key, p.why)?;
-        }
-        Ok(())
-    }
 }
 
 impl Model {
@@ -426,39 +376,25 @@ impl Model {
         );
 
         let d = &self.detectors;
-        let weights = [
-            ("new_endpoint", d.new_endpoint.weight),
-            ("new_origin", d.new_origin.weight),
-            ("outside_workload", d.outside_workload.weight),
-            ("volume", d.volume.weight),
-            ("unusual_hour", d.unusual_hour.weight),
-            ("denied_burst", d.denied_burst.weight),
-            ("enumeration", d.enumeration.weight),
-            ("dormant", d.dormant.weight),
-            ("inventory", d.inventory.weight),
-        ];
-        for (name, w) in weights {
-            check(
-                w.is_finite() && w >= 0.0,
-                &format!("detectors.{name}.weight"),
-                format!("must be a finite number >= 0, got {w}"),
-            );
-        }
-        let max_bits = [
-            ("new_endpoint", d.new_endpoint.max_bits),
-            ("new_origin", d.new_origin.max_bits),
-            ("volume", d.volume.max_bits),
-            ("unusual_hour", d.unusual_hour.max_bits),
-            ("denied_burst", d.denied_burst.max_bits),
-            ("enumeration", d.enumeration.max_bits),
-            ("dormant", d.dormant.max_bits),
-        ];
-        for (name, m) in max_bits {
-            check(
-                m > 0.0 && m <= 64.0,
-                &format!("detectors.{name}.max_bits"),
-                format!("must be in (0, 64], got {m}"),
-            );
+        // Every detector section's weight and max_bits, found by key: a new section is checked
+        // without being listed here.
+        let sections =
+            toml::Table::try_from(d).expect("detector settings are plain numbers and flags");
+        for (name, section) in &sections {
+            if let Some(w) = section.get("weight").and_then(toml::Value::as_float) {
+                check(
+                    w.is_finite() && w >= 0.0,
+                    &format!("detectors.{name}.weight"),
+                    format!("must be a finite number >= 0, got {w}"),
+                );
+            }
+            if let Some(m) = section.get("max_bits").and_then(toml::Value::as_float) {
+                check(
+                    m > 0.0 && m <= 64.0,
+                    &format!("detectors.{name}.max_bits"),
+                    format!("must be in (0, 64], got {m}"),
+                );
+            }
         }
         check(
             d.volume.prior_dispersion >= 1.0,
@@ -629,52 +565,6 @@ fn merge(base: &mut toml::Table, user: toml::Table, prefix: &str, problems: &mut
     }
 }
 
-/// A `*` wildcard pattern, case-sensitive, matched against the whole string.
-#[derive(Debug, Clone)]
-pub struct Glob {
-    parts: Vec<String>,
-    anchored_start: bool,
-    anchored_end: bool,
-}
-
-impl Glob {
-    pub fn new(pattern: &str) -> Glob {
-        Glob {
-            parts: pattern
-                .split('*')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            anchored_start: !pattern.starts_with('*'),
-            anchored_end: !pattern.ends_with('*'),
-        }
-    }
-
-    pub fn matches(&self, s: &str) -> bool {
-        let mut rest = s;
-        let n = self.parts.len();
-        if n == 0 {
-            return !self.anchored_start || s.is_empty();
-        }
-        for (i, part) in self.parts.iter().enumerate() {
-            if i == 0 && self.anchored_start {
-                let Some(r) = rest.strip_prefix(part.as_str()) else {
-                    return false;
-                };
-                rest = r;
-            } else if i == n - 1 && self.anchored_end {
-                return rest.len() >= part.len() && rest.ends_with(part.as_str());
-            } else {
-                let Some(pos) = rest.find(part.as_str()) else {
-                    return false;
-                };
-                rest = &rest[pos + part.len()..];
-            }
-        }
-        !self.anchored_end || rest.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,21 +632,20 @@ patterns = ["noservice"]
     }
 
     #[test]
-    fn globs_match_whole_strings() {
-        assert!(
-            Glob::new("iam.amazonaws.com:Attach*Policy")
-                .matches("iam.amazonaws.com:AttachUserPolicy")
-        );
-        assert!(
-            !Glob::new("iam.amazonaws.com:Attach*Policy")
-                .matches("iam.amazonaws.com:AttachUserPolicyX")
-        );
-        assert!(
-            Glob::new("*:SetIamPolicy").matches("cloudresourcemanager.googleapis.com:SetIamPolicy")
-        );
-        assert!(Glob::new("list:*").matches("list:pods"));
-        assert!(!Glob::new("get:secrets").matches("get:secretsx"));
-        assert!(Glob::new("a*b*c").matches("aXbYc"));
-        assert!(!Glob::new("a*b*c").matches("aXcYb"));
+    fn every_detector_sections_weight_and_max_bits_are_range_checked() {
+        let err = Model::from_toml_str(
+            "[detectors.dormant]\nweight = -1.0\nmax_bits = 65.0\n[detectors.inventory]\nweight = -2.0\n[detectors.outside_workload]\nweight = -3.0",
+            "w.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "detectors.dormant.weight",
+            "detectors.dormant.max_bits",
+            "detectors.inventory.weight",
+            "detectors.outside_workload.weight",
+        ] {
+            assert!(keys.contains(&k), "{k} not checked: {err}");
+        }
     }
 }

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{ConfigError, Problem};
 use crate::decode::time::parse_timestamp_ms;
-use crate::model::{ConfigError, Problem};
 
 /// An address block, `10.0.0.0/8` or `2001:db8::/32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

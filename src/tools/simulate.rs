@@ -10,7 +10,7 @@
 //! apply throughout.
 //!
 //! Attacks of every kind the engine is meant to catch are injected after the warm-up and
-//! written to `labels.json` (`schemas/labels.v1.json`), so [`crate::evaluate`] can score a replay.
+//! written to `labels.json` (`schemas/labels.v1.json`), so [`super::evaluate`] can score a replay.
 //! Output is deterministic for a seed.
 
 use std::fs::File;
@@ -80,19 +80,81 @@ pub struct LabelAttack {
     pub description: String,
 }
 
-/// Every attack kind the simulator injects.
-pub const ATTACK_KINDS: [&str; 10] = [
-    "token_replay_external",
-    "instance_credential_exfiltration",
-    "privilege_escalation",
-    "rbac_escalation",
-    "off_hours_activity",
-    "dormant_key_reactivated",
-    "bulk_download",
-    "enumeration",
-    "denied_burst",
-    "new_client_replay",
-];
+/// Every attack kind the simulator injects, by the name its labels carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackKind {
+    TokenReplayExternal,
+    InstanceCredentialExfiltration,
+    PrivilegeEscalation,
+    RbacEscalation,
+    OffHoursActivity,
+    DormantKeyReactivated,
+    BulkDownload,
+    Enumeration,
+    DeniedBurst,
+    NewClientReplay,
+}
+
+impl AttackKind {
+    /// Every kind, in the order victims are chosen (which the fleet's randomness depends on).
+    pub const ALL: [AttackKind; 10] = [
+        AttackKind::TokenReplayExternal,
+        AttackKind::InstanceCredentialExfiltration,
+        AttackKind::PrivilegeEscalation,
+        AttackKind::RbacEscalation,
+        AttackKind::OffHoursActivity,
+        AttackKind::DormantKeyReactivated,
+        AttackKind::BulkDownload,
+        AttackKind::Enumeration,
+        AttackKind::DeniedBurst,
+        AttackKind::NewClientReplay,
+    ];
+
+    /// The name in `labels.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackKind::TokenReplayExternal => "token_replay_external",
+            AttackKind::InstanceCredentialExfiltration => "instance_credential_exfiltration",
+            AttackKind::PrivilegeEscalation => "privilege_escalation",
+            AttackKind::RbacEscalation => "rbac_escalation",
+            AttackKind::OffHoursActivity => "off_hours_activity",
+            AttackKind::DormantKeyReactivated => "dormant_key_reactivated",
+            AttackKind::BulkDownload => "bulk_download",
+            AttackKind::Enumeration => "enumeration",
+            AttackKind::DeniedBurst => "denied_burst",
+            AttackKind::NewClientReplay => "new_client_replay",
+        }
+    }
+
+    /// Which identity kinds the attack applies to.
+    fn fits(self, k: Kind) -> bool {
+        match self {
+            AttackKind::TokenReplayExternal | AttackKind::RbacEscalation => k == Kind::K8sService,
+            AttackKind::InstanceCredentialExfiltration => k == Kind::Ec2Role,
+            AttackKind::PrivilegeEscalation => {
+                matches!(k, Kind::WorkloadRole | Kind::LambdaRole | Kind::Agent)
+            }
+            AttackKind::OffHoursActivity => k == Kind::BatchJob,
+            AttackKind::DormantKeyReactivated => k == Kind::Dormant,
+            AttackKind::BulkDownload => matches!(
+                k,
+                Kind::WorkloadRole | Kind::PartnerKey | Kind::Agent | Kind::Ec2Role
+            ),
+            AttackKind::Enumeration => matches!(
+                k,
+                Kind::CiKey | Kind::WorkloadRole | Kind::PartnerKey | Kind::LambdaRole
+            ),
+            AttackKind::DeniedBurst => matches!(
+                k,
+                Kind::WorkloadRole | Kind::Ec2Role | Kind::Agent | Kind::BatchJob
+            ),
+            AttackKind::NewClientReplay => matches!(
+                k,
+                Kind::PartnerKey | Kind::WorkloadRole | Kind::Ec2Role | Kind::Agent
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -719,7 +781,7 @@ impl Sim {
     }
 
     /// Injects one attack of `kind` into `id`; returns its label.
-    fn inject(&mut self, kind: &str, id: &mut Ident, n: usize) -> LabelAttack {
+    fn inject(&mut self, kind: AttackKind, id: &mut Ident, n: usize) -> LabelAttack {
         let mut t = self.attack_time(id);
         let attacker_ip = public_ip(&mut self.rng, &ATTACKER_PREFIXES);
         let attacker_ua = pick(&mut self.rng, &ATTACKER_UAS).to_string();
@@ -751,7 +813,7 @@ impl Sim {
         };
         let description;
         match kind {
-            "token_replay_external" => {
+            AttackKind::TokenReplayExternal => {
                 description =
                     "service-account token replayed from an external address with kubectl"
                         .to_owned();
@@ -772,7 +834,7 @@ impl Sim {
                     push(t + k as i64 * 20_000, a, &attacker_ip, ua, None, None);
                 }
             }
-            "instance_credential_exfiltration" => {
+            AttackKind::InstanceCredentialExfiltration => {
                 description = "instance-role session credentials used from outside AWS".to_owned();
                 for (k, a) in [
                     "sts.amazonaws.com:GetCallerIdentity",
@@ -794,7 +856,7 @@ impl Sim {
                     );
                 }
             }
-            "privilege_escalation" => {
+            AttackKind::PrivilegeEscalation => {
                 description = "workload role creates an IAM user, an access key and attaches admin policy, from its own network".to_owned();
                 for (k, a) in [
                     "iam.amazonaws.com:CreateUser",
@@ -807,7 +869,7 @@ impl Sim {
                     push(t + k as i64 * 40_000, a, &usual_ip, &usual_ua, None, None);
                 }
             }
-            "rbac_escalation" => {
+            AttackKind::RbacEscalation => {
                 description = "service account binds cluster-admin and execs into a pod".to_owned();
                 let ip = id
                     .calls
@@ -826,7 +888,7 @@ impl Sim {
                     push(t + k as i64 * 15_000, a, &ip, &usual_ua, None, None);
                 }
             }
-            "off_hours_activity" => {
+            AttackKind::OffHoursActivity => {
                 description =
                     "nightly job credentials used at midday with its usual calls".to_owned();
                 let local_noon = (t.div_euclid(DAY_MS)) * DAY_MS + (12 - id.tz) * HOUR_MS;
@@ -838,7 +900,7 @@ impl Sim {
                     push(t + k * 10_000, &a, &usual_ip, &usual_ua, None, b);
                 }
             }
-            "dormant_key_reactivated" => {
+            AttackKind::DormantKeyReactivated => {
                 description = "access key idle for over 30 days used again".to_owned();
                 for (k, a) in [
                     "sts.amazonaws.com:GetCallerIdentity",
@@ -858,7 +920,7 @@ impl Sim {
                     );
                 }
             }
-            "bulk_download" => {
+            AttackKind::BulkDownload => {
                 description =
                     "bulk download: thousands of objects, gigabytes out, within an hour".to_owned();
                 let n = self.rng.random_range(800..2500);
@@ -873,7 +935,7 @@ impl Sim {
                     );
                 }
             }
-            "enumeration" => {
+            AttackKind::Enumeration => {
                 description = "reconnaissance sweep across services, many calls denied".to_owned();
                 let n = self.rng.random_range(12..22);
                 for k in 0..n {
@@ -889,7 +951,7 @@ impl Sim {
                     );
                 }
             }
-            "denied_burst" => {
+            AttackKind::DeniedBurst => {
                 description = "burst of access-denied calls probing permissions from the identity's usual network".to_owned();
                 let n = self.rng.random_range(25..60);
                 for k in 0..n {
@@ -904,7 +966,7 @@ impl Sim {
                     );
                 }
             }
-            _ => {
+            AttackKind::NewClientReplay => {
                 description =
                     "credential replayed with a new client from a new network, usual calls"
                         .to_owned();
@@ -931,39 +993,12 @@ impl Sim {
         id.calls.extend(calls);
         LabelAttack {
             id: format!("atk-{n:03}"),
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             identity: id.key.clone(),
             start,
             end,
             description,
         }
-    }
-}
-
-/// Which identity kinds an attack applies to.
-fn fits(kind: &str, k: Kind) -> bool {
-    match kind {
-        "token_replay_external" | "rbac_escalation" => k == Kind::K8sService,
-        "instance_credential_exfiltration" => k == Kind::Ec2Role,
-        "privilege_escalation" => matches!(k, Kind::WorkloadRole | Kind::LambdaRole | Kind::Agent),
-        "off_hours_activity" => k == Kind::BatchJob,
-        "dormant_key_reactivated" => k == Kind::Dormant,
-        "bulk_download" => matches!(
-            k,
-            Kind::WorkloadRole | Kind::PartnerKey | Kind::Agent | Kind::Ec2Role
-        ),
-        "enumeration" => matches!(
-            k,
-            Kind::CiKey | Kind::WorkloadRole | Kind::PartnerKey | Kind::LambdaRole
-        ),
-        "denied_burst" => matches!(
-            k,
-            Kind::WorkloadRole | Kind::Ec2Role | Kind::Agent | Kind::BatchJob
-        ),
-        _ => matches!(
-            k,
-            Kind::PartnerKey | Kind::WorkloadRole | Kind::Ec2Role | Kind::Agent
-        ),
     }
 }
 
@@ -1026,11 +1061,11 @@ pub fn generate(cfg: &SimConfig) -> (Vec<String>, Vec<String>, Labels) {
     let mut attacks = Vec::new();
     let mut used = vec![false; ids.len()];
     let min_life = i64::from(cfg.warmup_days + 3) * DAY_MS;
-    for kind in ATTACK_KINDS {
+    for kind in AttackKind::ALL {
         let mut victims: Vec<usize> = (0..ids.len())
             .filter(|&i| {
                 !used[i]
-                    && fits(kind, ids[i].kind)
+                    && kind.fits(ids[i].kind)
                     && (ids[i].kind == Kind::Dormant
                         || (ids[i].first <= sim.start + DAY_MS
                             && ids[i].last - ids[i].first >= min_life))
@@ -1245,10 +1280,11 @@ mod tests {
             days: 14,
             ..SimConfig::default()
         });
-        for kind in ATTACK_KINDS {
+        for kind in AttackKind::ALL {
             assert!(
-                labels.attacks.iter().any(|a| a.kind == kind),
-                "{kind} missing"
+                labels.attacks.iter().any(|a| a.kind == kind.as_str()),
+                "{} missing",
+                kind.as_str()
             );
         }
     }

@@ -13,20 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prometheus::Registry;
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::detect::Rules;
-use crate::evaluate;
-use crate::produce;
+use super::simulate::SimConfig;
+use super::{evaluate, produce};
+use crate::config::{Rules, RunConfig, Settings};
+use crate::kafka::{KafkaContext, Role, client_config};
 use crate::service::Service;
-use crate::service::config::{RunConfig, Settings};
-use crate::simulate::SimConfig;
 use crate::telemetry::metrics::{quantile, register_process_metrics};
 use crate::telemetry::{Metrics, http};
 
@@ -130,7 +127,6 @@ pub async fn run(
             group: Some("driftwatch-demo".into()),
             ..Settings::default()
         },
-        vec![],
         None,
     )?;
     cluster.create_topic(&cfg.inputs[0].topic, opts.partitions, 1)?;
@@ -172,11 +168,14 @@ pub async fn run(
         opts.days,
         labels.attacks.len()
     );
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "driftwatch-demo-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let reader: StreamConsumer<KafkaContext> = client_config(
+        &brokers,
+        Role::Reader {
+            group: "driftwatch-demo-reader",
+        },
+        [],
+    )
+    .create_with_context(KafkaContext::new("reader"))?;
     reader.subscribe(&[&cfg.alerts_topic, &cfg.commands_topic])?;
 
     let input_topic = cfg.inputs[0].topic.clone();
@@ -188,10 +187,7 @@ pub async fn run(
         Some(addr) => Some(serve_metrics(addr, registry, metrics.clone()).await?),
         None => None,
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()?;
+    let producer = produce::loader(&brokers, [("linger.ms", "5")])?;
     // The stream arrives while the service runs. The mock cluster keeps only a few megabytes per
     // partition, so the producer stays at most MAX_AHEAD records ahead of the service.
     const MAX_AHEAD: u64 = 4_000;

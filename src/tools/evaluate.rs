@@ -11,12 +11,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::Path;
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::simulate::Labels;
 use crate::baseline::{DAY_MS, HOUR_MS};
-use crate::simulate::Labels;
 
 /// One alert reduced to what scoring needs.
 #[derive(Debug, Clone)]
@@ -110,6 +112,40 @@ impl fmt::Display for Report {
     }
 }
 
+/// `driftwatch evaluate`: reads a labels file and an alerts JSONL file (commands in it are
+/// skipped) and scores them, allowing `grace_minutes` after an attack's last event.
+///
+/// # Errors
+/// A file that cannot be read, a labels file that does not match `schemas/labels.v1.json`, or an
+/// alert line that is not JSON or lacks its identity or time, each named by file and line.
+pub fn score_files(labels: &Path, alerts: &Path, grace_minutes: i64) -> anyhow::Result<Report> {
+    let labels_text =
+        std::fs::read_to_string(labels).with_context(|| format!("reading {}", labels.display()))?;
+    let labels: Labels = serde_json::from_str(&labels_text)
+        .with_context(|| "labels file does not match schemas/labels.v1.json")?;
+    let text =
+        std::fs::read_to_string(alerts).with_context(|| format!("reading {}", alerts.display()))?;
+    let mut points = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", alerts.display(), i + 1))?;
+        if v.get("class_uid").is_some() {
+            points.push(alert_point(&v).with_context(|| {
+                format!(
+                    "{}:{}: alert without resources[0].uid or time",
+                    alerts.display(),
+                    i + 1
+                )
+            })?);
+        }
+    }
+    Ok(score(&labels, &points, grace_minutes * 60_000))
+}
+
 /// Scores `alerts` against `labels`, allowing `grace_ms` after an attack's last event.
 pub fn score(labels: &Labels, alerts: &[AlertPoint], grace_ms: i64) -> Report {
     let warmup_ms = (labels.warmup_days * DAY_MS as f64) as i64;
@@ -200,7 +236,7 @@ pub fn score(labels: &Labels, alerts: &[AlertPoint], grace_ms: i64) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::{LabelAttack, LabelIdentity};
+    use crate::tools::simulate::{LabelAttack, LabelIdentity};
 
     fn labels() -> Labels {
         Labels {

@@ -1,0 +1,72 @@
+//! config: everything driftwatch is told before the first record, checked at start with every
+//! problem reported at once ([`ConfigError`] names the file, the key and why).
+//!
+//! - [`model`]: the detection model (`models/*.toml`), laid over the embedded default;
+//! - [`rules`]: the model compiled for the hot path ([`Rules`]), with the inventory;
+//! - [`inventory`]: what the organisation declares per identity (owner, expiry, networks);
+//! - [`service`]: the settings of `driftwatch run`, written once for flags, environment, file
+//!   and defaults.
+
+pub mod inventory;
+pub mod model;
+pub mod rules;
+pub mod service;
+
+use std::fmt;
+use std::path::Path;
+
+pub use inventory::Inventory;
+pub use model::Model;
+pub use rules::Rules;
+pub use service::{RunConfig, Settings};
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub why: String,
+}
+
+/// A configuration that cannot be used, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    /// Reads a configuration file, returning its display name and text.
+    ///
+    /// # Errors
+    /// A `ConfigError` naming the file when it cannot be read.
+    pub fn read(path: &Path) -> Result<(String, String), ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((file, text)),
+            Err(e) => Err(ConfigError {
+                file,
+                problems: vec![Problem {
+                    key: "(file)".into(),
+                    why: format!("cannot read: {e}"),
+                }],
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {} configuration problem{}",
+            self.file,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}: {}", self.file, p.key, p.why)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! What every Kafka client driftwatch creates shares: one way to build a librdkafka
+//! configuration ([`client_config`], by the client's [`Role`]) and one client context
+//! ([`KafkaContext`]) that logs through `tracing`, counts client errors and logs them at a rate
+//! limit (a broker outage produces a stream of them), and hands statistics to its owner's
+//! [`Hooks`]. The service's consumer and producer add their own hooks in `ingest::kafka` and
+//! `emit::kafka`; tools and tests use the context as it is.
+
+use prometheus::IntCounter;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use tracing::{debug, error, info, warn};
+
+use crate::telemetry::{Metrics, RateLimit, now_ms};
+
+/// How often librdkafka reports statistics to the service's clients (lag, queue size).
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// What a client is for, which decides the settings driftwatch gives it.
+#[derive(Debug, Clone, Copy)]
+pub enum Role<'a> {
+    /// `driftwatch run`'s consumer: an offset is stored only after the record's outputs are
+    /// acknowledged and committed periodically; cooperative-sticky assignment; statistics.
+    ServiceConsumer { group: &'a str },
+    /// `driftwatch run`'s producer: idempotent, retrying through outages without a deadline
+    /// (backpressure bounds memory instead); statistics.
+    ServiceProducer,
+    /// A producer loading records into a topic (`produce`, the demo, benchmarks, tests):
+    /// idempotent, batched.
+    Loader,
+    /// A reader of topics from their start that commits nothing (the demo, benchmarks, tests).
+    Reader { group: &'a str },
+    /// Topic administration.
+    Admin,
+}
+
+/// The librdkafka configuration for a client of `role`, with pass-through `properties` laid
+/// over it (checked by the caller: see `config::service` for the properties `run` refuses).
+pub fn client_config<'p>(
+    brokers: &str,
+    role: Role<'_>,
+    properties: impl IntoIterator<Item = (&'p str, &'p str)>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", "driftwatch")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    match role {
+        Role::ServiceConsumer { group } => {
+            c.set("group.id", group)
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        Role::ServiceProducer => {
+            c.set("enable.idempotence", "true")
+                // Infinite: librdkafka retries through broker outages; backpressure bounds memory.
+                .set("message.timeout.ms", "0")
+                .set("linger.ms", "1")
+                .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        Role::Loader => {
+            c.set("enable.idempotence", "true").set("linger.ms", "20");
+        }
+        Role::Reader { group } => {
+            c.set("group.id", group)
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false");
+        }
+        Role::Admin => {}
+    }
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// What a client's owner wants to hear from librdkafka beyond logs and errors.
+pub trait Hooks: Send + Sync + 'static {
+    /// Statistics, every `statistics.interval.ms` (only set for the service's clients).
+    fn stats(&self, _stats: Statistics) {}
+}
+
+/// No hooks: tools and tests.
+impl Hooks for () {}
+
+/// The one client context: logs through `tracing`, counts errors in
+/// `driftwatch_kafka_errors_total{client}` when given the metrics, and logs them at most once
+/// per 10 s with the number held back.
+pub struct KafkaContext<H = ()> {
+    client: &'static str,
+    errors: Option<IntCounter>,
+    error_log: RateLimit,
+    /// The owner's hooks (the consumer's rebalance handling lives here too).
+    pub hooks: H,
+}
+
+impl KafkaContext<()> {
+    /// A context for a tool or test client named `client` in logs.
+    pub fn new(client: &'static str) -> KafkaContext<()> {
+        KafkaContext::with_hooks(client, None, ())
+    }
+}
+
+impl<H: Hooks> KafkaContext<H> {
+    /// A context that counts errors in `metrics` (when given) under `client`.
+    pub fn with_hooks(
+        client: &'static str,
+        metrics: Option<&Metrics>,
+        hooks: H,
+    ) -> KafkaContext<H> {
+        KafkaContext {
+            client,
+            errors: metrics.map(|m| m.kafka_errors.with_label_values(&[client])),
+            error_log: RateLimit::new(10_000),
+            hooks,
+        }
+    }
+}
+
+impl<H: Hooks> ClientContext for KafkaContext<H> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => error!(target: "librdkafka", facility = fac, "{msg}"),
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", facility = fac, "{msg}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", facility = fac, "{msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(c) = &self.errors {
+            c.inc();
+        }
+        if let Some(suppressed) = self.error_log.check(now_ms()) {
+            warn!(client = self.client, %error, reason, suppressed, "Kafka client error; librdkafka keeps reconnecting and driftwatch resumes where it left off.");
+        }
+    }
+
+    fn stats(&self, stats: Statistics) {
+        self.hooks.stats(stats);
+    }
+}
+
+/// Readers without hooks take librdkafka's rebalancing as it is.
+impl ConsumerContext for KafkaContext<()> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(c: &ClientConfig, k: &str) -> Option<String> {
+        c.get(k).map(str::to_owned)
+    }
+
+    #[test]
+    fn the_service_consumer_stores_offsets_itself_and_properties_are_laid_over_the_role() {
+        let c = client_config(
+            "b:9092",
+            Role::ServiceConsumer { group: "g" },
+            [("fetch.min.bytes", "1")],
+        );
+        assert_eq!(
+            get(&c, "enable.auto.offset.store").as_deref(),
+            Some("false")
+        );
+        assert_eq!(get(&c, "group.id").as_deref(), Some("g"));
+        assert_eq!(get(&c, "fetch.min.bytes").as_deref(), Some("1"));
+        let p = client_config("b:9092", Role::ServiceProducer, []);
+        assert_eq!(get(&p, "enable.idempotence").as_deref(), Some("true"));
+        assert_eq!(get(&p, "group.id"), None);
+        let r = client_config("b:9092", Role::Reader { group: "r" }, []);
+        assert_eq!(get(&r, "enable.auto.commit").as_deref(), Some("false"));
+    }
+}

@@ -1,0 +1,10 @@
+//! Tools that serve the pipeline without being part of it: a labelled fleet simulator
+//! ([`simulate`]) and the scorer of alerts against its labels ([`evaluate`]), the loader of
+//! records into Kafka ([`produce`]), the self-contained demo ([`demo`]) and the throughput
+//! benchmark through a real broker ([`bench_kafka`]).
+
+pub mod bench_kafka;
+pub mod demo;
+pub mod evaluate;
+pub mod produce;
+pub mod simulate;

@@ -1,0 +1,13 @@
+//! The integration tests: one binary with a module per suite, because every test binary links
+//! librdkafka again and builds are the slow part on a 2-core machine. `cargo test --test
+//! integration kafka::` runs one suite.
+
+mod common;
+
+mod cli;
+mod decoders;
+mod deploy;
+mod golden;
+mod kafka;
+mod quality;
+mod scenarios;
