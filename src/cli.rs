@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::service::{DEFAULT_METRICS_ADDR, KafkaProperty, parse_metrics_addr};
+use crate::config::service::parse_metrics_addr;
+use crate::config::settings::{DEFAULT_METRICS_ADDR, KafkaProperty};
 use crate::config::{ConfigError, Problem, RunConfig, Settings};
 use crate::decode::FormatHint;
 use crate::telemetry::logging::LogFormat;

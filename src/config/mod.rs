@@ -4,13 +4,15 @@
 //! - [`model`]: the detection model (`models/*.toml`), laid over the embedded default;
 //! - [`rules`]: the model compiled for the hot path ([`Rules`]), with the inventory;
 //! - [`inventory`]: what the organisation declares per identity (owner, expiry, networks);
-//! - [`service`]: the settings of `driftwatch run`, written once for flags, environment, file
-//!   and defaults.
+//! - [`settings`]: the settings of `driftwatch run`, written once for flags, environment, file
+//!   and defaults; [`service`]: their resolution into the service's checked [`RunConfig`].
 
 pub mod inventory;
+mod layer;
 pub mod model;
 pub mod rules;
 pub mod service;
+pub mod settings;
 
 use std::fmt;
 use std::path::Path;
@@ -18,7 +20,8 @@ use std::path::Path;
 pub use inventory::Inventory;
 pub use model::Model;
 pub use rules::Rules;
-pub use service::{RunConfig, Settings};
+pub use service::RunConfig;
+pub use settings::Settings;
 
 /// One thing wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

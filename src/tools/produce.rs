@@ -15,7 +15,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::simulate::{self, Labels, SimConfig};
 use crate::cli::ProduceArgs;
-use crate::config::service::KafkaProperty;
+use crate::config::settings::KafkaProperty;
 use crate::config::{ConfigError, Problem};
 use crate::decode::{self, Decoded, FormatHint};
 use crate::event::RawRef;
