@@ -149,7 +149,7 @@ impl RunConfig {
         let d = Settings::defaults();
         macro_rules! pick {
             ($field:ident) => {
-                match (cli.$field, f.$field, d.$field) {
+                match (cli.$field, f.$field, d.$field.clone()) {
                     (Some(v), _, _) => Some((v, key(Source::Flag, stringify!($field)))),
                     (None, Some(v), _) => Some((v, key(Source::File, stringify!($field)))),
                     (None, None, Some(v)) => Some((v, key(Source::Default, stringify!($field)))),
@@ -162,20 +162,26 @@ impl RunConfig {
                 pick!($field).expect(concat!(stringify!($field), " has a default"))
             };
         }
-        let mut non_empty = |(v, k): (String, String)| {
+        // An empty name is a problem; the default stands in for it so later checks (an output
+        // topic that is also an input) do not report the same mistake again.
+        let mut non_empty = |(v, k): (String, String), default: Option<String>| {
             if v.trim().is_empty() {
                 problems.push(Problem {
                     key: k,
                     why: "must not be empty".into(),
                 });
+                return default.expect("a name setting has a default");
             }
             v.trim().to_owned()
         };
-        let brokers = non_empty(pick_defaulted!(brokers));
-        let group_id = non_empty(pick_defaulted!(group));
-        let alerts_topic = non_empty(pick_defaulted!(alerts_topic));
-        let commands_topic = non_empty(pick_defaulted!(commands_topic));
-        let dead_letter_topic = non_empty(pick_defaulted!(dead_letter_topic));
+        let brokers = non_empty(pick_defaulted!(brokers), d.brokers.clone());
+        let group_id = non_empty(pick_defaulted!(group), d.group.clone());
+        let alerts_topic = non_empty(pick_defaulted!(alerts_topic), d.alerts_topic.clone());
+        let commands_topic = non_empty(pick_defaulted!(commands_topic), d.commands_topic.clone());
+        let dead_letter_topic = non_empty(
+            pick_defaulted!(dead_letter_topic),
+            d.dead_letter_topic.clone(),
+        );
 
         let (input_specs, input_key) = pick_defaulted!(inputs);
         let mut inputs: Vec<Input> = Vec::new();
@@ -450,6 +456,18 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(e.problems.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn an_empty_topic_name_is_one_problem_not_three() {
+        let s = Settings {
+            alerts_topic: Some(" ".into()),
+            dead_letter_topic: Some(String::new()),
+            ..Settings::default()
+        };
+        let e = RunConfig::resolve(s, None).unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["--alerts-topic", "--dead-letter-topic"], "{e}");
     }
 
     #[test]

@@ -312,11 +312,11 @@ pub fn commit<C: Consumer<KafkaContext<Partitions>>>(consumer: &C, failed: &str)
     }
 }
 
-/// Creates the service's consumer and subscribes it to the input topics.
+/// Creates the service's consumer (the caller subscribes it, to report that step's failure as
+/// its own).
 ///
 /// # Errors
-/// librdkafka's refusal of the configuration (`Err(None)` for subscription problems is not
-/// used: both are returned as the [`KafkaError`] and the caller says which step failed).
+/// librdkafka's refusal of the configuration.
 pub fn consumer(
     cfg: &RunConfig,
     partitions: Partitions,
