@@ -6,7 +6,8 @@
 //! signal changes is its own memory of what it already reported (so a finding fires once, or
 //! again when it grows).
 //!
-//! Adding a signal means adding its file and a line in [`SIGNALS`]; if it reports under a new
+//! Adding a signal means adding its file and a line in the `signals!` list that declares
+//! [`SIGNALS`]; if it reports under a new
 //! name, also a line in the `detectors!` list below, from which the [`Detector`] names, masks,
 //! counters and metric labels are all derived.
 
@@ -82,8 +83,29 @@ impl Detector {
 /// One signal: judges one aspect of an observed event.
 pub type Signal = fn(&mut Profile, &Observation<'_>) -> Option<Finding>;
 
-/// Every signal, in the order their findings are reported (an alert's evidence lists them so).
-pub const SIGNALS: [Signal; 11] = [
+/// Declares [`SIGNALS`] and [`run_signals`] from one list: the list as data (for tests and
+/// documentation), and the calls written out, so the compiler can inline each check into the
+/// per-event path instead of calling through pointers.
+macro_rules! signals {
+    ($($check:path,)+) => {
+        /// Every signal, in the order their findings are reported (an alert's evidence lists
+        /// them so).
+        pub const SIGNALS: &[Signal] = &[$($check,)+];
+
+        /// Runs every signal in [`SIGNALS`] order, collecting their findings.
+        fn run_signals(p: &mut Profile, o: &Observation<'_>) -> Vec<Finding> {
+            let mut out = Vec::new();
+            $(
+                if let Some(f) = $check(p, o) {
+                    out.push(f);
+                }
+            )+
+            out
+        }
+    };
+}
+
+signals! {
     dormant::check,
     after_expiry::check,
     unusual_hour::check,
@@ -95,7 +117,7 @@ pub const SIGNALS: [Signal; 11] = [
     declared_network::check,
     new_origin::check,
     denied_burst::check,
-];
+}
 
 /// One deviation, explained.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +192,7 @@ pub fn observe(
             rules.inventory.get(&ev.principal)
         },
     };
-    SIGNALS.iter().filter_map(|check| check(p, &o)).collect()
+    run_signals(p, &o)
 }
 
 /// Below this surprise a burst finding (denied calls, enumeration) is not worth reporting: one

@@ -19,48 +19,47 @@ pub fn check(_p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
         return None;
     }
     // The surprise of each new value: only the first new value of the hour at a level counts.
-    let scored: Vec<(&NewOrigin, f64)> = l
+    let level_bits = |n: &NewOrigin| {
+        let per_doubling = if n.level == Level::Client {
+            d.client_fleet_discount_bits_per_doubling
+        } else {
+            d.fleet_discount_bits_per_doubling
+        };
+        if n.first_new_this_hour {
+            (bits(n.p_new, d.max_bits) - fleet_discount(n.users, per_doubling)).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let cap = d.max_bits;
+    let net = l
         .origins
         .iter()
-        .map(|n| {
-            let per_doubling = if n.level == Level::Client {
-                d.client_fleet_discount_bits_per_doubling
-            } else {
-                d.fleet_discount_bits_per_doubling
-            };
-            let b = if n.first_new_this_hour {
-                (bits(n.p_new, d.max_bits) - fleet_discount(n.users, per_doubling)).max(0.0)
-            } else {
-                0.0
-            };
-            (n, b)
-        })
-        .collect();
-    let cap = d.max_bits;
-    let net = scored
-        .iter()
-        .filter(|(n, _)| n.level.is_network())
-        .map(|(_, b)| *b)
+        .filter(|n| n.level.is_network())
+        .map(level_bits)
         .fold(0.0, f64::max)
         .min(cap);
-    let other: f64 = scored
+    let other: f64 = l
+        .origins
         .iter()
-        .filter(|(n, _)| !n.level.is_network())
-        .map(|(_, b)| b.min(cap))
+        .filter(|n| !n.level.is_network())
+        .map(|n| level_bits(n).min(cap))
         .sum();
     let total = net + other;
     if total <= 0.0 {
         return None;
     }
-    let (top, _) = scored
+    let top = l
+        .origins
         .iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .max_by(|a, b| level_bits(a).total_cmp(&level_bits(b)))
         .expect("non-empty");
-    let levels: Vec<Value> = scored
+    let levels: Vec<Value> = l
+        .origins
         .iter()
-        .map(|(n, b)| {
+        .map(|n| {
             json!({"level": n.level.as_str(), "value": n.label, "known": n.known, "p_new_per_active_hour": round3(n.p_new),
-                   "fleet_identities_using_it": n.users, "bits": round3(*b)})
+                   "fleet_identities_using_it": n.users, "bits": round3(level_bits(n))})
         })
         .collect();
     let ev = o.event;
