@@ -6,7 +6,12 @@
 //! - `json/full_engine`: decode + engine, the whole per-record path (target: at least as fast as
 //!   the generic parse).
 //!
-//! Bytes of baseline state per identity are printed before the measurements.
+//! - `state/encode` and `state/decode`: one identity's snapshot (postcard), per identity, against
+//!   `state/encode_json`, the same content as JSON, in the same run; `state/restore`: decoding
+//!   snapshots into a fresh engine (target >= 200k identities/s on one core).
+//!
+//! Bytes of baseline state per identity, and of its snapshot as postcard and as JSON, are
+//! printed before the measurements.
 
 use std::hint::black_box;
 
@@ -14,8 +19,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use driftwatch::config::Model;
 use driftwatch::config::Rules;
 use driftwatch::decode::{self, Decoded, FormatHint};
-use driftwatch::engine::Engine;
+use driftwatch::engine::{Engine, IdentityState};
 use driftwatch::event::{AccessEvent, RawRef};
+use driftwatch::state::snapshot;
 use driftwatch::tools::simulate::{SimConfig, generate};
 
 fn fleet() -> (Vec<String>, Vec<AccessEvent>) {
@@ -46,7 +52,7 @@ fn fleet() -> (Vec<String>, Vec<AccessEvent>) {
 fn benches(c: &mut Criterion) {
     let (raw, events) = fleet();
     let rules = Rules::new(Model::embedded());
-    {
+    let states: Vec<(String, IdentityState)> = {
         let engine = Engine::new(rules.clone());
         for e in &events {
             black_box(engine.process(e));
@@ -59,7 +65,66 @@ fn benches(c: &mut Criterion) {
             total,
             mean
         );
-    }
+        let mut v = Vec::new();
+        engine.for_each_identity(|k, s| v.push((k.to_owned(), s.clone())));
+        v
+    };
+    let codec = snapshot::Codec::new(&rules);
+    let snapshots: Vec<Vec<u8>> = states
+        .iter()
+        .map(|(_, s)| codec.encode_identity(s, &[]))
+        .collect();
+    let json_bytes: usize = states
+        .iter()
+        .map(|(_, s)| snapshot::encode_identity_json(s, &[]).len())
+        .sum();
+    let bin_bytes: usize = snapshots.iter().map(Vec::len).sum();
+    let mut sizes: Vec<usize> = snapshots.iter().map(Vec::len).collect();
+    sizes.sort_unstable();
+    eprintln!(
+        "snapshots: {:.0} bytes per identity as postcard (median {}, p90 {}, max {}), {:.0} as JSON",
+        bin_bytes as f64 / states.len() as f64,
+        sizes[sizes.len() / 2],
+        sizes[sizes.len() * 9 / 10],
+        sizes[sizes.len() - 1],
+        json_bytes as f64 / states.len() as f64
+    );
+
+    let mut g = c.benchmark_group("state");
+    g.throughput(Throughput::Elements(states.len() as u64));
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            for (_, s) in &states {
+                black_box(codec.encode_identity(s, &[]));
+            }
+        })
+    });
+    g.bench_function("encode_json", |b| {
+        b.iter(|| {
+            for (_, s) in &states {
+                black_box(snapshot::encode_identity_json(s, &[]));
+            }
+        })
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for bytes in &snapshots {
+                black_box(codec.decode_identity(bytes).ok());
+            }
+        })
+    });
+    g.bench_function("restore", |b| {
+        b.iter(|| {
+            let engine = Engine::new(rules.clone());
+            for ((key, _), bytes) in states.iter().zip(&snapshots) {
+                if let Ok((s, _)) = codec.decode_identity(bytes) {
+                    engine.restore_identity(key.clone(), s);
+                }
+            }
+            black_box(engine.identities())
+        })
+    });
+    g.finish();
 
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);

@@ -83,6 +83,10 @@ pub struct ReplayArgs {
     /// Identity inventory: owner, expiry, declared networks, protected (schemas/identity.v1.json).
     #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
     pub identities: Option<PathBuf>,
+    /// Engine state to continue from, if the file exists, and to save back at the end
+    /// (atomically), so batch replays of consecutive periods continue one baseline.
+    #[arg(long, env = "DRIFTWATCH_STATE")]
+    pub state: Option<PathBuf>,
     /// Input files: JSONL, JSON arrays or documents, optionally gzip; `-` for stdin.
     #[arg(required = true)]
     pub inputs: Vec<String>,

@@ -246,6 +246,35 @@ impl Engine {
         &self.fleet
     }
 
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.guard
+    }
+
+    /// Event-time day of the last sweep for long-silent identities.
+    pub fn swept_day(&self) -> i64 {
+        self.swept_day.load(Ordering::Relaxed)
+    }
+
+    /// Sets the day of the last sweep (restoring a snapshot).
+    pub fn restore_swept_day(&self, day: i64) {
+        self.swept_day.store(day, Ordering::Relaxed);
+    }
+
+    /// Calls `f` with each identity's key and state. Shards are read-locked one at a time, so
+    /// processing may continue meanwhile; `f` must not call back into the engine.
+    pub fn for_each_identity(&self, mut f: impl FnMut(&str, &IdentityState)) {
+        for e in self.identities.iter() {
+            f(e.key(), e.value());
+        }
+    }
+
+    /// Adds (or replaces) an identity's state, restored from a snapshot.
+    pub fn restore_identity(&self, key: String, state: IdentityState) {
+        if self.identities.insert(key, state).is_none() {
+            self.identity_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Alerts per severity so far.
     pub fn alerts_by_severity(&self) -> Vec<(Severity, u64)> {
         Severity::ALL

@@ -4,7 +4,7 @@
 //!
 //! - [`ingest`] reads records: from files (JSONL, JSON arrays, gzip, stdin), or from Kafka for
 //!   the service (the consumer, its rebalance protocol, and the pure bookkeeping of assigned
-//!   partitions in [`ingest::partitions`]). Only `ingest` and `emit` perform I/O.
+//!   partitions in [`ingest::partitions`]). Only `ingest`, `emit` and `state` perform I/O.
 //! - [`decode`] turns one record's bytes into normalised [`event::AccessEvent`]s: a pure function
 //!   per format (CloudTrail, Kubernetes audit, GCP audit, native), with typed errors that name the
 //!   field at fault. [`redact`] keeps secrets out of everything copied from a record.
@@ -23,7 +23,8 @@
 //! identities. Two drivers run it: [`replay`] over files in event-time order, and [`service`]
 //! (`driftwatch run`), which wires Kafka in to Kafka out, at-least-once, with partition-owned
 //! state. [`kafka`] holds what every Kafka client shares (its configuration by role, and the one
-//! client context).
+//! client context). [`state`] keeps what the engine learned beyond a process: versioned binary
+//! snapshots of identities and fleet tables, and the state file of `replay --state`.
 //!
 //! Beside the stages: [`config`] (the detection model, the compiled rules, the inventory of
 //! declared identity metadata, and `run`'s settings, every problem reported at start),
@@ -51,6 +52,7 @@ pub mod engine;
 pub mod kafka;
 pub mod replay;
 pub mod service;
+pub mod state;
 
 // Beside the pipeline.
 pub mod cli;

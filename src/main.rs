@@ -95,6 +95,7 @@ fn replay(a: &ReplayArgs) -> anyhow::Result<ExitCode> {
         alerts: a.alerts.clone(),
         commands: a.commands.clone(),
         dead_letter: a.dead_letter.clone(),
+        state: a.state.clone(),
         progress: replay::stderr_is_terminal(),
     };
     let summary = replay::run(&opts, rules)?;

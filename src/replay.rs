@@ -16,6 +16,10 @@ use crate::emit::{self, EmitError, dead_letter, sink::JsonlSink};
 use crate::engine::Engine;
 use crate::event::AccessEvent;
 use crate::ingest::file::{self, IngestError};
+use crate::state::{
+    self,
+    file::{Loaded, Saved, StateError},
+};
 
 /// What to replay and where results go.
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct ReplayOptions {
     pub commands: Option<PathBuf>,
     /// Rejected records with their reasons, JSONL; only counted and logged when `None`.
     pub dead_letter: Option<PathBuf>,
+    /// Engine state to continue from (when the file exists) and to save at the end.
+    pub state: Option<PathBuf>,
     pub progress: bool,
 }
 
@@ -37,6 +43,8 @@ pub enum ReplayError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Emit(#[from] EmitError),
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Totals of one replay, printed to stderr by the CLI.
@@ -58,6 +66,10 @@ pub struct Summary {
     pub merged: u64,
     pub withheld: u64,
     pub mean_state_bytes: f64,
+    /// What `--state` restored (`None`: no state file given, or none yet).
+    pub restored: Option<Loaded>,
+    /// What `--state` saved.
+    pub saved: Option<Saved>,
     pub elapsed: Duration,
 }
 
@@ -119,6 +131,31 @@ impl std::fmt::Display for Summary {
             .collect();
         if !skipped.is_empty() {
             writeln!(f, "  skipped (not errors): {}", skipped.join(" "))?;
+        }
+        if let Some(r) = &self.restored {
+            write!(
+                f,
+                "  state: restored {} identities ({:.1} MB)",
+                r.identities,
+                r.bytes as f64 / 1e6
+            )?;
+            if r.dropped > 0 {
+                write!(
+                    f,
+                    ", dropped {} written under another model or format",
+                    r.dropped
+                )?;
+            }
+            writeln!(f)?;
+        }
+        if let Some(s) = &self.saved {
+            writeln!(
+                f,
+                "  state: saved {} identities, {:.1} MB ({:.0} bytes/identity)",
+                s.identities,
+                s.bytes as f64 / 1e6,
+                s.bytes as f64 / s.identities.max(1) as f64
+            )?;
         }
         let rejected = self.rejected.values().sum::<u64>();
         write!(f, "  rejected records: {rejected}")?;
@@ -215,6 +252,9 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         Some(JsonlSink::open(opts.commands.as_deref())?)
     };
     let engine = Engine::new(rules);
+    if let Some(path) = &opts.state {
+        summary.restored = state::file::load(path, &engine)?;
+    }
     let total = events.len();
     let mut last_progress = Instant::now();
     for (i, ev) in events.iter().enumerate() {
@@ -264,6 +304,9 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         }
     }
     summary.mean_state_bytes = engine.state_bytes().1;
+    if let Some(path) = &opts.state {
+        summary.saved = Some(state::file::save(&engine, path)?);
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -356,3 +356,105 @@ fn json_log_format_writes_one_json_object_per_log_line() {
         "the bad record is logged as JSON:\n{err}"
     );
 }
+
+/// Alerts or commands of a file without `unmapped.raw_ref`, which names the input file and line
+/// and so differs between a split replay and a whole one.
+fn without_raw_refs(path: &Path) -> Vec<Value> {
+    lines(path)
+        .into_iter()
+        .map(|mut v| {
+            if let Some(u) = v.get_mut("unmapped").and_then(Value::as_object_mut) {
+                u.remove("raw_ref");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_replay() {
+    use driftwatch::decode::time::parse_timestamp_ms;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    driftwatch_ok(&[
+        "simulate",
+        "--out",
+        &p(&fleet),
+        "--identities",
+        "50",
+        "--days",
+        "16",
+        "--seed",
+        "11",
+    ]);
+    // Days 1-10 and days 11-16 (the simulation starts on a midnight).
+    let boundary = driftwatch::tools::simulate::DEFAULT_START_MS + 10 * 86_400_000;
+    let (first, second) = (
+        dir.path().join("first.jsonl"),
+        dir.path().join("second.jsonl"),
+    );
+    let (mut a, mut b) = (String::new(), String::new());
+    for name in ["cloudtrail.jsonl", "k8s-audit.jsonl"] {
+        for line in std::fs::read_to_string(fleet.join(name)).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let at = v["eventTime"]
+                .as_str()
+                .or(v["stageTimestamp"].as_str())
+                .unwrap();
+            let t = parse_timestamp_ms(at).unwrap();
+            let half = if t < boundary { &mut a } else { &mut b };
+            half.push_str(line);
+            half.push('\n');
+        }
+    }
+    std::fs::write(&first, a).unwrap();
+    std::fs::write(&second, b).unwrap();
+
+    let run = |tag: &str, state: Option<&Path>, inputs: &[&Path]| -> (Vec<Value>, Vec<Value>) {
+        let alerts = dir.path().join(format!("{tag}-alerts.jsonl"));
+        let commands = dir.path().join(format!("{tag}-commands.jsonl"));
+        let mut args = vec![
+            "replay".to_owned(),
+            "--alerts".into(),
+            p(&alerts),
+            "--commands".into(),
+            p(&commands),
+        ];
+        if let Some(s) = state {
+            args.extend(["--state".to_owned(), p(s)]);
+        }
+        args.extend(inputs.iter().map(|i| p(i)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        driftwatch_ok(&args);
+        (without_raw_refs(&alerts), without_raw_refs(&commands))
+    };
+    let whole = run(
+        "whole",
+        None,
+        &[
+            &fleet.join("cloudtrail.jsonl"),
+            &fleet.join("k8s-audit.jsonl"),
+        ],
+    );
+    let state = dir.path().join("engine.state");
+    let (mut alerts, mut commands) = run("first", Some(&state), &[&first]);
+    assert!(state.exists(), "the first period saves the state");
+    let second_half = run("second", Some(&state), &[&second]);
+    assert!(
+        !second_half.0.is_empty(),
+        "attacks in the second period raise alerts"
+    );
+    alerts.extend(second_half.0.clone());
+    commands.extend(second_half.1);
+    assert_eq!(
+        alerts, whole.0,
+        "alerts of the two periods equal those of one replay"
+    );
+    assert_eq!(commands, whole.1);
+    let fresh = run("fresh", None, &[&second]);
+    assert_ne!(
+        fresh.0, second_half.0,
+        "without the state, the second period starts cold"
+    );
+}

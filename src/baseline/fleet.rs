@@ -122,6 +122,37 @@ impl Fleet {
         self.evicted.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Every value of a table, ordered by hash, so the same tables always snapshot the same.
+    pub fn values(&self, t: Table) -> Vec<(u64, FleetValue)> {
+        let mut v: Vec<(u64, FleetValue)> = self
+            .table(t)
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_unstable_by_key(|(h, _)| *h);
+        v
+    }
+
+    /// Event time of the earliest event seen (`i64::MAX` before any).
+    pub fn first_ms(&self) -> i64 {
+        self.first_ms.load(Ordering::Relaxed)
+    }
+
+    /// Replaces a table's values and the earliest event time with restored ones.
+    pub fn restore(
+        &self,
+        t: Table,
+        values: impl IntoIterator<Item = (u64, FleetValue)>,
+        first_ms: i64,
+    ) {
+        let map = self.table(t);
+        map.clear();
+        for (h, v) in values {
+            map.insert(h, v);
+        }
+        self.first_ms.store(first_ms, Ordering::Relaxed);
+    }
+
     /// Distinct values tracked (endpoints, origins).
     pub fn sizes(&self) -> (usize, usize) {
         (self.endpoints.len(), self.origins.len())

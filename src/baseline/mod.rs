@@ -57,8 +57,8 @@ pub struct ValueSet {
     pub active_hours: f32,
     /// Decayed number of those hours in which at least one value was new.
     pub novel_hours: f32,
-    seen_this_hour: bool,
-    novel_this_hour: bool,
+    pub(crate) seen_this_hour: bool,
+    pub(crate) novel_this_hour: bool,
     /// New values met in the current hour (the first carries the surprise; more are enumeration).
     pub new_this_hour: u16,
 }
@@ -133,6 +133,25 @@ impl ValueSet {
         }
     }
 
+    /// Forgets values, least used first (as [`ValueSet::insert`] chooses them), until at most
+    /// `cap` remain: a smaller cap in a changed model applies to restored state too.
+    pub fn trim_to(&mut self, cap: usize) {
+        while self.entries.len() > cap.max(1) {
+            let victim = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| {
+                    a.weight
+                        .total_cmp(&b.weight)
+                        .then(a.last_hour.cmp(&b.last_hour))
+                })
+                .map(|(i, _)| i)
+                .expect("more entries than the cap");
+            self.entries.remove(victim);
+        }
+    }
+
     pub fn get(&self, hash: u64) -> Option<&Entry> {
         self.entries.iter().find(|e| e.hash == hash)
     }
@@ -157,9 +176,9 @@ pub struct Seasonality {
     /// (squared deviations over means), so idle hours, where both are near zero, do not dilute
     /// the burstiness of the hours that matter.
     pub dispersion: f32,
-    sq_dev: f32,
-    mean_mass: f32,
-    pooled: u32,
+    pub(crate) sq_dev: f32,
+    pub(crate) mean_mass: f32,
+    pub(crate) pooled: u32,
 }
 
 impl Seasonality {
@@ -255,7 +274,7 @@ pub struct Profile {
     pub cold_hours: f32,
     /// Average gap between consecutive active hours, in hours (EWMA).
     pub mean_gap_hours: f32,
-    last_active_hour: i64,
+    pub(crate) last_active_hour: i64,
     /// Current clock hour and what it has seen so far.
     pub hour: i64,
     pub hour_requests: u32,

@@ -17,6 +17,19 @@ impl Guardrails {
         Guardrails::default()
     }
 
+    /// The commands issued in the last day, oldest first: (event time, principal).
+    pub fn issued(&self) -> VecDeque<(i64, String)> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the issued commands with restored ones.
+    pub fn restore(&self, issued: VecDeque<(i64, String)>) {
+        *self.issued.lock().unwrap_or_else(|e| e.into_inner()) = issued;
+    }
+
     /// Admits one command for `principal` at event time `t`, or says why it is withheld.
     ///
     /// # Errors

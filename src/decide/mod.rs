@@ -44,6 +44,11 @@ impl Severity {
         }
     }
 
+    /// The severity of an OCSF `severity_id`, if it is one of these.
+    pub fn from_id(id: u8) -> Option<Severity> {
+        Severity::ALL.iter().copied().find(|s| s.id() == id)
+    }
+
     /// Position in [`Severity::ALL`], for per-severity counters.
     pub fn index(self) -> usize {
         self as usize - Severity::Medium as usize

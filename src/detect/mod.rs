@@ -48,6 +48,14 @@ macro_rules! detectors {
                     $(Detector::$variant => $name,)+
                 }
             }
+
+            /// The detector named `name` ([`Detector::as_str`]).
+            pub fn parse(name: &str) -> Option<Detector> {
+                match name {
+                    $($name => Some(Detector::$variant),)+
+                    _ => None,
+                }
+            }
         }
     };
 }

@@ -1,0 +1,9 @@
+//! state: the engine's learned state outliving a process. [`snapshot`] is the versioned binary
+//! encoding of one identity and of the engine-wide tables (pure); [`file`] keeps a whole engine in
+//! one file for `driftwatch replay --state`. With `ingest` and `emit`, this is the only stage
+//! that does I/O.
+
+pub mod file;
+pub mod snapshot;
+
+pub use snapshot::{AppliedOffset, SnapshotError};

@@ -1,0 +1,802 @@
+//! The versioned binary snapshot of one identity (`schemas/identity-snapshot.v1.md`), and of the
+//! engine-wide state beside the identities. Pure: bytes in, state out.
+//!
+//! Encoding: postcard (varint integers, IEEE floats as their 4 or 8 bytes, length-prefixed
+//! strings and lists; a specified wire format that does not depend on this code), behind a
+//! header of magic bytes, the format version and a compatibility fingerprint of the model
+//! settings that give stored values their meaning (the network prefixes origins are hashed at).
+//! A snapshot of another format or fingerprint is refused with [`SnapshotError::Incompatible`]:
+//! the caller drops it with a warning and the identity relearns, instead of misreading it.
+//! Smaller caps in a changed model are a migration, not an incompatibility: value sets are
+//! trimmed to the new caps, heaviest values kept.
+//!
+//! The wire types are separate from the engine's own so the format changes only on purpose:
+//! every field is listed here once, and the schema document lists the same fields.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::baseline::{Entry, HourFired, Profile, Seasonality, ValueSet, Window};
+use crate::config::Rules;
+use crate::decide::{OpenAlert, RiskState, Severity};
+use crate::detect::{Detector, Finding};
+use crate::engine::IdentityState;
+
+/// The snapshot format version this code writes and reads.
+pub const FORMAT: u16 = 1;
+
+/// First bytes of every identity snapshot, and of the engine-wide state.
+const MAGIC: [u8; 3] = *b"DWI";
+const ENGINE_MAGIC: [u8; 3] = *b"DWE";
+
+/// Why a snapshot could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a driftwatch snapshot (bad magic bytes)")]
+    NotASnapshot,
+    #[error(
+        "snapshot written by format {format} with model fingerprint {fingerprint:016x}; this driftwatch reads format {FORMAT} with fingerprint {expected:016x} (the network prefixes changed, or driftwatch did): the identity relearns"
+    )]
+    Incompatible {
+        format: u16,
+        fingerprint: u64,
+        expected: u64,
+    },
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+}
+
+impl From<postcard::Error> for SnapshotError {
+    fn from(e: postcard::Error) -> Self {
+        SnapshotError::Corrupt(e.to_string())
+    }
+}
+
+/// The fingerprint of the model settings stored values depend on: origin values are hashes of
+/// addresses masked at these prefixes, so a snapshot taken under other prefixes means nothing.
+pub fn fingerprint(rules: &Rules) -> u64 {
+    let b = &rules.model.baseline;
+    let canonical = format!(
+        "format={FORMAT};hash=fxhash2;ipv4={}/{};ipv6={}/{}",
+        b.ipv4_network_prefix, b.ipv4_coarse_prefix, b.ipv6_network_prefix, b.ipv6_coarse_prefix
+    );
+    let d = Sha256::digest(canonical.as_bytes());
+    u64::from_be_bytes(d[..8].try_into().expect("a SHA-256 digest has 8 bytes"))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    magic: [u8; 3],
+    format: u16,
+    fingerprint: u64,
+}
+
+/// A 64-bit hash, written as its 8 bytes (a varint of a random number would take 10).
+#[derive(Debug, Serialize, Deserialize, Clone, Copy)]
+struct Hash64([u8; 8]);
+
+/// The last input offset applied to an identity from one source partition: records at or below
+/// it are not learned again after a restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryV1 {
+    hash: Hash64,
+    weight: f32,
+    /// Hours before the profile's current hour (small varints, not absolute hour indices).
+    first_ago: u32,
+    last_ago: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ValueSetV1 {
+    entries: Vec<EntryV1>,
+    active_hours: f32,
+    novel_hours: f32,
+    seen_this_hour: bool,
+    novel_this_hour: bool,
+    new_this_hour: u16,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WindowV1 {
+    start_ms: i64,
+    events: u32,
+    hits: u32,
+    fired_bits: f32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProfileV1 {
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    events: u64,
+    active_hours_total: u32,
+    active_hours: f32,
+    cold_hours: f32,
+    mean_gap_hours: f32,
+    /// `i64::MIN` before the first active hour closed.
+    last_active_hour: i64,
+    hour: i64,
+    hour_requests: u32,
+    hour_bytes_out: u64,
+    fired_volume_bits: f32,
+    fired_bytes_bits: f32,
+    volume_next_check: u32,
+    bytes_next_check: u64,
+    fired_unusual_hour: bool,
+    endpoints: ValueSetV1,
+    /// One per origin level, most specific first.
+    origins: Vec<ValueSetV1>,
+    /// 168 active-hour counts, Monday 00:00 UTC first.
+    hour_of_week: Vec<u8>,
+    /// 48 slots: weekday hours of day, then weekend hours of day.
+    season_mean: Vec<f32>,
+    season_updates: Vec<u16>,
+    season_overall: f32,
+    season_dispersion: f32,
+    season_sq_dev: f32,
+    season_mean_mass: f32,
+    season_pooled: u32,
+    log_bytes_mean: f32,
+    log_bytes_var: f32,
+    byte_hours: u16,
+    calls: f32,
+    denied: f32,
+    new_endpoints: f32,
+    denied_window: WindowV1,
+    enum_window: WindowV1,
+    expiry_reported: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FindingV1 {
+    detector: String,
+    bits: f64,
+    probability: f64,
+    summary: String,
+    /// JSON text.
+    baseline: String,
+    observed: String,
+    time_ms: i64,
+    event_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OpenAlertV1 {
+    uid: String,
+    cause: String,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    count: u32,
+    score: u8,
+    severity_id: u8,
+    /// Detector names.
+    types: Vec<String>,
+    command_id: Option<String>,
+    command_withheld: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RiskV1 {
+    evidence: f64,
+    at_ms: i64,
+    recent: Vec<FindingV1>,
+    open: Vec<OpenAlertV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdentityV1 {
+    applied: Vec<AppliedOffset>,
+    profile: ProfileV1,
+    risk: RiskV1,
+}
+
+fn window_out(w: &Window) -> WindowV1 {
+    WindowV1 {
+        start_ms: w.start_ms,
+        events: w.events,
+        hits: w.hits,
+        fired_bits: w.fired_bits,
+    }
+}
+
+fn window_in(w: WindowV1) -> Window {
+    Window {
+        start_ms: w.start_ms,
+        events: w.events,
+        hits: w.hits,
+        fired_bits: w.fired_bits,
+    }
+}
+
+fn values_out(s: &ValueSet, hour: u32) -> ValueSetV1 {
+    ValueSetV1 {
+        entries: s
+            .entries
+            .iter()
+            .map(|e| EntryV1 {
+                hash: Hash64(e.hash.to_le_bytes()),
+                weight: e.weight,
+                first_ago: hour.wrapping_sub(e.first_hour),
+                last_ago: hour.wrapping_sub(e.last_hour),
+            })
+            .collect(),
+        active_hours: s.active_hours,
+        novel_hours: s.novel_hours,
+        seen_this_hour: s.seen_this_hour,
+        novel_this_hour: s.novel_this_hour,
+        new_this_hour: s.new_this_hour,
+    }
+}
+
+fn values_in(s: ValueSetV1, hour: u32, cap: usize) -> ValueSet {
+    let mut set = ValueSet {
+        entries: s
+            .entries
+            .into_iter()
+            .map(|e| Entry {
+                hash: u64::from_le_bytes(e.hash.0),
+                weight: e.weight,
+                first_hour: hour.wrapping_sub(e.first_ago),
+                last_hour: hour.wrapping_sub(e.last_ago),
+            })
+            .collect(),
+        active_hours: s.active_hours,
+        novel_hours: s.novel_hours,
+        seen_this_hour: s.seen_this_hour,
+        novel_this_hour: s.novel_this_hour,
+        new_this_hour: s.new_this_hour,
+    };
+    set.trim_to(cap);
+    set
+}
+
+fn fixed<T, const N: usize>(v: Vec<T>, what: &str) -> Result<[T; N], SnapshotError> {
+    <[T; N]>::try_from(v)
+        .map_err(|v| SnapshotError::Corrupt(format!("{what} has {} values, expected {N}", v.len())))
+}
+
+fn detector(name: &str) -> Result<Detector, SnapshotError> {
+    Detector::parse(name)
+        .ok_or_else(|| SnapshotError::Corrupt(format!("unknown detector `{name}`")))
+}
+
+fn profile_out(p: &Profile) -> ProfileV1 {
+    let hour = p.hour as u32;
+    ProfileV1 {
+        first_seen_ms: p.first_seen_ms,
+        last_seen_ms: p.last_seen_ms,
+        events: p.events,
+        active_hours_total: p.active_hours_total,
+        active_hours: p.active_hours,
+        cold_hours: p.cold_hours,
+        mean_gap_hours: p.mean_gap_hours,
+        last_active_hour: p.last_active_hour,
+        hour: p.hour,
+        hour_requests: p.hour_requests,
+        hour_bytes_out: p.hour_bytes_out,
+        fired_volume_bits: p.hour_fired.volume_bits,
+        fired_bytes_bits: p.hour_fired.bytes_bits,
+        volume_next_check: p.hour_fired.volume_next_check,
+        bytes_next_check: p.hour_fired.bytes_next_check,
+        fired_unusual_hour: p.hour_fired.unusual_hour,
+        endpoints: values_out(&p.endpoints, hour),
+        origins: p.origins.iter().map(|o| values_out(o, hour)).collect(),
+        hour_of_week: p.hour_of_week.to_vec(),
+        season_mean: p.requests.mean.to_vec(),
+        season_updates: p.requests.updates.to_vec(),
+        season_overall: p.requests.overall,
+        season_dispersion: p.requests.dispersion,
+        season_sq_dev: p.requests.sq_dev,
+        season_mean_mass: p.requests.mean_mass,
+        season_pooled: p.requests.pooled,
+        log_bytes_mean: p.log_bytes_mean,
+        log_bytes_var: p.log_bytes_var,
+        byte_hours: p.byte_hours,
+        calls: p.calls,
+        denied: p.denied,
+        new_endpoints: p.new_endpoints,
+        denied_window: window_out(&p.denied_window),
+        enum_window: window_out(&p.enum_window),
+        expiry_reported: p.expiry_reported,
+    }
+}
+
+fn profile_in(p: ProfileV1, rules: &Rules) -> Result<Profile, SnapshotError> {
+    let b = &rules.model.baseline;
+    let hour = p.hour as u32;
+    let origins: Vec<ValueSet> = p
+        .origins
+        .into_iter()
+        .map(|o| values_in(o, hour, b.max_values_per_origin_level))
+        .collect();
+    Ok(Profile {
+        first_seen_ms: p.first_seen_ms,
+        last_seen_ms: p.last_seen_ms,
+        events: p.events,
+        active_hours_total: p.active_hours_total,
+        active_hours: p.active_hours,
+        cold_hours: p.cold_hours,
+        mean_gap_hours: p.mean_gap_hours,
+        last_active_hour: p.last_active_hour,
+        hour: p.hour,
+        hour_requests: p.hour_requests,
+        hour_bytes_out: p.hour_bytes_out,
+        hour_fired: HourFired {
+            volume_bits: p.fired_volume_bits,
+            bytes_bits: p.fired_bytes_bits,
+            volume_next_check: p.volume_next_check,
+            bytes_next_check: p.bytes_next_check,
+            unusual_hour: p.fired_unusual_hour,
+        },
+        endpoints: values_in(p.endpoints, hour, b.max_endpoints),
+        origins: fixed(origins, "origins")?,
+        hour_of_week: fixed(p.hour_of_week, "hour_of_week")?,
+        requests: Seasonality {
+            mean: fixed(p.season_mean, "season_mean")?,
+            updates: fixed(p.season_updates, "season_updates")?,
+            overall: p.season_overall,
+            dispersion: p.season_dispersion,
+            sq_dev: p.season_sq_dev,
+            mean_mass: p.season_mean_mass,
+            pooled: p.season_pooled,
+        },
+        log_bytes_mean: p.log_bytes_mean,
+        log_bytes_var: p.log_bytes_var,
+        byte_hours: p.byte_hours,
+        calls: p.calls,
+        denied: p.denied,
+        new_endpoints: p.new_endpoints,
+        denied_window: window_in(p.denied_window),
+        enum_window: window_in(p.enum_window),
+        expiry_reported: p.expiry_reported,
+    })
+}
+
+fn finding_out(f: &Finding) -> FindingV1 {
+    FindingV1 {
+        detector: f.detector.as_str().to_owned(),
+        bits: f.bits,
+        probability: f.probability,
+        summary: f.summary.clone(),
+        baseline: f.baseline.to_string(),
+        observed: f.observed.to_string(),
+        time_ms: f.time_ms,
+        event_id: f.event_id.clone(),
+    }
+}
+
+fn json(text: &str) -> Result<Value, SnapshotError> {
+    serde_json::from_str(text).map_err(|e| SnapshotError::Corrupt(format!("evidence: {e}")))
+}
+
+fn finding_in(f: FindingV1) -> Result<Finding, SnapshotError> {
+    Ok(Finding {
+        detector: detector(&f.detector)?,
+        bits: f.bits,
+        probability: f.probability,
+        summary: f.summary,
+        baseline: json(&f.baseline)?,
+        observed: json(&f.observed)?,
+        time_ms: f.time_ms,
+        event_id: f.event_id,
+    })
+}
+
+fn open_out(o: &OpenAlert) -> OpenAlertV1 {
+    OpenAlertV1 {
+        uid: o.uid.clone(),
+        cause: o.cause.as_str().to_owned(),
+        first_seen_ms: o.first_seen_ms,
+        last_seen_ms: o.last_seen_ms,
+        count: o.count,
+        score: o.score,
+        severity_id: o.severity.id(),
+        types: Detector::ALL
+            .iter()
+            .filter(|d| o.types & d.bit() != 0)
+            .map(|d| d.as_str().to_owned())
+            .collect(),
+        command_id: o.command_id.clone(),
+        command_withheld: o.command_withheld.clone(),
+    }
+}
+
+fn open_in(o: OpenAlertV1) -> Result<OpenAlert, SnapshotError> {
+    let mut types = 0u16;
+    for t in &o.types {
+        types |= detector(t)?.bit();
+    }
+    Ok(OpenAlert {
+        uid: o.uid,
+        cause: detector(&o.cause)?,
+        first_seen_ms: o.first_seen_ms,
+        last_seen_ms: o.last_seen_ms,
+        count: o.count,
+        score: o.score,
+        severity: Severity::from_id(o.severity_id).ok_or_else(|| {
+            SnapshotError::Corrupt(format!("unknown severity_id {}", o.severity_id))
+        })?,
+        types,
+        command_id: o.command_id,
+        command_withheld: o.command_withheld,
+    })
+}
+
+/// Encodes and decodes snapshots under one model: its fingerprint is computed once.
+#[derive(Debug, Clone, Copy)]
+pub struct Codec<'r> {
+    rules: &'r Rules,
+    fingerprint: u64,
+}
+
+impl<'r> Codec<'r> {
+    pub fn new(rules: &'r Rules) -> Codec<'r> {
+        Codec {
+            rules,
+            fingerprint: fingerprint(rules),
+        }
+    }
+
+    fn header(&self, magic: [u8; 3]) -> Vec<u8> {
+        postcard::to_stdvec(&Header {
+            magic,
+            format: FORMAT,
+            fingerprint: self.fingerprint,
+        })
+        .expect("a header always encodes")
+    }
+
+    /// The body after a valid header with `magic`.
+    fn body<'b>(&self, bytes: &'b [u8], magic: [u8; 3]) -> Result<&'b [u8], SnapshotError> {
+        let (h, rest): (Header, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|_| SnapshotError::NotASnapshot)?;
+        if h.magic != magic {
+            return Err(SnapshotError::NotASnapshot);
+        }
+        if h.format != FORMAT || h.fingerprint != self.fingerprint {
+            return Err(SnapshotError::Incompatible {
+                format: h.format,
+                fingerprint: h.fingerprint,
+                expected: self.fingerprint,
+            });
+        }
+        Ok(rest)
+    }
+
+    /// Encodes one identity's state, with the input offsets applied to it.
+    pub fn encode_identity(&self, s: &IdentityState, applied: &[AppliedOffset]) -> Vec<u8> {
+        let mut out = self.header(MAGIC);
+        postcard::to_io(&identity_out(s, applied), &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Decodes one identity's state (its owner tag is left 0 for the caller to set) and the input
+    /// offsets applied to it.
+    ///
+    /// # Errors
+    /// [`SnapshotError`]: not a snapshot, written under another format or model fingerprint, or
+    /// corrupt.
+    pub fn decode_identity(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(IdentityState, Vec<AppliedOffset>), SnapshotError> {
+        let body: IdentityV1 = postcard::from_bytes(self.body(bytes, MAGIC)?)?;
+        let recent = body
+            .risk
+            .recent
+            .into_iter()
+            .map(finding_in)
+            .collect::<Result<Vec<_>, _>>()?;
+        let open = body
+            .risk
+            .open
+            .into_iter()
+            .map(open_in)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            IdentityState {
+                profile: profile_in(body.profile, self.rules)?,
+                risk: RiskState {
+                    evidence: body.risk.evidence,
+                    at_ms: body.risk.at_ms,
+                    recent,
+                    open,
+                },
+                owner: 0,
+            },
+            body.applied,
+        ))
+    }
+
+    /// Encodes the engine-wide state, behind the same header as identities.
+    pub fn encode_engine(&self, e: &EngineV1) -> Vec<u8> {
+        let mut out = self.header(ENGINE_MAGIC);
+        postcard::to_io(e, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Decodes the engine-wide state.
+    ///
+    /// # Errors
+    /// As [`Codec::decode_identity`].
+    pub fn decode_engine(&self, bytes: &[u8]) -> Result<EngineV1, SnapshotError> {
+        Ok(postcard::from_bytes(self.body(bytes, ENGINE_MAGIC)?)?)
+    }
+}
+
+fn identity_out(s: &IdentityState, applied: &[AppliedOffset]) -> IdentityV1 {
+    IdentityV1 {
+        applied: applied.to_vec(),
+        profile: profile_out(&s.profile),
+        risk: RiskV1 {
+            evidence: s.risk.evidence,
+            at_ms: s.risk.at_ms,
+            recent: s.risk.recent.iter().map(finding_out).collect(),
+            open: s.risk.open.iter().map(open_out).collect(),
+        },
+    }
+}
+
+/// The same content as [`Codec::encode_identity`] as JSON: the reference the binary encoding is
+/// measured against (`cargo bench`), and a readable dump for debugging.
+pub fn encode_identity_json(s: &IdentityState, applied: &[AppliedOffset]) -> Vec<u8> {
+    serde_json::to_vec(&identity_out(s, applied)).expect("snapshot types always serialise")
+}
+
+/// One value of a fleet table. The sensitivity tier of an endpoint is not stored: it is
+/// recomputed from the label (the endpoint itself) under the current model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetValueV1 {
+    hash: Hash64,
+    pub users: u32,
+    pub last_hour: u32,
+    pub label: String,
+}
+
+impl FleetValueV1 {
+    pub fn new(hash: u64, users: u32, last_hour: u32, label: String) -> FleetValueV1 {
+        FleetValueV1 {
+            hash: Hash64(hash.to_le_bytes()),
+            users,
+            last_hour,
+            label,
+        }
+    }
+
+    pub fn hash(&self) -> u64 {
+        u64::from_le_bytes(self.hash.0)
+    }
+}
+
+/// The engine-wide state beside the identities: the fleet tables, the guardrails' window of
+/// issued commands, and the event-time day of the last sweep for silent identities.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EngineV1 {
+    pub swept_day: i64,
+    pub fleet_first_ms: i64,
+    pub endpoints: Vec<FleetValueV1>,
+    pub origins: Vec<FleetValueV1>,
+    pub issued: VecDeque<(i64, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Model;
+    use crate::decode::{Decoded, FormatHint, decode_one};
+    use crate::engine::Engine;
+    use crate::event::{AccessEvent, RawRef};
+    use crate::tools::simulate::{SimConfig, generate};
+
+    fn events(identities: usize, days: u32) -> Vec<AccessEvent> {
+        let (ct, k8s, _) = generate(&SimConfig {
+            identities,
+            days,
+            seed: 3,
+            ..SimConfig::default()
+        });
+        let mut out: Vec<AccessEvent> = ct
+            .iter()
+            .chain(&k8s)
+            .filter_map(
+                |l| match decode_one(l.as_bytes(), FormatHint::Auto, RawRef::default()) {
+                    Ok(Decoded::Event(e)) => Some(*e),
+                    _ => None,
+                },
+            )
+            .collect();
+        out.sort_by_key(|e| e.time_ms);
+        out
+    }
+
+    fn rules() -> Rules {
+        Rules::new(Model::embedded())
+    }
+
+    /// An engine that has seen the first `split` events, and the rest.
+    fn engine_after(split: f64) -> (Engine, Vec<AccessEvent>) {
+        let all = events(30, 12);
+        let n = (all.len() as f64 * split) as usize;
+        let engine = Engine::new(rules());
+        for e in &all[..n] {
+            engine.process(e);
+        }
+        (engine, all[n..].to_vec())
+    }
+
+    #[test]
+    fn every_identity_survives_a_round_trip_bit_for_bit() {
+        let (engine, _) = engine_after(0.7);
+        let r = rules();
+        let mut with_findings = 0;
+        engine.for_each_identity(|_, s| {
+            let applied = [AppliedOffset {
+                topic: "in".into(),
+                partition: 3,
+                offset: 42,
+            }];
+            let bytes = Codec::new(&r).encode_identity(s, &applied);
+            let (back, got) = Codec::new(&r).decode_identity(&bytes).unwrap();
+            assert_eq!(got, applied);
+            assert_eq!(Codec::new(&r).encode_identity(&back, &applied), bytes);
+            with_findings += usize::from(!s.risk.recent.is_empty() || !s.risk.open.is_empty());
+        });
+        assert!(
+            with_findings > 0,
+            "the fleet has identities with open alerts to carry"
+        );
+    }
+
+    #[test]
+    fn a_restored_engine_decides_exactly_as_the_one_it_was_taken_from() {
+        let (original, rest) = engine_after(0.6);
+        let restored = Engine::new(rules());
+        let r = rules();
+        crate::state::file::restore_engine_state(
+            &restored,
+            Codec::new(&r)
+                .decode_engine(
+                    &Codec::new(&r).encode_engine(&crate::state::file::engine_state(&original)),
+                )
+                .unwrap(),
+        );
+        original.for_each_identity(|k, s| {
+            let (back, _) = Codec::new(&r)
+                .decode_identity(&Codec::new(&r).encode_identity(s, &[]))
+                .unwrap();
+            restored.restore_identity(k.to_owned(), back);
+        });
+        let render = |e: &Engine| -> Vec<String> {
+            rest.iter()
+                .flat_map(|ev| e.process(ev))
+                .map(|d| crate::emit::render(&d).to_string())
+                .collect()
+        };
+        let (a, b) = (render(&original), render(&restored));
+        assert!(!a.is_empty(), "the rest of the fleet raises alerts");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_snapshot_under_other_network_prefixes_is_refused_not_misread() {
+        let (engine, _) = engine_after(0.3);
+        let r = rules();
+        let mut other = Model::embedded();
+        other.baseline.ipv4_network_prefix = 20;
+        let other = Rules::new(other);
+        engine.for_each_identity(|_, s| {
+            let bytes = Codec::new(&r).encode_identity(s, &[]);
+            assert!(matches!(
+                Codec::new(&other).decode_identity(&bytes),
+                Err(SnapshotError::Incompatible { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn smaller_caps_in_a_changed_model_trim_restored_value_sets_keeping_the_heaviest() {
+        let (engine, _) = engine_after(0.5);
+        let r = rules();
+        let mut small = Model::embedded();
+        small.baseline.max_endpoints = 2;
+        let small = Rules::new(small);
+        let mut checked = 0;
+        engine.for_each_identity(|_, s| {
+            if s.profile.endpoints.entries.len() < 3 {
+                return;
+            }
+            let (back, _) = Codec::new(&small)
+                .decode_identity(&Codec::new(&r).encode_identity(s, &[]))
+                .unwrap();
+            let kept: Vec<u64> = back
+                .profile
+                .endpoints
+                .entries
+                .iter()
+                .map(|e| e.hash)
+                .collect();
+            let heaviest: Vec<u64> = s.profile.endpoints.top(2).iter().map(|e| e.hash).collect();
+            assert_eq!(kept.len(), 2);
+            assert!(
+                heaviest.iter().all(|h| kept.contains(h)),
+                "{kept:?} {heaviest:?}"
+            );
+            checked += 1;
+        });
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn truncated_or_garbled_snapshots_are_errors_never_panics() {
+        let (engine, _) = engine_after(0.4);
+        let r = rules();
+        let mut one = None;
+        engine.for_each_identity(|_, s| {
+            one.get_or_insert_with(|| Codec::new(&r).encode_identity(s, &[]));
+        });
+        let bytes = one.unwrap();
+        for n in 0..bytes.len() {
+            assert!(Codec::new(&r).decode_identity(&bytes[..n]).is_err());
+        }
+        for i in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x5a;
+            let _ = Codec::new(&r).decode_identity(&b);
+        }
+        assert_eq!(
+            Codec::new(&r).decode_identity(b"{\"json\":1}").unwrap_err(),
+            SnapshotError::NotASnapshot
+        );
+    }
+
+    #[test]
+    fn the_schema_document_lists_every_field_written() {
+        fn keys(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        out.insert(k.clone());
+                        keys(x, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|x| keys(x, out)),
+                _ => {}
+            }
+        }
+        let doc = include_str!("../../schemas/identity-snapshot.v1.md");
+        let (engine, _) = engine_after(0.7);
+        let mut names = std::collections::BTreeSet::new();
+        let applied = [AppliedOffset {
+            topic: "in".into(),
+            partition: 0,
+            offset: 1,
+        }];
+        engine.for_each_identity(|_, s| {
+            let v: Value = serde_json::from_slice(&encode_identity_json(s, &applied)).unwrap();
+            keys(&v, &mut names);
+        });
+        keys(
+            &serde_json::to_value(crate::state::file::engine_state(&engine)).unwrap(),
+            &mut names,
+        );
+        assert!(names.contains("command_withheld") && names.contains("label"));
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !doc.contains(&format!("`{n}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in schemas/identity-snapshot.v1.md: {missing:?}"
+        );
+    }
+}
