@@ -5,7 +5,8 @@
 //! owned by one partition (Kafka messages are keyed by identity). Replay calls it in event-time
 //! order from one thread, which makes its output deterministic.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
@@ -26,6 +27,28 @@ pub struct IdentityState {
     /// The input partition that last delivered this identity's events ([`Engine::process_owned`]),
     /// so its state can be dropped when the partition is handed to another instance.
     pub owner: u32,
+    /// The last input offset applied to this identity, per owner ([`Engine::process_at`]): a
+    /// record re-read after a restore is not learned twice.
+    pub applied: Vec<(u32, i64)>,
+    /// Changed since its snapshot was last taken ([`Engine::drain_changed`]).
+    pub changed: bool,
+}
+
+impl IdentityState {
+    /// The offset last applied from `owner`'s partition.
+    pub fn applied_from(&self, owner: u32) -> Option<i64> {
+        self.applied
+            .iter()
+            .find(|(o, _)| *o == owner)
+            .map(|(_, off)| *off)
+    }
+
+    fn record_applied(&mut self, owner: u32, offset: i64) {
+        match self.applied.iter_mut().find(|(o, _)| *o == owner) {
+            Some(e) => e.1 = e.1.max(offset),
+            None => self.applied.push((owner, offset)),
+        }
+    }
 }
 
 /// Owner of identities processed without a partition (replay).
@@ -48,6 +71,8 @@ pub struct EngineCounters {
     pub forgotten: AtomicU64,
     /// Identities dropped because their partition was handed to another instance.
     pub evicted: AtomicU64,
+    /// Events not learned because their identity's restored state already included them.
+    pub already_applied: AtomicU64,
 }
 
 /// A count of the identities tracked ([`Engine::census`]).
@@ -67,6 +92,10 @@ pub struct Engine {
     guard: Guardrails,
     /// Event-time day of the last sweep for long-silent identities.
     swept_day: AtomicI64,
+    /// Identities the sweep forgot, with their owners, kept for [`Engine::take_forgotten`] when
+    /// tracking is on (the service writes tombstones for them).
+    forgotten: Mutex<Vec<(u32, String)>>,
+    track_forgotten: AtomicBool,
     pub counters: EngineCounters,
 }
 
@@ -80,6 +109,8 @@ impl Engine {
             fleet,
             guard: Guardrails::new(),
             swept_day: AtomicI64::new(i64::MIN),
+            forgotten: Mutex::new(Vec::new()),
+            track_forgotten: AtomicBool::new(false),
             counters: EngineCounters::default(),
         }
     }
@@ -95,11 +126,30 @@ impl Engine {
 
     /// As [`Engine::process`], recording `owner` (an input partition) as the identity's owner.
     pub fn process_owned(&self, ev: &AccessEvent, owner: u32) -> Vec<Decision> {
+        self.process_at(ev, owner, None).unwrap_or_default()
+    }
+
+    /// As [`Engine::process_owned`], for the event of the input record at `offset` of `owner`'s
+    /// partition: `None` (nothing learned or decided) when the identity's state already includes
+    /// that record, as after a restore from a snapshot taken past it.
+    pub fn process_at(
+        &self,
+        ev: &AccessEvent,
+        owner: u32,
+        offset: Option<i64>,
+    ) -> Option<Vec<Decision>> {
         let c = &self.counters;
-        c.events.fetch_add(1, Ordering::Relaxed);
         let m = &self.rules.model;
         self.sweep(ev.time_ms);
-        let (mut state, is_new) = match self.identities.get_mut(ev.principal.as_str()) {
+        let found = self.identities.get_mut(ev.principal.as_str());
+        if let (Some(s), Some(off)) = (&found, offset)
+            && s.applied_from(owner).is_some_and(|a| off <= a)
+        {
+            c.already_applied.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        c.events.fetch_add(1, Ordering::Relaxed);
+        let (mut state, is_new) = match found {
             Some(s) => (s, false),
             None => {
                 let entry = self
@@ -114,6 +164,8 @@ impl Engine {
                             ),
                             risk: RiskState::default(),
                             owner,
+                            applied: Vec::new(),
+                            changed: true,
                         }
                     });
                 (entry, true)
@@ -121,7 +173,15 @@ impl Engine {
         };
         let state = &mut *state;
         state.owner = owner;
-        let findings = detect::observe(&mut state.profile, &self.fleet, &self.rules, ev, is_new);
+        state.changed = true;
+        if let Some(off) = offset {
+            state.record_applied(owner, off);
+        }
+        let learned = state.profile.learn(ev, &self.fleet, &self.rules, is_new);
+        for (table, hash) in learned.adopted() {
+            self.fleet.contribute(table, hash, owner);
+        }
+        let findings = detect::judge(&mut state.profile, &learned, &self.fleet, &self.rules, ev);
         for f in &findings {
             c.findings[f.detector as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -163,7 +223,7 @@ impl Engine {
                 }
             }
         }
-        decisions
+        Some(decisions)
     }
 
     /// Once per event-time day, forgets identities silent for `baseline.forget_after_days`.
@@ -181,14 +241,70 @@ impl Engine {
         }
         let horizon = now_ms - (self.rules.model.baseline.forget_after_days * DAY_MS as f64) as i64;
         let before = self.identities.len();
-        self.identities
-            .retain(|_, s| s.profile.last_seen_ms >= horizon);
+        let track = self.track_forgotten.load(Ordering::Relaxed);
+        let mut gone = Vec::new();
+        self.identities.retain(|k, s| {
+            let keep = s.profile.last_seen_ms >= horizon;
+            if !keep && track {
+                gone.push((s.owner, k.clone()));
+            }
+            keep
+        });
+        if !gone.is_empty() {
+            self.forgotten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(gone);
+        }
         let forgotten = before.saturating_sub(self.identities.len());
         if forgotten > 0 {
             self.identity_count.fetch_sub(forgotten, Ordering::Relaxed);
             self.counters
                 .forgotten
                 .fetch_add(forgotten as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the keys of identities the sweep forgets, for [`Engine::take_forgotten`].
+    pub fn track_forgotten(&self, on: bool) {
+        self.track_forgotten.store(on, Ordering::Relaxed);
+    }
+
+    /// The identities forgotten since the last call (with tracking on) whose owners are in
+    /// `owners` (all when `None`), with their owners; the others stay for a later call.
+    pub fn take_forgotten_of(&self, owners: Option<&[u32]>) -> Vec<(u32, String)> {
+        let mut all = self.forgotten.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(owners) = owners else {
+            return std::mem::take(&mut *all);
+        };
+        let (taken, kept) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|(o, _)| owners.contains(o));
+        *all = kept;
+        taken
+    }
+
+    /// True when the identity is tracked.
+    pub fn has_identity(&self, key: &str) -> bool {
+        self.identities.contains_key(key)
+    }
+
+    /// Forgets one identity (a tombstone in the changelog).
+    pub fn remove_identity(&self, key: &str) {
+        if self.identities.remove(key).is_some() {
+            self.identity_count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Calls `f` with each identity changed since its last snapshot (of the given owners, or
+    /// all), and marks it unchanged. Shards are write-locked one at a time; `f` must not call
+    /// back into the engine.
+    pub fn drain_changed(&self, owners: Option<&[u32]>, mut f: impl FnMut(&str, &IdentityState)) {
+        for mut e in self.identities.iter_mut() {
+            if e.changed && owners.is_none_or(|o| o.contains(&e.owner)) {
+                f(e.key(), e.value());
+                e.changed = false;
+            }
         }
     }
 

@@ -22,7 +22,8 @@ const STATISTICS_INTERVAL_MS: &str = "5000";
 #[derive(Debug, Clone, Copy)]
 pub enum Role<'a> {
     /// `driftwatch run`'s consumer: an offset is stored only after the record's outputs are
-    /// acknowledged and committed periodically; cooperative-sticky assignment; statistics.
+    /// acknowledged, and committed by the service at its commit points, after the state the
+    /// records led to is saved; cooperative-sticky assignment; statistics.
     ServiceConsumer { group: &'a str },
     /// `driftwatch run`'s producer: idempotent, retrying through outages without a deadline
     /// (backpressure bounds memory instead); statistics.
@@ -50,7 +51,7 @@ pub fn client_config<'p>(
     match role {
         Role::ServiceConsumer { group } => {
             c.set("group.id", group)
-                .set("enable.auto.commit", "true")
+                .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
                 .set("partition.assignment.strategy", "cooperative-sticky")

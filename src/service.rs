@@ -6,15 +6,16 @@
 //! the engine (both synchronous and cheap), then hands the record's outgoing messages (alerts,
 //! commands, dead letters) to the idempotent producer and the record's position to the
 //! acknowledger over a bounded channel; the acknowledger stores the offset once everything the
-//! record caused is acknowledged, and librdkafka commits stored offsets periodically and at
-//! shutdown.
+//! record caused is acknowledged.
 //!
-//! State: an identity's baseline lives with the partition that delivers its events. A newly
-//! assigned partition first re-reads history to rebuild its identities' baselines without
-//! emitting (see [`crate::ingest::partitions`]); a revoked partition's identities are dropped.
-//! So partitions move between instances, and an instance restarts, without losing detections and
-//! without shared storage; what remains is persisting state snapshots so a restart does not
-//! re-read history (see the README).
+//! Every `commit_interval`, and at shutdown, the loop reaches a *commit point*: it waits until
+//! every record handed on is acknowledged, writes the snapshots of the identities those records
+//! changed to the state topic ([`crate::state::changelog`]) and awaits them, then commits the
+//! input offsets. An identity's baseline lives with the partition that delivers its events: a
+//! newly assigned partition restores its identities from the state topic (or, with none saved,
+//! rebuilds them from input history, [`crate::ingest::partitions`]); a revoked one saves them
+//! first. So partitions move between instances, and instances restart, without losing
+//! detections, double-counting, or re-reading history.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,21 +23,26 @@ use std::time::{Duration, Instant};
 
 use prometheus::Registry;
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Problem, Rules, RunConfig};
 use crate::decide::{Activity, Decision};
 use crate::decode::{self, Decoded};
-use crate::emit::kafka::{self as out, Outgoing, OutputProducer, Pending, SourcePosition, Topics};
+use crate::emit::kafka::{
+    self as out, Ack, Outgoing, OutputProducer, Pending, SourcePosition, Topics,
+};
 use crate::emit::{EmitError, dead_letter};
 use crate::engine::Engine;
 use crate::event::RawRef;
-use crate::ingest::kafka::{self as input, Assigned, AssignedView, InputConsumer, Partitions};
+use crate::ingest::kafka::{
+    self as input, Assigned, AssignedView, InputConsumer, PartitionState, Partitions,
+};
 use crate::ingest::partitions::RebuildPolicy;
+use crate::state::changelog::{Changelog, ChangelogError, InMemory};
 use crate::telemetry::{EngineCollector, Metrics, RateLimit, now_ms};
 
 /// Why the service stopped with an error.
@@ -48,6 +54,8 @@ pub enum ServiceError {
     Subscribe { topics: String, source: KafkaError },
     #[error(transparent)]
     Emit(#[from] EmitError),
+    #[error(transparent)]
+    StateTopic(#[from] ChangelogError),
     #[error(
         "shutdown did not finish within the {grace:?} grace period ({pending} records still awaiting \
          acknowledgement); their offsets were not committed and they will be processed again"
@@ -86,6 +94,9 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
+/// The consumer, the producer, and the state topic's handler (`None` with `--state-topic off`).
+type Clients = (Arc<InputConsumer>, OutputProducer, Option<Arc<Changelog>>);
+
 /// The streaming service.
 pub struct Service {
     cfg: RunConfig,
@@ -116,9 +127,9 @@ impl Service {
         self.metrics.clone()
     }
 
-    /// Creates the clients, reporting librdkafka's rejection of a pass-through property as a
-    /// configuration problem.
-    fn clients(&self) -> Result<(Arc<InputConsumer>, OutputProducer), ConfigError> {
+    /// Creates the clients and the state topic's handler, reporting librdkafka's rejection of
+    /// a pass-through property as a configuration problem.
+    fn clients(&self) -> Result<Clients, ConfigError> {
         let problem = |what: &str, e: KafkaError| ConfigError {
             file: "driftwatch run".into(),
             problems: vec![Problem {
@@ -126,19 +137,33 @@ impl Service {
                 why: format!("librdkafka rejected the {what} configuration: {e}"),
             }],
         };
-        let engine = self.engine.clone();
+        let producer =
+            out::producer(&self.cfg, &self.metrics).map_err(|e| problem("producer", e))?;
+        let changelog = self.cfg.state_topic.clone().map(|topic| {
+            Arc::new(Changelog::new(
+                &self.cfg,
+                topic,
+                self.engine.clone(),
+                producer.clone(),
+                self.metrics.clone(),
+            ))
+        });
+        let state: Box<dyn PartitionState> = match &changelog {
+            Some(c) => Box::new(c.clone()),
+            None => Box::new(InMemory {
+                engine: self.engine.clone(),
+            }),
+        };
         let partitions = Partitions::new(
             RebuildPolicy {
                 horizon: self.cfg.rebuild,
             },
             self.metrics.clone(),
-            Box::new(move |owner| engine.evict_owner(owner)),
+            state,
         );
         let consumer = input::consumer(&self.cfg, partitions, &self.metrics)
             .map_err(|e| problem("consumer", e))?;
-        let producer =
-            out::producer(&self.cfg, &self.metrics).map_err(|e| problem("producer", e))?;
-        Ok((Arc::new(consumer), producer))
+        Ok((Arc::new(consumer), producer, changelog))
     }
 
     /// Runs until `shutdown` resolves, then drains, flushes and commits within the grace period.
@@ -149,8 +174,11 @@ impl Service {
     /// committed past a record whose outputs were not acknowledged.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<RunSummary, ServiceError> {
         let started = Instant::now();
-        let (consumer, producer) = self.clients()?;
+        let (consumer, producer, changelog) = self.clients()?;
         let topics: Vec<&str> = self.cfg.inputs.iter().map(|i| i.topic.as_str()).collect();
+        if let Some(c) = &changelog {
+            c.ensure_topic(&topics).await?;
+        }
         consumer
             .subscribe(&topics)
             .map_err(|source| ServiceError::Subscribe {
@@ -159,7 +187,7 @@ impl Service {
             })?;
         info!(config = %self.cfg.redacted(), "driftwatch run started.");
         let out_topics = Arc::new(Topics::new(&self.cfg));
-        let (tx, rx) = mpsc::channel::<Pending>(self.cfg.max_in_flight);
+        let (tx, rx) = mpsc::channel::<Ack>(self.cfg.max_in_flight);
         let acker = {
             let consumer = consumer.clone();
             tokio::spawn(out::acknowledge(
@@ -177,7 +205,14 @@ impl Service {
         };
 
         let stopped = self
-            .consume(&consumer, &producer, &out_topics, tx, shutdown)
+            .consume(
+                &consumer,
+                &producer,
+                &out_topics,
+                changelog.as_deref(),
+                tx,
+                shutdown,
+            )
             .await;
 
         // Drain: the acknowledger finishes every record handed to it, then offsets are committed.
@@ -193,6 +228,17 @@ impl Service {
             Ok(Ok(r)) => r.map_err(ServiceError::from),
         };
         let result = stopped.and(result);
+        // The last commit point: everything is acknowledged, so save the state, then commit.
+        let result = match (result, &changelog) {
+            (Ok(()), Some(c)) => {
+                let known = consumer.context().hooks.known();
+                match tokio::time::timeout_at(deadline.into(), c.save_changed(&known)).await {
+                    Ok(saved) => saved.map(|_| ()).map_err(ServiceError::from),
+                    Err(_) => Err(ServiceError::ShutdownTimeout { grace, pending: 0 }),
+                }
+            }
+            (r, _) => r,
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         if let Err(e) = producer.flush(remaining.max(Duration::from_millis(100))) {
             warn!(error = %e, "Flushing the producer at shutdown failed.");
@@ -202,6 +248,7 @@ impl Service {
                 &*consumer,
                 "Final offset commit failed; records since the last commit will be processed again.",
             );
+            self.metrics.commits.inc();
         }
         consumer.unsubscribe();
         let m = &self.metrics;
@@ -226,7 +273,8 @@ impl Service {
         consumer: &InputConsumer,
         producer: &OutputProducer,
         topics: &Topics,
-        tx: mpsc::Sender<Pending>,
+        changelog: Option<&Changelog>,
+        tx: mpsc::Sender<Ack>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServiceError> {
         tokio::pin!(shutdown);
@@ -235,12 +283,42 @@ impl Service {
         let mut backoff = Duration::from_millis(100);
         let metrics = &self.metrics;
         let mut outgoing: Vec<Outgoing> = Vec::new();
+        let mut commit_tick = tokio::time::interval(self.cfg.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        commit_tick.reset();
         loop {
             let msg = tokio::select! {
                 biased;
                 () = &mut shutdown => {
                     info!("Shutdown requested: draining in-flight records.");
                     return Ok(());
+                }
+                _ = commit_tick.tick() => {
+                    // A commit point: outputs acknowledged, then state saved, then offsets.
+                    let (done, acked) = oneshot::channel();
+                    if tx.send(Ack::Barrier(done)).await.is_err() {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => {
+                            info!("Shutdown requested at a commit point: draining in-flight records.");
+                            return Ok(());
+                        }
+                        r = acked => if r.is_err() { return Ok(()); },
+                    }
+                    if let Some(c) = changelog {
+                        c.save_changed(&partitions.known()).await?;
+                    }
+                    // Synchronous, so a later commit can never be overtaken by this one.
+                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                        Ok(()) => metrics.commits.inc(),
+                        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                        Err(e) => {
+                            warn!(error = %e, "Committing offsets failed; they are committed at the next commit point.");
+                        }
+                    }
+                    continue;
                 }
                 m = consumer.recv() => m,
             };
@@ -301,13 +379,13 @@ impl Service {
             metrics
                 .processing_seconds
                 .observe(received.elapsed().as_secs_f64());
-            let pending = Pending {
+            let pending = Ack::Record(Pending {
                 topic: part.topic.clone(),
                 partition,
                 offset,
                 received,
                 deliveries,
-            };
+            });
             // Waits while `max_in_flight` records await acknowledgement (brokers slow or down),
             // but not past a shutdown request: this record's offset is then simply not stored.
             metrics.records_in_flight.inc();
@@ -348,7 +426,13 @@ impl Service {
             &mut |element, r, result| match result {
                 Ok(Decoded::Event(ev)) => {
                     part.decoded.inc();
-                    let decisions = self.engine.process_owned(&ev, part.info.owner);
+                    // None: the identity's restored state already includes this record.
+                    let Some(decisions) =
+                        self.engine
+                            .process_at(&ev, part.info.owner, Some(at.offset))
+                    else {
+                        return;
+                    };
                     if !live {
                         return;
                     }

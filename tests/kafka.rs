@@ -367,6 +367,11 @@ async fn a_poison_record_is_dead_lettered_with_its_reason_and_the_records_after_
 }
 
 fn driftwatch_run(t: &Topics, group: &str) -> Child {
+    driftwatch_run_serving(t, group, "127.0.0.1:0")
+}
+
+/// As [`driftwatch_run`], serving /metrics, /healthz and /readyz on `metrics_addr`.
+fn driftwatch_run_serving(t: &Topics, group: &str, metrics_addr: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args([
             "run",
@@ -385,14 +390,20 @@ fn driftwatch_run(t: &Topics, group: &str) -> Child {
             "--shutdown-grace-seconds",
             "20",
             // Commit often so the tests can stop it mid-stream at a known committed position.
+            "--commit-interval-seconds",
+            "0.2",
+            // A killed instance leaves the group after 6 s, not the default 45.
             "--kafka-property",
-            "consumer.auto.commit.interval.ms=100",
+            "consumer.session.timeout.ms=6000",
+            // A rebalance waits at most 10 s for a member that does not rejoin (a killed one).
+            "--kafka-property",
+            "consumer.max.poll.interval.ms=10000",
             // A secret, which the startup log must not show (unused: the broker is plaintext).
             "--kafka-property",
             "sasl.password=hunter2-not-logged",
-            // Instances run side by side: any free port.
+            // Instances run side by side: any free port unless told.
             "--metrics-addr",
-            "127.0.0.1:0",
+            metrics_addr,
             "--log-format",
             "json",
         ])
@@ -410,6 +421,17 @@ fn sigterm(child: &Child) {
         .unwrap()
         .success();
     assert!(ok, "kill -TERM");
+}
+
+/// Stops `child` and fails the test with `why` and the end of its log: what a timeout needs to
+/// be diagnosed.
+fn give_up(child: Child, why: &str) -> ! {
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!("{why}; its log ends:\n{}", tail.join("\n"));
 }
 
 fn topic_len(topic: &str) -> usize {
@@ -487,6 +509,242 @@ async fn killed_mid_stream_and_restarted_it_loses_no_record_and_repeated_command
     }
 }
 
+/// A member that joins `group` and leaves at once: a rebalance, in which the broker drops
+/// members whose session expired (tansu 0.6 reassigns a killed member's partitions only when
+/// the group rebalances; Kafka also does when the session times out).
+async fn nudge_group(group: &str, topic: &str) {
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let consumer: BaseConsumer<KafkaContext> = client_config(
+        &brokers(),
+        Role::Reader { group },
+        // The group's protocol: the broker refuses a member that proposes another.
+        [("partition.assignment.strategy", "cooperative-sticky")],
+    )
+    .create_with_context(KafkaContext::new("nudge"))
+    .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map_or(0, |a| a.count()) == 0 && Instant::now() < deadline {
+        consumer.poll(Duration::from_millis(100));
+    }
+    consumer.unsubscribe();
+}
+
+/// Now as the JSON logs write their timestamps (RFC 3339, UTC, microseconds).
+fn chrono_now_rfc3339() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Milliseconds then `000Z`: compares correctly with the logs' microsecond timestamps.
+    driftwatch::decode::time::format_rfc3339_ms(ms).replace('Z', "000Z")
+}
+
+/// Committed offset per partition (0 where nothing is committed).
+fn committed_by_partition(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer<KafkaContext> =
+        client_config(&brokers(), Role::Reader { group }, [])
+            .create_with_context(KafkaContext::new("reader"))
+            .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_instances_killed_its_partitions_are_restored_from_the_state_topic_not_reread_and_still_alert()
+ {
+    let partitions = 4;
+    let t = create_topics("restore", partitions).await;
+    let (records, labels) = produce::simulated_fleet(&SimConfig {
+        identities: 24,
+        days: 12,
+        seed: 16,
+        ..SimConfig::default()
+    });
+    let expected = reference(&records, &labels);
+    // The second half arrives after the kill, so every partition has work left then.
+    let half = records.len() / 2;
+    let mut n = produce(&t.input, &records[..half]).await as i64;
+    let group = unique("restore");
+
+    // The first instance owns every partition until the second joins: the second never reads
+    // a partition before taking it over, gracefully or by the crash.
+    let mut doomed = driftwatch_run(&t, &group);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_by_partition(&group, &t.input, partitions).contains(&0) {
+        assert!(Instant::now() < deadline, "no progress on every partition");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let survivor = driftwatch_run_serving(&t, &group, &addr.to_string());
+    // Killed once the second instance has its share (ready: assigned and restored), mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while driftwatch::telemetry::http::get(addr, "/readyz")
+        .await
+        .map_or(true, |(status, _)| status != 200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second instance never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let killed_at = chrono_now_rfc3339();
+    let at_kill = committed_by_partition(&group, &t.input, partitions);
+    n += produce(&t.input, &records[half..]).await as i64;
+    nudge_group(&group, &t.input).await;
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while committed_total(&group, &t.input, partitions) < n {
+        if Instant::now() > deadline {
+            give_up(survivor, "the survivor did not finish the stream");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sigterm(&survivor);
+    let out = survivor.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let logs: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // The partitions it took over from the killed instance, restored from the state topic with
+    // their identities (RFC 3339 UTC timestamps of one format compare as strings).
+    let moved: BTreeSet<i32> = logs
+        .iter()
+        .filter(|l| {
+            l["message"] == "Restored identities from the state topic."
+                && l["identities"].as_u64().unwrap_or(0) > 0
+                && l["timestamp"].as_str().unwrap_or_default() > killed_at.as_str()
+        })
+        .map(|l| l["partition"].as_i64().unwrap() as i32)
+        .collect();
+    assert!(
+        !moved.is_empty(),
+        "the survivor restored the moved partitions: {log}"
+    );
+    assert!(
+        !log.contains("rebuilding its baselines"),
+        "nothing rebuilt from history: {log}"
+    );
+    let summary = log
+        .lines()
+        .find(|l| l.starts_with("driftwatch run:"))
+        .expect("summary line");
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let consumed: i64 = words[2].parse().unwrap();
+    let replayed: i64 = words[5].trim_start_matches('(').parse().unwrap();
+    assert_eq!(replayed, 0, "{summary}");
+    // At most its own partitions in full and the moved ones after their last commit: what the
+    // killed instance had committed is not read again, to rebuild or otherwise.
+    let not_reread: i64 = moved.iter().map(|p| at_kill[*p as usize]).sum();
+    assert!(not_reread > 0, "{at_kill:?}");
+    assert!(
+        consumed <= n - not_reread,
+        "{summary}; {n} records, committed at the kill {at_kill:?}, moved {moved:?}"
+    );
+
+    let alerts = read_all(&t.alerts, 0);
+    let caught = detected(&labels, &alert_points(&alerts));
+    assert!(caught.is_superset(&expected), "{caught:?} vs {expected:?}");
+    // No cold start: no alert treats an identity with days of history as new.
+    let cold = cold_start_alerts(&alerts, &labels);
+    assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
+}
+
+/// Alerts that treat an identity with days of history as new: a cold start.
+fn cold_start_alerts(alerts: &[Read], labels: &Labels) -> Vec<Value> {
+    let first_seen: HashMap<&str, i64> = labels
+        .identities
+        .iter()
+        .map(|i| (i.key.as_str(), i.first_seen))
+        .collect();
+    alerts
+        .iter()
+        .map(Read::json)
+        .filter(|a| {
+            let who = a["resources"][0]["uid"].as_str().unwrap_or_default();
+            let old = first_seen
+                .get(who)
+                .is_some_and(|f| a["time"].as_i64().unwrap() > f + 5 * 86_400_000);
+            old && a["unmapped"]["identity"]["mature"] == false
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_after_the_input_history_is_deleted_it_restores_its_baselines_and_detects() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let partitions = 2;
+    let t = create_topics("nohistory", partitions).await;
+    let (records, labels) = fleet(17);
+    let expected = reference(&records, &labels);
+    let split = records.len() * 6 / 10;
+    let first = produce(&t.input, &records[..split]).await as i64;
+    let group = unique("nohistory");
+
+    let (_, stop, handle) = spawn_service(run_config(&t, &group));
+    wait_for(
+        "the first part to be committed",
+        Duration::from_secs(240),
+        || committed_total(&group, &t.input, partitions) >= first,
+    )
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+
+    // Retention deletes the input's history: nothing is left to rebuild baselines from.
+    let admin: AdminClient<KafkaContext> = client_config(&brokers(), Role::Admin, [])
+        .create_with_context(KafkaContext::new("admin"))
+        .unwrap();
+    let committed = committed_by_partition(&group, &t.input, partitions);
+    let mut tpl = TopicPartitionList::new();
+    for (p, c) in committed.iter().enumerate() {
+        tpl.add_partition_offset(&t.input, p as i32, Offset::Offset(*c))
+            .unwrap();
+    }
+    admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("the broker deletes records");
+
+    let rest = produce(&t.input, &records[split..]).await as i64;
+    let (stats, stop, handle) = spawn_service(run_config(&t, &group));
+    wait_for("the rest to be committed", Duration::from_secs(240), || {
+        committed_total(&group, &t.input, partitions) >= first + rest
+    })
+    .await;
+    stop.send(()).unwrap();
+    let summary = handle.await.unwrap().unwrap();
+    assert!(stats.state_restored_identities.get() > 0);
+    assert_eq!(summary.rebuilt, 0, "{summary}");
+    assert_eq!(summary.consumed as i64, rest, "{summary}");
+    let alerts = read_all(&t.alerts, 0);
+    let caught = detected(&labels, &alert_points(&alerts));
+    assert!(caught.is_superset(&expected), "{caught:?} vs {expected:?}");
+    let cold = cold_start_alerts(&alerts, &labels);
+    assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_loss() {
     let partitions = 2;
@@ -561,19 +819,29 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
 
     let (stats, stop, handle) = spawn_service(run_config(&t, &group));
     wait_for("the successor to finish", Duration::from_secs(240), || {
-        Metrics::total(&stats.records_consumed) as i64 >= n && stats.records_in_flight.get() == 0
+        Metrics::total(&stats.records_consumed) as i64 >= n - consumed
+            && stats.records_in_flight.get() == 0
     })
     .await;
     assert_eq!(
         stats.readiness(),
         Ok(()),
-        "ready once the history up to the committed offsets is replayed"
+        "ready once the saved state is restored"
     );
     stop.send(()).unwrap();
     let summary = handle.await.unwrap().unwrap();
+    assert!(
+        stats.state_restored_identities.get() > 0,
+        "the successor restores the identities from the state topic"
+    );
     assert_eq!(
-        summary.rebuilt as i64, consumed,
-        "the successor rebuilds exactly what was committed"
+        summary.rebuilt, 0,
+        "restored, so nothing is re-read to rebuild"
+    );
+    assert_eq!(
+        summary.consumed as i64,
+        n - consumed,
+        "the successor reads only the records after the committed offsets"
     );
     let caught = detected(&labels, &alert_points(&read_all(&t.alerts, 0)));
     assert!(caught.is_superset(&expected), "{caught:?} vs {expected:?}");

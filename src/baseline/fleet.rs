@@ -6,7 +6,9 @@
 //! `baseline.fleet_max_values`: when full, the least recently used tenth is forgotten, in an
 //! order that depends only on the data, so replays stay deterministic.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
@@ -30,10 +32,27 @@ pub struct Fleet {
     pub evicted: AtomicUsize,
     /// Event time of the earliest event the fleet has seen.
     first_ms: AtomicI64,
+    /// When tracked (the service): the users each owner (input partition) contributed to each
+    /// value, saved and restored with the partition's identities so a value's users survive
+    /// restarts and partition moves, and those changed since they were last saved.
+    contributions: DashMap<(Table, u64, u32), u32, FxBuildHasher>,
+    changed: Mutex<HashSet<(Table, u64, u32)>>,
+    track: AtomicBool,
+}
+
+/// What one owner contributed to one value, as saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub table: Table,
+    pub hash: u64,
+    pub owner: u32,
+    pub users: u32,
+    pub last_hour: u32,
+    pub label: String,
 }
 
 /// Which table a value lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Endpoints,
     Origins,
@@ -47,7 +66,71 @@ impl Fleet {
             max_values,
             evicted: AtomicUsize::new(0),
             first_ms: AtomicI64::new(i64::MAX),
+            contributions: DashMap::with_hasher(FxBuildHasher),
+            changed: Mutex::new(HashSet::new()),
+            track: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps per-owner contributions ([`Fleet::contribute`]) from now on.
+    pub fn track_contributions(&self, on: bool) {
+        self.track.store(on, Ordering::Relaxed);
+    }
+
+    /// Records that an identity of `owner` started using a value (after [`Fleet::adopt`]).
+    pub fn contribute(&self, t: Table, hash: u64, owner: u32) {
+        if !self.track.load(Ordering::Relaxed) {
+            return;
+        }
+        *self.contributions.entry((t, hash, owner)).or_insert(0) += 1;
+        self.changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((t, hash, owner));
+    }
+
+    /// The contributions of `owners` (all when `None`) changed since the last call, with the
+    /// values' labels; the others stay for a later call.
+    pub fn drain_contributions(&self, owners: Option<&[u32]>) -> Vec<Contribution> {
+        let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        changed.retain(|&(t, hash, owner)| {
+            if owners.is_some_and(|o| !o.contains(&owner)) {
+                return true;
+            }
+            let users = self.contributions.get(&(t, hash, owner)).map_or(0, |c| *c);
+            if let Some(v) = self.table(t).get(&hash) {
+                out.push(Contribution {
+                    table: t,
+                    hash,
+                    owner,
+                    users,
+                    last_hour: v.last_hour,
+                    label: v.label.to_string(),
+                });
+            }
+            false
+        });
+        out.sort_unstable_by_key(|c| (c.table, c.hash, c.owner));
+        out
+    }
+
+    /// Restores one owner's contribution to a value: the value's users change by the
+    /// difference with what that owner contributed before (nothing, on a first restore).
+    pub fn restore_contribution(&self, c: Contribution, tier: Option<u8>) {
+        let before = self
+            .contributions
+            .insert((c.table, c.hash, c.owner), c.users)
+            .unwrap_or(0);
+        let map = self.table(c.table);
+        let mut v = map.entry(c.hash).or_insert_with(|| FleetValue {
+            users: 0,
+            last_hour: c.last_hour,
+            label: c.label.into_boxed_str(),
+            tier,
+        });
+        v.users = v.users.saturating_add(c.users).saturating_sub(before);
+        v.last_hour = v.last_hour.max(c.last_hour);
     }
 
     /// Records an event time; returns how long (ms) the fleet has been observed by then.
@@ -116,8 +199,12 @@ impl Fleet {
             .collect();
         all.sort_unstable();
         let n = all.len() / 10 + 1;
-        for (_, _, k) in all.into_iter().take(n) {
-            map.remove(&k);
+        let gone: HashSet<u64> = all.into_iter().take(n).map(|(_, _, k)| k).collect();
+        for k in &gone {
+            map.remove(k);
+        }
+        if self.track.load(Ordering::Relaxed) {
+            self.contributions.retain(|(_, h, _), _| !gone.contains(h));
         }
         self.evicted.fetch_add(n, Ordering::Relaxed);
     }

@@ -52,6 +52,7 @@ pub struct NewEndpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOrigin {
     pub level: Level,
+    pub hash: u64,
     /// The identity's probability of meeting a new value at this level in an active hour.
     pub p_new: f64,
     pub first_new_this_hour: bool,
@@ -85,6 +86,17 @@ pub struct Learned {
     /// Decayed counts of calls and denied calls before this one.
     pub calls_before: f32,
     pub denied_before: f32,
+}
+
+impl Learned {
+    /// The values this event made the identity start using, by fleet table: each counted one
+    /// more user in the fleet.
+    pub fn adopted(&self) -> impl Iterator<Item = (Table, u64)> + '_ {
+        self.endpoint
+            .iter()
+            .map(|e| (Table::Endpoints, e.hash))
+            .chain(self.origins.iter().map(|o| (Table::Origins, o.hash)))
+    }
 }
 
 impl Profile {
@@ -220,6 +232,7 @@ impl Profile {
             }
             new.push(NewOrigin {
                 level: v.level,
+                hash: v.hash,
                 p_new,
                 first_new_this_hour,
                 users,

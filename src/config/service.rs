@@ -22,7 +22,7 @@ const RESERVED: [(&str, &str); 6] = [
     ),
     (
         "enable.auto.commit",
-        "driftwatch commits stored offsets periodically and at shutdown",
+        "driftwatch commits offsets itself, after the state they led to is saved (--commit-interval-seconds)",
     ),
     (
         "enable.idempotence",
@@ -67,6 +67,10 @@ pub struct RunConfig {
     pub rebuild: Option<Duration>,
     /// Input records whose outputs may await acknowledgement at once (backpressure bound).
     pub max_in_flight: usize,
+    /// The compacted topic identity snapshots are saved to; `None` keeps state in memory only.
+    pub state_topic: Option<String>,
+    /// Time between commit points.
+    pub commit_interval: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` when turned off.
     pub metrics_addr: Option<SocketAddr>,
     /// CloudEvents `source` of everything written.
@@ -284,6 +288,39 @@ impl RunConfig {
                 why: format!("{max_in_flight} is not in 1..=1000000"),
             });
         }
+        let (secs, k) = pick_defaulted!(commit_interval_seconds);
+        let commit_interval = if secs.is_finite() && (0.01..=600.0).contains(&secs) {
+            Duration::from_secs_f64(secs)
+        } else {
+            problems.push(Problem {
+                key: k,
+                why: format!("{secs} is not a number of seconds in [0.01, 600]"),
+            });
+            Duration::ZERO
+        };
+        let state_topic = match pick!(state_topic) {
+            Some((t, _)) if t.trim() == "off" => None,
+            Some((t, k)) if t.trim().is_empty() => {
+                problems.push(Problem {
+                    key: k,
+                    why: "must not be empty (`off` keeps state in memory only)".into(),
+                });
+                None
+            }
+            Some((t, k)) => {
+                let t = t.trim().to_owned();
+                if inputs.iter().any(|i| i.topic == t)
+                    || [&alerts_topic, &commands_topic, &dead_letter_topic].contains(&&t)
+                {
+                    problems.push(Problem {
+                        key: k,
+                        why: format!("`{t}` is also an input or output topic"),
+                    });
+                }
+                Some(t)
+            }
+            None => Some(format!("{group_id}.state")),
+        };
         let (addr, k) = pick_defaulted!(metrics_addr);
         let metrics_addr = parse_metrics_addr(&addr).unwrap_or_else(|why| {
             problems.push(Problem { key: k, why });
@@ -313,6 +350,8 @@ impl RunConfig {
             shutdown_grace,
             rebuild,
             max_in_flight,
+            state_topic,
+            commit_interval,
             metrics_addr,
             model,
             identities,
@@ -356,13 +395,15 @@ impl RunConfig {
             .map(|i| format!("{}={}", i.topic, i.format.as_str()))
             .collect();
         format!(
-            "brokers={} group={} inputs=[{}] alerts={} commands={} dead_letter={} rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
+            "brokers={} group={} inputs=[{}] alerts={} commands={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
             self.brokers,
             self.group_id,
             inputs.join(","),
             self.alerts_topic,
             self.commands_topic,
             self.dead_letter_topic,
+            self.state_topic.as_deref().unwrap_or("off"),
+            self.commit_interval.as_secs_f64(),
             match self.rebuild {
                 None => "whole-log".to_owned(),
                 Some(d) => format!("{:.1}d", d.as_secs_f64() / 86_400.0),

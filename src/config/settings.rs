@@ -103,6 +103,14 @@ pub struct Settings {
     /// Input records whose outputs may await acknowledgement at once.
     #[arg(long, env = "DRIFTWATCH_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Compacted topic of identity snapshots that state is saved to and restored from, or `off`
+    /// to keep state in memory only (partitions then rebuild from history) [default: GROUP.state].
+    #[arg(long, env = "DRIFTWATCH_STATE_TOPIC")]
+    pub state_topic: Option<String>,
+    /// Seconds between commit points: outputs acknowledged, changed identities' snapshots
+    /// written, input offsets committed.
+    #[arg(long, env = "DRIFTWATCH_COMMIT_INTERVAL_SECONDS")]
+    pub commit_interval_seconds: Option<f64>,
     /// Address for /metrics, /healthz and /readyz, or `off`.
     #[arg(long, env = "DRIFTWATCH_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -128,6 +136,8 @@ impl Settings {
             shutdown_grace_seconds: Some(30.0),
             rebuild_days: Some(30.0),
             max_in_flight: Some(10_000),
+            state_topic: None,
+            commit_interval_seconds: Some(5.0),
             metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),
             model: None,
             identities: None,

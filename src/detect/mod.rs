@@ -189,9 +189,21 @@ pub fn observe(
     is_new: bool,
 ) -> Vec<Finding> {
     let learned = p.learn(ev, fleet, rules, is_new);
+    judge(p, &learned, fleet, rules, ev)
+}
+
+/// What was unusual about `ev`, given what `p` just learned from it ([`Profile::learn`]), in
+/// [`SIGNALS`] order.
+pub fn judge(
+    p: &mut Profile,
+    learned: &Learned,
+    fleet: &Fleet,
+    rules: &Rules,
+    ev: &AccessEvent,
+) -> Vec<Finding> {
     let o = Observation {
         event: ev,
-        learned: &learned,
+        learned,
         fleet,
         rules,
         meta: if rules.inventory.is_empty() {

@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{EmitError, command, render};
@@ -255,6 +255,15 @@ async fn deliver(
     }
 }
 
+/// What the acknowledger is handed, in input order.
+pub enum Ack {
+    /// An input record and its outputs.
+    Record(Pending),
+    /// A commit point: answered once every record handed before it is acknowledged and its
+    /// offset stored.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// One input record's outputs, awaiting acknowledgement before its offset is stored.
 pub struct Pending {
     pub topic: Arc<str>,
@@ -272,7 +281,7 @@ pub struct Pending {
 /// [`EmitError::Delivery`]: a message failed [`DELIVERY_ATTEMPTS`] times; its record's offset
 /// and every later one are not stored.
 pub async fn acknowledge(
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Ack>,
     producer: OutputProducer,
     topics: Arc<Topics>,
     metrics: Arc<Metrics>,
@@ -281,8 +290,22 @@ pub async fn acknowledge(
     let mut batch = Vec::with_capacity(512);
     let mut last: Vec<(Arc<str>, i32, i64)> = Vec::new();
     while rx.recv_many(&mut batch, 512).await > 0 {
-        let n = batch.len() as i64;
-        for p in batch.drain(..) {
+        let mut n = 0i64;
+        for item in batch.drain(..) {
+            let p = match item {
+                Ack::Record(p) => p,
+                Ack::Barrier(done) => {
+                    for (t, part, offset) in last.drain(..) {
+                        store_offset(&t, part, offset);
+                    }
+                    metrics.records_acknowledged.inc_by(n as u64);
+                    metrics.records_in_flight.sub(n);
+                    n = 0;
+                    let _ = done.send(());
+                    continue;
+                }
+            };
+            n += 1;
             let had_outputs = !p.deliveries.is_empty();
             for (fut, o) in p.deliveries {
                 deliver(fut, o, &producer, &topics, &metrics).await?;

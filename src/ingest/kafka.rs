@@ -3,12 +3,13 @@
 //! partitions ([`AssignedView`]).
 //!
 //! Per-identity state follows the partition that owns the identity (input messages are keyed by
-//! identity). On assignment, the consumer starts a partition early enough to rebuild its
-//! identities' baselines from history before the committed offset; on revocation, it commits
-//! what was acknowledged and has the partition's identities dropped (the `evict` callback the
-//! service passes in), so their next owner rebuilds them.
+//! identity). On assignment, the partition's state is restored first ([`PartitionState`], the
+//! changelog in `state::changelog`); a partition with no saved state starts early enough to
+//! rebuild its identities' baselines from history before the committed offset. On revocation,
+//! the partition's state is saved, what was acknowledged is committed, and its identities are
+//! dropped from memory for their next owner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,8 +36,40 @@ use crate::telemetry::{Metrics, now_ms};
 /// The service's consumer.
 pub type InputConsumer = StreamConsumer<KafkaContext<Partitions>>;
 
-/// Drops the state of the identities recorded under an owner tag; returns how many it dropped.
-pub type Evict = Box<dyn Fn(u32) -> usize + Send + Sync>;
+/// An input partition and the owner tag its identities are recorded under in the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub topic: String,
+    pub partition: i32,
+    pub owner: u32,
+}
+
+/// What the rebalance callbacks ask of the state that follows partitions. The calls block the
+/// consumer's poll (and so the consumer loop) until done, as a rebalance must.
+pub trait PartitionState: Send + Sync + 'static {
+    /// Restores the saved state of newly assigned partitions; returns those that had none,
+    /// which rebuild from input history instead.
+    fn restore(&self, assigned: &[Owned]) -> Vec<(String, i32)>;
+    /// Saves what the identities of the `revoked` owners learned, before their partitions'
+    /// offsets are committed. `known` maps every owner tag to its partition.
+    fn save(&self, revoked: &[u32], known: &[Owned]);
+    /// Drops an owner's identities from memory; returns how many.
+    fn evict(&self, owner: u32) -> usize;
+}
+
+impl<T: PartitionState> PartitionState for Arc<T> {
+    fn restore(&self, assigned: &[Owned]) -> Vec<(String, i32)> {
+        (**self).restore(assigned)
+    }
+
+    fn save(&self, revoked: &[u32], known: &[Owned]) {
+        (**self).save(revoked, known)
+    }
+
+    fn evict(&self, owner: u32) -> usize {
+        (**self).evict(owner)
+    }
+}
 
 /// The assigned partitions, shared by the rebalance callbacks and the consumer loop: the
 /// consumer context's hooks.
@@ -46,18 +79,34 @@ pub struct Partitions {
     generation: AtomicU64,
     policy: RebuildPolicy,
     metrics: Arc<Metrics>,
-    evict: Evict,
+    state: Box<dyn PartitionState>,
 }
 
 impl Partitions {
-    pub fn new(policy: RebuildPolicy, metrics: Arc<Metrics>, evict: Evict) -> Partitions {
+    pub fn new(
+        policy: RebuildPolicy,
+        metrics: Arc<Metrics>,
+        state: Box<dyn PartitionState>,
+    ) -> Partitions {
         Partitions {
             table: Mutex::new(PartitionTable::default()),
             generation: AtomicU64::new(0),
             policy,
             metrics,
-            evict,
+            state,
         }
+    }
+
+    /// Every partition this instance has owned, with its owner tag.
+    pub fn known(&self) -> Vec<Owned> {
+        let t = self.lock();
+        t.known()
+            .map(|(topic, partition, owner)| Owned {
+                topic: topic.to_owned(),
+                partition,
+                owner,
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, PartitionTable> {
@@ -94,6 +143,23 @@ impl Partitions {
         base: &BaseConsumer<KafkaContext<Partitions>>,
         tpl: &mut TopicPartitionList,
     ) {
+        // Saved state first: a partition restored from it needs no rebuild from history.
+        let owned: Vec<Owned> = {
+            let mut t = self.lock();
+            tpl.elements()
+                .iter()
+                .map(|e| Owned {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                    owner: t.owner(e.topic(), e.partition()),
+                })
+                .collect()
+        };
+        self.metrics
+            .restoring_partitions
+            .set(i64::try_from(owned.len()).unwrap_or(i64::MAX));
+        let unrestored: HashSet<(String, i32)> = self.state.restore(&owned).into_iter().collect();
+        self.metrics.restoring_partitions.set(0);
         let mut committed = None;
         for attempt in 1..=3 {
             match base.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
@@ -126,6 +192,10 @@ impl Partitions {
             };
             if let Some(k) = k.filter(|k| *k > 0) {
                 live_from.insert((e.topic().to_owned(), e.partition()), k);
+            }
+            if !unrestored.contains(&(e.topic().to_owned(), e.partition())) {
+                // Restored: it starts at its committed offset, records before it are in the state.
+                continue;
             }
             let at = match self.policy.lookup(k, now) {
                 None => continue,
@@ -191,13 +261,29 @@ impl Partitions {
         self.changed(&t);
     }
 
-    /// Drops the state of revoked partitions: their next owner rebuilds it from the log.
+    /// Saves the state of partitions being revoked (before their offsets are committed).
+    fn save(&self, tpl: &TopicPartitionList) {
+        let known = self.known();
+        let revoked: Vec<u32> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                known
+                    .iter()
+                    .find(|o| o.topic == e.topic() && o.partition == e.partition())
+                    .map(|o| o.owner)
+            })
+            .collect();
+        self.state.save(&revoked, &known);
+    }
+
+    /// Drops the in-memory state of revoked partitions: their next owner restores it.
     fn revoke(&self, tpl: &TopicPartitionList) {
         let mut t = self.lock();
         let mut evicted = 0;
         for e in tpl.elements() {
             if let Some(owner) = t.revoke(e.topic(), e.partition()) {
-                evicted += (self.evict)(owner);
+                evicted += self.state.evict(owner);
             }
             let _ = self
                 .metrics
@@ -271,8 +357,10 @@ impl ConsumerContext for KafkaContext<Partitions> {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Commit what has been acknowledged so the next owner starts right there.
+                // Save the state, then commit what has been acknowledged, so the next owner
+                // restores it and starts right there.
                 if !base.assignment_lost() {
+                    parts.save(tpl);
                     commit(
                         base,
                         "Commit on partition revocation failed; the next owner re-processes from the last commit.",

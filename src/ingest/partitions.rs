@@ -105,24 +105,35 @@ pub struct PartitionTable {
 }
 
 impl PartitionTable {
+    /// The owner tag of a partition: the one it had, or a new one (the partition stays
+    /// unassigned until [`PartitionTable::assign`]). Restored state is tagged before assignment.
+    pub fn owner(&mut self, topic: &str, partition: i32) -> u32 {
+        let next = &mut self.next_owner;
+        self.map
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| {
+                *next += 1;
+                PartitionInfo {
+                    owner: *next,
+                    live_from: 0,
+                    assigned: false,
+                    rebuilding: false,
+                }
+            })
+            .owner
+    }
+
     /// Records an assignment starting at `start`, live from `live_from`; a partition assigned
     /// before keeps its owner tag.
     pub fn assign(&mut self, topic: &str, partition: i32, start: Start, live_from: i64) {
-        let key = (topic.to_owned(), partition);
         let rebuilding = match start {
             Start::Offset(s) => s < live_from,
             Start::Beginning => live_from > 0,
             Start::Committed => false,
         };
-        let owner = match self.map.get(&key) {
-            Some(i) => i.owner,
-            None => {
-                self.next_owner += 1;
-                self.next_owner
-            }
-        };
+        let owner = self.owner(topic, partition);
         self.map.insert(
-            key,
+            (topic.to_owned(), partition),
             PartitionInfo {
                 owner,
                 live_from,
@@ -131,6 +142,19 @@ impl PartitionTable {
             },
         );
         self.generation += 1;
+    }
+
+    /// Every partition with an owner tag (assigned now or before): topic, partition, tag.
+    pub fn known(&self) -> impl Iterator<Item = (&str, i32, u32)> {
+        self.map.iter().map(|((t, p), i)| (t.as_str(), *p, i.owner))
+    }
+
+    /// The topic and partition an owner tag stands for.
+    pub fn partition_of(&self, owner: u32) -> Option<(&str, i32)> {
+        self.map
+            .iter()
+            .find(|(_, i)| i.owner == owner)
+            .map(|((t, p), _)| (t.as_str(), *p))
     }
 
     /// Marks a partition's rebuild done; returns its info when it was rebuilding.
@@ -246,5 +270,21 @@ mod tests {
         let again = t.assigned().find(|(_, p, _)| *p == 0).unwrap().2;
         assert_eq!(again.owner, owner0);
         assert_eq!(again.live_from, 7);
+    }
+
+    #[test]
+    fn an_owner_tag_reserved_before_assignment_is_the_one_the_assignment_gets() {
+        let mut t = PartitionTable::default();
+        let reserved = t.owner("in", 4);
+        assert!(!t.is_assigned("in", 4), "reserving does not assign");
+        assert_eq!(
+            t.owner("in", 4),
+            reserved,
+            "the same partition, the same tag"
+        );
+        assert_ne!(t.owner("other", 4), reserved);
+        t.assign("in", 4, Start::Committed, 0);
+        assert_eq!(t.assigned().next().unwrap().2.owner, reserved);
+        assert_eq!(t.partition_of(reserved), Some(("in", 4)));
     }
 }

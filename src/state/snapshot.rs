@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::baseline::fleet::{Contribution, Table};
 use crate::baseline::{Entry, HourFired, Profile, Seasonality, ValueSet, Window};
 use crate::config::Rules;
 use crate::decide::{OpenAlert, RiskState, Severity};
@@ -31,6 +32,38 @@ pub const FORMAT: u16 = 1;
 /// First bytes of every identity snapshot, and of the engine-wide state.
 const MAGIC: [u8; 3] = *b"DWI";
 const ENGINE_MAGIC: [u8; 3] = *b"DWE";
+const FLEET_MAGIC: [u8; 3] = *b"DWF";
+
+/// Changelog keys of fleet contributions start with this (principal keys never do).
+const FLEET_KEY: &str = "\u{1}fleet/";
+
+/// The changelog key of the contributions to one fleet value.
+pub fn contribution_key(table: Table, hash: u64) -> String {
+    let t = match table {
+        Table::Endpoints => "endpoint",
+        Table::Origins => "origin",
+    };
+    format!("{FLEET_KEY}{t}/{hash:016x}")
+}
+
+/// The table and value of a contribution key; `None` for an identity's key.
+pub fn parse_contribution_key(key: &str) -> Option<(Table, u64)> {
+    let rest = key.strip_prefix(FLEET_KEY)?;
+    let (t, h) = rest.split_once('/')?;
+    let table = match t {
+        "endpoint" => Table::Endpoints,
+        "origin" => Table::Origins,
+        _ => return None,
+    };
+    Some((table, u64::from_str_radix(h, 16).ok()?))
+}
+
+#[derive(Serialize, Deserialize)]
+struct ContributionV1 {
+    users: u32,
+    last_hour: u32,
+    label: String,
+}
 
 /// Why a snapshot could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -513,9 +546,50 @@ impl<'r> Codec<'r> {
                     open,
                 },
                 owner: 0,
+                applied: Vec::new(),
+                changed: false,
             },
             body.applied,
         ))
+    }
+
+    /// Encodes what one partition contributed to a fleet value (its key is
+    /// [`contribution_key`]).
+    pub fn encode_contribution(&self, c: &Contribution) -> Vec<u8> {
+        let mut out = self.header(FLEET_MAGIC);
+        postcard::to_io(
+            &ContributionV1 {
+                users: c.users,
+                last_hour: c.last_hour,
+                label: c.label.clone(),
+            },
+            &mut out,
+        )
+        .expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Decodes a contribution saved under `key`, for `owner`.
+    ///
+    /// # Errors
+    /// As [`Codec::decode_identity`]; a key that is not a contribution key is corrupt.
+    pub fn decode_contribution(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        owner: u32,
+    ) -> Result<Contribution, SnapshotError> {
+        let (table, hash) = parse_contribution_key(key)
+            .ok_or_else(|| SnapshotError::Corrupt(format!("`{key}` is not a fleet key")))?;
+        let c: ContributionV1 = postcard::from_bytes(self.body(bytes, FLEET_MAGIC)?)?;
+        Ok(Contribution {
+            table,
+            hash,
+            owner,
+            users: c.users,
+            last_hour: c.last_hour,
+            label: c.label,
+        })
     }
 
     /// Encodes the engine-wide state, behind the same header as identities.
@@ -688,6 +762,52 @@ mod tests {
     }
 
     #[test]
+    fn identities_and_fleet_contributions_restored_as_the_changelog_does_decide_exactly_as_before()
+    {
+        let all = events(30, 12);
+        let n = all.len() * 6 / 10;
+        let r = rules();
+        let codec = Codec::new(&r);
+        let original = Engine::new(r.clone());
+        original.fleet().track_contributions(true);
+        for e in &all[..n] {
+            original.process_owned(e, 1);
+        }
+        // What the changelog carries: identities and per-partition contributions, nothing else.
+        let restored = Engine::new(r.clone());
+        restored.fleet().track_contributions(true);
+        for c in original.fleet().drain_contributions(None) {
+            let key = contribution_key(c.table, c.hash);
+            let back = codec
+                .decode_contribution(&key, &codec.encode_contribution(&c), 1)
+                .unwrap();
+            let tier = match back.table {
+                Table::Endpoints => r.tier_of(&back.label),
+                Table::Origins => None,
+            };
+            restored.fleet().restore_contribution(back, tier);
+        }
+        original.for_each_identity(|k, s| {
+            let (mut back, _) = codec
+                .decode_identity(&codec.encode_identity(s, &[]))
+                .unwrap();
+            back.owner = 1;
+            restored.fleet().observe_time(back.profile.first_seen_ms);
+            restored.restore_identity(k.to_owned(), back);
+        });
+        let render = |e: &Engine| -> Vec<String> {
+            all[n..]
+                .iter()
+                .flat_map(|ev| e.process_owned(ev, 1))
+                .map(|d| crate::emit::render(&d).to_string())
+                .collect()
+        };
+        let (a, b) = (render(&original), render(&restored));
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn a_snapshot_under_other_network_prefixes_is_refused_not_misread() {
         let (engine, _) = engine_after(0.3);
         let r = rules();
@@ -734,6 +854,28 @@ mod tests {
             checked += 1;
         });
         assert!(checked > 0);
+    }
+
+    #[test]
+    fn a_fleet_contribution_round_trips_under_a_key_no_principal_can_have() {
+        let r = rules();
+        let codec = Codec::new(&r);
+        let c = Contribution {
+            table: Table::Endpoints,
+            hash: 0xdead_beef_0123_4567,
+            owner: 9,
+            users: 42,
+            last_hour: 493_000,
+            label: "iam.amazonaws.com:CreateUser".into(),
+        };
+        let key = contribution_key(c.table, c.hash);
+        assert!(key.starts_with('\u{1}'));
+        assert_eq!(parse_contribution_key(&key), Some((c.table, c.hash)));
+        assert_eq!(parse_contribution_key("arn:aws:iam::1:role/x"), None);
+        let back = codec
+            .decode_contribution(&key, &codec.encode_contribution(&c), 9)
+            .unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -33,6 +33,11 @@ const EVENT_LAG_BUCKETS: [f64; 14] = [
     604800.0,
 ];
 
+/// Buckets for restoring state: 10 ms to an hour.
+const RESTORE_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
 /// The service's metrics. Cloning is cheap (each metric is a handle on shared atomics).
 #[derive(Clone)]
 pub struct Metrics {
@@ -77,6 +82,18 @@ pub struct Metrics {
     pub kafka_errors: IntCounterVec,
     /// Messages in the producer's queue awaiting delivery, from librdkafka statistics.
     pub producer_queue_messages: IntGauge,
+    /// Newly assigned partitions whose saved state is being restored.
+    pub restoring_partitions: IntGauge,
+    /// Identities restored from the state topic.
+    pub state_restored_identities: IntCounter,
+    /// Time to restore the state of a batch of newly assigned partitions, in seconds.
+    pub state_restore_seconds: Histogram,
+    /// Identity snapshots written to the state topic.
+    pub state_snapshots_written: IntCounter,
+    /// Bytes of identity snapshots written to the state topic.
+    pub state_snapshot_bytes: IntCounter,
+    /// Commit points reached: outputs acknowledged, snapshots written, offsets committed.
+    pub commits: IntCounter,
 }
 
 /// Metric names, in one place. Prefix, base units and suffixes follow Prometheus conventions.
@@ -101,6 +118,12 @@ pub mod names {
     pub const REBUILDING_PARTITIONS: &str = "driftwatch_rebuilding_partitions";
     pub const KAFKA_ERRORS: &str = "driftwatch_kafka_errors_total";
     pub const PRODUCER_QUEUE: &str = "driftwatch_producer_queue_messages";
+    pub const RESTORING_PARTITIONS: &str = "driftwatch_restoring_partitions";
+    pub const STATE_RESTORED: &str = "driftwatch_state_restored_identities_total";
+    pub const STATE_RESTORE: &str = "driftwatch_state_restore_seconds";
+    pub const STATE_SNAPSHOTS: &str = "driftwatch_state_snapshots_written_total";
+    pub const STATE_SNAPSHOT_BYTES: &str = "driftwatch_state_snapshot_bytes_total";
+    pub const COMMITS: &str = "driftwatch_commits_total";
     pub const BUILD_INFO: &str = "driftwatch_build_info";
     // Read from the engine at scrape time (EngineCollector).
     pub const ENGINE_EVENTS: &str = "driftwatch_engine_events_total";
@@ -114,7 +137,7 @@ pub mod names {
     pub const IDENTITIES_EVICTED: &str = "driftwatch_identities_evicted_total";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 30] = [
+    pub const ALL: [&str; 36] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         EVENTS_DECODED,
@@ -135,6 +158,12 @@ pub mod names {
         REBUILDING_PARTITIONS,
         KAFKA_ERRORS,
         PRODUCER_QUEUE,
+        RESTORING_PARTITIONS,
+        STATE_RESTORED,
+        STATE_RESTORE,
+        STATE_SNAPSHOTS,
+        STATE_SNAPSHOT_BYTES,
+        COMMITS,
         BUILD_INFO,
         ENGINE_EVENTS,
         FINDINGS,
@@ -315,6 +344,37 @@ impl Metrics {
                 PRODUCER_QUEUE,
                 "Messages in the producer's queue awaiting delivery (from librdkafka statistics).",
             )?,
+            restoring_partitions: gauge(
+                r,
+                RESTORING_PARTITIONS,
+                "Newly assigned partitions whose saved state is being restored from the state topic.",
+            )?,
+            state_restored_identities: counter(
+                r,
+                STATE_RESTORED,
+                "Identities restored from the state topic on partition assignment.",
+            )?,
+            state_restore_seconds: histogram(
+                r,
+                STATE_RESTORE,
+                "Time to restore the saved state of newly assigned partitions.",
+                &RESTORE_BUCKETS,
+            )?,
+            state_snapshots_written: counter(
+                r,
+                STATE_SNAPSHOTS,
+                "Identity snapshots written to the state topic.",
+            )?,
+            state_snapshot_bytes: counter(
+                r,
+                STATE_SNAPSHOT_BYTES,
+                "Bytes of identity snapshots written to the state topic.",
+            )?,
+            commits: counter(
+                r,
+                COMMITS,
+                "Commit points: outputs acknowledged, changed identities' snapshots written, input offsets committed.",
+            )?,
         }))
     }
 
@@ -326,7 +386,12 @@ impl Metrics {
     pub fn readiness(&self) -> Result<(), String> {
         let assigned = self.assigned_partitions.get();
         let rebuilding = self.rebuilding_partitions.get();
-        if assigned <= 0 {
+        let restoring = self.restoring_partitions.get();
+        if restoring > 0 {
+            Err(format!(
+                "restoring the saved state of {restoring} newly assigned partitions"
+            ))
+        } else if assigned <= 0 {
             Err("no input partitions assigned yet".into())
         } else if rebuilding > 0 {
             Err(format!(

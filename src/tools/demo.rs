@@ -130,6 +130,10 @@ pub async fn run(
         None,
     )?;
     cluster.create_topic(&cfg.inputs[0].topic, opts.partitions, 1)?;
+    if let Some(state) = &cfg.state_topic {
+        // The mock cluster cannot create topics with settings: the state topic is made here.
+        cluster.create_topic(state, opts.partitions, 1)?;
+    }
     for t in [
         &cfg.alerts_topic,
         &cfg.commands_topic,
