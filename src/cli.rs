@@ -53,6 +53,10 @@ pub enum Command {
     /// Throughput through a real broker: produces N records, then measures a do-nothing
     /// consumer and the full service on the same topic and prints both rates and their ratio.
     BenchKafka(BenchKafkaArgs),
+    /// What driftwatch has learned, from a replay state file or a service's state topic: every
+    /// identity (riskiest first), or one in detail (endpoints, origins, active hours, volume,
+    /// open alerts).
+    Inspect(InspectArgs),
     /// Check a running instance's endpoint, for container health checks: exits 0 if
     /// http://ADDR/PATH answers 200, 1 otherwise (printing the answer or the error).
     Probe(ProbeArgs),
@@ -197,6 +201,39 @@ pub struct BenchKafkaArgs {
     /// Partitions of the benchmark's input topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// State file written by `replay --state`.
+    #[arg(long, required_unless_present = "brokers", conflicts_with = "brokers")]
+    pub state: Option<PathBuf>,
+    /// Read a running service's state topic from these brokers (host:port,...) instead.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// With --brokers: the service's consumer group; its state topic is `<group>.state`.
+    #[arg(long, default_value = "driftwatch", requires = "brokers")]
+    pub group: String,
+    /// With --brokers: the state topic, when the service was given --state-topic.
+    #[arg(long, requires = "brokers")]
+    pub state_topic: Option<String>,
+    /// With --brokers: librdkafka consumer property, name=value (repeatable), e.g.
+    /// security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", value_name = "NAME=VALUE", value_parser = KafkaProperty::parse, requires = "brokers")]
+    pub kafka_property: Vec<KafkaProperty>,
+    /// The detection model the state was written under (snapshots of another model are not
+    /// read).
+    #[arg(long, env = "DRIFTWATCH_MODEL")]
+    pub model: Option<PathBuf>,
+    /// How many endpoints and origins of each kind to show, most used first.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The identity's principal key (as alerts show it in resources[0].uid); all identities
+    /// when absent.
+    pub identity: Option<String>,
 }
 
 #[derive(clap::Args)]

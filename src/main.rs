@@ -6,15 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use driftwatch::cli::{
-    self, BenchKafkaArgs, Cli, Command, DemoArgs, EvaluateArgs, ModelsCommand, ProbeArgs,
-    ProduceArgs, ReplayArgs, RunArgs, SimulateArgs,
+    self, BenchKafkaArgs, Cli, Command, DemoArgs, EvaluateArgs, InspectArgs, ModelsCommand,
+    ProbeArgs, ProduceArgs, ReplayArgs, RunArgs, SimulateArgs,
 };
+use driftwatch::config::settings::KafkaProperty;
 use driftwatch::config::{ConfigError, Model, Rules};
 use driftwatch::replay::{self, ReplayOptions};
 use driftwatch::service::Service;
 use driftwatch::telemetry::{http, logging, metrics};
 use driftwatch::tools::simulate::{self, SimConfig};
-use driftwatch::tools::{bench_kafka, demo, evaluate, produce};
+use driftwatch::tools::{bench_kafka, demo, evaluate, inspect, produce};
 use prometheus::Registry;
 use tracing::info;
 
@@ -49,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(a) => produce(&a),
         Command::Demo(a) => demo(&a),
         Command::BenchKafka(a) => bench_kafka(&a),
+        Command::Inspect(a) => inspect(&a),
         Command::Probe(a) => probe(&a),
         Command::Models {
             command: ModelsCommand::Check { file },
@@ -189,6 +191,47 @@ fn bench_kafka(a: &BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     };
     let report = runtime()?.block_on(bench_kafka::run(&opts, Rules::new(Model::embedded())))?;
     println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let rules = Rules::load(a.model.as_deref(), None)?;
+    let engine = match (&a.state, &a.brokers) {
+        (Some(path), _) => inspect::load_file(path, rules)?,
+        (None, Some(brokers)) => {
+            let topic = a
+                .state_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}.state", a.group));
+            let props = KafkaProperty::pairs("inspect", &a.kafka_property)?;
+            inspect::load_topic(brokers, &topic, &props, rules)?
+        }
+        (None, None) => unreachable!("clap requires --state or --brokers"),
+    };
+    match &a.identity {
+        Some(key) => {
+            let Some(view) = inspect::identity(&engine, key, a.top) else {
+                eprintln!(
+                    "error: {key} is not tracked ({} identities are; run without an identity to list them)",
+                    engine.identities()
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{view}");
+            }
+        }
+        None => {
+            let rows = inspect::overview(&engine);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", inspect::overview_table(&rows));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -458,3 +458,102 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
         "without the state, the second period starts cold"
     );
 }
+
+#[test]
+fn inspect_shows_what_a_replay_learned_about_an_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    driftwatch_ok(&[
+        "simulate",
+        "--out",
+        &p(&fleet),
+        "--identities",
+        "30",
+        "--days",
+        "10",
+        "--seed",
+        "4",
+    ]);
+    let state = dir.path().join("engine.state");
+    let ct = fleet.join("cloudtrail.jsonl");
+    let k8s = fleet.join("k8s-audit.jsonl");
+    driftwatch_ok(&[
+        "replay",
+        "--alerts",
+        &p(&dir.path().join("a.jsonl")),
+        "--commands",
+        &p(&dir.path().join("c.jsonl")),
+        "--state",
+        &p(&state),
+        &p(&ct),
+        &p(&k8s),
+    ]);
+
+    // The overview: every identity, riskiest first.
+    let out = driftwatch_ok(&["inspect", "--state", &p(&state), "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.len() >= 30, "{}", rows.len());
+    let risks: Vec<u64> = rows
+        .iter()
+        .map(|r| r["risk_score"].as_u64().unwrap())
+        .collect();
+    assert!(risks.windows(2).all(|w| w[0] >= w[1]), "{risks:?}");
+
+    // One identity in detail: its endpoints are the calls it made, by name, busiest first.
+    let busiest = rows
+        .iter()
+        .max_by_key(|r| r["events"].as_u64().unwrap())
+        .unwrap();
+    let key = busiest["identity"].as_str().unwrap();
+    let out = driftwatch_ok(&["inspect", "--state", &p(&state), "--json", key]);
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["identity"], key);
+    assert_eq!(view["mature"], true);
+    let endpoints = view["endpoints"].as_array().unwrap();
+    assert!(!endpoints.is_empty());
+    let input = std::fs::read_to_string(&ct).unwrap() + &std::fs::read_to_string(&k8s).unwrap();
+    let weights: Vec<f64> = endpoints
+        .iter()
+        .map(|e| e["weight"].as_f64().unwrap())
+        .collect();
+    assert!(weights.windows(2).all(|w| w[0] >= w[1]), "{weights:?}");
+    for e in endpoints {
+        let name = e["value"].as_str().unwrap();
+        let call = name.rsplit([':', ' ']).next().unwrap();
+        assert!(input.contains(call), "{name} is not a call in the input");
+    }
+    let active: u64 = view["hour_of_week"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_u64().unwrap())
+        .sum();
+    assert!(active > 0);
+    assert!(view["origins"][0]["level"] == "network");
+
+    // As text: the same identity with a heatmap of its active hours.
+    let out = driftwatch_ok(&["inspect", "--state", &p(&state), key]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(key) && text.contains("active hours of the week"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("Mon ")), "{text}");
+
+    // What it cannot show, it says.
+    let out = driftwatch(&["inspect", "--state", &p(&state), "no-such-identity"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not tracked"));
+    let out = driftwatch(&["inspect", "--state", &p(&dir.path().join("missing"))]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no state file"));
+    let model = dir.path().join("model.toml");
+    std::fs::write(&model, "[baseline]\nipv4_network_prefix = 20\n").unwrap();
+    let out = driftwatch(&["inspect", "--state", &p(&state), "--model", &p(&model)]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another detection model"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

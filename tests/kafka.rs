@@ -743,6 +743,47 @@ async fn restarted_after_the_input_history_is_deleted_it_restores_its_baselines_
     assert!(caught.is_superset(&expected), "{caught:?} vs {expected:?}");
     let cold = cold_start_alerts(&alerts, &labels);
     assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
+
+    // What the group learned can be inspected from its state topic.
+    let inspect = |extra: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args([
+                "inspect",
+                "--brokers",
+                &brokers(),
+                "--group",
+                &group,
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rows = inspect(&[]);
+    let rows = rows.as_array().unwrap();
+    let known: BTreeSet<&str> = labels.identities.iter().map(|i| i.key.as_str()).collect();
+    assert!(!rows.is_empty());
+    for r in rows {
+        assert!(known.contains(r["identity"].as_str().unwrap()), "{r}");
+    }
+    let busiest = rows
+        .iter()
+        .max_by_key(|r| r["events"].as_u64().unwrap())
+        .unwrap();
+    let view = inspect(&[busiest["identity"].as_str().unwrap()]);
+    let endpoints = view["endpoints"].as_array().unwrap();
+    assert!(!endpoints.is_empty(), "{view}");
+    // Named through the fleet contributions in the state topic, which count this identity.
+    for e in endpoints {
+        assert!(!e["value"].as_str().unwrap().starts_with('#'), "{e}");
+        assert!(e["fleet_users"].as_u64().unwrap() >= 1, "{e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

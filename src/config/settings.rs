@@ -40,6 +40,33 @@ impl KafkaProperty {
         })
     }
 
+    /// The name=value pairs of `props`, for the commands other than `run` (which checks them
+    /// with the rest of its configuration).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] of `driftwatch <command>` naming every malformed argument.
+    pub fn pairs(
+        command: &str,
+        props: &[KafkaProperty],
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut pairs = Vec::new();
+        let mut problems = Vec::new();
+        for p in props {
+            match p {
+                KafkaProperty::Set { name, value } => pairs.push((name.clone(), value.clone())),
+                KafkaProperty::Malformed(arg) => problems.push(KafkaProperty::malformed(arg)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(pairs)
+        } else {
+            Err(ConfigError {
+                file: format!("driftwatch {command}"),
+                problems,
+            })
+        }
+    }
+
     /// The problem a malformed `--kafka-property` argument is.
     pub fn malformed(arg: &str) -> Problem {
         Problem {

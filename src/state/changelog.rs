@@ -28,6 +28,7 @@ use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
@@ -165,8 +166,11 @@ impl Changelog {
                 });
             }
             Some(_) => {
+                // A broker that does not answer (librdkafka's mock cluster) costs seconds, not
+                // the default minute: the check only warns then.
+                let quick = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
                 let described = admin
-                    .describe_configs([&ResourceSpecifier::Topic(&self.topic)], &opts)
+                    .describe_configs([&ResourceSpecifier::Topic(&self.topic)], &quick)
                     .await;
                 let policy = described.ok().and_then(|r| {
                     r.into_iter()
@@ -334,24 +338,13 @@ impl Changelog {
         partition: i32,
         owned: &[&Owned],
     ) -> Result<Option<usize>, KafkaError> {
-        let group = format!("{}.restore", self.group);
-        let consumer: BaseConsumer<KafkaContext> = client_config(
+        let consumer = reader(
             &self.brokers,
-            Role::Reader { group: &group },
+            &format!("{}.restore", self.group),
             self.properties
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .chain([("enable.partition.eof", "true")]),
-        )
-        .create_with_context(KafkaContext::new("restore"))?;
-        let (low, high) =
-            consumer.fetch_watermarks(&self.topic, partition, Duration::from_secs(10))?;
-        if high <= low {
-            return Ok(None);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)?;
-        consumer.assign(&tpl)?;
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         let codec = Codec::new(self.engine.rules());
         let owner_of = |applied: &[AppliedOffset]| {
             applied
@@ -366,40 +359,13 @@ impl Changelog {
         };
         let mut restored_here: HashSet<String> = HashSet::new();
         let mut dropped = 0usize;
-        let deadline = Instant::now() + RESTORE_TIMEOUT;
-        let mut next = low;
-        // The end: past the high watermark read at the start, and then nothing more for a
-        // moment (some brokers report a high watermark that lags what they serve).
-        let mut quiet_polls = 0;
-        loop {
-            if Instant::now() > deadline {
-                return Err(KafkaError::Canceled);
-            }
-            let wait = if next >= high {
-                END_QUIET
-            } else {
-                Duration::from_millis(500)
-            };
-            let m = match consumer.poll(wait) {
-                None | Some(Err(KafkaError::PartitionEOF(_))) => {
-                    if next >= high {
-                        quiet_polls += 1;
-                        if quiet_polls >= 2 {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                Some(m) => m?,
-            };
-            quiet_polls = 0;
-            next = next.max(m.offset() + 1);
+        let any = read_to_end(&consumer, &self.topic, partition, |m| {
             let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                continue;
+                return;
             };
             if parse_contribution_key(key).is_some() {
                 let Some(bytes) = m.payload() else {
-                    continue;
+                    return;
                 };
                 match codec.decode_contribution(key, bytes, owned[0].owner) {
                     Ok(c) => {
@@ -413,16 +379,16 @@ impl Changelog {
                         warn!(topic = %self.topic, partition, error = %e, "Skipping a fleet contribution that cannot be read.");
                     }
                 }
-                continue;
+                return;
             }
             if self.engine.has_identity(key) && !restored_here.contains(key) {
                 // Processed here already (another topic's partition of the same number).
-                continue;
+                return;
             }
             let Some(bytes) = m.payload() else {
                 self.engine.remove_identity(key);
                 restored_here.remove(key);
-                continue;
+                return;
             };
             match codec.decode_identity(bytes) {
                 Ok((mut s, applied)) => {
@@ -451,10 +417,84 @@ impl Changelog {
                     warn!(topic = %self.topic, partition, offset = m.offset(), error = %e, "Skipping a corrupt snapshot; that identity relearns.");
                 }
             }
+        })?;
+        if !any {
+            return Ok(None);
         }
         let n = restored_here.len();
         self.metrics.state_restored_identities.inc_by(n as u64);
         Ok(Some(n))
+    }
+}
+
+/// A consumer for [`read_to_end`] in consumer group `group` (which it never joins: it assigns
+/// partitions itself and commits nothing).
+///
+/// # Errors
+/// librdkafka refused the configuration.
+pub fn reader<'p>(
+    brokers: &str,
+    group: &str,
+    properties: impl IntoIterator<Item = (&'p str, &'p str)>,
+) -> Result<BaseConsumer<KafkaContext>, KafkaError> {
+    client_config(
+        brokers,
+        Role::Reader { group },
+        properties
+            .into_iter()
+            .chain([("enable.partition.eof", "true")]),
+    )
+    .create_with_context(KafkaContext::new("restore"))
+}
+
+/// Reads partition `partition` of `topic` from its start to its end with `consumer` (from
+/// [`reader`]), calling `f` with each message; `Ok(false)` when the partition holds nothing.
+/// The end is the high watermark read at the start, and then nothing more for a moment (some
+/// brokers report a high watermark that lags what they serve).
+///
+/// # Errors
+/// The broker's, or [`KafkaError::Canceled`] after [`RESTORE_TIMEOUT`].
+pub fn read_to_end(
+    consumer: &BaseConsumer<KafkaContext>,
+    topic: &str,
+    partition: i32,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<bool, KafkaError> {
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    if high <= low {
+        return Ok(false);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut next = low;
+    let mut quiet_polls = 0;
+    loop {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Canceled);
+        }
+        let wait = if next >= high {
+            END_QUIET
+        } else {
+            Duration::from_millis(500)
+        };
+        match consumer.poll(wait) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {
+                if next >= high {
+                    quiet_polls += 1;
+                    if quiet_polls >= 2 {
+                        return Ok(true);
+                    }
+                }
+            }
+            Some(m) => {
+                let m = m?;
+                quiet_polls = 0;
+                next = next.max(m.offset() + 1);
+                f(&m);
+            }
+        }
     }
 }
 

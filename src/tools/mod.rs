@@ -6,5 +6,6 @@
 pub mod bench_kafka;
 pub mod demo;
 pub mod evaluate;
+pub mod inspect;
 pub mod produce;
 pub mod simulate;

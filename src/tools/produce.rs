@@ -16,7 +16,6 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use super::simulate::{self, Labels, SimConfig};
 use crate::cli::ProduceArgs;
 use crate::config::settings::KafkaProperty;
-use crate::config::{ConfigError, Problem};
 use crate::decode::{self, Decoded, FormatHint};
 use crate::event::RawRef;
 use crate::ingest::file;
@@ -42,15 +41,7 @@ pub fn loader<'p>(
 /// Malformed `--kafka-property` arguments (a [`ConfigError`]), an unreadable input, or a
 /// producer the brokers refuse.
 pub async fn run(args: &ProduceArgs) -> anyhow::Result<u64> {
-    let mut problems: Vec<Problem> = Vec::new();
-    let props = kafka_properties_unchecked(&args.kafka_property, &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigError {
-            file: "driftwatch produce".into(),
-            problems,
-        }
-        .into());
-    }
+    let props = KafkaProperty::pairs("produce", &args.kafka_property)?;
     let records = if args.simulate {
         let cfg = SimConfig {
             identities: args.identities,
@@ -76,22 +67,6 @@ pub async fn run(args: &ProduceArgs) -> anyhow::Result<u64> {
     send_paced(&producer, &args.topic, &records, rate)
         .await
         .with_context(|| format!("producing to `{}` at {}", args.topic, args.brokers))
-}
-
-/// `produce` passes every property through, those `run` reserves included (it is a loader, not
-/// the service): only malformed arguments are problems.
-fn kafka_properties_unchecked(
-    props: &[KafkaProperty],
-    problems: &mut Vec<Problem>,
-) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for p in props {
-        match p {
-            KafkaProperty::Set { name, value } => out.push((name.clone(), value.clone())),
-            KafkaProperty::Malformed(arg) => problems.push(KafkaProperty::malformed(arg)),
-        }
-    }
-    out
 }
 
 /// A simulated fleet (`simulate::generate`) as keyed records in event-time order, with its labels.
