@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
+use crate::baseline::fleet::{Contribution, Table};
 use crate::baseline::{DAY_MS, Fleet, Profile};
 use crate::config::Rules;
 use crate::decide::{
@@ -415,6 +416,16 @@ impl Engine {
                 )
             })
             .collect()
+    }
+
+    /// Adds one partition's restored contribution to a fleet value, with the value's
+    /// sensitivity tier under this engine's rules.
+    pub fn restore_contribution(&self, c: Contribution) {
+        let tier = match c.table {
+            Table::Endpoints => self.rules.tier_of(&c.label),
+            Table::Origins => None,
+        };
+        self.fleet.restore_contribution(c, tier);
     }
 
     /// A copy of one identity's state (for tests and inspection).

@@ -139,18 +139,7 @@ fn replay_sends_malformed_records_to_the_dead_letter_file_and_moves_on() {
 #[test]
 fn simulate_then_replay_is_deterministic_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = dir.path().join("fleet");
-    driftwatch_ok(&[
-        "simulate",
-        "--out",
-        fleet.to_str().unwrap(),
-        "--identities",
-        "40",
-        "--days",
-        "12",
-        "--seed",
-        "3",
-    ]);
+    let fleet = simulate(dir.path(), 40, 12, 3);
     let inputs = [
         fleet.join("cloudtrail.jsonl"),
         fleet.join("k8s-audit.jsonl"),
@@ -371,23 +360,29 @@ fn without_raw_refs(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Writes a simulated fleet into `dir`/fleet and returns that directory.
+fn simulate(dir: &Path, identities: u32, days: u32, seed: u64) -> std::path::PathBuf {
+    let fleet = dir.join("fleet");
+    driftwatch_ok(&[
+        "simulate",
+        "--out",
+        fleet.to_str().unwrap(),
+        "--identities",
+        &identities.to_string(),
+        "--days",
+        &days.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]);
+    fleet
+}
+
 #[test]
 fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_replay() {
     use driftwatch::decode::time::parse_timestamp_ms;
     let dir = tempfile::tempdir().unwrap();
-    let fleet = dir.path().join("fleet");
+    let fleet = simulate(dir.path(), 50, 16, 11);
     let p = |path: &Path| path.to_str().unwrap().to_owned();
-    driftwatch_ok(&[
-        "simulate",
-        "--out",
-        &p(&fleet),
-        "--identities",
-        "50",
-        "--days",
-        "16",
-        "--seed",
-        "11",
-    ]);
     // Days 1-10 and days 11-16 (the simulation starts on a midnight).
     let boundary = driftwatch::tools::simulate::DEFAULT_START_MS + 10 * 86_400_000;
     let (first, second) = (
@@ -462,19 +457,8 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
 #[test]
 fn inspect_shows_what_a_replay_learned_about_an_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = dir.path().join("fleet");
+    let fleet = simulate(dir.path(), 30, 10, 4);
     let p = |path: &Path| path.to_str().unwrap().to_owned();
-    driftwatch_ok(&[
-        "simulate",
-        "--out",
-        &p(&fleet),
-        "--identities",
-        "30",
-        "--days",
-        "10",
-        "--seed",
-        "4",
-    ]);
     let state = dir.path().join("engine.state");
     let ct = fleet.join("cloudtrail.jsonl");
     let k8s = fleet.join("k8s-audit.jsonl");

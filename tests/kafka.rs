@@ -186,8 +186,15 @@ fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
     out
 }
 
-/// Committed offsets of `group` on `topic`, summed over partitions (records fully processed).
+/// Committed offsets of `group` on `topic`, summed over partitions (records fully processed); 0
+/// while the broker cannot say.
 fn committed_total(group: &str, topic: &str, partitions: i32) -> i64 {
+    committed(group, topic, partitions).map_or(0, |c| c.iter().sum())
+}
+
+/// Committed offset per partition (0 where nothing is committed), or `None` when the broker
+/// does not answer.
+fn committed(group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
     let consumer: BaseConsumer<KafkaContext> =
         client_config(&brokers(), Role::Reader { group }, [])
             .create_with_context(KafkaContext::new("reader"))
@@ -196,18 +203,17 @@ fn committed_total(group: &str, topic: &str, partitions: i32) -> i64 {
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    consumer
+    let c = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
-        .map(|c| {
-            c.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+        .ok()?;
+    Some(
+        (0..partitions)
+            .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            })
+            .collect(),
+    )
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -542,23 +548,7 @@ fn chrono_now_rfc3339() -> String {
 
 /// Committed offset per partition (0 where nothing is committed).
 fn committed_by_partition(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer<KafkaContext> =
-        client_config(&brokers(), Role::Reader { group }, [])
-            .create_with_context(KafkaContext::new("reader"))
-            .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let c = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    (0..partitions)
-        .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        })
-        .collect()
+    committed(group, topic, partitions).expect("the broker reports committed offsets")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

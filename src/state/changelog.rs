@@ -36,7 +36,6 @@ use tracing::{error, info, warn};
 use super::snapshot::{
     AppliedOffset, Codec, SnapshotError, contribution_key, parse_contribution_key,
 };
-use crate::baseline::fleet::Table;
 use crate::config::RunConfig;
 use crate::config::service::ClientKind;
 use crate::emit::EmitError;
@@ -256,20 +255,24 @@ impl Changelog {
         out
     }
 
+    /// The changelog record of a snapshot (a tombstone when it has no value).
+    fn record<'a>(&'a self, s: &'a Snapshot) -> FutureRecord<'a, str, [u8]> {
+        FutureRecord {
+            topic: &self.topic,
+            partition: Some(s.partition),
+            payload: s.value.as_deref(),
+            key: Some(s.key.as_str()),
+            timestamp: None,
+            headers: None,
+        }
+    }
+
     /// Hands snapshots to the producer, waiting while its queue is full.
     async fn enqueue(&self, snapshots: Vec<Snapshot>) -> Result<Vec<DeliveryFuture>, EmitError> {
         let mut futures = Vec::with_capacity(snapshots.len());
         for s in snapshots {
             loop {
-                let record = FutureRecord {
-                    topic: &self.topic,
-                    partition: Some(s.partition),
-                    payload: s.value.as_deref(),
-                    key: Some(s.key.as_bytes()),
-                    timestamp: None,
-                    headers: None,
-                };
-                match self.producer.send_result(record) {
+                match self.producer.send_result(self.record(&s)) {
                     Ok(f) => {
                         self.count(s.value.as_deref());
                         futures.push(f);
@@ -368,13 +371,7 @@ impl Changelog {
                     return;
                 };
                 match codec.decode_contribution(key, bytes, owned[0].owner) {
-                    Ok(c) => {
-                        let tier = match c.table {
-                            Table::Endpoints => self.engine.rules().tier_of(&c.label),
-                            Table::Origins => None,
-                        };
-                        self.engine.fleet().restore_contribution(c, tier);
-                    }
+                    Ok(c) => self.engine.restore_contribution(c),
                     Err(e) => {
                         warn!(topic = %self.topic, partition, error = %e, "Skipping a fleet contribution that cannot be read.");
                     }
@@ -538,15 +535,7 @@ impl PartitionState for Changelog {
         let snapshots = self.changed(Some(revoked), known);
         let mut futures = Vec::with_capacity(snapshots.len());
         for s in snapshots {
-            let record = FutureRecord {
-                topic: &self.topic,
-                partition: Some(s.partition),
-                payload: s.value.as_deref(),
-                key: Some(s.key.as_bytes()),
-                timestamp: None,
-                headers: None,
-            };
-            match self.producer.send_result(record) {
+            match self.producer.send_result(self.record(&s)) {
                 Ok(f) => {
                     self.count(s.value.as_deref());
                     futures.push(f);

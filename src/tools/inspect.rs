@@ -114,11 +114,7 @@ pub fn load_topic(
             let Some(bytes) = value else { continue };
             if parse_contribution_key(&key).is_some() {
                 if let Ok(c) = codec.decode_contribution(&key, &bytes, partition as u32) {
-                    let tier = match c.table {
-                        Table::Endpoints => engine.rules().tier_of(&c.label),
-                        Table::Origins => None,
-                    };
-                    engine.fleet().restore_contribution(c, tier);
+                    engine.restore_contribution(c);
                 }
                 continue;
             }
