@@ -19,7 +19,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use driftwatch::config::Model;
 use driftwatch::config::Rules;
 use driftwatch::decode::{self, Decoded, FormatHint};
-use driftwatch::engine::{Engine, IdentityState};
+use driftwatch::engine::{Engine, Tracked};
 use driftwatch::event::{AccessEvent, RawRef};
 use driftwatch::state::snapshot;
 use driftwatch::tools::simulate::{SimConfig, generate};
@@ -52,7 +52,7 @@ fn fleet() -> (Vec<String>, Vec<AccessEvent>) {
 fn benches(c: &mut Criterion) {
     let (raw, events) = fleet();
     let rules = Rules::new(Model::embedded());
-    let states: Vec<(String, IdentityState)> = {
+    let states: Vec<(String, Tracked)> = {
         let engine = Engine::new(rules.clone());
         for e in &events {
             black_box(engine.process(e));

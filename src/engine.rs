@@ -5,6 +5,7 @@
 //! owned by one partition (Kafka messages are keyed by identity). Replay calls it in event-time
 //! order from one thread, which makes its output deterministic.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
@@ -12,7 +13,7 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::baseline::fleet::{Contribution, Table};
-use crate::baseline::{DAY_MS, Fleet, Profile};
+use crate::baseline::{ColdProfile, DAY_MS, Fleet, Profile, alloc_bytes};
 use crate::config::Rules;
 use crate::decide::{
     self, DecideStats, Decision, Guardrails, IdentityContext, RiskState, Severity,
@@ -36,18 +37,183 @@ pub struct IdentityState {
 }
 
 impl IdentityState {
+    fn record_applied(&mut self, owner: u32, offset: i64) {
+        match self.applied.iter_mut().find(|(o, _)| *o == owner) {
+            Some(e) => e.1 = e.1.max(offset),
+            None => self.applied.push((owner, offset)),
+        }
+    }
+}
+
+/// An identity silent for `baseline.cold_after_days`: its cold summary, woken by its next event.
+#[derive(Debug, Clone)]
+pub struct ColdIdentity {
+    pub profile: ColdProfile,
+    pub owner: u32,
+    pub applied: Vec<(u32, i64)>,
+    pub changed: bool,
+}
+
+/// What the engine keeps of one identity: its whole state while active, a cold summary after
+/// long silence. Boxed, so the map's buckets (half of them empty after it grows) stay small.
+#[derive(Debug, Clone)]
+pub enum Tracked {
+    Hot(Box<IdentityState>),
+    Cold(Box<ColdIdentity>),
+}
+
+impl Tracked {
+    pub fn owner(&self) -> u32 {
+        match self {
+            Tracked::Hot(s) => s.owner,
+            Tracked::Cold(c) => c.owner,
+        }
+    }
+
+    pub fn applied(&self) -> &[(u32, i64)] {
+        match self {
+            Tracked::Hot(s) => &s.applied,
+            Tracked::Cold(c) => &c.applied,
+        }
+    }
+
     /// The offset last applied from `owner`'s partition.
     pub fn applied_from(&self, owner: u32) -> Option<i64> {
-        self.applied
+        self.applied()
             .iter()
             .find(|(o, _)| *o == owner)
             .map(|(_, off)| *off)
     }
 
-    fn record_applied(&mut self, owner: u32, offset: i64) {
-        match self.applied.iter_mut().find(|(o, _)| *o == owner) {
-            Some(e) => e.1 = e.1.max(offset),
-            None => self.applied.push((owner, offset)),
+    pub fn changed(&self) -> bool {
+        match self {
+            Tracked::Hot(s) => s.changed,
+            Tracked::Cold(c) => c.changed,
+        }
+    }
+
+    fn set_changed(&mut self, changed: bool) {
+        match self {
+            Tracked::Hot(s) => s.changed = changed,
+            Tracked::Cold(c) => c.changed = changed,
+        }
+    }
+
+    /// Sets the owner and the applied offsets (restoring a snapshot).
+    pub fn set_origin(&mut self, owner: u32, applied: Vec<(u32, i64)>) {
+        match self {
+            Tracked::Hot(s) => {
+                s.owner = owner;
+                s.applied = applied;
+            }
+            Tracked::Cold(c) => {
+                c.owner = owner;
+                c.applied = applied;
+            }
+        }
+    }
+
+    pub fn first_seen_ms(&self) -> i64 {
+        match self {
+            Tracked::Hot(s) => s.profile.first_seen_ms,
+            Tracked::Cold(c) => c.profile.first_seen_ms,
+        }
+    }
+
+    pub fn last_seen_ms(&self) -> i64 {
+        match self {
+            Tracked::Hot(s) => s.profile.last_seen_ms,
+            Tracked::Cold(c) => c.profile.last_seen_ms,
+        }
+    }
+
+    pub fn is_cold(&self) -> bool {
+        matches!(self, Tracked::Cold(_))
+    }
+
+    /// The hot state; `None` for a cold identity.
+    pub fn hot(&self) -> Option<&IdentityState> {
+        match self {
+            Tracked::Hot(s) => Some(s),
+            Tracked::Cold(_) => None,
+        }
+    }
+
+    /// True when the identity has enough history for novelty findings.
+    pub fn is_mature(&self, min_active_hours: u32, min_days: f64) -> bool {
+        match self {
+            Tracked::Hot(s) => s.profile.is_mature(min_active_hours, min_days),
+            Tracked::Cold(c) => crate::baseline::is_mature(
+                c.profile.active_hours_total,
+                c.profile.first_seen_ms,
+                c.profile.last_seen_ms,
+                min_active_hours,
+                min_days,
+            ),
+        }
+    }
+
+    /// Shrinks a hot identity to its cold summary (its risk state is inert by then: the model
+    /// requires `cold_after_days` to outlast every scoring window).
+    fn freeze(&mut self) {
+        if let Tracked::Hot(s) = self {
+            let s = &mut **s;
+            *self = Tracked::Cold(Box::new(ColdIdentity {
+                profile: ColdProfile::freeze(&s.profile),
+                owner: s.owner,
+                applied: std::mem::take(&mut s.applied),
+                changed: true,
+            }));
+        }
+    }
+
+    /// The hot state, woken from the cold summary first if need be.
+    fn thaw(&mut self, prior_dispersion: f32) -> &mut IdentityState {
+        if let Tracked::Cold(c) = self {
+            let c = &mut **c;
+            *self = Tracked::Hot(Box::new(IdentityState {
+                profile: c.profile.thaw(prior_dispersion),
+                risk: RiskState::default(),
+                owner: c.owner,
+                applied: std::mem::take(&mut c.applied),
+                changed: true,
+            }));
+        }
+        match self {
+            Tracked::Hot(s) => s,
+            Tracked::Cold(_) => unreachable!("thawed above"),
+        }
+    }
+
+    /// The hot state as it is, or as the cold summary would wake into.
+    pub fn view(&self, prior_dispersion: f32) -> Cow<'_, IdentityState> {
+        match self {
+            Tracked::Hot(s) => Cow::Borrowed(s),
+            Tracked::Cold(c) => Cow::Owned(IdentityState {
+                profile: c.profile.thaw(prior_dispersion),
+                risk: RiskState::default(),
+                owner: c.owner,
+                applied: c.applied.clone(),
+                changed: c.changed,
+            }),
+        }
+    }
+
+    /// Bytes allocated for this identity's state (not its key or map slot).
+    pub fn heap_bytes(&self) -> usize {
+        let applied = |v: &Vec<(u32, i64)>| alloc_bytes(v.capacity() * 16);
+        match self {
+            Tracked::Hot(s) => {
+                alloc_bytes(std::mem::size_of::<IdentityState>()) + s.profile.heap_bytes()
+                    - std::mem::size_of::<Profile>()
+                    + s.risk.heap_bytes()
+                    + applied(&s.applied)
+            }
+            Tracked::Cold(c) => {
+                alloc_bytes(std::mem::size_of::<ColdIdentity>())
+                    + c.profile.heap_bytes()
+                    + applied(&c.applied)
+            }
         }
     }
 }
@@ -68,6 +234,10 @@ pub struct EngineCounters {
     pub commands: AtomicU64,
     pub merged: AtomicU64,
     pub withheld: AtomicU64,
+    /// Identities shrunk to cold summaries after `baseline.cold_after_days` of silence.
+    pub frozen: AtomicU64,
+    /// Cold identities woken by a new event.
+    pub woken: AtomicU64,
     /// Identities forgotten after `baseline.forget_after_days` of silence.
     pub forgotten: AtomicU64,
     /// Identities dropped because their partition was handed to another instance.
@@ -81,13 +251,16 @@ pub struct EngineCounters {
 pub struct Census {
     pub identities: usize,
     pub warming_up: usize,
-    /// Approximate bytes of per-identity state (profiles and open alerts).
+    /// Identities kept as cold summaries.
+    pub cold: usize,
+    /// Bytes of per-identity state as allocated: keys, the map's slots (empty ones included),
+    /// profiles or cold summaries, open alerts.
     pub state_bytes: usize,
 }
 
 pub struct Engine {
     rules: Rules,
-    identities: DashMap<String, IdentityState, FxBuildHasher>,
+    identities: DashMap<String, Tracked, FxBuildHasher>,
     identity_count: AtomicUsize,
     fleet: Fleet,
     guard: Guardrails,
@@ -150,7 +323,8 @@ impl Engine {
             return None;
         }
         c.events.fetch_add(1, Ordering::Relaxed);
-        let (mut state, is_new) = match found {
+        let prior_dispersion = m.detectors.volume.prior_dispersion as f32;
+        let (mut entry, is_new) = match found {
             Some(s) => (s, false),
             None => {
                 let entry = self
@@ -158,21 +332,21 @@ impl Engine {
                     .entry(ev.principal.clone())
                     .or_insert_with(|| {
                         self.identity_count.fetch_add(1, Ordering::Relaxed);
-                        IdentityState {
-                            profile: Profile::new(
-                                ev.time_ms,
-                                m.detectors.volume.prior_dispersion as f32,
-                            ),
+                        Tracked::Hot(Box::new(IdentityState {
+                            profile: Profile::new(ev.time_ms, prior_dispersion),
                             risk: RiskState::default(),
                             owner,
                             applied: Vec::new(),
                             changed: true,
-                        }
+                        }))
                     });
                 (entry, true)
             }
         };
-        let state = &mut *state;
+        if entry.is_cold() {
+            c.woken.fetch_add(1, Ordering::Relaxed);
+        }
+        let state = entry.thaw(prior_dispersion);
         state.owner = owner;
         state.changed = true;
         if let Some(off) = offset {
@@ -227,8 +401,11 @@ impl Engine {
         Some(decisions)
     }
 
-    /// Once per event-time day, forgets identities silent for `baseline.forget_after_days`.
-    /// Runs before any identity guard is taken (DashMap guards must not be held across it).
+    /// Once per event-time day, shrinks identities silent for `baseline.cold_after_days` to cold
+    /// summaries and forgets those silent for `baseline.forget_after_days`. Both horizons count
+    /// from the start of the day, so a restored engine (which knows the day of the last sweep)
+    /// agrees with the one that saved it on which identities are cold. Runs before any identity
+    /// guard is taken (DashMap guards must not be held across it).
     fn sweep(&self, now_ms: i64) {
         let day = now_ms.div_euclid(DAY_MS);
         let last = self.swept_day.load(Ordering::Relaxed);
@@ -240,16 +417,27 @@ impl Engine {
         {
             return;
         }
-        let horizon = now_ms - (self.rules.model.baseline.forget_after_days * DAY_MS as f64) as i64;
-        let before = self.identities.len();
+        let b = &self.rules.model.baseline;
+        let start = day * DAY_MS;
+        let cold_horizon = start - (b.cold_after_days * DAY_MS as f64) as i64;
+        let forget_horizon = start - (b.forget_after_days * DAY_MS as f64) as i64;
         let track = self.track_forgotten.load(Ordering::Relaxed);
         let mut gone = Vec::new();
+        let (mut forgotten, mut frozen) = (0usize, 0u64);
         self.identities.retain(|k, s| {
-            let keep = s.profile.last_seen_ms >= horizon;
-            if !keep && track {
-                gone.push((s.owner, k.clone()));
+            let last_seen = s.last_seen_ms();
+            if last_seen < forget_horizon {
+                if track {
+                    gone.push((s.owner(), k.clone()));
+                }
+                forgotten += 1;
+                return false;
             }
-            keep
+            if last_seen < cold_horizon && !s.is_cold() {
+                s.freeze();
+                frozen += 1;
+            }
+            true
         });
         if !gone.is_empty() {
             self.forgotten
@@ -257,7 +445,7 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(gone);
         }
-        let forgotten = before.saturating_sub(self.identities.len());
+        self.counters.frozen.fetch_add(frozen, Ordering::Relaxed);
         if forgotten > 0 {
             self.identity_count.fetch_sub(forgotten, Ordering::Relaxed);
             self.counters
@@ -300,11 +488,11 @@ impl Engine {
     /// Calls `f` with each identity changed since its last snapshot (of the given owners, or
     /// all), and marks it unchanged. Shards are write-locked one at a time; `f` must not call
     /// back into the engine.
-    pub fn drain_changed(&self, owners: Option<&[u32]>, mut f: impl FnMut(&str, &IdentityState)) {
+    pub fn drain_changed(&self, owners: Option<&[u32]>, mut f: impl FnMut(&str, &Tracked)) {
         for mut e in self.identities.iter_mut() {
-            if e.changed && owners.is_none_or(|o| o.contains(&e.owner)) {
+            if e.changed() && owners.is_none_or(|o| o.contains(&e.owner())) {
                 f(e.key(), e.value());
-                e.changed = false;
+                e.set_changed(false);
             }
         }
     }
@@ -313,7 +501,7 @@ impl Engine {
     /// how many were dropped.
     pub fn evict_owner(&self, owner: u32) -> usize {
         let before = self.identities.len();
-        self.identities.retain(|_, s| s.owner != owner);
+        self.identities.retain(|_, s| s.owner() != owner);
         let evicted = before.saturating_sub(self.identities.len());
         self.identity_count.fetch_sub(evicted, Ordering::Relaxed);
         self.counters
@@ -341,20 +529,25 @@ impl Engine {
         )
     }
 
-    /// Identities, those warming up and their state size, in one pass over the map (each shard
-    /// is read-locked briefly in turn, so processing continues meanwhile).
+    /// Identities, those warming up and cold, and their state size, in one pass over the map
+    /// (each shard is read-locked briefly in turn, so processing continues meanwhile).
     pub fn census(&self) -> Census {
         let m = &self.rules.model;
-        let mut c = Census::default();
+        let mut c = Census {
+            // Every slot of the map's tables, used or not, and its control byte.
+            state_bytes: self.identities.capacity()
+                * (std::mem::size_of::<(String, Tracked)>() + 1),
+            ..Census::default()
+        };
         for s in self.identities.iter() {
             c.identities += 1;
-            if !s
-                .profile
-                .is_mature(m.warmup.min_active_hours, m.warmup.min_days)
-            {
+            if s.is_cold() {
+                c.cold += 1;
+            }
+            if !s.is_mature(m.warmup.min_active_hours, m.warmup.min_days) {
                 c.warming_up += 1;
             }
-            c.state_bytes += s.profile.heap_bytes();
+            c.state_bytes += alloc_bytes(s.key().capacity()) + s.heap_bytes();
         }
         c
     }
@@ -379,14 +572,14 @@ impl Engine {
 
     /// Calls `f` with each identity's key and state. Shards are read-locked one at a time, so
     /// processing may continue meanwhile; `f` must not call back into the engine.
-    pub fn for_each_identity(&self, mut f: impl FnMut(&str, &IdentityState)) {
+    pub fn for_each_identity(&self, mut f: impl FnMut(&str, &Tracked)) {
         for e in self.identities.iter() {
             f(e.key(), e.value());
         }
     }
 
     /// Adds (or replaces) an identity's state, restored from a snapshot.
-    pub fn restore_identity(&self, key: String, state: IdentityState) {
+    pub fn restore_identity(&self, key: String, state: Tracked) {
         if self.identities.insert(key, state).is_none() {
             self.identity_count.fetch_add(1, Ordering::Relaxed);
         }
@@ -428,8 +621,17 @@ impl Engine {
         self.fleet.restore_contribution(c, tier);
     }
 
-    /// A copy of one identity's state (for tests and inspection).
+    /// A copy of one identity's state (for tests and inspection); a cold identity's as it would
+    /// wake.
     pub fn identity(&self, principal: &str) -> Option<IdentityState> {
+        let prior = self.rules.model.detectors.volume.prior_dispersion as f32;
+        self.identities
+            .get(principal)
+            .map(|s| s.view(prior).into_owned())
+    }
+
+    /// A copy of what the engine keeps of one identity, hot or cold.
+    pub fn tracked(&self, principal: &str) -> Option<Tracked> {
         self.identities.get(principal).map(|s| s.clone())
     }
 }
@@ -452,17 +654,79 @@ mod tests {
         }
     }
 
+    fn event_at(principal: &str, day: i64, hour: i64) -> AccessEvent {
+        let mut e = event(principal, day);
+        e.time_ms += hour * 3_600_000;
+        e
+    }
+
     #[test]
-    fn identities_silent_past_the_forget_horizon_are_dropped_and_others_kept() {
+    fn identities_silent_past_the_cold_horizon_shrink_and_past_the_forget_horizon_are_dropped() {
         let engine = Engine::new(Rules::new(Model::embedded()));
         engine.process(&event("old", 0));
-        engine.process(&event("recent", 100));
-        assert_eq!(engine.identities(), 2);
-        engine.process(&event("recent", 181));
-        assert_eq!(engine.identities(), 1, "`old` was silent for 181 days");
+        engine.process(&event("quiet", 300));
+        engine.process(&event("recent", 700));
+        assert_eq!(engine.identities(), 3);
+        assert!(engine.tracked("old").unwrap().is_cold(), "silent 700 days");
+        assert!(
+            engine.tracked("quiet").unwrap().is_cold(),
+            "silent 400 days"
+        );
+        assert!(!engine.tracked("recent").unwrap().is_cold());
+        assert_eq!(engine.census().cold, 2);
+        engine.process(&event("recent", 731));
+        assert_eq!(engine.identities(), 2, "`old` was silent for 731 days");
         assert!(engine.identity("old").is_none());
-        assert!(engine.identity("recent").is_some());
+        assert!(engine.identity("quiet").is_some());
         assert_eq!(engine.counters.forgotten.load(Ordering::Relaxed), 1);
+        // `recent`, silent 31 days, was frozen by that sweep and woken by its own event.
+        assert_eq!(engine.counters.frozen.load(Ordering::Relaxed), 3);
+        assert_eq!(engine.counters.woken.load(Ordering::Relaxed), 1);
+        assert!(!engine.tracked("recent").unwrap().is_cold());
+    }
+
+    #[test]
+    fn a_key_silent_for_a_year_is_judged_dormant_when_it_wakes() {
+        let engine = Engine::new(Rules::new(Model::embedded()));
+        // A daily job for two months, then a year of silence.
+        for day in 0..60 {
+            for h in 0..3 {
+                engine.process(&event_at("key", day, h));
+            }
+        }
+        engine.process(&event("other", 425));
+        assert!(engine.tracked("key").unwrap().is_cold());
+        let woke = engine.process(&event_at("key", 425, 2));
+        assert!(!engine.tracked("key").unwrap().is_cold());
+        assert_eq!(engine.counters.woken.load(Ordering::Relaxed), 1);
+        let alert = woke
+            .iter()
+            .find_map(|d| match d {
+                Decision::Alert(a) => Some(a),
+                Decision::Command(_) => None,
+            })
+            .expect("a key waking after a year raises an alert");
+        assert!(
+            alert
+                .findings
+                .iter()
+                .any(|f| f.detector == Detector::Dormant),
+            "{:?}",
+            alert.findings
+        );
+    }
+
+    #[test]
+    fn the_reported_state_size_counts_the_maps_slots_and_every_allocation() {
+        let engine = Engine::new(Rules::new(Model::embedded()));
+        for i in 0..1000 {
+            engine.process(&event(&format!("id-{i}"), 0));
+        }
+        let c = engine.census();
+        let per = c.state_bytes / c.identities;
+        let floor = std::mem::size_of::<IdentityState>() + std::mem::size_of::<(String, Tracked)>();
+        assert!(per > floor, "{per} bytes per identity, types alone {floor}");
+        assert!(per < 2048, "{per} bytes per identity");
     }
 
     #[test]

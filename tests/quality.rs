@@ -59,9 +59,12 @@ fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
         "{} false alert-hours per 1,000 identity-days",
         report.false_alert_hours_per_1000_identity_days
     );
+    // Everything allocated counts (map slots, value sets as allocated, the findings still in
+    // evidence with their explanations): busy identities, at the end of a fleet with attacks in
+    // progress. One-event identities at a million take ~1.3 KB (`cargo bench --bench memory`).
     assert!(
-        bytes_per_identity <= 2048.0,
-        "baseline state {bytes_per_identity:.0} bytes per identity"
+        bytes_per_identity <= 2560.0,
+        "state {bytes_per_identity:.0} bytes per identity"
     );
 }
 

@@ -6,6 +6,7 @@
 //! `baseline.half_life_days`; every collection is capped, so an identity's memory stays bounded
 //! whatever it does ([`Profile::heap_bytes`] reports it).
 
+pub mod cold;
 pub mod fleet;
 pub mod learn;
 pub mod origin;
@@ -13,11 +14,23 @@ pub mod stats;
 
 use origin::LEVELS;
 
+pub use cold::ColdProfile;
 pub use fleet::Fleet;
 pub use learn::{Learned, endpoint_hash};
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Bytes the allocator takes for a request of `n` bytes: glibc's malloc rounds each chunk up to
+/// 16 bytes with an 8-byte header, 32 at least. Used so the state size the engine reports is
+/// what the process really holds, not the sum of the types' sizes.
+pub fn alloc_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
+    }
+}
 
 /// Hour index since the epoch (event time).
 pub fn hour_index(ms: i64) -> i64 {
@@ -35,8 +48,23 @@ pub fn is_weekend(hour: i64) -> bool {
     hour_of_week(hour) >= 120
 }
 
-/// One tracked value (an endpoint or an origin at one level).
-#[derive(Debug, Clone, Copy)]
+/// True when a history of `active_hours_total` active hours between `first_seen_ms` and
+/// `last_seen_ms` is enough for novelty findings.
+pub fn is_mature(
+    active_hours_total: u32,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    min_active_hours: u32,
+    min_days: f64,
+) -> bool {
+    active_hours_total >= min_active_hours
+        && (last_seen_ms - first_seen_ms) as f64 >= min_days * DAY_MS as f64
+}
+
+/// One tracked value (an endpoint or an origin at one level). Packed to 4-byte alignment: 20
+/// bytes instead of 24, for the up to 112 of them an identity holds (read fields by copy).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, packed(4))]
 pub struct Entry {
     pub hash: u64,
     /// Decayed number of events that used it.
@@ -103,6 +131,12 @@ impl ValueSet {
             last_hour: hour,
         };
         if self.entries.len() < cap {
+            // Grown by doubling up to the cap and no further: most identities use a value or
+            // two per level, and a million of them must not each hold room for four.
+            if self.entries.len() == self.entries.capacity() {
+                let want = (self.entries.len() * 2).clamp(1, cap);
+                self.entries.reserve_exact(want - self.entries.len());
+            }
             self.entries.push(entry);
         } else if let Some(victim) = self.entries.iter_mut().min_by(|a, b| {
             a.weight
@@ -159,7 +193,10 @@ impl ValueSet {
     /// The most used values, heaviest first.
     pub fn top(&self, n: usize) -> Vec<Entry> {
         let mut v = self.entries.clone();
-        v.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.hash.cmp(&b.hash)));
+        v.sort_by(|a, b| {
+            let (aw, bw, ah, bh) = (a.weight, b.weight, a.hash, b.hash);
+            bw.total_cmp(&aw).then(ah.cmp(&bh))
+        });
         v.truncate(n);
         v
     }
@@ -344,8 +381,13 @@ impl Profile {
 
     /// True when the identity has enough history for novelty findings.
     pub fn is_mature(&self, min_active_hours: u32, min_days: f64) -> bool {
-        self.active_hours_total >= min_active_hours
-            && (self.last_seen_ms - self.first_seen_ms) as f64 >= min_days * DAY_MS as f64
+        is_mature(
+            self.active_hours_total,
+            self.first_seen_ms,
+            self.last_seen_ms,
+            min_active_hours,
+            min_days,
+        )
     }
 
     /// How much history backs the baseline, 0..=1 (for alerts).
@@ -445,14 +487,13 @@ impl Profile {
         (smoothed / days.min(255.0 * 7.0)).min(1.0)
     }
 
-    /// Approximate bytes this profile occupies, heap included.
+    /// Bytes this profile's value sets hold on the heap (as allocated, see [`alloc_bytes`]),
+    /// plus the profile itself.
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Profile>()
-            + self.endpoints.entries.capacity() * std::mem::size_of::<Entry>()
-            + self
-                .origins
-                .iter()
-                .map(|o| o.entries.capacity() * std::mem::size_of::<Entry>())
+            + std::iter::once(&self.endpoints)
+                .chain(&self.origins)
+                .map(|o| alloc_bytes(o.entries.capacity() * std::mem::size_of::<Entry>()))
                 .sum::<usize>()
     }
 

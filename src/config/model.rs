@@ -38,6 +38,7 @@ pub struct BaselineConfig {
     pub ipv6_network_prefix: u8,
     pub ipv6_coarse_prefix: u8,
     pub fleet_max_values: usize,
+    pub cold_after_days: f64,
     pub forget_after_days: f64,
     pub novelty_prior_novel: f64,
     pub novelty_prior_seen: f64,
@@ -308,6 +309,26 @@ impl Model {
             format!(
                 "must be <= ipv6_network_prefix ({}), got {}",
                 b.ipv6_network_prefix, b.ipv6_coarse_prefix
+            ),
+        );
+        let s = &self.scoring;
+        let inert_hours = s
+            .suppression_window_hours
+            .max(4.0 * s.evidence_half_life_minutes / 60.0);
+        check(
+            b.cold_after_days * 24.0 > inert_hours,
+            "baseline.cold_after_days",
+            format!(
+                "must be longer than the scoring windows ({inert_hours} hours: suppression_window_hours and four evidence half-lives), so no open alert or live evidence is dropped with the hot state, got {}",
+                b.cold_after_days
+            ),
+        );
+        check(
+            b.cold_after_days <= b.forget_after_days,
+            "baseline.cold_after_days",
+            format!(
+                "must not exceed baseline.forget_after_days ({}), got {}",
+                b.forget_after_days, b.cold_after_days
             ),
         );
         check(

@@ -79,6 +79,38 @@ pub struct RiskState {
 
 const MAX_RECENT: usize = 12;
 
+impl RiskState {
+    /// Bytes this state holds on the heap: the findings still in evidence (with their
+    /// explanations) and the open alerts.
+    pub fn heap_bytes(&self) -> usize {
+        use crate::baseline::alloc_bytes;
+        let s = |s: &String| alloc_bytes(s.capacity());
+        let findings: usize = self
+            .recent
+            .iter()
+            .map(|f| {
+                s(&f.summary)
+                    + f.baseline.heap_bytes()
+                    + f.observed.heap_bytes()
+                    + f.event_id.as_ref().map_or(0, s)
+            })
+            .sum();
+        let open: usize = self
+            .open
+            .iter()
+            .map(|o| {
+                s(&o.uid)
+                    + o.command_id.as_ref().map_or(0, s)
+                    + o.command_withheld.as_ref().map_or(0, s)
+            })
+            .sum();
+        alloc_bytes(self.recent.capacity() * std::mem::size_of::<Finding>())
+            + alloc_bytes(self.open.capacity() * std::mem::size_of::<OpenAlert>())
+            + findings
+            + open
+    }
+}
+
 /// An alert that later findings with the same cause update instead of duplicating.
 #[derive(Debug, Clone)]
 pub struct OpenAlert {
@@ -257,6 +289,14 @@ pub fn decide(
     risk.open.retain(|o| {
         (ev.time_ms - o.last_seen_ms) as f64 <= s.suppression_window_hours * 3_600_000.0
     });
+    // Quiet again: give the room back (a findings list holds ~2 KB at its cap, and most
+    // identities are quiet most of the time).
+    if risk.recent.is_empty() && risk.recent.capacity() > 0 {
+        risk.recent = Vec::new();
+    }
+    if risk.open.is_empty() && risk.open.capacity() > 0 {
+        risk.open = Vec::new();
+    }
     if findings.is_empty() {
         return Vec::new();
     }
@@ -275,6 +315,11 @@ pub fn decide(
                 .map(|(i, _)| i)
                 .unwrap_or(0);
             risk.recent.remove(weakest);
+        }
+        if risk.recent.len() == risk.recent.capacity() {
+            // Doubling, but never past the cap.
+            let want = (risk.recent.len() * 2).clamp(1, MAX_RECENT);
+            risk.recent.reserve_exact(want - risk.recent.len());
         }
         risk.recent.push(f);
     }

@@ -47,7 +47,7 @@ mod tests {
         assert!(before.is_empty(), "{before:?}");
         let after = id.see(&event("ci", T0 + 2 * DAY_MS, "s3:GetObject", ""));
         assert_eq!(detectors(&after), [Detector::AfterExpiry]);
-        assert_eq!(after[0].baseline["owner"], "platform");
+        assert_eq!(after[0].baseline.json()["owner"], "platform");
         let again = id.see(&event("ci", T0 + 2 * DAY_MS + 1, "s3:GetObject", ""));
         assert!(again.is_empty());
     }

@@ -61,7 +61,7 @@ mod tests {
             .collect();
         let burst = of(&found, Detector::DeniedBurst);
         assert!(!burst.is_empty(), "{found:?}");
-        assert_eq!(burst[0].observed["last_error"], "AccessDenied");
+        assert_eq!(burst[0].observed.json()["last_error"], "AccessDenied");
     }
 
     #[test]

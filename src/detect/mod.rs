@@ -22,7 +22,9 @@ mod outside_workload;
 mod unusual_hour;
 mod volume;
 
+use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::baseline::{Fleet, Learned, Profile};
 use crate::config::Rules;
@@ -136,10 +138,52 @@ pub struct Finding {
     /// Probability of the observation under the identity's baseline.
     pub probability: f64,
     pub summary: String,
-    pub baseline: Value,
-    pub observed: Value,
+    pub baseline: Evidence,
+    pub observed: Evidence,
     pub time_ms: i64,
     pub event_id: Option<String>,
+}
+
+/// One side of a finding's evidence (what the baseline expected, what was observed), kept as
+/// compact JSON text: one allocation however many fields it has, so findings held in an
+/// identity's risk state cost a few hundred bytes, not a tree of maps. Serialises as the JSON
+/// it holds.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Evidence(Box<RawValue>);
+
+impl Evidence {
+    pub fn new(v: &Value) -> Evidence {
+        Evidence(serde_json::value::to_raw_value(v).expect("a JSON value always serialises"))
+    }
+
+    /// Evidence read back from its text (a snapshot).
+    ///
+    /// # Errors
+    /// The text is not JSON.
+    pub fn parse(text: String) -> Result<Evidence, serde_json::Error> {
+        RawValue::from_string(text).map(Evidence)
+    }
+
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The evidence as a JSON value.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.0.get()).expect("evidence holds valid JSON")
+    }
+
+    /// Bytes allocated for the text.
+    pub fn heap_bytes(&self) -> usize {
+        crate::baseline::alloc_bytes(self.0.get().len())
+    }
+}
+
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Evidence) -> bool {
+        self.text() == other.text()
+    }
 }
 
 /// What a signal judges: one event, what the identity's profile learned from it, and the
@@ -169,8 +213,8 @@ impl Observation<'_> {
             bits,
             probability,
             summary,
-            baseline,
-            observed,
+            baseline: Evidence::new(&baseline),
+            observed: Evidence::new(&observed),
             time_ms: self.event.time_ms,
             event_id: self.event.event_id.clone(),
         }

@@ -88,7 +88,7 @@ mod tests {
             new[0].summary
         );
         assert_eq!(
-            new[0].baseline["top_endpoints"][0],
+            new[0].baseline.json()["top_endpoints"][0],
             "s3.amazonaws.com:GetObject"
         );
         assert!(new[0].bits >= 12.0);

@@ -92,14 +92,15 @@ mod tests {
         let mut id = established("partner", "s3:GetObject", HOME);
         let f = id.see(&event("partner", at(10, 10), "s3:GetObject", AWAY));
         assert_eq!(detectors(&f), [Detector::NewOrigin]);
-        let levels: Vec<&str> = f[0].observed["new_values"]
+        let observed = f[0].observed.json();
+        let levels: Vec<&str> = observed["new_values"]
             .as_array()
             .unwrap()
             .iter()
             .map(|l| l["level"].as_str().unwrap())
             .collect();
         assert_eq!(levels, ["network", "coarse_network", "client"]);
-        assert_eq!(f[0].baseline["levels"][0]["known"][0], "52.1.2.0/24");
+        assert_eq!(f[0].baseline.json()["levels"][0]["known"][0], "52.1.2.0/24");
     }
 
     #[test]

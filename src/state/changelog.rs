@@ -232,11 +232,11 @@ impl Changelog {
             }
         }
         self.engine.drain_changed(owners, |key, s| {
-            let Some(o) = partition_of(s.owner) else {
+            let Some(o) = partition_of(s.owner()) else {
                 return;
             };
             let applied: Vec<AppliedOffset> = s
-                .applied
+                .applied()
                 .iter()
                 .filter_map(|(owner, offset)| {
                     partition_of(*owner).map(|p| AppliedOffset {
@@ -390,9 +390,8 @@ impl Changelog {
             match codec.decode_identity(bytes) {
                 Ok((mut s, applied)) => {
                     // The fleet has been observed at least as long as its identities have.
-                    self.engine.fleet().observe_time(s.profile.first_seen_ms);
-                    s.owner = owner_of(&applied);
-                    s.applied = applied
+                    self.engine.fleet().observe_time(s.first_seen_ms());
+                    let mine = applied
                         .iter()
                         .filter_map(|a| {
                             owned
@@ -401,6 +400,7 @@ impl Changelog {
                                 .map(|o| (o.owner, a.offset))
                         })
                         .collect();
+                    s.set_origin(owner_of(&applied), mine);
                     self.engine.restore_identity(key.to_owned(), s);
                     restored_here.insert(key.to_owned());
                 }

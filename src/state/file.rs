@@ -207,7 +207,7 @@ pub fn load(path: &Path, engine: &Engine) -> Result<Option<Loaded>, StateError> 
             .map_err(|_| corrupt("an identity key is not UTF-8".into()))?;
         match codec.decode_identity(&buf) {
             Ok((mut state, _)) => {
-                state.owner = NO_OWNER;
+                state.set_origin(NO_OWNER, Vec::new());
                 engine.restore_identity(key, state);
                 loaded.identities += 1;
             }

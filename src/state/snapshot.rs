@@ -16,21 +16,22 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
-use crate::baseline::{Entry, HourFired, Profile, Seasonality, ValueSet, Window};
+use crate::baseline::{ColdProfile, Entry, HourFired, Profile, Seasonality, ValueSet, Window};
 use crate::config::Rules;
 use crate::decide::{OpenAlert, RiskState, Severity};
-use crate::detect::{Detector, Finding};
-use crate::engine::IdentityState;
+use crate::detect::{Detector, Evidence, Finding};
+use crate::engine::{ColdIdentity, IdentityState, Tracked};
 
 /// The snapshot format version this code writes and reads.
 pub const FORMAT: u16 = 1;
 
 /// First bytes of every identity snapshot, and of the engine-wide state.
 const MAGIC: [u8; 3] = *b"DWI";
+const COLD_MAGIC: [u8; 3] = *b"DWC";
 const ENGINE_MAGIC: [u8; 3] = *b"DWE";
 const FLEET_MAGIC: [u8; 3] = *b"DWF";
 
@@ -233,6 +234,150 @@ struct IdentityV1 {
     risk: RiskV1,
 }
 
+#[derive(Serialize, Deserialize)]
+struct ColdValuesV1 {
+    entries: Vec<EntryV1>,
+    active_hours: f32,
+    novel_hours: f32,
+}
+
+/// The cold summary of an identity silent for `baseline.cold_after_days`.
+#[derive(Serialize, Deserialize)]
+struct ColdV1 {
+    applied: Vec<AppliedOffset>,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    events: u64,
+    active_hours_total: u32,
+    mean_gap_hours: f32,
+    last_active_hour: i64,
+    hour: i64,
+    hour_requests: u32,
+    /// 24 active-hour counts by hour of day (UTC), summed over the week.
+    hour_of_day: Vec<u16>,
+    log_bytes_mean: f32,
+    log_bytes_var: f32,
+    byte_hours: u16,
+    calls: f32,
+    denied: f32,
+    endpoints: ColdValuesV1,
+    origins: Vec<ColdValuesV1>,
+    expiry_reported: bool,
+}
+
+fn entries_out(entries: &[Entry], hour: u32) -> Vec<EntryV1> {
+    entries
+        .iter()
+        .map(|e| EntryV1 {
+            hash: Hash64(e.hash.to_le_bytes()),
+            weight: e.weight,
+            first_ago: hour.wrapping_sub(e.first_hour),
+            last_ago: hour.wrapping_sub(e.last_hour),
+        })
+        .collect()
+}
+
+fn entries_in(entries: Vec<EntryV1>, hour: u32) -> Vec<Entry> {
+    entries
+        .into_iter()
+        .map(|e| Entry {
+            hash: u64::from_le_bytes(e.hash.0),
+            weight: e.weight,
+            first_hour: hour.wrapping_sub(e.first_ago),
+            last_hour: hour.wrapping_sub(e.last_ago),
+        })
+        .collect()
+}
+
+fn cold_values_out(c: &ColdProfile, i: usize, hour: u32) -> ColdValuesV1 {
+    ColdValuesV1 {
+        entries: entries_out(c.set(i), hour),
+        active_hours: c.novelty[i].0,
+        novel_hours: c.novelty[i].1,
+    }
+}
+
+fn cold_out(c: &ColdProfile, applied: &[AppliedOffset]) -> ColdV1 {
+    let hour = c.hour as u32;
+    ColdV1 {
+        applied: applied.to_vec(),
+        first_seen_ms: c.first_seen_ms,
+        last_seen_ms: c.last_seen_ms,
+        events: c.events,
+        active_hours_total: c.active_hours_total,
+        mean_gap_hours: c.mean_gap_hours,
+        last_active_hour: c.last_active_hour,
+        hour: c.hour,
+        hour_requests: c.hour_requests,
+        hour_of_day: c.hour_of_day.to_vec(),
+        log_bytes_mean: c.log_bytes_mean,
+        log_bytes_var: c.log_bytes_var,
+        byte_hours: c.byte_hours,
+        calls: c.calls,
+        denied: c.denied,
+        endpoints: cold_values_out(c, 0, hour),
+        origins: (1..SETS).map(|i| cold_values_out(c, i, hour)).collect(),
+        expiry_reported: c.expiry_reported,
+    }
+}
+
+fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
+    let b = &rules.model.baseline;
+    let hour = c.hour as u32;
+    if c.origins.len() != SETS - 1 {
+        return Err(SnapshotError::Corrupt(format!(
+            "origins has {} levels, expected {}",
+            c.origins.len(),
+            SETS - 1
+        )));
+    }
+    let hour_of_day: [u16; 24] = fixed(c.hour_of_day, "hour_of_day")?;
+    if let Some(n) = hour_of_day.iter().find(|n| **n > 7 * 255) {
+        return Err(SnapshotError::Corrupt(format!(
+            "hour_of_day count {n} exceeds a week of saturated hours"
+        )));
+    }
+    let mut novelty = [(0.0, 0.0); SETS];
+    let mut counts = [0u8; SETS];
+    let mut values = Vec::new();
+    let sets = std::iter::once((c.endpoints, b.max_endpoints.min(COLD_ENDPOINTS))).chain(
+        c.origins
+            .into_iter()
+            .map(|o| (o, b.max_values_per_origin_level.min(COLD_VALUES_PER_LEVEL))),
+    );
+    for (i, (v, cap)) in sets.enumerate() {
+        let set = ValueSet {
+            entries: entries_in(v.entries, hour),
+            ..ValueSet::default()
+        };
+        // A smaller cap in a changed model keeps the heaviest, as for hot profiles.
+        let top = set.top(cap);
+        novelty[i] = (v.active_hours, v.novel_hours);
+        counts[i] = top.len() as u8;
+        values.extend(top);
+    }
+    Ok(ColdProfile {
+        first_seen_ms: c.first_seen_ms,
+        last_seen_ms: c.last_seen_ms,
+        events: c.events,
+        active_hours_total: c.active_hours_total,
+        mean_gap_hours: c.mean_gap_hours,
+        last_active_hour: c.last_active_hour,
+        hour: c.hour,
+        hour_requests: c.hour_requests,
+        hour_of_day,
+        log_bytes_mean: c.log_bytes_mean,
+        log_bytes_var: c.log_bytes_var,
+        byte_hours: c.byte_hours,
+        calls: c.calls,
+        denied: c.denied,
+        novelty,
+        counts,
+        values: values.into_boxed_slice(),
+        expiry_reported: c.expiry_reported,
+    })
+}
+
 fn window_out(w: &Window) -> WindowV1 {
     WindowV1 {
         start_ms: w.start_ms,
@@ -253,16 +398,7 @@ fn window_in(w: WindowV1) -> Window {
 
 fn values_out(s: &ValueSet, hour: u32) -> ValueSetV1 {
     ValueSetV1 {
-        entries: s
-            .entries
-            .iter()
-            .map(|e| EntryV1 {
-                hash: Hash64(e.hash.to_le_bytes()),
-                weight: e.weight,
-                first_ago: hour.wrapping_sub(e.first_hour),
-                last_ago: hour.wrapping_sub(e.last_hour),
-            })
-            .collect(),
+        entries: entries_out(&s.entries, hour),
         active_hours: s.active_hours,
         novel_hours: s.novel_hours,
         seen_this_hour: s.seen_this_hour,
@@ -273,16 +409,7 @@ fn values_out(s: &ValueSet, hour: u32) -> ValueSetV1 {
 
 fn values_in(s: ValueSetV1, hour: u32, cap: usize) -> ValueSet {
     let mut set = ValueSet {
-        entries: s
-            .entries
-            .into_iter()
-            .map(|e| Entry {
-                hash: u64::from_le_bytes(e.hash.0),
-                weight: e.weight,
-                first_hour: hour.wrapping_sub(e.first_ago),
-                last_hour: hour.wrapping_sub(e.last_ago),
-            })
-            .collect(),
+        entries: entries_in(s.entries, hour),
         active_hours: s.active_hours,
         novel_hours: s.novel_hours,
         seen_this_hour: s.seen_this_hour,
@@ -401,15 +528,15 @@ fn finding_out(f: &Finding) -> FindingV1 {
         bits: f.bits,
         probability: f.probability,
         summary: f.summary.clone(),
-        baseline: f.baseline.to_string(),
-        observed: f.observed.to_string(),
+        baseline: f.baseline.text().to_owned(),
+        observed: f.observed.text().to_owned(),
         time_ms: f.time_ms,
         event_id: f.event_id.clone(),
     }
 }
 
-fn json(text: &str) -> Result<Value, SnapshotError> {
-    serde_json::from_str(text).map_err(|e| SnapshotError::Corrupt(format!("evidence: {e}")))
+fn evidence(text: String) -> Result<Evidence, SnapshotError> {
+    Evidence::parse(text).map_err(|e| SnapshotError::Corrupt(format!("evidence: {e}")))
 }
 
 fn finding_in(f: FindingV1) -> Result<Finding, SnapshotError> {
@@ -418,8 +545,8 @@ fn finding_in(f: FindingV1) -> Result<Finding, SnapshotError> {
         bits: f.bits,
         probability: f.probability,
         summary: f.summary,
-        baseline: json(&f.baseline)?,
-        observed: json(&f.observed)?,
+        baseline: evidence(f.baseline)?,
+        observed: evidence(f.observed)?,
         time_ms: f.time_ms,
         event_id: f.event_id,
     })
@@ -506,15 +633,27 @@ impl<'r> Codec<'r> {
         Ok(rest)
     }
 
-    /// Encodes one identity's state, with the input offsets applied to it.
-    pub fn encode_identity(&self, s: &IdentityState, applied: &[AppliedOffset]) -> Vec<u8> {
-        let mut out = self.header(MAGIC);
-        postcard::to_io(&identity_out(s, applied), &mut out).expect("writing to a Vec cannot fail");
-        out
+    /// Encodes one identity's state (hot, or its cold summary), with the input offsets applied
+    /// to it.
+    pub fn encode_identity(&self, s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
+        match s {
+            Tracked::Hot(s) => {
+                let mut out = self.header(MAGIC);
+                postcard::to_io(&identity_out(s, applied), &mut out)
+                    .expect("writing to a Vec cannot fail");
+                out
+            }
+            Tracked::Cold(c) => {
+                let mut out = self.header(COLD_MAGIC);
+                postcard::to_io(&cold_out(&c.profile, applied), &mut out)
+                    .expect("writing to a Vec cannot fail");
+                out
+            }
+        }
     }
 
-    /// Decodes one identity's state (its owner tag is left 0 for the caller to set) and the input
-    /// offsets applied to it.
+    /// Decodes one identity's state, hot or cold (its owner tag is left 0 for the caller to
+    /// set), and the input offsets applied to it.
     ///
     /// # Errors
     /// [`SnapshotError`]: not a snapshot, written under another format or model fingerprint, or
@@ -522,7 +661,18 @@ impl<'r> Codec<'r> {
     pub fn decode_identity(
         &self,
         bytes: &[u8],
-    ) -> Result<(IdentityState, Vec<AppliedOffset>), SnapshotError> {
+    ) -> Result<(Tracked, Vec<AppliedOffset>), SnapshotError> {
+        if bytes.starts_with(&COLD_MAGIC) {
+            let body: ColdV1 = postcard::from_bytes(self.body(bytes, COLD_MAGIC)?)?;
+            let applied = body.applied.clone();
+            let cold = ColdIdentity {
+                profile: cold_in(body, self.rules)?,
+                owner: 0,
+                applied: Vec::new(),
+                changed: false,
+            };
+            return Ok((Tracked::Cold(Box::new(cold)), applied));
+        }
         let body: IdentityV1 = postcard::from_bytes(self.body(bytes, MAGIC)?)?;
         let recent = body
             .risk
@@ -536,21 +686,19 @@ impl<'r> Codec<'r> {
             .into_iter()
             .map(open_in)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((
-            IdentityState {
-                profile: profile_in(body.profile, self.rules)?,
-                risk: RiskState {
-                    evidence: body.risk.evidence,
-                    at_ms: body.risk.at_ms,
-                    recent,
-                    open,
-                },
-                owner: 0,
-                applied: Vec::new(),
-                changed: false,
+        let state = IdentityState {
+            profile: profile_in(body.profile, self.rules)?,
+            risk: RiskState {
+                evidence: body.risk.evidence,
+                at_ms: body.risk.at_ms,
+                recent,
+                open,
             },
-            body.applied,
-        ))
+            owner: 0,
+            applied: Vec::new(),
+            changed: false,
+        };
+        Ok((Tracked::Hot(Box::new(state)), body.applied))
     }
 
     /// Encodes what one partition contributed to a fleet value (its key is
@@ -623,8 +771,12 @@ fn identity_out(s: &IdentityState, applied: &[AppliedOffset]) -> IdentityV1 {
 
 /// The same content as [`Codec::encode_identity`] as JSON: the reference the binary encoding is
 /// measured against (`cargo bench`), and a readable dump for debugging.
-pub fn encode_identity_json(s: &IdentityState, applied: &[AppliedOffset]) -> Vec<u8> {
-    serde_json::to_vec(&identity_out(s, applied)).expect("snapshot types always serialise")
+pub fn encode_identity_json(s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
+    match s {
+        Tracked::Hot(s) => serde_json::to_vec(&identity_out(s, applied)),
+        Tracked::Cold(c) => serde_json::to_vec(&cold_out(&c.profile, applied)),
+    }
+    .expect("snapshot types always serialise")
 }
 
 /// One value of a fleet table. The sensitivity tier of an endpoint is not stored: it is
@@ -671,6 +823,7 @@ mod tests {
     use crate::engine::Engine;
     use crate::event::{AccessEvent, RawRef};
     use crate::tools::simulate::{SimConfig, generate};
+    use serde_json::Value;
 
     fn events(identities: usize, days: u32) -> Vec<AccessEvent> {
         let (ct, k8s, _) = generate(&SimConfig {
@@ -712,7 +865,7 @@ mod tests {
     fn every_identity_survives_a_round_trip_bit_for_bit() {
         let (engine, _) = engine_after(0.7);
         let r = rules();
-        let mut with_findings = 0;
+        let (mut with_findings, mut cold) = (0, 0);
         engine.for_each_identity(|_, s| {
             let applied = [AppliedOffset {
                 topic: "in".into(),
@@ -723,11 +876,21 @@ mod tests {
             let (back, got) = Codec::new(&r).decode_identity(&bytes).unwrap();
             assert_eq!(got, applied);
             assert_eq!(Codec::new(&r).encode_identity(&back, &applied), bytes);
-            with_findings += usize::from(!s.risk.recent.is_empty() || !s.risk.open.is_empty());
+            match s.hot() {
+                Some(s) => {
+                    with_findings +=
+                        usize::from(!s.risk.recent.is_empty() || !s.risk.open.is_empty());
+                }
+                None => cold += 1,
+            }
         });
         assert!(
             with_findings > 0,
             "the fleet has identities with open alerts to carry"
+        );
+        assert!(
+            cold > 0,
+            "the fleet's dormant keys (history long before) are cold summaries"
         );
     }
 
@@ -791,8 +954,8 @@ mod tests {
             let (mut back, _) = codec
                 .decode_identity(&codec.encode_identity(s, &[]))
                 .unwrap();
-            back.owner = 1;
-            restored.fleet().observe_time(back.profile.first_seen_ms);
+            back.set_origin(1, Vec::new());
+            restored.fleet().observe_time(back.first_seen_ms());
             restored.restore_identity(k.to_owned(), back);
         });
         let render = |e: &Engine| -> Vec<String> {
@@ -831,14 +994,17 @@ mod tests {
         small.baseline.max_endpoints = 2;
         let small = Rules::new(small);
         let mut checked = 0;
-        engine.for_each_identity(|_, s| {
+        engine.for_each_identity(|_, t| {
+            let Some(s) = t.hot() else { return };
             if s.profile.endpoints.entries.len() < 3 {
                 return;
             }
             let (back, _) = Codec::new(&small)
-                .decode_identity(&Codec::new(&r).encode_identity(s, &[]))
+                .decode_identity(&Codec::new(&r).encode_identity(t, &[]))
                 .unwrap();
             let kept: Vec<u64> = back
+                .hot()
+                .unwrap()
                 .profile
                 .endpoints
                 .entries

@@ -133,11 +133,14 @@ pub mod names {
     pub const IDENTITIES: &str = "driftwatch_identities";
     pub const IDENTITIES_WARMING_UP: &str = "driftwatch_identities_warming_up";
     pub const STATE_BYTES: &str = "driftwatch_state_bytes";
+    pub const IDENTITIES_COLD: &str = "driftwatch_identities_cold";
+    pub const IDENTITIES_FROZEN: &str = "driftwatch_identities_frozen_total";
+    pub const IDENTITIES_WOKEN: &str = "driftwatch_identities_woken_total";
     pub const IDENTITIES_FORGOTTEN: &str = "driftwatch_identities_forgotten_total";
     pub const IDENTITIES_EVICTED: &str = "driftwatch_identities_evicted_total";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 36] = [
+    pub const ALL: [&str; 39] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         EVENTS_DECODED,
@@ -172,6 +175,9 @@ pub mod names {
         IDENTITIES,
         IDENTITIES_WARMING_UP,
         STATE_BYTES,
+        IDENTITIES_COLD,
+        IDENTITIES_FROZEN,
+        IDENTITIES_WOKEN,
         IDENTITIES_FORGOTTEN,
         IDENTITIES_EVICTED,
     ];
@@ -533,8 +539,23 @@ impl EngineCollector {
         ));
         out.extend(gauge(
             STATE_BYTES,
-            "Approximate bytes of per-identity baseline state.",
+            "Bytes of per-identity state as allocated (keys, map slots, profiles and cold summaries, open alerts).",
             census.state_bytes,
+        ));
+        out.extend(gauge(
+            IDENTITIES_COLD,
+            "Identities kept as cold summaries after baseline.cold_after_days of silence.",
+            census.cold,
+        ));
+        out.extend(counter(
+            IDENTITIES_FROZEN,
+            "Identities shrunk to cold summaries after baseline.cold_after_days of silence.",
+            c.frozen.load(Ordering::Relaxed),
+        ));
+        out.extend(counter(
+            IDENTITIES_WOKEN,
+            "Cold identities woken by a new event.",
+            c.woken.load(Ordering::Relaxed),
         ));
         out.extend(counter(
             IDENTITIES_FORGOTTEN,

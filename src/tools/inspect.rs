@@ -120,8 +120,8 @@ pub fn load_topic(
             }
             match codec.decode_identity(&bytes) {
                 Ok((mut s, _)) => {
-                    engine.fleet().observe_time(s.profile.first_seen_ms);
-                    s.owner = partition as u32;
+                    engine.fleet().observe_time(s.first_seen_ms());
+                    s.set_origin(partition as u32, Vec::new());
                     engine.restore_identity(key, s);
                 }
                 Err(SnapshotError::Incompatible { .. }) => dropped += 1,
@@ -196,6 +196,9 @@ pub struct IdentityView {
     pub mature: bool,
     /// 0..=1: how much history backs the baseline (as alerts report it).
     pub maturity: f64,
+    /// Silent for `baseline.cold_after_days`: kept as a cold summary (history, hour-of-week
+    /// profile, bytes model, heaviest values) until its next event; volume by hour is relearnt.
+    pub cold: bool,
     pub endpoints: Vec<ValueView>,
     /// Per origin level: network, coarse_network, asn, country, client, workload.
     pub origins: Vec<OriginLevelView>,
@@ -218,6 +221,7 @@ pub struct OverviewRow {
     pub first_seen: String,
     pub last_seen: String,
     pub mature: bool,
+    pub cold: bool,
     pub risk_score: u8,
     pub open_alerts: usize,
 }
@@ -233,7 +237,7 @@ fn values(set: &ValueSet, engine: &Engine, table: Table, top: usize) -> Vec<Valu
             value: engine
                 .fleet()
                 .label(table, e.hash)
-                .unwrap_or_else(|| format!("#{:016x}", e.hash)),
+                .unwrap_or_else(|| format!("#{:016x}", { e.hash })),
             weight: (f64::from(e.weight) * 100.0).round() / 100.0,
             first_seen: hour_ms(e.first_hour),
             last_seen: hour_ms(e.last_hour),
@@ -256,8 +260,9 @@ fn volume(p: &Profile) -> VolumeView {
 /// What the engine knows about `key`, the `top` most used values of each kind; `None` when it
 /// does not track that identity.
 pub fn identity(engine: &Engine, key: &str, top: usize) -> Option<IdentityView> {
-    let s = engine.identity(key)?;
     let m = &engine.rules().model;
+    let tracked = engine.tracked(key)?;
+    let s = tracked.view(m.detectors.volume.prior_dispersion as f32);
     let p = &s.profile;
     let w = &m.warmup;
     Some(IdentityView {
@@ -268,6 +273,7 @@ pub fn identity(engine: &Engine, key: &str, top: usize) -> Option<IdentityView> 
         active_hours: p.active_hours_total,
         mature: p.is_mature(w.min_active_hours, w.min_days),
         maturity: (p.maturity(w.min_active_hours, w.min_days) * 100.0).round() / 100.0,
+        cold: tracked.is_cold(),
         endpoints: values(&p.endpoints, engine, Table::Endpoints, top),
         origins: LEVELS
             .iter()
@@ -308,7 +314,9 @@ pub fn identity(engine: &Engine, key: &str, top: usize) -> Option<IdentityView> 
 pub fn overview(engine: &Engine) -> Vec<OverviewRow> {
     let m = &engine.rules().model;
     let mut rows = Vec::with_capacity(engine.identities());
-    engine.for_each_identity(|key, s| {
+    let prior = m.detectors.volume.prior_dispersion as f32;
+    engine.for_each_identity(|key, t| {
+        let s = t.view(prior);
         let p = &s.profile;
         rows.push(OverviewRow {
             identity: key.to_owned(),
@@ -316,6 +324,7 @@ pub fn overview(engine: &Engine) -> Vec<OverviewRow> {
             first_seen: format_rfc3339_ms(p.first_seen_ms),
             last_seen: format_rfc3339_ms(p.last_seen_ms),
             mature: p.is_mature(m.warmup.min_active_hours, m.warmup.min_days),
+            cold: t.is_cold(),
             risk_score: risk_score(s.risk.evidence, m.scoring.evidence_scale_bits),
             open_alerts: s.risk.open.len(),
         });
@@ -363,9 +372,14 @@ impl fmt::Display for IdentityView {
         )?;
         writeln!(
             f,
-            "baseline   {} (maturity {:.2})",
+            "baseline   {} (maturity {:.2}){}",
             if self.mature { "mature" } else { "warming up" },
-            self.maturity
+            self.maturity,
+            if self.cold {
+                ", cold: long silent, kept as a summary until its next event"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             f,
@@ -462,7 +476,11 @@ pub fn overview_table(rows: &[OverviewRow]) -> String {
             r.first_seen,
             r.last_seen,
             r.identity,
-            if r.mature { "" } else { "  (warming up)" }
+            match (r.mature, r.cold) {
+                (_, true) => "  (cold)",
+                (false, false) => "  (warming up)",
+                (true, false) => "",
+            }
         );
     }
     out
