@@ -556,6 +556,26 @@ patterns = ["noservice"]
     }
 
     #[test]
+    fn a_cold_horizon_inside_the_scoring_windows_or_past_the_forget_horizon_is_refused() {
+        let err = Model::from_toml_str("[baseline]\ncold_after_days = 0.1", "m.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("baseline.cold_after_days")
+                && err.to_string().contains("scoring windows"),
+            "{err}"
+        );
+        let err = Model::from_toml_str(
+            "[baseline]\ncold_after_days = 90\nforget_after_days = 60",
+            "m.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must not exceed baseline.forget_after_days"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_the_file() {
         let err = Model::from_toml_str("[scoring\n", "broken.toml").unwrap_err();
         assert_eq!(err.problems[0].key, "(syntax)");
