@@ -262,6 +262,8 @@ pub struct Engine {
     rules: Rules,
     identities: DashMap<String, Tracked, FxBuildHasher>,
     identity_count: AtomicUsize,
+    /// Identities the rest of the group reports ([`Engine::set_remote_identities`]).
+    remote_identities: AtomicUsize,
     fleet: Fleet,
     guard: Guardrails,
     /// Event-time day of the last sweep for long-silent identities.
@@ -280,6 +282,7 @@ impl Engine {
             rules,
             identities: DashMap::with_hasher(FxBuildHasher),
             identity_count: AtomicUsize::new(0),
+            remote_identities: AtomicUsize::new(0),
             fleet,
             guard: Guardrails::new(),
             swept_day: AtomicI64::new(i64::MIN),
@@ -366,7 +369,9 @@ impl Engine {
             mature: p.is_mature(m.warmup.min_active_hours, m.warmup.min_days),
             events: p.events,
             first_seen_ms: p.first_seen_ms,
-            fleet_size: self.identity_count.load(Ordering::Relaxed),
+            fleet_size: self.identity_count.load(Ordering::Relaxed)
+                + self.remote_identities.load(Ordering::Relaxed),
+            owner,
         };
         let mut stats = DecideStats::default();
         let decisions = decide::decide(
@@ -500,6 +505,8 @@ impl Engine {
     /// Drops every identity owned by `owner` (a partition handed to another instance); returns
     /// how many were dropped.
     pub fn evict_owner(&self, owner: u32) -> usize {
+        // Its identities' share of the fleet tables goes with them (the next owner restores it).
+        self.fleet.remove_owner(owner);
         let before = self.identities.len();
         self.identities.retain(|_, s| s.owner() != owner);
         let evicted = before.saturating_sub(self.identities.len());
@@ -508,6 +515,25 @@ impl Engine {
             .evicted
             .fetch_add(evicted as u64, Ordering::Relaxed);
         evicted
+    }
+
+    /// Sets the number of identities the rest of the group tracks (for fleet fractions).
+    pub fn set_remote_identities(&self, n: usize) {
+        self.remote_identities.store(n, Ordering::Relaxed);
+    }
+
+    /// Identities tracked by the whole group, as far as this instance knows.
+    pub fn group_identities(&self) -> usize {
+        self.identities() + self.remote_identities.load(Ordering::Relaxed)
+    }
+
+    /// Identities per owner (input partition), for the group's reports.
+    pub fn identities_by_owner(&self) -> std::collections::HashMap<u32, u32> {
+        let mut out = std::collections::HashMap::new();
+        for e in self.identities.iter() {
+            *out.entry(e.owner()).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Number of identities tracked.

@@ -127,6 +127,11 @@ impl Service {
         self.metrics.clone()
     }
 
+    /// The engine (for inspection while the service runs).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     /// Creates the clients and the state topic's handler, reporting librdkafka's rejection of
     /// a pass-through property as a configuration problem.
     fn clients(&self) -> Result<Clients, ConfigError> {
@@ -176,9 +181,13 @@ impl Service {
         let started = Instant::now();
         let (consumer, producer, changelog) = self.clients()?;
         let topics: Vec<&str> = self.cfg.inputs.iter().map(|i| i.topic.as_str()).collect();
-        if let Some(c) = &changelog {
-            c.ensure_topic(&topics).await?;
-        }
+        let _group_watch = match &changelog {
+            Some(c) => {
+                c.ensure_topic(&topics).await?;
+                Some(c.watch_group()?)
+            }
+            None => None,
+        };
         consumer
             .subscribe(&topics)
             .map_err(|source| ServiceError::Subscribe {

@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use driftwatch::baseline::fleet::Table;
 use driftwatch::config::{Model, Rules, RunConfig, Settings};
+use driftwatch::engine::Engine;
 use driftwatch::kafka::{KafkaContext, Role, client_config};
 use driftwatch::service::Service;
 use driftwatch::telemetry::Metrics;
@@ -225,23 +227,27 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 /// Runs a service in-process until `stop` is sent.
-fn spawn_service(
+type RunHandle = tokio::task::JoinHandle<
+    Result<driftwatch::service::RunSummary, driftwatch::service::ServiceError>,
+>;
+
+fn spawn_service(cfg: RunConfig) -> (Arc<Metrics>, oneshot::Sender<()>, RunHandle) {
+    let (stats, _, tx, handle) = spawn_service_with_engine(cfg);
+    (stats, tx, handle)
+}
+
+fn spawn_service_with_engine(
     cfg: RunConfig,
-) -> (
-    Arc<Metrics>,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<
-        Result<driftwatch::service::RunSummary, driftwatch::service::ServiceError>,
-    >,
-) {
+) -> (Arc<Metrics>, Arc<Engine>, oneshot::Sender<()>, RunHandle) {
     let service = Service::new(cfg, Rules::new(Model::embedded()), &Registry::new())
         .expect("a fresh registry");
     let stats = service.metrics();
+    let engine = service.engine();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(service.run(async {
         let _ = rx.await;
     }));
-    (stats, tx, handle)
+    (stats, engine, tx, handle)
 }
 
 fn alert_points(alerts: &[Read]) -> Vec<AlertPoint> {
@@ -880,12 +886,13 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_in_one_group_split_the_partitions_and_together_process_every_record() {
+async fn two_instances_in_one_group_split_the_partitions_process_every_record_and_share_fleet_knowledge()
+ {
     let partitions = 4;
     let t = create_topics("group", partitions).await;
     let group = unique("group");
-    let (a, stop_a, handle_a) = spawn_service(run_config(&t, &group));
-    let (b, stop_b, handle_b) = spawn_service(run_config(&t, &group));
+    let (a, ea, stop_a, handle_a) = spawn_service_with_engine(run_config(&t, &group));
+    let (b, eb, stop_b, handle_b) = spawn_service_with_engine(run_config(&t, &group));
     wait_for(
         "both instances to own partitions",
         Duration::from_secs(90),
@@ -907,6 +914,44 @@ async fn two_instances_in_one_group_split_the_partitions_and_together_process_ev
     );
     assert!(ca > 0 && cb > 0, "both instances consumed ({ca}, {cb})");
     assert_eq!(ca + cb, n, "each record consumed by exactly one instance");
+
+    // Each instance judges rarity and revocation budgets on the whole group's fleet: it sees
+    // the identities and the fleet-table users of the other's partitions (published on the
+    // fleet topic at commit points).
+    let endpoints = |e: &Engine| -> Vec<u64> {
+        e.fleet()
+            .values(Table::Endpoints)
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect()
+    };
+    let shared = || {
+        let total = ea.identities() + eb.identities();
+        let all: BTreeSet<u64> = endpoints(&ea).into_iter().chain(endpoints(&eb)).collect();
+        ea.group_identities() == total
+            && eb.group_identities() == total
+            && all.iter().all(|h| {
+                ea.fleet().users(Table::Endpoints, *h) == eb.fleet().users(Table::Endpoints, *h)
+            })
+    };
+    wait_for(
+        "both instances to see the whole group's identities and fleet tables",
+        Duration::from_secs(60),
+        shared,
+    )
+    .await;
+    let local_a: HashMap<u64, u32> = ea
+        .fleet()
+        .values(Table::Endpoints)
+        .into_iter()
+        .map(|(h, v)| (h, v.users))
+        .collect();
+    assert!(
+        local_a
+            .iter()
+            .any(|(h, users)| ea.fleet().users(Table::Endpoints, *h) > *users),
+        "some endpoint is used by identities of both instances, and A counts B's"
+    );
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     handle_a.await.unwrap().unwrap();

@@ -38,6 +38,9 @@ pub struct Fleet {
     contributions: DashMap<(Table, u64, u32), u32, FxBuildHasher>,
     changed: Mutex<HashSet<(Table, u64, u32)>>,
     track: AtomicBool,
+    /// Users of each value among the partitions other instances of the group own, as their
+    /// published contributions say ([`crate::state::group::GroupView`]).
+    remote: DashMap<(Table, u64), u32, FxBuildHasher>,
 }
 
 /// What one owner contributed to one value, as saved.
@@ -69,7 +72,35 @@ impl Fleet {
             contributions: DashMap::with_hasher(FxBuildHasher),
             changed: Mutex::new(HashSet::new()),
             track: AtomicBool::new(false),
+            remote: DashMap::with_hasher(FxBuildHasher),
         }
+    }
+
+    /// Changes the users other instances report for a value by `delta`.
+    pub fn add_remote(&self, t: Table, hash: u64, delta: i64) {
+        let mut e = self.remote.entry((t, hash)).or_insert(0);
+        *e = (i64::from(*e) + delta).clamp(0, i64::from(u32::MAX)) as u32;
+    }
+
+    /// Forgets what `owner` (a partition handed to another instance) contributed: the new owner
+    /// publishes it, and it comes back as remote users.
+    pub fn remove_owner(&self, owner: u32) {
+        let mut gone = Vec::new();
+        self.contributions.retain(|&(t, h, o), users| {
+            if o == owner {
+                gone.push((t, h, *users));
+            }
+            o != owner
+        });
+        for (t, h, users) in gone {
+            if let Some(mut v) = self.table(t).get_mut(&h) {
+                v.users = v.users.saturating_sub(users);
+            }
+        }
+        self.changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, _, o)| *o != owner);
     }
 
     /// Keeps per-owner contributions ([`Fleet::contribute`]) from now on.
@@ -149,9 +180,12 @@ impl Fleet {
         }
     }
 
-    /// Number of identities already using `hash` (0 when unknown).
+    /// Number of identities already using `hash` (0 when unknown): those of this instance's
+    /// partitions, and those the rest of the group reports.
     pub fn users(&self, t: Table, hash: u64) -> u32 {
-        self.table(t).get(&hash).map_or(0, |v| v.users)
+        let local = self.table(t).get(&hash).map_or(0, |v| v.users);
+        let remote = self.remote.get(&(t, hash)).map_or(0, |v| *v);
+        local.saturating_add(remote)
     }
 
     /// Records that one more identity started using a value; returns its sensitivity tier.

@@ -9,7 +9,10 @@ use crate::config::Rules;
 
 #[derive(Debug, Default)]
 pub struct Guardrails {
-    issued: Mutex<VecDeque<(i64, String)>>,
+    /// Commands issued here in the last day: event time, principal, owner (input partition).
+    issued: Mutex<VecDeque<(i64, String, u32)>>,
+    /// Commands the rest of the group issued ([`crate::state::group::GroupView`]).
+    remote: Mutex<Vec<(i64, String)>>,
 }
 
 impl Guardrails {
@@ -17,26 +20,66 @@ impl Guardrails {
         Guardrails::default()
     }
 
-    /// The commands issued in the last day, oldest first: (event time, principal).
+    fn local(&self) -> std::sync::MutexGuard<'_, VecDeque<(i64, String, u32)>> {
+        self.issued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The commands issued here in the last day, oldest first: (event time, principal).
     pub fn issued(&self) -> VecDeque<(i64, String)> {
-        self.issued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.local()
+            .iter()
+            .map(|(t, p, _)| (*t, p.clone()))
+            .collect()
+    }
+
+    /// The commands issued here for identities of `owner`.
+    pub fn issued_by(&self, owner: u32) -> Vec<(i64, String)> {
+        self.local()
+            .iter()
+            .filter(|(_, _, o)| *o == owner)
+            .map(|(t, p, _)| (*t, p.clone()))
+            .collect()
     }
 
     /// Replaces the issued commands with restored ones.
     pub fn restore(&self, issued: VecDeque<(i64, String)>) {
-        *self.issued.lock().unwrap_or_else(|e| e.into_inner()) = issued;
+        *self.local() = issued
+            .into_iter()
+            .map(|(t, p)| (t, p, crate::engine::NO_OWNER))
+            .collect();
     }
 
-    /// Admits one command for `principal` at event time `t`, or says why it is withheld.
+    /// Takes over the commands the previous owner of a partition issued (now `owner` here).
+    pub fn import(&self, owner: u32, issued: &[(i64, String)]) {
+        let mut local = self.local();
+        for (t, p) in issued {
+            if !local.iter().any(|(lt, lp, _)| lt == t && lp == p) {
+                local.push_back((*t, p.clone(), owner));
+            }
+        }
+        local.make_contiguous().sort_by_key(|(t, _, _)| *t);
+    }
+
+    /// Forgets the commands issued for `owner`'s identities (its partition moved: the new owner
+    /// reports them).
+    pub fn drop_owner(&self, owner: u32) {
+        self.local().retain(|(_, _, o)| *o != owner);
+    }
+
+    /// Replaces what the rest of the group reports having issued.
+    pub fn set_remote(&self, issued: Vec<(i64, String)>) {
+        *self.remote.lock().unwrap_or_else(|e| e.into_inner()) = issued;
+    }
+
+    /// Admits one command for `principal` (an identity of `owner`) at event time `t`, or says
+    /// why it is withheld. The budgets count the commands of the whole group.
     ///
     /// # Errors
     /// A sentence naming the guardrail that withheld the command.
     pub fn admit(
         &self,
         principal: &str,
+        owner: u32,
         t: i64,
         fleet_size: usize,
         r: &Rules,
@@ -45,11 +88,18 @@ impl Guardrails {
         if r.is_protected(principal) {
             return Err("identity matches commands.protected; revoke by hand if needed".to_owned());
         }
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        while issued.front().is_some_and(|(at, _)| *at < t - DAY_MS) {
+        let mut issued = self.local();
+        while issued.front().is_some_and(|(at, _, _)| *at < t - DAY_MS) {
             issued.pop_front();
         }
-        let last_hour = issued.iter().filter(|(at, _)| *at >= t - HOUR_MS).count();
+        let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        let remote_day = remote.iter().filter(|(at, _)| *at >= t - DAY_MS);
+        let last_hour = issued
+            .iter()
+            .map(|(at, _, _)| *at)
+            .chain(remote_day.clone().map(|(at, _)| *at))
+            .filter(|at| *at >= t - HOUR_MS)
+            .count();
         if last_hour >= c.max_per_hour as usize {
             return Err(format!(
                 "commands.max_per_hour ({}) reached in the last hour",
@@ -57,7 +107,11 @@ impl Guardrails {
             ));
         }
         let cap = ((fleet_size as f64 * c.max_fleet_fraction).floor() as usize).max(1);
-        let mut distinct: Vec<&str> = issued.iter().map(|(_, p)| p.as_str()).collect();
+        let mut distinct: Vec<&str> = issued
+            .iter()
+            .map(|(_, p, _)| p.as_str())
+            .chain(remote_day.map(|(_, p)| p.as_str()))
+            .collect();
         distinct.sort_unstable();
         distinct.dedup();
         if !distinct.contains(&principal) && distinct.len() >= cap {
@@ -69,7 +123,8 @@ impl Guardrails {
                 distinct.len()
             ));
         }
-        issued.push_back((t, principal.to_owned()));
+        drop(remote);
+        issued.push_back((t, principal.to_owned(), owner));
         Ok(())
     }
 }
@@ -86,20 +141,44 @@ mod tests {
         // 1% of 300 identities: 3 distinct identities per day.
         let admitted = (0..50)
             .filter(|i| {
-                g.admit(&format!("id-{i}"), i64::from(*i) * 60_000, 300, &r)
+                g.admit(&format!("id-{i}"), 1, i64::from(*i) * 60_000, 300, &r)
                     .is_ok()
             })
             .count();
         assert_eq!(admitted, 3);
         // A day later the window has moved on.
-        assert!(g.admit("id-99", 2 * DAY_MS, 300, &r).is_ok());
+        assert!(g.admit("id-99", 1, 2 * DAY_MS, 300, &r).is_ok());
+    }
+
+    #[test]
+    fn the_budget_counts_what_the_rest_of_the_group_issued() {
+        let r = Rules::new(Model::embedded());
+        let g = Guardrails::new();
+        // Another instance already revoked 3 distinct identities of a 300-identity fleet today.
+        g.set_remote(vec![
+            (0, "a".into()),
+            (60_000, "b".into()),
+            (120_000, "c".into()),
+        ]);
+        let err = g.admit("mine", 1, 180_000, 300, &r).unwrap_err();
+        assert!(err.contains("max_fleet_fraction"), "{err}");
+        // Its partition moves here: its commands are taken over, not counted twice.
+        g.set_remote(Vec::new());
+        g.import(2, &[(0, "a".into()), (60_000, "b".into())]);
+        g.import(2, &[(0, "a".into())]);
+        assert_eq!(g.issued_by(2).len(), 2);
+        assert!(g.admit("mine", 1, 180_000, 300, &r).is_ok());
+        // And handed on again: forgotten here.
+        g.drop_owner(2);
+        assert!(g.issued_by(2).is_empty());
+        assert_eq!(g.issued().len(), 1);
     }
 
     #[test]
     fn protected_identities_are_never_revoked() {
         let r = Rules::new(Model::embedded());
         let err = Guardrails::new()
-            .admit("arn:aws:iam::1:role/break-glass", 0, 1000, &r)
+            .admit("arn:aws:iam::1:role/break-glass", 1, 0, 1000, &r)
             .unwrap_err();
         assert!(err.contains("commands.protected"));
     }

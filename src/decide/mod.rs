@@ -201,7 +201,10 @@ pub struct IdentityContext {
     pub mature: bool,
     pub events: u64,
     pub first_seen_ms: i64,
+    /// Identities in the whole group (this instance's and what the others report).
     pub fleet_size: usize,
+    /// The input partition that owns the identity (for the guardrails' per-partition reports).
+    pub owner: u32,
 }
 
 /// Counters the caller may report (merged updates that were not emitted, withheld commands).
@@ -396,7 +399,7 @@ pub fn decide(
         && risk.open[idx].command_id.is_none()
         && risk.open[idx].command_withheld.is_none()
     {
-        match guard.admit(&ev.principal, ev.time_ms, ctx.fleet_size, r) {
+        match guard.admit(&ev.principal, ctx.owner, ev.time_ms, ctx.fleet_size, r) {
             Ok(()) => {
                 let c = build_command(&risk.open[idx], &risk.recent, ev, r, score);
                 risk.open[idx].command_id = Some(c.command_id.clone());

@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -33,6 +34,7 @@ use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
+use super::group::{self, GroupRecord, GroupView, ParsedKey};
 use super::snapshot::{
     AppliedOffset, Codec, SnapshotError, contribution_key, parse_contribution_key,
 };
@@ -77,16 +79,25 @@ pub enum ChangelogError {
     NoInput(String),
 }
 
-/// A message for the changelog: a snapshot, or a tombstone (`None`).
+/// A message for the changelog (or, with `fleet`, for the fleet topic's one partition): a
+/// snapshot, or a tombstone (`None`).
 struct Snapshot {
     partition: i32,
     key: String,
     value: Option<Vec<u8>>,
+    fleet: bool,
 }
 
 /// The changelog of one consumer group's state, and the engine it restores into.
 pub struct Changelog {
     topic: String,
+    /// The group's fleet topic ([`crate::state::group`]).
+    fleet_topic: String,
+    group_view: Arc<GroupView>,
+    /// Offset of the next fleet-topic record the watcher will apply.
+    fleet_next: AtomicI64,
+    watching: AtomicBool,
+    stop_watch: AtomicBool,
     brokers: String,
     group: String,
     properties: Vec<(String, String)>,
@@ -106,6 +117,11 @@ impl Changelog {
         engine.track_forgotten(true);
         engine.fleet().track_contributions(true);
         Changelog {
+            fleet_topic: format!("{topic}.fleet"),
+            group_view: Arc::new(GroupView::new(engine.clone())),
+            fleet_next: AtomicI64::new(0),
+            watching: AtomicBool::new(false),
+            stop_watch: AtomicBool::new(false),
             topic,
             brokers: cfg.brokers.clone(),
             group: cfg.group_id.clone(),
@@ -121,6 +137,10 @@ impl Changelog {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    pub fn fleet_topic(&self) -> &str {
+        &self.fleet_topic
     }
 
     /// Creates the changelog topic if it is missing (compacted, as many partitions as the
@@ -204,6 +224,17 @@ impl Changelog {
                 info!(topic = %self.topic, partitions = needs.1, "Created the compacted state topic.");
             }
         }
+        if count(&self.fleet_topic).is_none() {
+            let new = NewTopic::new(&self.fleet_topic, 1, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact");
+            for r in admin.create_topics([&new], &opts).await.map_err(err)? {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => return Err(err(KafkaError::AdminOp(code))),
+                }
+            }
+            info!(topic = %self.fleet_topic, "Created the compacted fleet topic.");
+        }
         Ok(())
     }
 
@@ -219,17 +250,34 @@ impl Changelog {
                     partition: o.partition,
                     key,
                     value: None,
+                    fleet: false,
                 });
             }
         }
         for c in self.engine.fleet().drain_contributions(owners) {
             if let Some(o) = partition_of(c.owner) {
+                let value = codec.encode_contribution(&c);
+                out.push(Snapshot {
+                    partition: 0,
+                    key: group::contribution_key(&o.topic, o.partition, c.table, c.hash),
+                    value: Some(value.clone()),
+                    fleet: true,
+                });
                 out.push(Snapshot {
                     partition: o.partition,
                     key: contribution_key(c.table, c.hash),
-                    value: Some(codec.encode_contribution(&c)),
+                    value: Some(value),
+                    fleet: false,
                 });
             }
+        }
+        for ((topic, partition), report) in self.group_view.changed_reports() {
+            out.push(Snapshot {
+                partition: 0,
+                key: group::report_key(&topic, partition),
+                value: Some(codec.encode_report(&report)),
+                fleet: true,
+            });
         }
         self.engine.drain_changed(owners, |key, s| {
             let Some(o) = partition_of(s.owner()) else {
@@ -250,6 +298,7 @@ impl Changelog {
                 partition: o.partition,
                 key: key.to_owned(),
                 value: Some(codec.encode_identity(s, &applied)),
+                fleet: false,
             });
         });
         out
@@ -258,7 +307,11 @@ impl Changelog {
     /// The changelog record of a snapshot (a tombstone when it has no value).
     fn record<'a>(&'a self, s: &'a Snapshot) -> FutureRecord<'a, str, [u8]> {
         FutureRecord {
-            topic: &self.topic,
+            topic: if s.fleet {
+                &self.fleet_topic
+            } else {
+                &self.topic
+            },
             partition: Some(s.partition),
             payload: s.value.as_deref(),
             key: Some(s.key.as_str()),
@@ -424,6 +477,126 @@ impl Changelog {
     }
 }
 
+/// Follows the fleet topic until dropped ([`Changelog::watch_group`]).
+pub struct GroupWatch {
+    changelog: Arc<Changelog>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for GroupWatch {
+    fn drop(&mut self) {
+        self.changelog.stop_watch.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Changelog {
+    /// Reads the fleet topic from its start and then follows it, applying what the rest of the
+    /// group reports to the engine ([`crate::state::group`]), until the guard is dropped.
+    ///
+    /// # Errors
+    /// librdkafka refused the reader's configuration or the assignment.
+    pub fn watch_group(self: &Arc<Self>) -> Result<GroupWatch, ChangelogError> {
+        let err = |source| ChangelogError::Kafka {
+            topic: self.fleet_topic.clone(),
+            source,
+        };
+        let consumer = reader(
+            &self.brokers,
+            &format!("{}.fleet-view", self.group),
+            self.properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(err)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.fleet_topic, 0, Offset::Beginning)
+            .map_err(err)?;
+        consumer.assign(&tpl).map_err(err)?;
+        self.watching.store(true, Ordering::Relaxed);
+        let me = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("fleet-view".into())
+            .spawn(move || {
+                let codec = Codec::new(me.engine.rules());
+                while !me.stop_watch.load(Ordering::Relaxed) {
+                    match consumer.poll(Duration::from_millis(200)) {
+                        None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+                        // The client's context reports errors (and counts them); retry.
+                        Some(Err(_)) => std::thread::sleep(Duration::from_millis(500)),
+                        Some(Ok(m)) => {
+                            if let Some(r) = group_record(&codec, &m) {
+                                me.group_view.apply(r);
+                            }
+                            me.fleet_next.store(m.offset() + 1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+            .expect("spawning a thread");
+        Ok(GroupWatch {
+            changelog: self.clone(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits (at most 30 s) until the fleet-topic watcher has applied every record the topic
+    /// held when called, so a newly assigned partition takes over its previous owner's last
+    /// report.
+    fn catch_up_with_group(&self) {
+        if !self.watching.load(Ordering::Relaxed) {
+            return;
+        }
+        let high = reader(
+            &self.brokers,
+            &format!("{}.fleet-view", self.group),
+            self.properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .and_then(|c| c.fetch_watermarks(&self.fleet_topic, 0, Duration::from_secs(10)));
+        let high = match high {
+            Ok((_, high)) => high,
+            Err(e) => {
+                warn!(topic = %self.fleet_topic, error = %e, "Could not read the fleet topic's end; the group's counts may lag.");
+                return;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.fleet_next.load(Ordering::Relaxed) < high {
+            if Instant::now() > deadline {
+                warn!(topic = %self.fleet_topic, "The fleet topic was not read to its end in 30 s; the group's counts lag.");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A fleet-topic record, decoded; `None` (with a warning) for one that cannot be read.
+fn group_record(codec: &Codec<'_>, m: &BorrowedMessage<'_>) -> Option<GroupRecord> {
+    let key = m.key().and_then(|k| std::str::from_utf8(k).ok())?;
+    let bytes = m.payload()?;
+    let decoded = match group::parse_key(key)? {
+        ParsedKey::Contribution(partition, table, hash) => codec
+            .decode_contribution_users(bytes)
+            .map(|users| GroupRecord::Contribution {
+                partition,
+                table,
+                hash,
+                users,
+            }),
+        ParsedKey::Report(partition) => codec
+            .decode_report(bytes)
+            .map(|report| GroupRecord::Report { partition, report }),
+    };
+    decoded
+        .map_err(|e| warn!(offset = m.offset(), error = %e, "Skipping a fleet-topic record that cannot be read."))
+        .ok()
+}
+
 /// A consumer for [`read_to_end`] in consumer group `group` (which it never joins: it assigns
 /// partitions itself and commits nothing).
 ///
@@ -498,6 +671,7 @@ pub fn read_to_end(
 impl PartitionState for Changelog {
     fn restore(&self, assigned: &[Owned]) -> Vec<(String, i32)> {
         let started = Instant::now();
+        self.catch_up_with_group();
         let mut by_number: HashMap<i32, Vec<&Owned>> = HashMap::new();
         for o in assigned {
             by_number.entry(o.partition).or_default().push(o);
@@ -520,6 +694,11 @@ impl PartitionState for Changelog {
                 }
             }
         }
+        let local: Vec<_> = assigned
+            .iter()
+            .map(|o| ((o.topic.clone(), o.partition), o.owner))
+            .collect();
+        self.group_view.assign(&local);
         self.metrics
             .state_restore_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -562,7 +741,9 @@ impl PartitionState for Changelog {
     }
 
     fn evict(&self, owner: u32) -> usize {
-        self.engine.evict_owner(owner)
+        let n = self.engine.evict_owner(owner);
+        self.group_view.revoke_owner(owner);
+        n
     }
 }
 

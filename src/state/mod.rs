@@ -6,6 +6,7 @@
 
 pub mod changelog;
 pub mod file;
+pub mod group;
 pub mod snapshot;
 
 pub use snapshot::{AppliedOffset, SnapshotError};

@@ -25,6 +25,7 @@ use crate::config::Rules;
 use crate::decide::{OpenAlert, RiskState, Severity};
 use crate::detect::{Detector, Evidence, Finding};
 use crate::engine::{ColdIdentity, IdentityState, Tracked};
+use crate::state::group::PartitionReport;
 
 /// The snapshot format version this code writes and reads.
 pub const FORMAT: u16 = 1;
@@ -34,6 +35,7 @@ const MAGIC: [u8; 3] = *b"DWI";
 const COLD_MAGIC: [u8; 3] = *b"DWC";
 const ENGINE_MAGIC: [u8; 3] = *b"DWE";
 const FLEET_MAGIC: [u8; 3] = *b"DWF";
+const REPORT_MAGIC: [u8; 3] = *b"DWG";
 
 /// Changelog keys of fleet contributions start with this (principal keys never do).
 const FLEET_KEY: &str = "\u{1}fleet/";
@@ -738,6 +740,31 @@ impl<'r> Codec<'r> {
             last_hour: c.last_hour,
             label: c.label,
         })
+    }
+
+    /// Decodes the number of users in a contribution (as the fleet topic carries it).
+    ///
+    /// # Errors
+    /// As [`Codec::decode_identity`].
+    pub fn decode_contribution_users(&self, bytes: &[u8]) -> Result<u32, SnapshotError> {
+        let c: ContributionV1 = postcard::from_bytes(self.body(bytes, FLEET_MAGIC)?)?;
+        Ok(c.users)
+    }
+
+    /// Encodes an input partition's report to the group (its key is
+    /// [`crate::state::group::report_key`]).
+    pub fn encode_report(&self, r: &PartitionReport) -> Vec<u8> {
+        let mut out = self.header(REPORT_MAGIC);
+        postcard::to_io(r, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Decodes an input partition's report.
+    ///
+    /// # Errors
+    /// As [`Codec::decode_identity`].
+    pub fn decode_report(&self, bytes: &[u8]) -> Result<PartitionReport, SnapshotError> {
+        Ok(postcard::from_bytes(self.body(bytes, REPORT_MAGIC)?)?)
     }
 
     /// Encodes the engine-wide state, behind the same header as identities.

@@ -133,6 +133,7 @@ pub mod names {
     pub const IDENTITIES: &str = "driftwatch_identities";
     pub const IDENTITIES_WARMING_UP: &str = "driftwatch_identities_warming_up";
     pub const STATE_BYTES: &str = "driftwatch_state_bytes";
+    pub const GROUP_IDENTITIES: &str = "driftwatch_group_identities";
     pub const IDENTITIES_COLD: &str = "driftwatch_identities_cold";
     pub const IDENTITIES_FROZEN: &str = "driftwatch_identities_frozen_total";
     pub const IDENTITIES_WOKEN: &str = "driftwatch_identities_woken_total";
@@ -140,7 +141,7 @@ pub mod names {
     pub const IDENTITIES_EVICTED: &str = "driftwatch_identities_evicted_total";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 39] = [
+    pub const ALL: [&str; 40] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         EVENTS_DECODED,
@@ -175,6 +176,7 @@ pub mod names {
         IDENTITIES,
         IDENTITIES_WARMING_UP,
         STATE_BYTES,
+        GROUP_IDENTITIES,
         IDENTITIES_COLD,
         IDENTITIES_FROZEN,
         IDENTITIES_WOKEN,
@@ -541,6 +543,11 @@ impl EngineCollector {
             STATE_BYTES,
             "Bytes of per-identity state as allocated (keys, map slots, profiles and cold summaries, open alerts).",
             census.state_bytes,
+        ));
+        out.extend(gauge(
+            GROUP_IDENTITIES,
+            "Identities tracked by the whole consumer group as this instance knows it (its own, plus what the others report on the fleet topic): the fleet size guardrail fractions apply to.",
+            engine.group_identities(),
         ));
         out.extend(gauge(
             IDENTITIES_COLD,
