@@ -48,7 +48,8 @@ pub enum Command {
     /// produced unkeyed, for the dead-letter path).
     Produce(ProduceArgs),
     /// The whole service with nothing installed: an in-process Kafka cluster, a simulated fleet
-    /// with attacks, the service, and its alerts and commands printed as they arrive.
+    /// with attacks, the service (restarted halfway, restoring from its state topic), and its
+    /// alerts and commands printed as they arrive.
     Demo(DemoArgs),
     /// Throughput through a real broker: produces N records, then measures a do-nothing
     /// consumer and the full service on the same topic and prints both rates and their ratio.

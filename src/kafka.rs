@@ -9,7 +9,7 @@ use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use tracing::{debug, error, info, warn};
 
@@ -139,6 +139,14 @@ impl<H: Hooks> ClientContext for KafkaContext<H> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // Reaching the end of a partition is news to a reader that asked for it, not an error
+        // (librdkafka reports it here as well as to the poll).
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)
+        ) {
+            return;
+        }
         if let Some(c) = &self.errors {
             c.inc();
         }

@@ -541,3 +541,45 @@ fn inspect_shows_what_a_replay_learned_about_an_identity() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The quickstart's first command: the whole service on an in-process broker, restarted
+/// halfway as a deploy would, the new instance restoring from the state topic.
+#[test]
+fn demo_restarts_halfway_restoring_from_the_state_topic_and_catches_the_attacks() {
+    let out = driftwatch_ok(&[
+        "demo",
+        "--identities",
+        "40",
+        "--days",
+        "10",
+        "--metrics-addr",
+        "off",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let restored = regex::Regex::new(
+        r"the new instance restored (\d+) identities from the state topic in [0-9.]+s and re-read (\d+) records of history",
+    )
+    .unwrap()
+    .captures(&text)
+    .unwrap_or_else(|| panic!("no restart in the demo's output:\n{text}"));
+    assert!(
+        restored[1].parse::<u32>().unwrap() >= 30,
+        "{}",
+        &restored[0]
+    );
+    assert_eq!(&restored[2], "0", "history re-read after the restart");
+    let scored = regex::Regex::new(r"(\d+)/(\d+) attacks caught, ([0-9.]+) false alert-hours")
+        .unwrap()
+        .captures(&text)
+        .unwrap_or_else(|| panic!("no score in the demo's output:\n{text}"));
+    let (caught, total): (u32, u32) = (scored[1].parse().unwrap(), scored[2].parse().unwrap());
+    assert!(
+        total > 0 && caught * 10 >= total * 8,
+        "{caught}/{total} attacks caught"
+    );
+    assert!(
+        scored[3].parse::<f64>().unwrap() < 5.0,
+        "the restart caused false alerts: {}",
+        &scored[0]
+    );
+}

@@ -1,8 +1,9 @@
 //! `driftwatch demo`: the whole service with nothing installed. An in-process Kafka cluster
 //! (librdkafka's mock cluster), a simulated fleet with injected attacks produced into the input
 //! topic keyed by identity, the service consuming it, and a reader of the alerts and commands
-//! topics printing each message as it arrives. Ends by itself with a summary scored against the
-//! fleet's labels, or on Ctrl-C.
+//! topics printing each message as it arrives. Halfway through the stream the service is stopped
+//! and a new instance started in its place, which restores its identities from the state topic.
+//! Ends by itself with a summary scored against the fleet's labels, or on Ctrl-C.
 
 use std::future::Future;
 use std::io::Write;
@@ -16,11 +17,12 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::simulate::SimConfig;
 use super::{evaluate, produce};
+use crate::config::settings::KafkaProperty;
 use crate::config::{Rules, RunConfig, Settings};
 use crate::kafka::{KafkaContext, Role, client_config};
 use crate::service::Service;
@@ -125,6 +127,19 @@ pub async fn run(
         Settings {
             brokers: Some(brokers.clone()),
             group: Some("driftwatch-demo".into()),
+            // The mock cluster's coordinator waits for a closed member's session to expire
+            // before it rebalances (45 s by default): short sessions let the instance that
+            // replaces the first one halfway take over within seconds.
+            kafka: vec![
+                KafkaProperty::Set {
+                    name: "consumer.session.timeout.ms".into(),
+                    value: "6000".into(),
+                },
+                KafkaProperty::Set {
+                    name: "consumer.heartbeat.interval.ms".into(),
+                    value: "1000".into(),
+                },
+            ],
             ..Settings::default()
         },
         None,
@@ -133,6 +148,7 @@ pub async fn run(
     if let Some(state) = &cfg.state_topic {
         // The mock cluster cannot create topics with settings: the state topic is made here.
         cluster.create_topic(state, opts.partitions, 1)?;
+        cluster.create_topic(&format!("{state}.fleet"), 1, 1)?;
     }
     for t in [
         &cfg.alerts_topic,
@@ -185,37 +201,55 @@ pub async fn run(
     let input_topic = cfg.inputs[0].topic.clone();
     let registry = Registry::new();
     register_process_metrics(&registry)?;
-    let service = Service::new(cfg, rules, &registry)?;
-    let metrics = service.metrics();
-    let endpoint = match opts.metrics_addr {
+    let service = Service::new(cfg.clone(), rules.clone(), &registry)?;
+    let mut metrics = service.metrics();
+    let mut endpoint = match opts.metrics_addr {
         Some(addr) => Some(serve_metrics(addr, registry, metrics.clone()).await?),
         None => None,
     };
     let producer = produce::loader(&brokers, [("linger.ms", "5")])?;
     // The stream arrives while the service runs. The mock cluster keeps only a few megabytes per
-    // partition, so the producer stays at most MAX_AHEAD records ahead of the service.
+    // partition, so the producer stays at most MAX_AHEAD records ahead of the service. Halfway
+    // it waits while the service is restarted.
     const MAX_AHEAD: u64 = 4_000;
     let total = records.len() as u64;
-    let feeder_metrics = metrics.clone();
+    let half = records.len() / 2;
+    let (progress_tx, progress_rx) = watch::channel((metrics.clone(), 0u64));
+    let (resume_tx, resume_rx) = oneshot::channel::<()>();
     let feeder = tokio::spawn(async move {
         let mut sent = 0u64;
-        for chunk in records.chunks(1_000) {
-            while sent > Metrics::total(&feeder_metrics.records_consumed) + MAX_AHEAD {
+        let mut resume = Some(resume_rx);
+        for (i, chunk) in records.chunks(1_000).enumerate() {
+            if i * 1_000 >= half
+                && let Some(r) = resume.take()
+            {
+                let _ = r.await;
+            }
+            loop {
+                let (m, before) = progress_rx.borrow().clone();
+                if sent <= before + Metrics::total(&m.records_consumed) + MAX_AHEAD {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             sent += produce::send_all(&producer, &input_topic, chunk, 1_000).await?;
         }
         anyhow::Ok(sent)
     });
+    let first_half = (half.div_ceil(1_000) * 1_000).min(total as usize) as u64;
     println!(
-        "producing {total} records into the input topic ({} partitions), keyed by identity, in event-time order\n",
+        "producing {total} records into the input topic ({} partitions), keyed by identity, in event-time order; the service restarts after {first_half}\n",
         opts.partitions
     );
     let produced = total;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let svc = tokio::spawn(service.run(async {
+    let mut svc = tokio::spawn(service.run(async {
         let _ = stop_rx.await;
     }));
+    let mut stop_tx = Some(stop_tx);
+    let mut resume_tx = Some(resume_tx);
+    // What the first run acknowledged and emitted, once it has stopped.
+    let (mut acked_before, mut outputs_before) = (0u64, 0u64);
 
     let mut points = Vec::new();
     let (mut alerts, mut commands) = (0u64, 0u64);
@@ -248,10 +282,62 @@ pub async fn run(
             }
             Ok(Err(e)) => anyhow::bail!("reading the alerts topic: {e}"),
             Err(_) => {
+                let acked = acked_before + metrics.records_acknowledged.get();
+                let outputs = outputs_before
+                    + Metrics::total(&metrics.alerts)
+                    + Metrics::total(&metrics.commands);
+                if let Some(resume) = resume_tx.take_if(|_| acked >= first_half) {
+                    // Halfway: stop the service as a deploy would (SIGTERM: drain, save, commit)
+                    // and start a new instance, which restores its identities from the state
+                    // topic instead of re-reading the history.
+                    if let Some(stop) = stop_tx.take() {
+                        let _ = stop.send(());
+                    }
+                    let first = svc.await.context("service task")??;
+                    println!(
+                        "\n--- restart: the first instance stopped after {} records, its baselines saved in the state topic ({} snapshots written); a new instance takes over ---",
+                        first.consumed,
+                        metrics.state_snapshots_written.get()
+                    );
+                    acked_before += metrics.records_acknowledged.get();
+                    outputs_before +=
+                        Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
+                    let registry = Registry::new();
+                    register_process_metrics(&registry)?;
+                    let service = Service::new(cfg.clone(), rules.clone(), &registry)?;
+                    metrics = service.metrics();
+                    if let Some((addr, task)) = endpoint.take() {
+                        task.abort();
+                        endpoint = Some(serve_metrics(addr, registry, metrics.clone()).await?);
+                    }
+                    let _ = progress_tx.send((metrics.clone(), first.consumed));
+                    let (tx, rx) = oneshot::channel::<()>();
+                    stop_tx = Some(tx);
+                    svc = tokio::spawn(service.run(async {
+                        let _ = rx.await;
+                    }));
+                    let restart = Instant::now();
+                    while metrics.assigned_partitions.get() < i64::from(opts.partitions)
+                        || metrics.restoring_partitions.get() > 0
+                    {
+                        if restart.elapsed() > Duration::from_secs(60) {
+                            anyhow::bail!(
+                                "the restarted instance was not assigned its partitions in 60 s"
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    println!(
+                        "--- the new instance restored {} identities from the state topic in {:.1}s and re-read {} records of history ---\n",
+                        metrics.state_restored_identities.get(),
+                        restart.elapsed().as_secs_f64(),
+                        Metrics::total(&metrics.records_replayed)
+                    );
+                    let _ = resume.send(());
+                    continue;
+                }
                 // Done when every record is acknowledged and every output has been read.
-                let done = metrics.records_acknowledged.get() >= produced
-                    && alerts + commands
-                        >= Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
+                let done = resume_tx.is_none() && acked >= produced && alerts + commands >= outputs;
                 if done {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= Duration::from_millis(600) {
@@ -261,7 +347,9 @@ pub async fn run(
             }
         }
     }
-    let _ = stop_tx.send(());
+    if let Some(stop) = stop_tx.take() {
+        let _ = stop.send(());
+    }
     if interrupted {
         feeder.abort();
     } else {
