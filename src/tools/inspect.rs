@@ -14,6 +14,7 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use serde::Serialize;
+use tracing::warn;
 
 use crate::baseline::fleet::Table;
 use crate::baseline::origin::LEVELS;
@@ -98,7 +99,7 @@ pub fn load_topic(
         .ok_or_else(|| InspectError::NoTopic(topic.to_owned()))?;
     let engine = Engine::new(rules);
     let codec = Codec::new(engine.rules());
-    let mut dropped = 0usize;
+    let (mut dropped, mut corrupt) = (0usize, 0usize);
     for partition in 0..partitions as i32 {
         // The last value of each key wins, as compaction will keep it.
         let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
@@ -125,10 +126,16 @@ pub fn load_topic(
                     engine.restore_identity(key, s);
                 }
                 Err(SnapshotError::Incompatible { .. }) => dropped += 1,
-                // A corrupt snapshot: that identity is shown as unknown.
-                Err(_) => {}
+                // A corrupt snapshot: that identity is shown as unknown, and the count said.
+                Err(_) => corrupt += 1,
             }
         }
+    }
+    if corrupt > 0 {
+        warn!(
+            topic,
+            corrupt, "Snapshots that cannot be read were skipped; those identities are not shown."
+        );
     }
     if dropped > 0 && engine.identities() == 0 {
         return Err(InspectError::OtherModel {
