@@ -92,7 +92,15 @@ pub struct ReplayArgs {
     /// (atomically), so batch replays of consecutive periods continue one baseline.
     #[arg(long, env = "DRIFTWATCH_STATE")]
     pub state: Option<PathBuf>,
-    /// Input files: JSONL, JSON arrays or documents, optionally gzip; `-` for stdin.
+    /// How late (event time) an event may arrive after later ones and still be put in order;
+    /// later ones are processed in arrival order and counted as late.
+    #[arg(long, default_value_t = crate::replay::DEFAULT_MAX_LATENESS_SECONDS, env = "DRIFTWATCH_MAX_LATENESS_SECONDS")]
+    pub max_lateness_seconds: u64,
+    /// Records longer than this are dead-lettered as `too_large`, not decoded.
+    #[arg(long, default_value_t = crate::replay::DEFAULT_MAX_RECORD_BYTES, env = "DRIFTWATCH_MAX_RECORD_BYTES")]
+    pub max_record_bytes: usize,
+    /// Input files: JSONL, JSON arrays or documents, optionally gzip; `-` for stdin. Read as
+    /// streams, one thread each, merged in event-time order.
     #[arg(required = true)]
     pub inputs: Vec<String>,
 }

@@ -99,10 +99,17 @@ fn replay(a: &ReplayArgs) -> anyhow::Result<ExitCode> {
         dead_letter: a.dead_letter.clone(),
         state: a.state.clone(),
         progress: replay::stderr_is_terminal(),
+        max_lateness_ms: (a.max_lateness_seconds as i64).saturating_mul(1000),
+        max_record_bytes: a.max_record_bytes,
     };
     let summary = replay::run(&opts, rules)?;
     eprintln!("{summary}");
-    Ok(ExitCode::SUCCESS)
+    // Every readable input was replayed; one that could not be is still a failure.
+    Ok(if summary.input_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {

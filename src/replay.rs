@@ -1,21 +1,32 @@
-//! Offline replay: decode files, order every event by event time, run the engine, write alerts
-//! and commands as JSONL. The same input always gives the same output.
+//! Offline replay: read and decode files as streams (one reader thread per input, in bounded
+//! memory), merge them in event-time order within a bounded reorder window, run the engine,
+//! write alerts and commands as JSONL. The same input and flags always give the same output.
+//!
+//! Each input is expected to be nearly in time order (CloudTrail delivery files cover minutes,
+//! audit logs are written in order). Events are held back until every input still being read
+//! has moved `--max-lateness-seconds` past them, then processed in (time, input, position)
+//! order: for inputs in time order, exactly the order of a global sort. An event that arrives
+//! after events later than it were processed is *late*: it is processed at once, in arrival
+//! order, and counted, never dropped.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
 use crate::config::Rules;
 use crate::decide::Decision;
-use crate::decode::{self, Decoded, FormatHint};
+use crate::decode::{self, DecodeError, Decoded, FormatHint};
 use crate::detect::Detector;
 use crate::emit::{self, EmitError, dead_letter, sink::JsonlSink};
 use crate::engine::Engine;
-use crate::event::AccessEvent;
-use crate::ingest::file::{self, IngestError};
+use crate::event::{AccessEvent, RawRef};
+use crate::ingest::file::IngestError;
+use crate::ingest::stream::{Record, RecordReader};
 use crate::state::{
     self,
     file::{Loaded, Saved, StateError},
@@ -35,7 +46,17 @@ pub struct ReplayOptions {
     /// Engine state to continue from (when the file exists) and to save at the end.
     pub state: Option<PathBuf>,
     pub progress: bool,
+    /// How far (ms of event time) an event may arrive after later ones and still be put in order.
+    pub max_lateness_ms: i64,
+    /// Records longer than this are dead-lettered as `too_large`, not decoded.
+    pub max_record_bytes: usize,
 }
+
+/// Default `--max-lateness-seconds`: 15 minutes.
+pub const DEFAULT_MAX_LATENESS_SECONDS: u64 = 900;
+/// Default `--max-record-bytes`: 8 MiB, room for a busy account's CloudTrail delivery file
+/// (one record holding thousands of events) while bounding what one record may cost.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -55,6 +76,10 @@ pub struct Summary {
     pub identities: usize,
     pub warming_up: usize,
     pub forgotten: u64,
+    /// Events that arrived beyond the reorder window (processed in arrival order).
+    pub late_events: u64,
+    /// Inputs that could not be read to their end: the error (the records before it counted).
+    pub input_errors: Vec<String>,
     pub skipped: BTreeMap<String, u64>,
     pub rejected: BTreeMap<&'static str, u64>,
     pub alerts_created: u64,
@@ -157,6 +182,16 @@ impl std::fmt::Display for Summary {
                 s.bytes as f64 / s.identities.max(1) as f64
             )?;
         }
+        if self.late_events > 0 {
+            writeln!(
+                f,
+                "  late events: {} (beyond --max-lateness-seconds, processed in arrival order)",
+                self.late_events
+            )?;
+        }
+        for e in &self.input_errors {
+            writeln!(f, "  input error: {e}")?;
+        }
         let rejected = self.rejected.values().sum::<u64>();
         write!(f, "  rejected records: {rejected}")?;
         if rejected > 0 {
@@ -166,48 +201,211 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Decodes every input into events, in input order. Rejections go to `reject`.
+/// A record rejected by a reader, for the dead-letter output.
+struct Rejected {
+    raw: RawRef,
+    /// The record's bytes (an oversized one's first bytes only).
+    bytes: Vec<u8>,
+    error: DecodeError,
+}
+
+/// What an input's reader thread sends: events decoded in input order, and what else it met.
+#[derive(Default)]
+struct Batch {
+    events: Vec<AccessEvent>,
+    records: u64,
+    skipped: Vec<String>,
+    rejected: Vec<Rejected>,
+    /// The input could not be read on (this is its last batch).
+    error: Option<IngestError>,
+}
+
+const BATCH_EVENTS: usize = 512;
+const BATCH_RECORDS: u64 = 2048;
+
+/// Reads and decodes one input, sending batches until it ends or the receiver goes away.
+fn read_input(input: &str, format: FormatHint, max_record_bytes: usize, tx: &SyncSender<Batch>) {
+    let mut reader = match RecordReader::open(input, max_record_bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Batch {
+                error: Some(e),
+                ..Batch::default()
+            });
+            return;
+        }
+    };
+    let mut batch = Batch::default();
+    loop {
+        match reader.next_record() {
+            Ok(Some(Record::Ok(bytes, raw))) => {
+                batch.records += 1;
+                decode::decode_record(bytes, format, &raw, &mut |element, at, r| match r {
+                    Ok(Decoded::Event(e)) => batch.events.push(*e),
+                    Ok(Decoded::Skipped(why)) => batch.skipped.push(why.to_string()),
+                    Err(error) => batch.rejected.push(Rejected {
+                        raw: at.clone(),
+                        bytes: element.to_vec(),
+                        error,
+                    }),
+                });
+            }
+            Ok(Some(Record::TooLarge { prefix, len, raw })) => {
+                batch.records += 1;
+                batch.rejected.push(Rejected {
+                    raw,
+                    bytes: prefix.to_vec(),
+                    error: DecodeError::TooLarge {
+                        len,
+                        limit: max_record_bytes as u64,
+                    },
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                batch.error = Some(e);
+                break;
+            }
+        }
+        if (batch.events.len() >= BATCH_EVENTS || batch.records >= BATCH_RECORDS)
+            && tx.send(std::mem::take(&mut batch)).is_err()
+        {
+            return;
+        }
+    }
+    let _ = tx.send(batch);
+}
+
+/// An event held in the reorder window, ordered by time, then input, then arrival.
+struct Held {
+    time_ms: i64,
+    input: usize,
+    seq: u64,
+    event: AccessEvent,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Held) -> bool {
+        (self.time_ms, self.input, self.seq) == (o.time_ms, o.input, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Held) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Held) -> std::cmp::Ordering {
+        (self.time_ms, self.input, self.seq).cmp(&(o.time_ms, o.input, o.seq))
+    }
+}
+
+/// One input being read.
+struct Source {
+    rx: Receiver<Batch>,
+    /// Latest event time seen from it (`i64::MIN` before its first event).
+    high: i64,
+    done: bool,
+}
+
+/// Reads every input on its own thread and calls `process` with their events merged in event
+/// time order (within `max_lateness_ms`; later ones in arrival order, counted in the summary),
+/// and `reject` with each rejected record, both on the calling thread.
 ///
 /// # Errors
-/// [`ReplayError::Ingest`] when an input cannot be read at all.
-pub fn decode_inputs(
-    inputs: &[String],
-    format: FormatHint,
+/// What `process` or `reject` returns.
+pub fn merge_inputs<E>(
+    opts: &ReplayOptions,
     summary: &mut Summary,
-    mut reject: impl FnMut(&crate::event::RawRef, &[u8], &decode::DecodeError),
-) -> Result<Vec<AccessEvent>, ReplayError> {
-    let mut events = Vec::new();
-    for input in inputs {
-        let data = file::read_input(input)?;
-        let source = if input == "-" {
-            "stdin"
-        } else {
-            input.as_str()
-        };
-        file::split_records(&data, source, |bytes, raw| {
-            summary.records += 1;
-            decode::decode_record(bytes, format, &raw, &mut |element, at, r| match r {
-                Ok(Decoded::Event(e)) => events.push(*e),
-                Ok(Decoded::Skipped(why)) => {
-                    *summary.skipped.entry(why.to_string()).or_default() += 1
+    mut process: impl FnMut(&AccessEvent) -> Result<(), E>,
+    mut reject: impl FnMut(&RawRef, &[u8], &DecodeError) -> Result<(), E>,
+) -> Result<(), E> {
+    std::thread::scope(|scope| {
+        let mut sources: Vec<Source> = opts
+            .inputs
+            .iter()
+            .map(|input| {
+                // Two batches ahead per input: memory stays bounded whatever the input's size.
+                let (tx, rx) = sync_channel::<Batch>(2);
+                let (format, max) = (opts.format, opts.max_record_bytes);
+                scope.spawn(move || read_input(input, format, max, &tx));
+                Source {
+                    rx,
+                    high: i64::MIN,
+                    done: false,
                 }
-                Err(e) => {
-                    *summary.rejected.entry(e.code()).or_default() += 1;
-                    reject(at, element, &e);
+            })
+            .collect();
+        let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
+        let mut processed_upto = i64::MIN;
+        let mut seq = 0u64;
+        // Pull from the input furthest behind in event time, so none runs far ahead.
+        while let Some(i) = sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.done)
+            .min_by_key(|(i, s)| (s.high, *i))
+            .map(|(i, _)| i)
+        {
+            let Ok(batch) = sources[i].rx.recv() else {
+                sources[i].done = true;
+                continue;
+            };
+            summary.records += batch.records;
+            for why in batch.skipped {
+                *summary.skipped.entry(why).or_default() += 1;
+            }
+            for r in &batch.rejected {
+                *summary.rejected.entry(r.error.code()).or_default() += 1;
+                reject(&r.raw, &r.bytes, &r.error)?;
+            }
+            if let Some(e) = batch.error {
+                warn!(error = %e, "An input could not be read to its end; the others replay on.");
+                summary.input_errors.push(e.to_string());
+            }
+            for event in batch.events {
+                summary.events += 1;
+                if event.time_ms < processed_upto {
+                    summary.late_events += 1;
+                    process(&event)?;
+                    continue;
                 }
-            });
-        });
-    }
-    // Stable: events with equal times keep input order, so the replay is deterministic.
-    events.sort_by_key(|e| e.time_ms);
-    Ok(events)
+                let s = &mut sources[i];
+                s.high = s.high.max(event.time_ms);
+                seq += 1;
+                held.push(Reverse(Held {
+                    time_ms: event.time_ms,
+                    input: i,
+                    seq,
+                    event,
+                }));
+            }
+            let watermark = sources
+                .iter()
+                .filter(|s| !s.done)
+                .map(|s| s.high)
+                .min()
+                .map_or(i64::MAX, |h| h.saturating_sub(opts.max_lateness_ms));
+            while held.peek().is_some_and(|h| h.0.time_ms <= watermark) {
+                let Reverse(h) = held.pop().expect("peeked");
+                processed_upto = processed_upto.max(h.time_ms);
+                process(&h.event)?;
+            }
+        }
+        while let Some(Reverse(h)) = held.pop() {
+            process(&h.event)?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs a replay.
 ///
 /// # Errors
-/// [`ReplayError`] when an input cannot be read or an output cannot be written. Bad records are
-/// not errors: they are counted, logged and written to the dead-letter output.
+/// [`ReplayError`] when an output cannot be written or the state file cannot be read or saved.
+/// Bad records are not errors: they are counted, logged and written to the dead-letter output;
+/// an input that cannot be read is reported in the summary and the others replay on.
 pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     let started = Instant::now();
     let mut summary = Summary::default();
@@ -216,34 +414,7 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         .as_deref()
         .map(|p| JsonlSink::open(Some(p)))
         .transpose()?;
-    let mut dead_err: Option<EmitError> = None;
     let mut logged = 0u32;
-    let events = decode_inputs(
-        &opts.inputs,
-        opts.format,
-        &mut summary,
-        |raw, bytes, err| {
-            if logged < 10 {
-                warn!(source = %raw.source_label(), position = raw.position, error = %err, "Rejected undecodable record.");
-                logged += 1;
-                if logged == 10 {
-                    warn!("Further rejected records are counted but not logged.");
-                }
-            }
-            if let Some(d) = dead.as_mut()
-                && let Err(e) = d.write(&dead_letter::line(raw, bytes, err))
-            {
-                dead_err.get_or_insert(e);
-            }
-        },
-    )?;
-    if let Some(e) = dead_err {
-        return Err(e.into());
-    }
-    if let Some(d) = dead.as_mut() {
-        d.flush()?;
-    }
-
     let same_target = opts.alerts == opts.commands;
     let mut alerts = JsonlSink::open(opts.alerts.as_deref())?;
     let mut commands = if same_target {
@@ -255,32 +426,51 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     if let Some(path) = &opts.state {
         summary.restored = state::file::load(path, &engine)?;
     }
-    let total = events.len();
+    let mut by_cause: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut last_progress = Instant::now();
-    for (i, ev) in events.iter().enumerate() {
-        for d in engine.process(ev) {
-            let msg = emit::render(&d);
-            match (&d, commands.as_mut()) {
-                (Decision::Command(_), Some(c)) => c.write(&msg)?,
-                (Decision::Alert(a), _) => {
-                    *summary.alerts_by_cause.entry(a.cause.as_str()).or_default() += 1;
-                    alerts.write(&msg)?;
+    let mut n = 0u64;
+    merge_inputs(
+        opts,
+        &mut summary,
+        |ev| -> Result<(), ReplayError> {
+            for d in engine.process(ev) {
+                let msg = emit::render(&d);
+                match (&d, commands.as_mut()) {
+                    (Decision::Command(_), Some(c)) => c.write(&msg)?,
+                    (Decision::Alert(a), _) => {
+                        *by_cause.entry(a.cause.as_str()).or_default() += 1;
+                        alerts.write(&msg)?;
+                    }
+                    (Decision::Command(_), None) => alerts.write(&msg)?,
                 }
-                (Decision::Command(_), None) => alerts.write(&msg)?,
             }
-        }
-        if opts.progress && last_progress.elapsed() >= Duration::from_millis(500) {
-            eprint!(
-                "\rreplaying: {}/{} events ({:.0}%)",
-                i + 1,
-                total,
-                (i + 1) as f64 * 100.0 / total as f64
-            );
-            last_progress = Instant::now();
-        }
+            n += 1;
+            if opts.progress && last_progress.elapsed() >= Duration::from_millis(500) {
+                eprint!("\rreplaying: {n} events");
+                last_progress = Instant::now();
+            }
+            Ok(())
+        },
+        |raw, bytes, err| {
+            if logged < 10 {
+                warn!(source = %raw.source_label(), position = raw.position, error = %err, "Rejected undecodable record.");
+                logged += 1;
+                if logged == 10 {
+                    warn!("Further rejected records are counted but not logged.");
+                }
+            }
+            if let Some(d) = dead.as_mut() {
+                d.write(&dead_letter::line(raw, bytes, err))?;
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(d) = dead.as_mut() {
+        d.flush()?;
     }
-    if opts.progress && total > 0 {
-        eprintln!("\rreplaying: {total}/{total} events (100%)");
+    summary.alerts_by_cause = by_cause;
+    if opts.progress && n > 0 {
+        eprintln!("\rreplaying: {n} events (done)");
     }
     alerts.flush()?;
     if let Some(c) = commands.as_mut() {
@@ -288,7 +478,6 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     }
     let c = &engine.counters;
     use std::sync::atomic::Ordering::Relaxed;
-    summary.events = total as u64;
     summary.identities = engine.identities();
     summary.warming_up = engine.warming_up();
     summary.forgotten = c.forgotten.load(Relaxed);

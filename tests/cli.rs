@@ -1,6 +1,6 @@
 //! The command line as users run it: exit codes, files written, messages printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::{assert_valid, schema};
@@ -383,14 +383,11 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
     let dir = tempfile::tempdir().unwrap();
     let fleet = simulate(dir.path(), 50, 16, 11);
     let p = |path: &Path| path.to_str().unwrap().to_owned();
-    // Days 1-10 and days 11-16 (the simulation starts on a midnight).
+    // Days 1-10 and days 11-16 (the simulation starts on a midnight), each log split in two.
     let boundary = driftwatch::tools::simulate::DEFAULT_START_MS + 10 * 86_400_000;
-    let (first, second) = (
-        dir.path().join("first.jsonl"),
-        dir.path().join("second.jsonl"),
-    );
-    let (mut a, mut b) = (String::new(), String::new());
+    let (mut first, mut second) = (Vec::new(), Vec::new());
     for name in ["cloudtrail.jsonl", "k8s-audit.jsonl"] {
+        let (mut a, mut b) = (String::new(), String::new());
         for line in std::fs::read_to_string(fleet.join(name)).unwrap().lines() {
             let v: Value = serde_json::from_str(line).unwrap();
             let at = v["eventTime"]
@@ -402,9 +399,17 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
             half.push_str(line);
             half.push('\n');
         }
+        let (fa, fb) = (
+            dir.path().join(format!("first-{name}")),
+            dir.path().join(format!("second-{name}")),
+        );
+        std::fs::write(&fa, a).unwrap();
+        std::fs::write(&fb, b).unwrap();
+        first.push(fa);
+        second.push(fb);
     }
-    std::fs::write(&first, a).unwrap();
-    std::fs::write(&second, b).unwrap();
+    let first: Vec<&Path> = first.iter().map(PathBuf::as_path).collect();
+    let second: Vec<&Path> = second.iter().map(PathBuf::as_path).collect();
 
     let run = |tag: &str, state: Option<&Path>, inputs: &[&Path]| -> (Vec<Value>, Vec<Value>) {
         let alerts = dir.path().join(format!("{tag}-alerts.jsonl"));
@@ -433,9 +438,9 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
         ],
     );
     let state = dir.path().join("engine.state");
-    let (mut alerts, mut commands) = run("first", Some(&state), &[&first]);
+    let (mut alerts, mut commands) = run("first", Some(&state), &first);
     assert!(state.exists(), "the first period saves the state");
-    let second_half = run("second", Some(&state), &[&second]);
+    let second_half = run("second", Some(&state), &second);
     assert!(
         !second_half.0.is_empty(),
         "attacks in the second period raise alerts"
@@ -447,7 +452,7 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
         "alerts of the two periods equal those of one replay"
     );
     assert_eq!(commands, whole.1);
-    let fresh = run("fresh", None, &[&second]);
+    let fresh = run("fresh", None, &second);
     assert_ne!(
         fresh.0, second_half.0,
         "without the state, the second period starts cold"
@@ -581,5 +586,169 @@ fn demo_restarts_halfway_restoring_from_the_state_topic_and_catches_the_attacks(
         scored[3].parse::<f64>().unwrap() < 5.0,
         "the restart caused false alerts: {}",
         &scored[0]
+    );
+}
+
+/// Runs `replay` over `inputs` with `extra` flags; returns alerts and commands (without raw
+/// references, which name positions) and the summary printed on stderr.
+fn replay_files(dir: &Path, tag: &str, extra: &[&str], inputs: &[&Path]) -> (Vec<Value>, String) {
+    let alerts = dir.join(format!("{tag}-alerts.jsonl"));
+    let mut args: Vec<String> = vec![
+        "replay".into(),
+        "--alerts".into(),
+        alerts.to_str().unwrap().into(),
+        "--commands".into(),
+        alerts.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap().to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = driftwatch_ok(&args);
+    (
+        without_raw_refs(&alerts),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inputs_out_of_order_within_the_window_replay_as_sorted_and_beyond_it_count_as_late() {
+    use driftwatch::decode::time::parse_timestamp_ms;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = simulate(dir.path(), 40, 12, 5);
+    let sorted = fleet.join("cloudtrail.jsonl");
+    // Reverse runs of records spanning at most 10 minutes: disorder a delivery pipeline makes
+    // (runs with two records at the same millisecond are left alone: their order is a tie that
+    // only arrival decides).
+    let lines: Vec<String> = std::fs::read_to_string(&sorted)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let time = |l: &str| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        parse_timestamp_ms(v["eventTime"].as_str().unwrap()).unwrap()
+    };
+    let mut shuffled = Vec::with_capacity(lines.len());
+    let mut reversed = 0;
+    for run in lines.chunks(6) {
+        let times: Vec<i64> = run.iter().map(|l| time(l)).collect();
+        if times[times.len() - 1] - times[0] <= 10 * 60_000 && times.windows(2).all(|w| w[0] < w[1])
+        {
+            shuffled.extend(run.iter().rev().cloned());
+            reversed += 1;
+        } else {
+            shuffled.extend(run.iter().cloned());
+        }
+    }
+    assert!(reversed > 100, "{reversed} runs reversed");
+    let disordered = dir.path().join("disordered.jsonl");
+    std::fs::write(&disordered, shuffled.join("\n")).unwrap();
+
+    let (expected, _) = replay_files(dir.path(), "sorted", &[], &[&sorted]);
+    assert!(!expected.is_empty());
+    let (got, summary) = replay_files(dir.path(), "window", &[], &[&disordered]);
+    assert!(!summary.contains("late events"), "{summary}");
+    assert_eq!(got, expected, "disorder within the window is put right");
+
+    let (_, summary) = replay_files(
+        dir.path(),
+        "late",
+        &["--max-lateness-seconds", "0"],
+        &[&disordered],
+    );
+    let late: u64 = regex::Regex::new(r"late events: (\d+)")
+        .unwrap()
+        .captures(&summary)
+        .unwrap_or_else(|| panic!("no late events counted:\n{summary}"))[1]
+        .parse()
+        .unwrap();
+    assert!(late > 0);
+    assert!(
+        summary.contains(&format!("{} records, {} events", lines.len(), lines.len())),
+        "late events are processed, not dropped:\n{summary}"
+    );
+}
+
+#[test]
+fn a_record_over_the_size_cap_is_dead_lettered_as_too_large_with_its_first_bytes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("trail.jsonl");
+    let huge = GOOD.replace("\"e1\"", &format!("\"{}\"", "x".repeat(50_000)));
+    let later = GOOD
+        .replace("10:00:00", "10:05:00")
+        .replace("\"e1\"", "\"e2\"");
+    std::fs::write(&input, format!("{GOOD}\n{huge}\n{later}\n")).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let (_, summary) = replay_files(
+        dir.path(),
+        "cap",
+        &[
+            "--max-record-bytes",
+            "4096",
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ],
+        &[&input],
+    );
+    assert!(summary.contains("3 records, 2 events"), "{summary}");
+    assert!(summary.contains("too_large=1"), "{summary}");
+    let dl = lines(&dead);
+    assert_eq!(dl.len(), 1);
+    assert_valid(&schema("dead-letter.v1.json"), &dl[0], "dead letter");
+    assert_eq!(dl[0]["reason"], "too_large");
+    assert_eq!(dl[0]["position"], 2);
+    let line = serde_json::to_string(&dl[0]).unwrap();
+    assert!(
+        line.len() < 1024,
+        "a dead letter carries the record's first bytes, not the record ({} bytes)",
+        line.len()
+    );
+}
+
+#[test]
+fn a_truncated_gzip_input_fails_alone_and_the_other_inputs_replay() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+    for i in 0..3000 {
+        let rec = GOOD.replace("\"e1\"", &format!("\"g{i}\""));
+        writeln!(enc, "{rec}").unwrap();
+    }
+    let gz = enc.finish().unwrap();
+    let cut = dir.path().join("cut.json.gz");
+    std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, format!("{GOOD}\n")).unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let out = driftwatch(&[
+        "replay",
+        "--alerts",
+        alerts.to_str().unwrap(),
+        "--commands",
+        alerts.to_str().unwrap(),
+        cut.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreadable input is a failure"
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("input error: cannot read input")
+            && summary.contains("cut.json.gz (gzip)"),
+        "{summary}"
+    );
+    let events: u64 = regex::Regex::new(r"records, (\d+) events")
+        .unwrap()
+        .captures(&summary)
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(
+        events > 1 && events < 3001,
+        "the cut file's records before the cut and the other input's: {events}\n{summary}"
     );
 }

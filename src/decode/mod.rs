@@ -77,6 +77,10 @@ pub enum DecodeError {
         field: &'static str,
         reason: String,
     },
+    #[error(
+        "record of {len} bytes is over the {limit}-byte cap (--max-record-bytes); it was not decoded and only its first bytes are kept here"
+    )]
+    TooLarge { len: u64, limit: u64 },
 }
 
 impl DecodeError {
@@ -87,6 +91,7 @@ impl DecodeError {
             DecodeError::UnknownFormat => "unknown_format",
             DecodeError::MissingField { .. } => "missing_field",
             DecodeError::InvalidField { .. } => "invalid_field",
+            DecodeError::TooLarge { .. } => "too_large",
         }
     }
 

@@ -1,8 +1,10 @@
 //! ingest: where records come from. Files ([`file`]: JSONL, JSON documents and arrays, gzip,
-//! standard input) and, for the streaming service, Kafka ([`kafka`]: the consumer and its
+//! standard input, read whole; [`stream`]: the same read one record at a time in bounded
+//! memory, as replay reads them) and, for the streaming service, Kafka ([`kafka`]: the consumer and its
 //! rebalance callbacks, over the pure partition bookkeeping of [`partitions`]). Only this stage
 //! and `emit` do I/O.
 
 pub mod file;
 pub mod kafka;
 pub mod partitions;
+pub mod stream;

@@ -363,12 +363,18 @@ pub fn generate(cfg: &SimConfig) -> (Vec<String>, Vec<String>, Labels) {
         calls.sort_by_key(|c| c.t);
         for c in &calls {
             if id.kind.is_k8s() {
-                k8s.push(render_k8s(&mut sim.rng, id, c).to_string());
+                k8s.push((c.t, render_k8s(&mut sim.rng, id, c).to_string()));
             } else {
-                ct.push(render_cloudtrail(&mut sim.rng, id, c).to_string());
+                ct.push((c.t, render_cloudtrail(&mut sim.rng, id, c).to_string()));
             }
         }
     }
+    // Written in event-time order, as real trails and audit logs are (stable: same-time
+    // records keep identity order).
+    ct.sort_by_key(|(t, _)| *t);
+    k8s.sort_by_key(|(t, _)| *t);
+    let ct: Vec<String> = ct.into_iter().map(|(_, l)| l).collect();
+    let k8s: Vec<String> = k8s.into_iter().map(|(_, l)| l).collect();
     let labels = Labels {
         schema: "driftwatch.labels.v1".into(),
         start: sim.start,
