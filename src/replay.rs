@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -91,6 +91,8 @@ pub struct Summary {
     pub merged: u64,
     pub withheld: u64,
     pub mean_state_bytes: f64,
+    /// Peak resident memory of the process (Linux; `None` elsewhere).
+    pub peak_rss_bytes: Option<u64>,
     /// What `--state` restored (`None`: no state file given, or none yet).
     pub restored: Option<Loaded>,
     /// What `--state` saved.
@@ -192,6 +194,9 @@ impl std::fmt::Display for Summary {
         for e in &self.input_errors {
             writeln!(f, "  input error: {e}")?;
         }
+        if let Some(b) = self.peak_rss_bytes {
+            writeln!(f, "  peak memory: {:.0} MiB", b as f64 / (1 << 20) as f64)?;
+        }
         let rejected = self.rejected.values().sum::<u64>();
         write!(f, "  rejected records: {rejected}")?;
         if rejected > 0 {
@@ -220,38 +225,64 @@ struct Batch {
     error: Option<IngestError>,
 }
 
-const BATCH_EVENTS: usize = 512;
-const BATCH_RECORDS: u64 = 2048;
+/// Records per batch handed from a reader to the decode workers, and bytes at most.
+const BATCH_RECORDS: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches of one input read but not yet merged: bounds memory per input.
+const IN_FLIGHT_PER_INPUT: usize = 4;
 
-/// Reads and decodes one input, sending batches until it ends or the receiver goes away.
-fn read_input(input: &str, format: FormatHint, max_record_bytes: usize, tx: &SyncSender<Batch>) {
-    let mut reader = match RecordReader::open(input, max_record_bytes) {
+/// Records read from one input, to be decoded by a worker.
+#[derive(Default)]
+struct RawBatch {
+    data: Vec<u8>,
+    records: Vec<(std::ops::Range<usize>, RawRef)>,
+    rejected: Vec<Rejected>,
+    error: Option<IngestError>,
+}
+
+/// A batch to decode: the input it came from and its place in that input.
+struct Job {
+    input: usize,
+    seq: u64,
+    raw: RawBatch,
+}
+
+/// Reads one input into batches of records for the decode workers, until it ends or the
+/// replay stops. `tokens` bounds the batches in flight.
+fn read_input(
+    input: usize,
+    path: &str,
+    max_record_bytes: usize,
+    jobs: &SyncSender<Job>,
+    tokens: &SyncSender<()>,
+) {
+    let mut seq = 0u64;
+    let mut send = |raw: RawBatch| -> bool {
+        if tokens.send(()).is_err() {
+            return false;
+        }
+        seq += 1;
+        jobs.send(Job { input, seq, raw }).is_ok()
+    };
+    let mut reader = match RecordReader::open(path, max_record_bytes) {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.send(Batch {
+            send(RawBatch {
                 error: Some(e),
-                ..Batch::default()
+                ..RawBatch::default()
             });
             return;
         }
     };
-    let mut batch = Batch::default();
+    let mut batch = RawBatch::default();
     loop {
         match reader.next_record() {
             Ok(Some(Record::Ok(bytes, raw))) => {
-                batch.records += 1;
-                decode::decode_record(bytes, format, &raw, &mut |element, at, r| match r {
-                    Ok(Decoded::Event(e)) => batch.events.push(*e),
-                    Ok(Decoded::Skipped(why)) => batch.skipped.push(why.to_string()),
-                    Err(error) => batch.rejected.push(Rejected {
-                        raw: at.clone(),
-                        bytes: element.to_vec(),
-                        error,
-                    }),
-                });
+                let start = batch.data.len();
+                batch.data.extend_from_slice(bytes);
+                batch.records.push((start..batch.data.len(), raw));
             }
             Ok(Some(Record::TooLarge { prefix, len, raw })) => {
-                batch.records += 1;
                 batch.rejected.push(Rejected {
                     raw,
                     bytes: prefix.to_vec(),
@@ -267,13 +298,40 @@ fn read_input(input: &str, format: FormatHint, max_record_bytes: usize, tx: &Syn
                 break;
             }
         }
-        if (batch.events.len() >= BATCH_EVENTS || batch.records >= BATCH_RECORDS)
-            && tx.send(std::mem::take(&mut batch)).is_err()
+        if (batch.records.len() >= BATCH_RECORDS || batch.data.len() >= BATCH_BYTES)
+            && !send(std::mem::take(&mut batch))
         {
             return;
         }
     }
-    let _ = tx.send(batch);
+    send(batch);
+}
+
+/// Decodes a batch of records.
+fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
+    let mut batch = Batch {
+        records: (raw.records.len() + raw.rejected.len()) as u64,
+        rejected: raw.rejected,
+        error: raw.error,
+        ..Batch::default()
+    };
+    for (range, at) in raw.records {
+        decode::decode_record(
+            &raw.data[range],
+            format,
+            &at,
+            &mut |element, at, r| match r {
+                Ok(Decoded::Event(e)) => batch.events.push(*e),
+                Ok(Decoded::Skipped(why)) => batch.skipped.push(why.to_string()),
+                Err(error) => batch.rejected.push(Rejected {
+                    raw: at.clone(),
+                    bytes: element.to_vec(),
+                    error,
+                }),
+            },
+        );
+    }
+    batch
 }
 
 /// An event held in the reorder window, ordered by time, then input, then arrival.
@@ -303,10 +361,32 @@ impl Ord for Held {
 
 /// One input being read.
 struct Source {
-    rx: Receiver<Batch>,
+    /// Its decoded batches, in the order the workers finish them.
+    rx: Receiver<(u64, Batch)>,
+    /// Batches that arrived before the one due next.
+    early: BTreeMap<u64, Batch>,
+    next_seq: u64,
+    /// Frees one of the input's in-flight places.
+    tokens: Receiver<()>,
     /// Latest event time seen from it (`i64::MIN` before its first event).
     high: i64,
     done: bool,
+}
+
+impl Source {
+    /// The input's next batch in input order; `None` when it has no more.
+    fn next_batch(&mut self) -> Option<Batch> {
+        let batch = loop {
+            if let Some(b) = self.early.remove(&self.next_seq) {
+                break b;
+            }
+            let (seq, b) = self.rx.recv().ok()?;
+            self.early.insert(seq, b);
+        };
+        self.next_seq += 1;
+        let _ = self.tokens.try_recv();
+        Some(batch)
+    }
 }
 
 /// Reads every input on its own thread and calls `process` with their events merged in event
@@ -322,21 +402,46 @@ pub fn merge_inputs<E>(
     mut reject: impl FnMut(&RawRef, &[u8], &DecodeError) -> Result<(), E>,
 ) -> Result<(), E> {
     std::thread::scope(|scope| {
-        let mut sources: Vec<Source> = opts
-            .inputs
-            .iter()
-            .map(|input| {
-                // Two batches ahead per input: memory stays bounded whatever the input's size.
-                let (tx, rx) = sync_channel::<Batch>(2);
-                let (format, max) = (opts.format, opts.max_record_bytes);
-                scope.spawn(move || read_input(input, format, max, &tx));
-                Source {
-                    rx,
-                    high: i64::MIN,
-                    done: false,
+        // Decoding is the costly step: a pool of workers decodes the batches every input's
+        // reader thread reads, and each input's batches are put back in order before the merge.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (job_tx, job_rx) = sync_channel::<Job>(2 * workers);
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let mut results = Vec::new();
+        let mut sources: Vec<Source> = Vec::new();
+        for (i, input) in opts.inputs.iter().enumerate() {
+            let (tx, rx) = channel::<(u64, Batch)>();
+            let (tok_tx, tok_rx) = sync_channel::<()>(IN_FLIGHT_PER_INPUT);
+            results.push(tx);
+            let jobs = job_tx.clone();
+            let max = opts.max_record_bytes;
+            scope.spawn(move || read_input(i, input, max, &jobs, &tok_tx));
+            sources.push(Source {
+                rx,
+                early: BTreeMap::new(),
+                next_seq: 1,
+                tokens: tok_rx,
+                high: i64::MIN,
+                done: false,
+            });
+        }
+        drop(job_tx);
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let results = results.clone();
+            let format = opts.format;
+            scope.spawn(move || {
+                loop {
+                    let job = match job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    let batch = decode_batch(job.raw, format);
+                    let _ = results[job.input].send((job.seq, batch));
                 }
-            })
-            .collect();
+            });
+        }
+        drop(results);
         let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
         let mut processed_upto = i64::MIN;
         let mut seq = 0u64;
@@ -348,7 +453,7 @@ pub fn merge_inputs<E>(
             .min_by_key(|(i, s)| (s.high, *i))
             .map(|(i, _)| i)
         {
-            let Ok(batch) = sources[i].rx.recv() else {
+            let Some(batch) = sources[i].next_batch() else {
                 sources[i].done = true;
                 continue;
             };
@@ -497,7 +602,22 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         summary.saved = Some(state::file::save(&engine, path)?);
     }
     summary.elapsed = started.elapsed();
+    summary.peak_rss_bytes = peak_rss_bytes();
     Ok(summary)
+}
+
+/// The process's peak resident set (VmHWM), where /proc tells it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// True when progress lines make sense (stderr is a terminal).
