@@ -244,9 +244,113 @@ pub struct AccessEvent {
     pub raw: RawRef,
 }
 
+/// Longest string an event keeps from its record (bytes). Real principal keys (ARNs at most
+/// 2,048 characters, Kubernetes names 253), actions, user agents and resource names fit; a
+/// hostile record's megabyte string does not reach alerts, commands or baselines.
+pub const MAX_FIELD_BYTES: usize = 2048;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked `…` when cut.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+/// As [`cut`], for a string that identifies something (a principal, an endpoint): the cut
+/// keeps a fingerprint of the whole value, so two long values that share a prefix stay apart.
+fn cut_keyed(s: &mut String, max: usize) {
+    if s.len() > max {
+        use std::hash::Hasher;
+        let mut h = rustc_hash::FxHasher::default();
+        h.write(s.as_bytes());
+        let tag = format!("…#{:016x}", h.finish());
+        let mut end = max.saturating_sub(tag.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(&tag);
+    }
+}
+
 impl AccessEvent {
     /// The service part of the action (before the first `:`).
     pub fn service(&self) -> &str {
         self.action.split_once(':').map_or("", |(s, _)| s)
+    }
+
+    /// Caps every string the event carries at `max` bytes (see [`MAX_FIELD_BYTES`]).
+    pub fn cap_strings(&mut self, max: usize) {
+        cut_keyed(&mut self.principal, max);
+        cut_keyed(&mut self.action, max);
+        let o = &mut self.origin;
+        let w = &mut o.workload;
+        for s in [
+            &mut self.event_id,
+            &mut self.tenant,
+            &mut self.session_id,
+            &mut self.resource,
+            &mut self.outcome.error_code,
+            &mut o.service,
+            &mut o.country,
+            &mut o.user_agent,
+            &mut o.vpc_endpoint,
+            &mut w.cluster,
+            &mut w.namespace,
+            &mut w.node,
+            &mut w.pod,
+            &mut w.instance,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(s, max);
+        }
+        if let Some(c) = &mut self.credential {
+            cut_keyed(&mut c.id, max);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_strings_are_capped_and_long_keys_stay_distinct() {
+        let mut a = AccessEvent {
+            time_ms: 0,
+            format: SourceFormat::Native,
+            event_id: None,
+            tenant: None,
+            principal: format!("{}a", "p".repeat(1_000_000)),
+            principal_type: PrincipalType::Other,
+            credential: None,
+            session_id: None,
+            action: "s3:GetObject".into(),
+            resource: Some("é".repeat(5000)),
+            outcome: Outcome::default(),
+            origin: Origin::default(),
+            volume: Volume::default(),
+            raw: RawRef::default(),
+        };
+        let mut b = a.clone();
+        b.principal = format!("{}b", "p".repeat(1_000_000));
+        a.cap_strings(MAX_FIELD_BYTES);
+        b.cap_strings(MAX_FIELD_BYTES);
+        assert!(a.principal.len() <= MAX_FIELD_BYTES);
+        assert_ne!(a.principal, b.principal, "distinct keys stay distinct");
+        let r = a.resource.as_deref().unwrap();
+        assert!(
+            r.len() <= MAX_FIELD_BYTES && r.ends_with('…'),
+            "{}",
+            r.len()
+        );
+        assert_eq!(a.action, "s3:GetObject", "short strings are untouched");
     }
 }

@@ -78,6 +78,8 @@ pub struct Summary {
     pub forgotten: u64,
     /// Events that arrived beyond the reorder window (processed in arrival order).
     pub late_events: u64,
+    /// Rejected elements of containers past the per-record dead-letter limit (counted only).
+    pub rejected_not_written: u64,
     /// Inputs that could not be read to their end: the error (the records before it counted).
     pub input_errors: Vec<String>,
     pub skipped: BTreeMap<String, u64>,
@@ -202,6 +204,13 @@ impl std::fmt::Display for Summary {
         if rejected > 0 {
             write!(f, " ({})", join(&self.rejected))?;
         }
+        if self.rejected_not_written > 0 {
+            write!(
+                f,
+                "; {} bad elements of large containers counted but not dead-lettered (at most {MAX_DEAD_LETTERS_PER_RECORD} per record)",
+                self.rejected_not_written
+            )?;
+        }
         Ok(())
     }
 }
@@ -221,6 +230,8 @@ struct Batch {
     records: u64,
     skipped: Vec<String>,
     rejected: Vec<Rejected>,
+    /// Rejected elements counted but not dead-lettered, by reason.
+    uncopied: BTreeMap<&'static str, u64>,
     /// The input could not be read on (this is its last batch).
     error: Option<IngestError>,
 }
@@ -316,6 +327,7 @@ fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
         ..Batch::default()
     };
     for (range, at) in raw.records {
+        let mut rejected_here = 0usize;
         decode::decode_record(
             &raw.data[range],
             format,
@@ -323,16 +335,27 @@ fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
             &mut |element, at, r| match r {
                 Ok(Decoded::Event(e)) => batch.events.push(*e),
                 Ok(Decoded::Skipped(why)) => batch.skipped.push(why.to_string()),
-                Err(error) => batch.rejected.push(Rejected {
-                    raw: at.clone(),
-                    bytes: element.to_vec(),
-                    error,
-                }),
+                // A container of a million bad elements is counted, but dead-lettered only up to
+                // a point: one record's dead letters must not outgrow the record many times over.
+                Err(error) if rejected_here >= MAX_DEAD_LETTERS_PER_RECORD => {
+                    *batch.uncopied.entry(error.code()).or_default() += 1;
+                }
+                Err(error) => {
+                    rejected_here += 1;
+                    batch.rejected.push(Rejected {
+                        raw: at.clone(),
+                        bytes: element.to_vec(),
+                        error,
+                    });
+                }
             },
         );
     }
     batch
 }
+
+/// Dead letters written for the bad elements of one container record; the rest are counted.
+const MAX_DEAD_LETTERS_PER_RECORD: usize = 100;
 
 /// An event held in the reorder window, ordered by time, then input, then arrival.
 struct Held {
@@ -464,6 +487,10 @@ pub fn merge_inputs<E>(
             for r in &batch.rejected {
                 *summary.rejected.entry(r.error.code()).or_default() += 1;
                 reject(&r.raw, &r.bytes, &r.error)?;
+            }
+            for (code, n) in batch.uncopied {
+                *summary.rejected.entry(code).or_default() += n;
+                summary.rejected_not_written += n;
             }
             if let Some(e) = batch.error {
                 warn!(error = %e, "An input could not be read to its end; the others replay on.");

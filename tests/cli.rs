@@ -752,3 +752,32 @@ fn a_truncated_gzip_input_fails_alone_and_the_other_inputs_replay() {
         "the cut file's records before the cut and the other input's: {events}\n{summary}"
     );
 }
+
+#[test]
+fn a_container_of_many_bad_elements_is_counted_but_dead_lettered_only_up_to_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("numbers.json");
+    let numbers: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    std::fs::write(&input, format!("[{}]\n", numbers.join(","))).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let (_, summary) = replay_files(
+        dir.path(),
+        "numbers",
+        &["--dead-letter", dead.to_str().unwrap()],
+        &[&input],
+    );
+    assert!(summary.contains("rejected records: 20000"), "{summary}");
+    assert!(
+        summary.contains("19900 bad elements of large containers counted but not dead-lettered"),
+        "{summary}"
+    );
+    assert_eq!(lines(&dead).len(), 100);
+    let (dead_size, input_size) = (
+        std::fs::metadata(&dead).unwrap().len(),
+        std::fs::metadata(&input).unwrap().len(),
+    );
+    assert!(
+        dead_size < 4 * input_size,
+        "dead letters {dead_size} bytes for a {input_size}-byte record"
+    );
+}

@@ -226,6 +226,14 @@ pub fn decode_one(bytes: &[u8], hint: FormatHint, raw: RawRef) -> Result<Decoded
         SourceFormat::GcpAudit => gcp_audit::decode(text, raw),
         SourceFormat::Native => native::decode(text, raw),
     }
+    .map(|mut d| {
+        // Whatever a record carries, an event keeps bounded strings: they reach baselines,
+        // alerts and commands.
+        if let Decoded::Event(e) = &mut d {
+            e.cap_strings(crate::event::MAX_FIELD_BYTES);
+        }
+        d
+    })
 }
 
 /// Guesses a record's format from keys only its format has.
@@ -392,6 +400,22 @@ pub(crate) mod lenient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_megabyte_principal_name_is_capped_when_decoded() {
+        let rec = format!(
+            r#"{{"time":1700000000000,"principal":{{"key":"{}"}},"action":"s3:GetObject","origin":{{"user_agent":"{}"}}}}"#,
+            "k".repeat(1 << 20),
+            "a".repeat(100_000)
+        );
+        match decode_one(rec.as_bytes(), FormatHint::Auto, RawRef::default()) {
+            Ok(Decoded::Event(e)) => {
+                assert!(e.principal.len() <= crate::event::MAX_FIELD_BYTES);
+                assert!(e.origin.user_agent.unwrap().len() <= crate::event::MAX_FIELD_BYTES);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn collect(bytes: &[u8]) -> Vec<Result<Decoded, DecodeError>> {
         let mut v = Vec::new();
