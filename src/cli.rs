@@ -204,6 +204,10 @@ pub struct BenchKafkaArgs {
     /// Bootstrap brokers (host:port,...).
     #[arg(long, env = "DRIFTWATCH_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// Use librdkafka's in-process mock cluster instead of --brokers: it feeds records faster
+    /// than a broker process here, so the service's own ceiling is what is measured.
+    #[arg(long)]
+    pub mock: bool,
     /// Records to produce and consume.
     #[arg(long, default_value_t = 200_000)]
     pub records: usize,

@@ -192,7 +192,7 @@ fn demo(a: &DemoArgs) -> anyhow::Result<ExitCode> {
 
 fn bench_kafka(a: &BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     let opts = bench_kafka::BenchOptions {
-        brokers: a.brokers.clone(),
+        brokers: (!a.mock).then(|| a.brokers.clone()),
         records: a.records,
         partitions: a.partitions,
     };

@@ -540,6 +540,14 @@ pub fn merge_inputs<E>(
 /// an input that cannot be read is reported in the summary and the others replay on.
 pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     let started = Instant::now();
+    if opts.inputs.iter().filter(|i| *i == "-").count() > 1 {
+        return Err(ReplayError::Ingest(IngestError::Read {
+            path: "stdin".into(),
+            source: std::io::Error::other(
+                "`-` given more than once: standard input can be read only once",
+            ),
+        }));
+    }
     let mut summary = Summary::default();
     let mut dead = opts
         .dead_letter

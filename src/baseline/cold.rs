@@ -34,6 +34,14 @@ pub struct ColdProfile {
     /// closed into the totals: the next event closes it as the hot profile would have.
     pub hour: i64,
     pub hour_requests: u32,
+    pub hour_bytes_out: u64,
+    /// Per set (endpoints, then origin levels): bit 0, a value was seen in the current hour;
+    /// bit 1, a new one was met. Closing the hour counts them in the novelty rates.
+    pub hour_flags: [u8; SETS],
+    /// Decayed active hours, those at a cold hour of day, and endpoints new to it.
+    pub active_hours: f32,
+    pub cold_hours: f32,
+    pub new_endpoints: f32,
     /// Active hours by hour of day (UTC), summed over the days of the week: the daily rhythm
     /// the unusual-hour judgement reads (the weekday split is not kept).
     pub hour_of_day: [u16; 24],
@@ -64,10 +72,12 @@ impl ColdProfile {
     /// The summary of `p`.
     pub fn freeze(p: &Profile) -> ColdProfile {
         let mut novelty = [(0.0, 0.0); SETS];
+        let mut hour_flags = [0u8; SETS];
         let mut counts = [0u8; SETS];
         let mut values = Vec::new();
         for (i, (set, keep)) in sets(p).enumerate() {
             novelty[i] = (set.active_hours, set.novel_hours);
+            hour_flags[i] = u8::from(set.seen_this_hour) | (u8::from(set.novel_this_hour) << 1);
             let top = set.top(keep);
             counts[i] = top.len() as u8;
             values.extend(top);
@@ -85,6 +95,11 @@ impl ColdProfile {
             last_active_hour: p.last_active_hour,
             hour: p.hour,
             hour_requests: p.hour_requests,
+            hour_bytes_out: p.hour_bytes_out,
+            hour_flags,
+            active_hours: p.active_hours,
+            cold_hours: p.cold_hours,
+            new_endpoints: p.new_endpoints,
             hour_of_day,
             log_bytes_mean: p.log_bytes_mean,
             log_bytes_var: p.log_bytes_var,
@@ -116,6 +131,10 @@ impl ColdProfile {
         p.last_active_hour = self.last_active_hour;
         p.hour = self.hour;
         p.hour_requests = self.hour_requests;
+        p.hour_bytes_out = self.hour_bytes_out;
+        p.active_hours = self.active_hours;
+        p.cold_hours = self.cold_hours;
+        p.new_endpoints = self.new_endpoints;
         for (h, n) in self.hour_of_day.iter().enumerate() {
             // At most 7 x 255 in all, so every day's share fits its u8.
             for d in 0..7 {
@@ -132,6 +151,8 @@ impl ColdProfile {
             entries: self.set(i).to_vec(),
             active_hours: self.novelty[i].0,
             novel_hours: self.novelty[i].1,
+            seen_this_hour: self.hour_flags[i] & 1 != 0,
+            novel_this_hour: self.hour_flags[i] & 2 != 0,
             ..ValueSet::default()
         };
         p.endpoints = thawed(0);
@@ -215,12 +236,25 @@ mod tests {
     #[test]
     fn a_thawed_profile_advances_with_the_decay_of_the_whole_silence() {
         let mut hot = busy_profile();
-        let mut thawed = ColdProfile::freeze(&hot).thaw(2.0);
         let later = (400 + 24 * 60) * HOUR_MS;
+        // Its last hour still open, with a new value met in it.
+        hot.endpoints.insert(999, 399, 1.0, 40);
+        let mut thawed = ColdProfile::freeze(&hot).thaw(2.0);
         hot.advance_to(later, 24.0 * 21.0, true);
         thawed.advance_to(later, 24.0 * 21.0, true);
         assert_eq!(thawed.active_hours_total, hot.active_hours_total);
         assert_eq!(thawed.mean_gap_hours, hot.mean_gap_hours);
+        assert_eq!(
+            (thawed.log_bytes_mean, thawed.byte_hours),
+            (hot.log_bytes_mean, hot.byte_hours),
+            "the last hour's bytes reach the bytes model"
+        );
+        assert_eq!(
+            (thawed.endpoints.active_hours, thawed.endpoints.novel_hours),
+            (hot.endpoints.active_hours, hot.endpoints.novel_hours),
+            "the last hour counts in the novelty rate"
+        );
+        assert_eq!(thawed.active_hours, hot.active_hours);
         let top = hot.endpoints.top(1)[0];
         assert_eq!(
             thawed.endpoints.get(top.hash).map(|e| e.weight),

@@ -174,7 +174,7 @@ impl RecordReader {
         loop {
             self.buf.clear();
             // One byte over the cap tells an oversized record from one exactly at it.
-            let (len, any) = self.read_line(self.max + 1)?;
+            let (len, any) = self.read_line(self.max.saturating_add(1))?;
             if !any {
                 return Ok(None);
             }
@@ -185,10 +185,13 @@ impl RecordReader {
             }
             if self.first {
                 self.first = false;
-                // A document pretty-printed (`{` alone on its first line) or an array spread
-                // over lines; a corrupt first line of JSON Lines is neither and costs itself only.
-                let whole = len as usize <= self.max
-                    && (trimmed == b"{" || (trimmed.starts_with(b"[") && !is_json(trimmed)));
+                // A document pretty-printed or an array spread over lines opens a structure it
+                // does not close on its first line (`{`, `{"Records": [`, `[{"a": 1},`); a
+                // corrupt first line of JSON Lines does not look like that, and costs itself
+                // only. A would-be document that is not JSON falls back to JSON Lines below.
+                let opens = trimmed.starts_with(b"{") || trimmed.starts_with(b"[");
+                let unfinished = matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'));
+                let whole = len as usize <= self.max && opens && unfinished && !is_json(trimmed);
                 if whole {
                     return self.whole_document(len);
                 }
@@ -212,9 +215,12 @@ impl RecordReader {
         self.finished = true;
         let mut len = first_len;
         loop {
-            self.buf.push(b'\n');
+            // Past the cap nothing more is kept, not even the newlines.
+            if self.buf.len() <= self.max {
+                self.buf.push(b'\n');
+            }
             len += 1;
-            let (n, any) = self.read_line(self.max + 1)?;
+            let (n, any) = self.read_line(self.max.saturating_add(1))?;
             if !any {
                 break;
             }
@@ -292,6 +298,14 @@ mod tests {
         assert_eq!(v.len(), 1);
         let v = read(b"[{\"a\":1},{\"b\":2}]\n[{\"c\":3}]\n", 100);
         assert_eq!(v.len(), 2, "arrays one per line are JSON Lines");
+        let v = read(b"{\"Records\": [\n  {\"a\":1},\n  {\"b\":2}\n]}\n", 100);
+        assert_eq!(
+            v.len(),
+            1,
+            "a delivery file pretty-printed from its first key"
+        );
+        let v = read(b"{\"eventVersion\":\"1.08\",\"trunc\n{\"a\":1}\n", 100);
+        assert_eq!(v.len(), 2, "a truncated first line costs itself only");
     }
 
     #[test]
@@ -324,6 +338,31 @@ mod tests {
         }
         assert!(matches!(r.next_record().unwrap(), Some(Record::Ok(b, _)) if b == b"{\"b\":2}"));
         assert!(r.next_record().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_oversized_document_keeps_no_more_than_the_cap_in_memory() {
+        let mut data = b"[\n".to_vec();
+        for _ in 0..200_000 {
+            data.extend_from_slice(b"1,\n");
+        }
+        data.extend_from_slice(b"1]\n");
+        let mut r = RecordReader::new(Box::new(io::Cursor::new(data)), "t", 1000, false);
+        assert!(matches!(
+            r.next_record().unwrap(),
+            Some(Record::TooLarge { .. })
+        ));
+        assert!(r.buf.len() <= 1001, "{} bytes held", r.buf.len());
+        let mut r = RecordReader::new(
+            Box::new(io::Cursor::new(b"{\"a\":1}\n".to_vec())),
+            "t",
+            usize::MAX,
+            false,
+        );
+        assert!(
+            matches!(r.next_record().unwrap(), Some(Record::Ok(_, _))),
+            "an unlimited cap does not overflow"
+        );
     }
 
     #[test]

@@ -241,6 +241,8 @@ struct ColdValuesV1 {
     entries: Vec<EntryV1>,
     active_hours: f32,
     novel_hours: f32,
+    seen_this_hour: bool,
+    novel_this_hour: bool,
 }
 
 /// The cold summary of an identity silent for `baseline.cold_after_days`.
@@ -255,6 +257,10 @@ struct ColdV1 {
     last_active_hour: i64,
     hour: i64,
     hour_requests: u32,
+    hour_bytes_out: u64,
+    active_hours: f32,
+    cold_hours: f32,
+    new_endpoints: f32,
     /// 24 active-hour counts by hour of day (UTC), summed over the week.
     hour_of_day: Vec<u16>,
     log_bytes_mean: f32,
@@ -296,6 +302,8 @@ fn cold_values_out(c: &ColdProfile, i: usize, hour: u32) -> ColdValuesV1 {
         entries: entries_out(c.set(i), hour),
         active_hours: c.novelty[i].0,
         novel_hours: c.novelty[i].1,
+        seen_this_hour: c.hour_flags[i] & 1 != 0,
+        novel_this_hour: c.hour_flags[i] & 2 != 0,
     }
 }
 
@@ -311,6 +319,10 @@ fn cold_out(c: &ColdProfile, applied: &[AppliedOffset]) -> ColdV1 {
         last_active_hour: c.last_active_hour,
         hour: c.hour,
         hour_requests: c.hour_requests,
+        hour_bytes_out: c.hour_bytes_out,
+        active_hours: c.active_hours,
+        cold_hours: c.cold_hours,
+        new_endpoints: c.new_endpoints,
         hour_of_day: c.hour_of_day.to_vec(),
         log_bytes_mean: c.log_bytes_mean,
         log_bytes_var: c.log_bytes_var,
@@ -340,6 +352,7 @@ fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
         )));
     }
     let mut novelty = [(0.0, 0.0); SETS];
+    let mut hour_flags = [0u8; SETS];
     let mut counts = [0u8; SETS];
     let mut values = Vec::new();
     let sets = std::iter::once((c.endpoints, b.max_endpoints.min(COLD_ENDPOINTS))).chain(
@@ -355,6 +368,7 @@ fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
         // A smaller cap in a changed model keeps the heaviest, as for hot profiles.
         let top = set.top(cap);
         novelty[i] = (v.active_hours, v.novel_hours);
+        hour_flags[i] = u8::from(v.seen_this_hour) | (u8::from(v.novel_this_hour) << 1);
         counts[i] = top.len() as u8;
         values.extend(top);
     }
@@ -367,6 +381,11 @@ fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
         last_active_hour: c.last_active_hour,
         hour: c.hour,
         hour_requests: c.hour_requests,
+        hour_bytes_out: c.hour_bytes_out,
+        hour_flags,
+        active_hours: c.active_hours,
+        cold_hours: c.cold_hours,
+        new_endpoints: c.new_endpoints,
         hour_of_day,
         log_bytes_mean: c.log_bytes_mean,
         log_bytes_var: c.log_bytes_var,

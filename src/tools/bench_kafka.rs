@@ -1,5 +1,6 @@
-//! `driftwatch bench-kafka`: throughput through a real broker, with a reference measured in the
-//! same run. Produces N records (a simulated fleet, repeated as needed) into a fresh topic, then
+//! `driftwatch bench-kafka`: throughput through a real broker (or, with `--mock`, librdkafka's
+//! in-process cluster, which feeds records faster than a broker process can, so the service's
+//! own ceiling shows), with a reference measured in the same run. Produces N records (a simulated fleet, repeated as needed) into a fresh topic, then
 //! reads the topic twice: once with a do-nothing rdkafka consumer (the raw consume rate), once
 //! with the full service (decode, engine, outputs, acknowledgements, offsets). Prints both rates,
 //! their ratio, and the record-in to alert-acknowledged latency.
@@ -21,7 +22,9 @@ use crate::telemetry::metrics::quantile;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    pub brokers: String,
+    /// Bootstrap brokers; `None` runs librdkafka's in-process mock cluster instead, which feeds
+    /// records faster than a real broker on this machine, so the service's own ceiling shows.
+    pub brokers: Option<String>,
     pub records: usize,
     pub partitions: i32,
 }
@@ -91,6 +94,10 @@ fn records(n: usize) -> Vec<KeyedRecord> {
     all
 }
 
+/// Records per partition librdkafka's mock cluster is known here to keep whole (it holds a few
+/// megabytes per partition; beyond that the oldest records are gone before they are read).
+const MOCK_RECORDS_PER_PARTITION: usize = 2_000;
+
 /// Runs the benchmark.
 ///
 /// # Errors
@@ -103,21 +110,54 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         format!("dwbench-commands-{id}"),
         format!("dwbench-dlq-{id}"),
     ];
+    let service_group = format!("dwbench-service-{id}");
     let mut topics = vec![(input.as_str(), opts.partitions)];
     topics.extend(outs.iter().map(|t| (t.as_str(), 1)));
-    produce::create_topics(&opts.brokers, &topics)
-        .await
-        .context("creating the benchmark topics")?;
+    if opts.brokers.is_none()
+        && opts.records > MOCK_RECORDS_PER_PARTITION * opts.partitions.max(1) as usize
+    {
+        bail!(
+            "the mock cluster keeps only a few megabytes per partition: at most {MOCK_RECORDS_PER_PARTITION} records per partition ({} with --partitions {}); raise --partitions or lower --records",
+            MOCK_RECORDS_PER_PARTITION * opts.partitions.max(1) as usize,
+            opts.partitions
+        );
+    }
+    let mock = match &opts.brokers {
+        Some(_) => None,
+        None => {
+            Some(rdkafka::mocking::MockCluster::new(1).context("starting the in-process cluster")?)
+        }
+    };
+    let brokers = match (&opts.brokers, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(m)) => m.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster when no brokers are given"),
+    };
+    let brokers = &brokers;
+    if let Some(m) = &mock {
+        // The mock cluster cannot create topics with settings (the state topics are compacted).
+        let state = format!("{service_group}.state");
+        let fleet = format!("{state}.fleet");
+        m.create_topic(&state, opts.partitions, 1)?;
+        m.create_topic(&fleet, 1, 1)?;
+        for (t, p) in &topics {
+            m.create_topic(t, *p, 1)?;
+        }
+    } else {
+        produce::create_topics(brokers, &topics)
+            .await
+            .context("creating the benchmark topics")?;
+    }
 
     let data = records(opts.records);
-    let producer = produce::loader(&opts.brokers, [])?;
+    let producer = produce::loader(brokers, [])?;
     let n = produce::send_all(&producer, &input, &data, 100_000).await?;
     drop(data);
 
     // Reference: a consumer that only counts, timed from its first record to its last.
     let group = format!("dwbench-raw-{id}");
     let raw: StreamConsumer<KafkaContext> =
-        client_config(&opts.brokers, Role::Reader { group: &group }, [])
+        client_config(brokers, Role::Reader { group: &group }, [])
             .create_with_context(KafkaContext::new("reader"))?;
     raw.subscribe(&[&input])?;
     let mut seen = 0u64;
@@ -140,8 +180,8 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     // The service on the same topic, timed from its first record to the last acknowledgement.
     let cfg = RunConfig::resolve(
         Settings {
-            brokers: Some(opts.brokers.clone()),
-            group: Some(format!("dwbench-service-{id}")),
+            brokers: Some(brokers.clone()),
+            group: Some(service_group.clone()),
             inputs: Some(vec![input.clone()]),
             alerts_topic: Some(outs[0].clone()),
             commands_topic: Some(outs[1].clone()),

@@ -249,7 +249,7 @@ pub async fn run(
     let mut stop_tx = Some(stop_tx);
     let mut resume_tx = Some(resume_tx);
     // What the first run acknowledged and emitted, once it has stopped.
-    let (mut acked_before, mut outputs_before) = (0u64, 0u64);
+    let (mut acked_before, mut outputs_before, mut dead_before) = (0u64, 0u64, 0u64);
 
     let mut points = Vec::new();
     let (mut alerts, mut commands) = (0u64, 0u64);
@@ -300,6 +300,7 @@ pub async fn run(
                         metrics.state_snapshots_written.get()
                     );
                     acked_before += metrics.records_acknowledged.get();
+                    dead_before += metrics.dead_letters.get();
                     outputs_before +=
                         Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
                     let registry = Registry::new();
@@ -308,6 +309,8 @@ pub async fn run(
                     metrics = service.metrics();
                     if let Some((addr, task)) = endpoint.take() {
                         task.abort();
+                        // The old listener must have closed before the port is bound again.
+                        let _ = task.await;
                         endpoint = Some(serve_metrics(addr, registry, metrics.clone()).await?);
                     }
                     let _ = progress_tx.send((metrics.clone(), first.consumed));
@@ -356,14 +359,14 @@ pub async fn run(
         feeder.await.context("producer task")??;
     }
     let summary = svc.await.context("service task")??;
-    println!("\n{summary}");
+    println!("\n(the instance that took over) {summary}");
     println!(
         "  dead letters: {} (the two broken records, with their reasons in headers)",
-        metrics.dead_letters.get()
+        dead_before + metrics.dead_letters.get()
     );
     if let Some(p50) = quantile(&metrics.delivery_seconds, 0.5) {
         println!(
-            "  record received -> outputs acknowledged: p50 {:.1} ms, p99 {:.1} ms",
+            "  record received -> outputs acknowledged (after the restart): p50 {:.1} ms, p99 {:.1} ms",
             p50 * 1e3,
             quantile(&metrics.delivery_seconds, 0.99).unwrap_or(p50) * 1e3
         );
