@@ -262,6 +262,8 @@ pub struct Engine {
     rules: Rules,
     identities: DashMap<String, Tracked, FxBuildHasher>,
     identity_count: AtomicUsize,
+    /// Of those, how many are cold summaries (not part of the active fleet).
+    cold_count: AtomicUsize,
     /// Identities the rest of the group reports ([`Engine::set_remote_identities`]).
     remote_identities: AtomicUsize,
     fleet: Fleet,
@@ -282,6 +284,7 @@ impl Engine {
             rules,
             identities: DashMap::with_hasher(FxBuildHasher),
             identity_count: AtomicUsize::new(0),
+            cold_count: AtomicUsize::new(0),
             remote_identities: AtomicUsize::new(0),
             fleet,
             guard: Guardrails::new(),
@@ -348,6 +351,7 @@ impl Engine {
         };
         if entry.is_cold() {
             c.woken.fetch_add(1, Ordering::Relaxed);
+            self.cold_count.fetch_sub(1, Ordering::Relaxed);
         }
         let state = entry.thaw(prior_dispersion);
         state.owner = owner;
@@ -369,8 +373,7 @@ impl Engine {
             mature: p.is_mature(m.warmup.min_active_hours, m.warmup.min_days),
             events: p.events,
             first_seen_ms: p.first_seen_ms,
-            fleet_size: self.identity_count.load(Ordering::Relaxed)
-                + self.remote_identities.load(Ordering::Relaxed),
+            fleet_size: self.active_identities() + self.remote_identities.load(Ordering::Relaxed),
             owner,
         };
         let mut stats = DecideStats::default();
@@ -428,7 +431,7 @@ impl Engine {
         let forget_horizon = start - (b.forget_after_days * DAY_MS as f64) as i64;
         let track = self.track_forgotten.load(Ordering::Relaxed);
         let mut gone = Vec::new();
-        let (mut forgotten, mut frozen) = (0usize, 0u64);
+        let (mut forgotten, mut forgotten_cold, mut frozen) = (0usize, 0usize, 0u64);
         self.identities.retain(|k, s| {
             let last_seen = s.last_seen_ms();
             if last_seen < forget_horizon {
@@ -436,6 +439,7 @@ impl Engine {
                     gone.push((s.owner(), k.clone()));
                 }
                 forgotten += 1;
+                forgotten_cold += usize::from(s.is_cold());
                 return false;
             }
             if last_seen < cold_horizon && !s.is_cold() {
@@ -451,6 +455,9 @@ impl Engine {
                 .extend(gone);
         }
         self.counters.frozen.fetch_add(frozen, Ordering::Relaxed);
+        self.cold_count
+            .fetch_add(frozen as usize, Ordering::Relaxed);
+        self.cold_count.fetch_sub(forgotten_cold, Ordering::Relaxed);
         if forgotten > 0 {
             self.identity_count.fetch_sub(forgotten, Ordering::Relaxed);
             self.counters
@@ -485,8 +492,11 @@ impl Engine {
 
     /// Forgets one identity (a tombstone in the changelog).
     pub fn remove_identity(&self, key: &str) {
-        if self.identities.remove(key).is_some() {
+        if let Some((_, gone)) = self.identities.remove(key) {
             self.identity_count.fetch_sub(1, Ordering::Relaxed);
+            if gone.is_cold() {
+                self.cold_count.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -507,10 +517,17 @@ impl Engine {
     pub fn evict_owner(&self, owner: u32) -> usize {
         // Its identities' share of the fleet tables goes with them (the next owner restores it).
         self.fleet.remove_owner(owner);
-        let before = self.identities.len();
-        self.identities.retain(|_, s| s.owner() != owner);
-        let evicted = before.saturating_sub(self.identities.len());
+        let (mut evicted, mut evicted_cold) = (0usize, 0usize);
+        self.identities.retain(|_, s| {
+            let keep = s.owner() != owner;
+            if !keep {
+                evicted += 1;
+                evicted_cold += usize::from(s.is_cold());
+            }
+            keep
+        });
         self.identity_count.fetch_sub(evicted, Ordering::Relaxed);
+        self.cold_count.fetch_sub(evicted_cold, Ordering::Relaxed);
         self.counters
             .evicted
             .fetch_add(evicted as u64, Ordering::Relaxed);
@@ -522,15 +539,24 @@ impl Engine {
         self.remote_identities.store(n, Ordering::Relaxed);
     }
 
-    /// Identities tracked by the whole group, as far as this instance knows.
+    /// Active identities (not cold summaries) in the whole group, as far as this instance
+    /// knows: the fleet that guardrail fractions apply to.
     pub fn group_identities(&self) -> usize {
-        self.identities() + self.remote_identities.load(Ordering::Relaxed)
+        self.active_identities() + self.remote_identities.load(Ordering::Relaxed)
     }
 
-    /// Identities per owner (input partition), for the group's reports.
+    /// Identities tracked here that are not cold summaries.
+    pub fn active_identities(&self) -> usize {
+        self.identity_count
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.cold_count.load(Ordering::Relaxed))
+    }
+
+    /// Active identities (not cold summaries) per owner (input partition), for the group's
+    /// reports.
     pub fn identities_by_owner(&self) -> std::collections::HashMap<u32, u32> {
         let mut out = std::collections::HashMap::new();
-        for e in self.identities.iter() {
+        for e in self.identities.iter().filter(|e| !e.is_cold()) {
             *out.entry(e.owner()).or_insert(0) += 1;
         }
         out
@@ -606,8 +632,17 @@ impl Engine {
 
     /// Adds (or replaces) an identity's state, restored from a snapshot.
     pub fn restore_identity(&self, key: String, state: Tracked) {
-        if self.identities.insert(key, state).is_none() {
-            self.identity_count.fetch_add(1, Ordering::Relaxed);
+        if state.is_cold() {
+            self.cold_count.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.identities.insert(key, state) {
+            None => {
+                self.identity_count.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(old) if old.is_cold() => {
+                self.cold_count.fetch_sub(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
         }
     }
 
@@ -700,6 +735,11 @@ mod tests {
         );
         assert!(!engine.tracked("recent").unwrap().is_cold());
         assert_eq!(engine.census().cold, 2);
+        assert_eq!(
+            engine.active_identities(),
+            1,
+            "cold summaries are not part of the fleet the guardrails' fraction applies to"
+        );
         engine.process(&event("recent", 731));
         assert_eq!(engine.identities(), 2, "`old` was silent for 731 days");
         assert!(engine.identity("old").is_none());

@@ -926,7 +926,7 @@ async fn two_instances_in_one_group_split_the_partitions_process_every_record_an
             .collect()
     };
     let shared = || {
-        let total = ea.identities() + eb.identities();
+        let total = ea.active_identities() + eb.active_identities();
         let all: BTreeSet<u64> = endpoints(&ea).into_iter().chain(endpoints(&eb)).collect();
         ea.group_identities() == total
             && eb.group_identities() == total

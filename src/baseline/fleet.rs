@@ -78,8 +78,15 @@ impl Fleet {
 
     /// Changes the users other instances report for a value by `delta`.
     pub fn add_remote(&self, t: Table, hash: u64, delta: i64) {
-        let mut e = self.remote.entry((t, hash)).or_insert(0);
-        *e = (i64::from(*e) + delta).clamp(0, i64::from(u32::MAX)) as u32;
+        let users = {
+            let mut e = self.remote.entry((t, hash)).or_insert(0);
+            *e = (i64::from(*e) + delta).clamp(0, i64::from(u32::MAX)) as u32;
+            *e
+        };
+        if users == 0 {
+            // Nobody elsewhere uses it any more: the entry goes (the table stays bounded).
+            self.remote.remove_if(&(t, hash), |_, v| *v == 0);
+        }
     }
 
     /// Forgets what `owner` (a partition handed to another instance) contributed: the new owner

@@ -156,6 +156,11 @@ impl GroupView {
                 }
             }
             GroupRecord::Report { partition, report } => {
+                // A partition owned here: what its previous owner reported after this instance
+                // took over (its catch-up timed out) still counts here.
+                if let Some(owner) = inner.local.get(&partition) {
+                    self.engine.guardrails().import(*owner, &report.issued);
+                }
                 let remote = !inner.local.contains_key(&partition);
                 inner.reports.insert(partition, report);
                 if remote {
@@ -347,13 +352,26 @@ mod tests {
         );
         assert_eq!(engine.group_identities(), 0);
         assert_eq!(engine.guardrails().issued_by(9).len(), 1, "taken over");
+        // The previous owner's last report arrives late: its commands still count here.
+        view.apply(GroupRecord::Report {
+            partition: p(1),
+            report: PartitionReport {
+                identities: 10,
+                issued: vec![(5, "revoked-before".into()), (6, "revoked-late".into())],
+            },
+        });
+        assert_eq!(
+            engine.guardrails().issued_by(9).len(),
+            2,
+            "late report imported"
+        );
         let reports = view.changed_reports();
         assert_eq!(reports.len(), 1);
         assert_eq!(
             reports[0].1,
             PartitionReport {
                 identities: 0,
-                issued: vec![(5, "revoked-before".into())],
+                issued: vec![(5, "revoked-before".into()), (6, "revoked-late".into())],
             },
             "this instance now reports the partition: its identities here, the commands it took over"
         );

@@ -546,7 +546,7 @@ impl EngineCollector {
         ));
         out.extend(gauge(
             GROUP_IDENTITIES,
-            "Identities tracked by the whole consumer group as this instance knows it (its own, plus what the others report on the fleet topic): the fleet size guardrail fractions apply to.",
+            "Active identities (not cold summaries) of the whole consumer group as this instance knows it (its own, plus what the others report on the fleet topic): the fleet size guardrail fractions apply to.",
             engine.group_identities(),
         ));
         out.extend(gauge(
