@@ -265,7 +265,7 @@ impl Changelog {
                 });
                 out.push(Snapshot {
                     partition: o.partition,
-                    key: contribution_key(c.table, c.hash),
+                    key: contribution_key(c.table, c.hash, &o.topic),
                     value: Some(value),
                     fleet: false,
                 });
@@ -419,11 +419,16 @@ impl Changelog {
             let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                 return;
             };
-            if parse_contribution_key(key).is_some() {
+            if let Some((_, _, topic)) = parse_contribution_key(key) {
                 let Some(bytes) = m.payload() else {
                     return;
                 };
-                match codec.decode_contribution(key, bytes, owned[0].owner) {
+                // The input topic's partition of this number (older keys name none: the first).
+                let owner = topic
+                    .and_then(|t| owned.iter().find(|o| o.topic == t))
+                    .unwrap_or(&owned[0])
+                    .owner;
+                match codec.decode_contribution(key, bytes, owner) {
                     Ok(c) => self.engine.restore_contribution(c),
                     Err(e) => {
                         warn!(topic = %self.topic, partition, error = %e, "Skipping a fleet contribution that cannot be read.");

@@ -40,25 +40,32 @@ const REPORT_MAGIC: [u8; 3] = *b"DWG";
 /// Changelog keys of fleet contributions start with this (principal keys never do).
 const FLEET_KEY: &str = "\u{1}fleet/";
 
-/// The changelog key of the contributions to one fleet value.
-pub fn contribution_key(table: Table, hash: u64) -> String {
+/// The changelog key of what the identities of input topic `topic` (in the key's partition)
+/// contributed to one fleet value. Two input topics share a changelog partition number, so the
+/// topic is part of the key.
+pub fn contribution_key(table: Table, hash: u64, topic: &str) -> String {
     let t = match table {
         Table::Endpoints => "endpoint",
         Table::Origins => "origin",
     };
-    format!("{FLEET_KEY}{t}/{hash:016x}")
+    format!("{FLEET_KEY}{t}/{hash:016x}/{topic}")
 }
 
-/// The table and value of a contribution key; `None` for an identity's key.
-pub fn parse_contribution_key(key: &str) -> Option<(Table, u64)> {
+/// The table, value and input topic of a contribution key (keys written before the topic was
+/// part of them have none); `None` for an identity's key.
+pub fn parse_contribution_key(key: &str) -> Option<(Table, u64, Option<&str>)> {
     let rest = key.strip_prefix(FLEET_KEY)?;
-    let (t, h) = rest.split_once('/')?;
+    let (t, rest) = rest.split_once('/')?;
+    let (h, topic) = match rest.split_once('/') {
+        Some((h, topic)) => (h, Some(topic)),
+        None => (rest, None),
+    };
     let table = match t {
         "endpoint" => Table::Endpoints,
         "origin" => Table::Origins,
         _ => return None,
     };
-    Some((table, u64::from_str_radix(h, 16).ok()?))
+    Some((table, u64::from_str_radix(h, 16).ok()?, topic))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -748,7 +755,7 @@ impl<'r> Codec<'r> {
         bytes: &[u8],
         owner: u32,
     ) -> Result<Contribution, SnapshotError> {
-        let (table, hash) = parse_contribution_key(key)
+        let (table, hash, _) = parse_contribution_key(key)
             .ok_or_else(|| SnapshotError::Corrupt(format!("`{key}` is not a fleet key")))?;
         let c: ContributionV1 = postcard::from_bytes(self.body(bytes, FLEET_MAGIC)?)?;
         Ok(Contribution {
@@ -986,7 +993,7 @@ mod tests {
         let restored = Engine::new(r.clone());
         restored.fleet().track_contributions(true);
         for c in original.fleet().drain_contributions(None) {
-            let key = contribution_key(c.table, c.hash);
+            let key = contribution_key(c.table, c.hash, "in");
             let back = codec
                 .decode_contribution(&key, &codec.encode_contribution(&c), 1)
                 .unwrap();
@@ -1080,9 +1087,17 @@ mod tests {
             last_hour: 493_000,
             label: "iam.amazonaws.com:CreateUser".into(),
         };
-        let key = contribution_key(c.table, c.hash);
+        let key = contribution_key(c.table, c.hash, "cloudtrail");
         assert!(key.starts_with('\u{1}'));
-        assert_eq!(parse_contribution_key(&key), Some((c.table, c.hash)));
+        assert_eq!(
+            parse_contribution_key(&key),
+            Some((c.table, c.hash, Some("cloudtrail")))
+        );
+        assert_eq!(
+            parse_contribution_key("\u{1}fleet/endpoint/00000000deadbeef"),
+            Some((Table::Endpoints, 0xdead_beef, None)),
+            "keys written before the topic was in them still read"
+        );
         assert_eq!(parse_contribution_key("arn:aws:iam::1:role/x"), None);
         let back = codec
             .decode_contribution(&key, &codec.encode_contribution(&c), 9)

@@ -100,6 +100,7 @@ pub fn load_topic(
     let engine = Engine::new(rules);
     let codec = Codec::new(engine.rules());
     let (mut dropped, mut corrupt) = (0usize, 0usize);
+    let mut owners: HashMap<(i32, Option<String>), u32> = HashMap::new();
     for partition in 0..partitions as i32 {
         // The last value of each key wins, as compaction will keep it.
         let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
@@ -113,8 +114,13 @@ pub fn load_topic(
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in keys {
             let Some(bytes) = value else { continue };
-            if parse_contribution_key(&key).is_some() {
-                if let Ok(c) = codec.decode_contribution(&key, &bytes, partition as u32) {
+            if let Some((_, _, topic)) = parse_contribution_key(&key) {
+                // One owner per input topic and partition, so their contributions add up.
+                let next = owners.len() as u32;
+                let owner = *owners
+                    .entry((partition, topic.map(str::to_owned)))
+                    .or_insert(next);
+                if let Ok(c) = codec.decode_contribution(&key, &bytes, owner) {
                     engine.restore_contribution(c);
                 }
                 continue;
