@@ -665,18 +665,8 @@ impl<'r> Codec<'r> {
     /// to it.
     pub fn encode_identity(&self, s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
         match s {
-            Tracked::Hot(s) => {
-                let mut out = self.header(MAGIC);
-                postcard::to_io(&identity_out(s, applied), &mut out)
-                    .expect("writing to a Vec cannot fail");
-                out
-            }
-            Tracked::Cold(c) => {
-                let mut out = self.header(COLD_MAGIC);
-                postcard::to_io(&cold_out(&c.profile, applied), &mut out)
-                    .expect("writing to a Vec cannot fail");
-                out
-            }
+            Tracked::Hot(s) => self.encode(MAGIC, &identity_out(s, applied)),
+            Tracked::Cold(c) => self.encode(COLD_MAGIC, &cold_out(&c.profile, applied)),
         }
     }
 
@@ -691,7 +681,7 @@ impl<'r> Codec<'r> {
         bytes: &[u8],
     ) -> Result<(Tracked, Vec<AppliedOffset>), SnapshotError> {
         if bytes.starts_with(&COLD_MAGIC) {
-            let body: ColdV1 = postcard::from_bytes(self.body(bytes, COLD_MAGIC)?)?;
+            let body: ColdV1 = self.decode(bytes, COLD_MAGIC)?;
             let applied = body.applied.clone();
             let cold = ColdIdentity {
                 profile: cold_in(body, self.rules)?,
@@ -701,7 +691,7 @@ impl<'r> Codec<'r> {
             };
             return Ok((Tracked::Cold(Box::new(cold)), applied));
         }
-        let body: IdentityV1 = postcard::from_bytes(self.body(bytes, MAGIC)?)?;
+        let body: IdentityV1 = self.decode(bytes, MAGIC)?;
         let recent = body
             .risk
             .recent
@@ -732,17 +722,14 @@ impl<'r> Codec<'r> {
     /// Encodes what one partition contributed to a fleet value (its key is
     /// [`contribution_key`]).
     pub fn encode_contribution(&self, c: &Contribution) -> Vec<u8> {
-        let mut out = self.header(FLEET_MAGIC);
-        postcard::to_io(
+        self.encode(
+            FLEET_MAGIC,
             &ContributionV1 {
                 users: c.users,
                 last_hour: c.last_hour,
                 label: c.label.clone(),
             },
-            &mut out,
         )
-        .expect("writing to a Vec cannot fail");
-        out
     }
 
     /// Decodes a contribution saved under `key`, for `owner`.
@@ -757,7 +744,7 @@ impl<'r> Codec<'r> {
     ) -> Result<Contribution, SnapshotError> {
         let (table, hash, _) = parse_contribution_key(key)
             .ok_or_else(|| SnapshotError::Corrupt(format!("`{key}` is not a fleet key")))?;
-        let c: ContributionV1 = postcard::from_bytes(self.body(bytes, FLEET_MAGIC)?)?;
+        let c: ContributionV1 = self.decode(bytes, FLEET_MAGIC)?;
         Ok(Contribution {
             table,
             hash,
@@ -773,16 +760,30 @@ impl<'r> Codec<'r> {
     /// # Errors
     /// As [`Codec::decode_identity`].
     pub fn decode_contribution_users(&self, bytes: &[u8]) -> Result<u32, SnapshotError> {
-        let c: ContributionV1 = postcard::from_bytes(self.body(bytes, FLEET_MAGIC)?)?;
+        let c: ContributionV1 = self.decode(bytes, FLEET_MAGIC)?;
         Ok(c.users)
+    }
+
+    /// `value` behind the header with `magic`.
+    fn encode<T: Serialize>(&self, magic: [u8; 3], value: &T) -> Vec<u8> {
+        let mut out = self.header(magic);
+        postcard::to_io(value, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// The value behind a valid header with `magic`.
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        magic: [u8; 3],
+    ) -> Result<T, SnapshotError> {
+        Ok(postcard::from_bytes(self.body(bytes, magic)?)?)
     }
 
     /// Encodes an input partition's report to the group (its key is
     /// [`crate::state::group::report_key`]).
     pub fn encode_report(&self, r: &PartitionReport) -> Vec<u8> {
-        let mut out = self.header(REPORT_MAGIC);
-        postcard::to_io(r, &mut out).expect("writing to a Vec cannot fail");
-        out
+        self.encode(REPORT_MAGIC, r)
     }
 
     /// Decodes an input partition's report.
@@ -790,14 +791,12 @@ impl<'r> Codec<'r> {
     /// # Errors
     /// As [`Codec::decode_identity`].
     pub fn decode_report(&self, bytes: &[u8]) -> Result<PartitionReport, SnapshotError> {
-        Ok(postcard::from_bytes(self.body(bytes, REPORT_MAGIC)?)?)
+        self.decode(bytes, REPORT_MAGIC)
     }
 
     /// Encodes the engine-wide state, behind the same header as identities.
     pub fn encode_engine(&self, e: &EngineV1) -> Vec<u8> {
-        let mut out = self.header(ENGINE_MAGIC);
-        postcard::to_io(e, &mut out).expect("writing to a Vec cannot fail");
-        out
+        self.encode(ENGINE_MAGIC, e)
     }
 
     /// Decodes the engine-wide state.
@@ -805,7 +804,7 @@ impl<'r> Codec<'r> {
     /// # Errors
     /// As [`Codec::decode_identity`].
     pub fn decode_engine(&self, bytes: &[u8]) -> Result<EngineV1, SnapshotError> {
-        Ok(postcard::from_bytes(self.body(bytes, ENGINE_MAGIC)?)?)
+        self.decode(bytes, ENGINE_MAGIC)
     }
 }
 
