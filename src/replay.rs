@@ -234,11 +234,15 @@ struct Batch {
     uncopied: BTreeMap<&'static str, u64>,
     /// The input could not be read on (this is its last batch).
     error: Option<IngestError>,
+    /// The input's last batch.
+    last: bool,
 }
 
 /// Records per batch handed from a reader to the decode workers, and bytes at most.
 const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
+/// Inputs read at the same time; the others wait their turn, in the order given.
+const MAX_OPEN_INPUTS: usize = 32;
 /// Batches of one input read but not yet merged: bounds memory per input.
 const IN_FLIGHT_PER_INPUT: usize = 4;
 
@@ -249,6 +253,9 @@ struct RawBatch {
     records: Vec<(std::ops::Range<usize>, RawRef)>,
     rejected: Vec<Rejected>,
     error: Option<IngestError>,
+    /// The input's last batch: the merge learns the input ended from it (the result channels
+    /// stay open while the workers live).
+    last: bool,
 }
 
 /// A batch to decode: the input it came from and its place in that input.
@@ -280,6 +287,7 @@ fn read_input(
         Err(e) => {
             send(RawBatch {
                 error: Some(e),
+                last: true,
                 ..RawBatch::default()
             });
             return;
@@ -315,6 +323,7 @@ fn read_input(
             return;
         }
     }
+    batch.last = true;
     send(batch);
 }
 
@@ -324,6 +333,7 @@ fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
         records: (raw.records.len() + raw.rejected.len()) as u64,
         rejected: raw.rejected,
         error: raw.error,
+        last: raw.last,
         ..Batch::default()
     };
     for (range, at) in raw.records {
@@ -393,6 +403,8 @@ struct Source {
     tokens: Receiver<()>,
     /// Latest event time seen from it (`i64::MIN` before its first event).
     high: i64,
+    /// Its reader has been started (inputs are opened a bounded number at a time).
+    started: bool,
     done: bool,
 }
 
@@ -432,23 +444,40 @@ pub fn merge_inputs<E>(
         let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
         let mut results = Vec::new();
         let mut sources: Vec<Source> = Vec::new();
-        for (i, input) in opts.inputs.iter().enumerate() {
+        // Inputs are read at most MAX_OPEN_INPUTS at a time, in the order given: a month of
+        // CloudTrail delivery files must not be thousands of threads and open files.
+        let mut unopened = std::collections::VecDeque::new();
+        for i in 0..opts.inputs.len() {
             let (tx, rx) = channel::<(u64, Batch)>();
             let (tok_tx, tok_rx) = sync_channel::<()>(IN_FLIGHT_PER_INPUT);
             results.push(tx);
-            let jobs = job_tx.clone();
-            let max = opts.max_record_bytes;
-            scope.spawn(move || read_input(i, input, max, &jobs, &tok_tx));
+            unopened.push_back((i, tok_tx));
             sources.push(Source {
                 rx,
                 early: BTreeMap::new(),
                 next_seq: 1,
                 tokens: tok_rx,
                 high: i64::MIN,
+                started: false,
                 done: false,
             });
         }
-        drop(job_tx);
+        let mut job_tx = Some(job_tx);
+        let mut open_next = |sources: &mut Vec<Source>| {
+            if let (Some((i, tok_tx)), Some(jobs)) = (unopened.pop_front(), job_tx.as_ref()) {
+                let jobs = jobs.clone();
+                let (input, max) = (&opts.inputs[i], opts.max_record_bytes);
+                scope.spawn(move || read_input(i, input, max, &jobs, &tok_tx));
+                sources[i].started = true;
+            }
+            if unopened.is_empty() {
+                // The workers stop once every reader is done and this last sender is gone.
+                job_tx = None;
+            }
+        };
+        for _ in 0..MAX_OPEN_INPUTS.min(opts.inputs.len()).max(1) {
+            open_next(&mut sources);
+        }
         for _ in 0..workers {
             let job_rx = job_rx.clone();
             let results = results.clone();
@@ -472,14 +501,19 @@ pub fn merge_inputs<E>(
         while let Some(i) = sources
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.done)
+            .filter(|(_, s)| s.started && !s.done)
             .min_by_key(|(i, s)| (s.high, *i))
             .map(|(i, _)| i)
         {
             let Some(batch) = sources[i].next_batch() else {
+                // The workers are gone: only when the replay is being torn down.
                 sources[i].done = true;
                 continue;
             };
+            if batch.last {
+                sources[i].done = true;
+                open_next(&mut sources);
+            }
             summary.records += batch.records;
             for why in batch.skipped {
                 *summary.skipped.entry(why).or_default() += 1;
@@ -515,7 +549,7 @@ pub fn merge_inputs<E>(
             }
             let watermark = sources
                 .iter()
-                .filter(|s| !s.done)
+                .filter(|s| s.started && !s.done)
                 .map(|s| s.high)
                 .min()
                 .map_or(i64::MAX, |h| h.saturating_sub(opts.max_lateness_ms));

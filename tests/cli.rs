@@ -781,3 +781,54 @@ fn a_container_of_many_bad_elements_is_counted_but_dead_lettered_only_up_to_a_li
         "dead letters {dead_size} bytes for a {input_size}-byte record"
     );
 }
+
+#[test]
+fn more_inputs_than_are_read_at_once_replay_as_one_file_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = simulate(dir.path(), 20, 8, 9);
+    let all = fleet.join("cloudtrail.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&all)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // 50 consecutive slices, as a trail's delivery files are, named in time order.
+    let per = lines.len().div_ceil(50);
+    let mut parts = Vec::new();
+    for (n, chunk) in lines.chunks(per).enumerate() {
+        let p = dir.path().join(format!("part-{n:03}.jsonl"));
+        std::fs::write(&p, chunk.join("\n")).unwrap();
+        parts.push(p);
+    }
+    assert!(parts.len() > 32);
+    let parts: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
+    let (expected, _) = replay_files(dir.path(), "one", &[], &[&all]);
+    let (got, summary) = replay_files(dir.path(), "many", &[], &parts);
+    assert!(
+        summary.contains(&format!("{} records, {} events", lines.len(), lines.len())),
+        "{summary}"
+    );
+    assert!(!summary.contains("late events"), "{summary}");
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn an_input_that_ends_early_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.jsonl");
+    std::fs::write(&short, format!("{GOOD}\n")).unwrap();
+    let long = dir.path().join("long.jsonl");
+    let mut text = String::new();
+    for i in 0..6000 {
+        let (m, sec) = (i / 60, i % 60);
+        let rec = GOOD
+            .replace("10:00:00", &format!("11:{:02}:{sec:02}", m % 60))
+            .replace("\"e1\"", &format!("\"l{i}\""));
+        text.push_str(&rec);
+        text.push('\n');
+    }
+    std::fs::write(&long, text).unwrap();
+    let (_, summary) = replay_files(dir.path(), "early", &[], &[&short, &long]);
+    assert!(summary.contains("6001 records, 6001 events"), "{summary}");
+}
