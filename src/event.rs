@@ -250,7 +250,7 @@ pub struct AccessEvent {
 pub const MAX_FIELD_BYTES: usize = 2048;
 
 /// `s` cut to at most `max` bytes on a character boundary, marked `…` when cut.
-fn cut(s: &mut String, max: usize) {
+pub(crate) fn cut_to(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max.saturating_sub('…'.len_utf8());
         while !s.is_char_boundary(end) {
@@ -288,11 +288,22 @@ impl AccessEvent {
     pub fn cap_strings(&mut self, max: usize) {
         cut_keyed(&mut self.principal, max);
         cut_keyed(&mut self.action, max);
+        for s in [&mut self.event_id, &mut self.tenant].into_iter().flatten() {
+            cut_to(s, max);
+        }
+        for s in self.open_text() {
+            cut_to(s, max);
+        }
+        if let Some(c) = &mut self.credential {
+            cut_keyed(&mut c.id, max);
+        }
+    }
+
+    /// Every optional string field without a shape of its own.
+    fn open_text(&mut self) -> impl Iterator<Item = &mut String> {
         let o = &mut self.origin;
         let w = &mut o.workload;
-        for s in [
-            &mut self.event_id,
-            &mut self.tenant,
+        [
             &mut self.session_id,
             &mut self.resource,
             &mut self.outcome.error_code,
@@ -308,11 +319,52 @@ impl AccessEvent {
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// The decoder's boundary: caps every string (see [`cap_strings`](Self::cap_strings)), then
+    /// keeps a field with a known shape only when it has that shape and passes every other
+    /// string through [`crate::redact::scrub`], so no field, including one added later, can carry
+    /// a secret into a baseline, alert, command or log line.
+    ///
+    /// - `event_id`: a UUID (CloudTrail `eventID`, Kubernetes `auditID`) is kept; anything else
+    ///   is scrubbed.
+    /// - `tenant`: a 12-digit AWS account or a GCP project id is kept; anything else scrubbed.
+    /// - `credential`: an AWS access key id (`A[KS]IA` + 16), a GCP key id (40 hex) or a
+    ///   Kubernetes `JTI=<uuid>`/`X509SHA256=<hex>` is kept; a value claiming one of those kinds
+    ///   without its shape is not trusted as a credential and dropped; other kinds are scrubbed.
+    /// - `principal`: scrubbed, without the high-entropy rule when a provider wrote it
+    ///   ([`crate::redact::scrub_principal`]).
+    /// - everything else (action, resource, origin and workload fields): scrubbed.
+    pub fn sanitize(&mut self, max: usize) {
+        use crate::redact::{scrub_principal, scrub_string, shape};
+        self.cap_strings(max);
+        scrub_principal(&mut self.principal);
+        scrub_string(&mut self.action);
+        if let Some(id) = &mut self.event_id
+            && !shape::uuid(id)
         {
-            cut(s, max);
+            scrub_string(id);
+        }
+        if let Some(t) = &mut self.tenant
+            && !(shape::aws_account_id(t) || shape::gcp_project_id(t))
+        {
+            scrub_string(t);
+        }
+        for s in self.open_text() {
+            scrub_string(s);
         }
         if let Some(c) = &mut self.credential {
-            cut_keyed(&mut c.id, max);
+            let trusted = match c.kind {
+                "aws_access_key" | "aws_session_key" => Some(shape::aws_access_key_id(&c.id)),
+                "gcp_service_account_key" => Some(shape::gcp_key_id(&c.id)),
+                "k8s_token" => Some(shape::k8s_credential_id(&c.id)),
+                _ => None,
+            };
+            match trusted {
+                Some(true) => {}
+                Some(false) => self.credential = None,
+                None => scrub_string(&mut c.id),
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-const GOOD: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/sync","accountId":"111122223333","accessKeyId":"AKIAEXAMPLE"},"eventTime":"2026-01-05T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","sourceIPAddress":"198.51.100.7","userAgent":"Boto3/1.34.2","eventID":"e1"}"#;
+const GOOD: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/sync","accountId":"111122223333","accessKeyId":"AKIAIOSFODNN7EXAMPLE"},"eventTime":"2026-01-05T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","sourceIPAddress":"198.51.100.7","userAgent":"Boto3/1.34.2","eventID":"e1"}"#;
 
 #[test]
 fn models_check_accepts_the_shipped_default() {

@@ -147,7 +147,7 @@ impl Story {
 const ROLE: Who = Who {
     key: "arn:aws:iam::111122223333:role/payments",
     kind: "aws_role",
-    credential: "ASIAPAYMENTS",
+    credential: "ASIAPAYMENTS00000001",
     pod: None,
 };
 const SDK: &str = "aws-sdk-go/1.50.1 (go1.21.6; linux; amd64)";
@@ -203,7 +203,7 @@ fn workload_role_that_suddenly_calls_iam_is_alerted_and_revoked_in_dry_run() {
         .expect("a revocation command");
     assert_eq!(cmd["mode"], "dry_run");
     assert_eq!(cmd["action"], "revoke_role_sessions");
-    assert_eq!(cmd["target"]["credential"]["id"], "ASIAPAYMENTS");
+    assert_eq!(cmd["target"]["credential"]["id"], "ASIAPAYMENTS00000001");
     assert_eq!(
         cmd["reason"]["finding_uid"],
         alerts[0]["finding_info"]["uid"]
@@ -283,7 +283,7 @@ fn ci_key_with_a_new_runner_address_for_every_job_stays_quiet() {
     let ci = Who {
         key: "arn:aws:iam::111122223333:user/ci-deploy",
         kind: "aws_user",
-        credential: "AKIACIDEPLOY",
+        credential: "AKIACIDEPLOY00000001",
         pod: None,
     };
     let mut s = Story::default().with_peers(21);
@@ -378,7 +378,7 @@ fn dormant_key_waking_up_is_alerted() {
     let key = Who {
         key: "arn:aws:iam::111122223333:user/legacy-sync",
         kind: "aws_user",
-        credential: "AKIALEGACY",
+        credential: "AKIALEGACY0000000001",
         pod: None,
     };
     let mut s = Story::default().with_peers(50);
@@ -511,7 +511,7 @@ fn declared_networks_expiry_and_owner_count_from_the_first_event() {
     let old_key = Who {
         key: "arn:aws:iam::111122223333:user/old-key",
         kind: "aws_user",
-        credential: "AKIAOLD",
+        credential: "AKIAOLD0000000000001",
         pod: None,
     };
     let inventory = Inventory::parse(

@@ -11,3 +11,4 @@ mod golden;
 mod kafka;
 mod quality;
 mod scenarios;
+mod secrets;

@@ -190,8 +190,12 @@ pub fn label(origin: &Origin, level: Level, cfg: &BaselineConfig) -> String {
 
 /// `aws-cli/2.13.5 Python/3.11.4 ...` -> (`aws-cli`, `2`); `kubectl/v1.25.4 (...)` -> (`kubectl`, `1`).
 /// A patch or minor upgrade keeps the same client; a new major version or family does not.
+/// A secret the scrubber replaced (`[redacted fp:…]`) is skipped: the client is what follows.
 pub fn client_family(ua: &str) -> (&str, &str) {
-    let first = ua.split_whitespace().next().unwrap_or("");
+    let first = ua
+        .split_whitespace()
+        .find(|t| !(t.starts_with("[redacted") || (t.starts_with("fp:") && t.ends_with(']'))))
+        .unwrap_or("");
     let first = &first[..first.len().min(64)];
     match first.split_once('/') {
         Some((family, version)) => {

@@ -6,7 +6,6 @@ use super::{DecodeError, Decoded, Skip, Str, lenient, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
-use crate::redact::{scrub, scrub_opt, scrub_owned};
 
 const F: &str = "CloudTrail";
 
@@ -114,7 +113,7 @@ struct Resource<'a> {
 }
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
-    let r: Record = serde_json::from_str(text).map_err(DecodeError::json)?;
+    let r: Record = super::parse(text, F)?;
     let time_ms = timestamp(r.event_time.as_deref(), F, "eventTime")?;
     let source = required(r.event_source.as_deref(), F, "eventSource")?;
     let name = required(r.event_name.as_deref(), F, "eventName")?;
@@ -150,7 +149,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let (ip, service) = match r.source_ip_address.as_deref() {
         Some(s) => match super::parse_ip(s) {
             Some(ip) => (Some(ip), None),
-            None => (None, Some(scrub(s))),
+            None => (None, Some(s.to_owned())),
         },
         None => (None, None),
     };
@@ -169,7 +168,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         principal,
         principal_type,
         credential,
-        session_id: session_arn.map(scrub),
+        session_id: session_arn.map(str::to_owned),
         action: format!("{source}:{name}"),
         resource: resource_of(r.request_parameters.as_ref(), r.resources.as_deref()),
         outcome: Outcome {
@@ -183,7 +182,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             service,
             asn: None,
             country: None,
-            user_agent: scrub_opt(r.user_agent.as_deref()),
+            user_agent: r.user_agent.as_deref().map(str::to_owned),
             vpc_endpoint: r.vpc_endpoint_id.as_deref().map(str::to_owned),
             workload: Workload {
                 instance,
@@ -281,8 +280,8 @@ fn resource_of(p: Option<&RequestParameters>, resources: Option<&[Resource]>) ->
     if let Some(p) = p {
         if let Some(bucket) = p.bucket_name.as_deref() {
             return Some(match p.key.as_deref() {
-                Some(k) => scrub_owned(format!("s3://{bucket}/{k}")),
-                None => scrub_owned(format!("s3://{bucket}")),
+                Some(k) => format!("s3://{bucket}/{k}"),
+                None => format!("s3://{bucket}"),
             });
         }
         let named = [
@@ -296,10 +295,13 @@ fn resource_of(p: Option<&RequestParameters>, resources: Option<&[Resource]>) ->
             &p.name,
         ];
         if let Some(v) = named.into_iter().find_map(|v| v.as_deref()) {
-            return Some(scrub(v));
+            return Some(v.to_owned());
         }
     }
-    resources?.iter().find_map(|r| r.arn.as_deref()).map(scrub)
+    resources?
+        .iter()
+        .find_map(|r| r.arn.as_deref())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

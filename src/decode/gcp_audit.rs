@@ -6,7 +6,6 @@ use super::{DecodeError, Decoded, Str, lenient, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
-use crate::redact::{scrub, scrub_opt};
 
 const F: &str = "GCP audit";
 
@@ -86,7 +85,7 @@ const PERMISSION_DENIED: i64 = 7;
 const UNAUTHENTICATED: i64 = 16;
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
-    let e: Entry = serde_json::from_str(text).map_err(DecodeError::json)?;
+    let e: Entry = super::parse(text, F)?;
     let time_field = if e.timestamp.is_none() && e.receive_timestamp.is_some() {
         "receiveTimestamp"
     } else {
@@ -134,7 +133,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let (ip, origin_service) = match caller {
         Some(s) => match super::parse_ip(s) {
             Some(ip) => (Some(ip), None),
-            None => (None, Some(scrub(s))),
+            None => (None, Some(s.to_owned())),
         },
         None => (None, None),
     };
@@ -155,7 +154,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             }),
         session_id: None,
         action: format!("{service}:{method}"),
-        resource: scrub_opt(p.resource_name.as_deref()),
+        resource: p.resource_name.as_deref().map(str::to_owned),
         outcome: Outcome {
             success: code.is_none(),
             error_code: code.map(|c| c.to_string()),
@@ -167,7 +166,9 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             service: origin_service,
             asn: None,
             country: None,
-            user_agent: scrub_opt(meta.and_then(|m| m.caller_supplied_user_agent.as_deref())),
+            user_agent: meta
+                .and_then(|m| m.caller_supplied_user_agent.as_deref())
+                .map(str::to_owned),
             vpc_endpoint: None,
             workload: Workload::default(),
         },

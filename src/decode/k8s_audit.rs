@@ -6,7 +6,6 @@ use super::{DecodeError, Decoded, Skip, Str, required, timestamp};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
-use crate::redact::{scrub, scrub_opt, scrub_owned};
 
 const F: &str = "Kubernetes audit";
 
@@ -83,7 +82,7 @@ struct Status {
 }
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
-    let e: Event = serde_json::from_str(text).map_err(DecodeError::json)?;
+    let e: Event = super::parse(text, F)?;
     if let Some(stage) = e.stage.as_deref()
         && stage != "ResponseComplete"
         && stage != "Panic"
@@ -139,9 +138,9 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         e.object_ref
             .as_ref()
             .and_then(|o| match (o.namespace.as_deref(), o.name.as_deref()) {
-                (Some(ns), Some(n)) => Some(scrub_owned(format!("{ns}/{n}"))),
-                (None, Some(n)) => Some(scrub(n)),
-                (Some(ns), None) => Some(scrub_owned(format!("{ns}/*"))),
+                (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+                (None, Some(n)) => Some(n.to_owned()),
+                (Some(ns), None) => Some(format!("{ns}/*")),
                 (None, None) => None,
             });
 
@@ -163,7 +162,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         principal: username.to_owned(),
         principal_type,
         credential: credential_id.as_deref().map(|id| Credential {
-            id: scrub(id),
+            id: id.to_owned(),
             kind: "k8s_token",
         }),
         session_id: None,
@@ -180,7 +179,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             service: None,
             asn: None,
             country: None,
-            user_agent: scrub_opt(e.user_agent.as_deref()),
+            user_agent: e.user_agent.as_deref().map(str::to_owned),
             vpc_endpoint: None,
             workload: Workload {
                 cluster: None,

@@ -77,6 +77,13 @@ pub enum DecodeError {
         field: &'static str,
         reason: String,
     },
+    #[error("field `{field}` in {format} record has the wrong type: {reason}")]
+    WrongType {
+        format: &'static str,
+        /// The path to the field (`userIdentity.accessKeyId`), scrubbed and capped.
+        field: String,
+        reason: String,
+    },
     #[error(
         "record of {len} bytes is over the {limit}-byte cap (--max-record-bytes); it was not decoded and only its first bytes are kept here"
     )]
@@ -90,16 +97,71 @@ impl DecodeError {
             DecodeError::InvalidJson { .. } => "invalid_json",
             DecodeError::UnknownFormat => "unknown_format",
             DecodeError::MissingField { .. } => "missing_field",
-            DecodeError::InvalidField { .. } => "invalid_field",
+            DecodeError::InvalidField { .. } | DecodeError::WrongType { .. } => "invalid_field",
             DecodeError::TooLarge { .. } => "too_large",
         }
     }
 
     fn json(e: serde_json::Error) -> DecodeError {
         DecodeError::InvalidJson {
-            reason: e.to_string(),
+            reason: json_reason(&e),
         }
     }
+}
+
+/// serde_json's message without the values it quotes (`invalid type: string "ghp_…"`): a
+/// malformed field may hold anything, a token included, and errors reach logs and dead letters.
+fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or("");
+    let (head, expected) = match msg.split_once(", expected ") {
+        Some((h, x)) => (h, Some(x)),
+        None => (msg, None),
+    };
+    let head = if e.is_data() {
+        // `invalid type: string "x"`, `unknown variant `x``, `invalid value: integer `5``.
+        head.split(['"', '`']).next().unwrap_or("").trim_end()
+    } else {
+        // Syntax and end-of-input messages are fixed phrases.
+        head
+    };
+    let mut out = head.to_owned();
+    if let Some(x) = expected {
+        out.push_str(", expected ");
+        // Our own types' descriptions; cut, in case one is long.
+        out.push_str(&x.chars().take(120).collect::<String>());
+    }
+    if e.line() > 0 {
+        out.push_str(&format!(" at line {} column {}", e.line(), e.column()));
+    }
+    out
+}
+
+/// Deserializes one record of `format` into `T`; a value of the wrong type is reported as
+/// `invalid_field` with the path to the field, found by parsing again only on that error path.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(
+    text: &'a str,
+    format: &'static str,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(text).map_err(|e| {
+        if !e.is_data() {
+            return DecodeError::json(e);
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let field = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(pe) => {
+                let mut p = pe.path().to_string();
+                crate::event::cut_to(&mut p, 200);
+                crate::redact::scrub(&p).into_owned()
+            }
+            Ok(_) => "?".to_owned(),
+        };
+        DecodeError::WrongType {
+            format,
+            field,
+            reason: json_reason(&e),
+        }
+    })
 }
 
 /// A record that decoded correctly but deliberately yields no event.
@@ -227,10 +289,10 @@ pub fn decode_one(bytes: &[u8], hint: FormatHint, raw: RawRef) -> Result<Decoded
         SourceFormat::Native => native::decode(text, raw),
     }
     .map(|mut d| {
-        // Whatever a record carries, an event keeps bounded strings: they reach baselines,
-        // alerts and commands.
+        // Whatever a record carries, an event keeps bounded strings free of secrets: they
+        // reach baselines, alerts, commands and logs.
         if let Decoded::Event(e) = &mut d {
-            e.cap_strings(crate::event::MAX_FIELD_BYTES);
+            e.sanitize(crate::event::MAX_FIELD_BYTES);
         }
         d
     })
@@ -308,23 +370,12 @@ pub(crate) fn timestamp(
     time::parse_timestamp_ms(s).ok_or_else(|| DecodeError::InvalidField {
         format,
         field,
+        // The value is not quoted: a malformed field may hold anything, a token included.
         reason: format!(
-            "`{}` is not an RFC 3339 timestamp",
-            crate::redact::scrub(&truncate(s, 64))
+            "a string of {} bytes that is not an RFC 3339 timestamp",
+            s.len()
         ),
     })
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        s.to_owned()
-    } else {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    }
 }
 
 /// A JSON string borrowed from the input when it has no escapes, owned otherwise.
@@ -437,6 +488,27 @@ mod tests {
         assert_eq!(r[0].as_ref().unwrap_err(), &DecodeError::UnknownFormat);
         let r = collect(b"{\"eventSource\": \"x\", \"userIdentity\": ");
         assert_eq!(r[0].as_ref().unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_named_and_its_value_never_quoted() {
+        let token = "npm_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3b5D";
+        let rec = format!(
+            r#"{{"eventSource":"s3.amazonaws.com","eventName":{{"x":1}},"eventTime":"2026-01-05T10:00:00Z","userIdentity":{{"type":"IAMUser","arn":"{token}"}}}}"#
+        );
+        let e = collect(rec.as_bytes()).remove(0).unwrap_err();
+        assert_eq!(e.code(), "invalid_field");
+        let msg = e.to_string();
+        assert!(msg.contains("`eventName`"), "{msg}");
+        assert!(!msg.contains(token), "{msg}");
+        let rec = format!(
+            r#"{{"eventSource":"s3.amazonaws.com","eventName":"GetObject","eventTime":"{token}","userIdentity":{{"type":"IAMUser","arn":"a"}}}}"#
+        );
+        let msg = collect(rec.as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(msg.contains("eventTime") && !msg.contains("npm_"), "{msg}");
+        let rec = format!(r#"{{"principal":{{"key":"k"}},"action":{{"{token}":1}}}}"#);
+        let msg = collect(rec.as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(!msg.contains(token), "{msg}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use super::{DecodeError, Decoded, Str, time::parse_timestamp_ms};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
-use crate::redact::{scrub, scrub_opt};
 
 const F: &str = "native";
 
@@ -136,14 +135,14 @@ fn credential_kind(s: Option<&str>) -> &'static str {
 }
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
-    let n: Native = serde_json::from_str(text).map_err(DecodeError::json)?;
+    let n: Native = super::parse(text, F)?;
     if let Some(schema) = n.schema.as_deref()
         && schema != "driftwatch.access-event.v1"
     {
         return Err(DecodeError::InvalidField {
             format: F,
             field: "schema",
-            reason: format!("unsupported schema `{schema}`, expected `driftwatch.access-event.v1`"),
+            reason: "unsupported schema, expected `driftwatch.access-event.v1`".to_owned(),
         });
     }
     let time_ms = match n.time {
@@ -165,10 +164,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         return Err(DecodeError::InvalidField {
             format: F,
             field: "action",
-            reason: format!(
-                "`{}` is not `service:operation`",
-                scrub(&super::truncate(&n.action, 64))
-            ),
+            reason: "not of the form `service:operation`".to_owned(),
         });
     }
     let o = n.origin.unwrap_or(NativeOrigin {
@@ -190,13 +186,15 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     };
     let w = o.workload.as_ref();
     let outcome = n.outcome.as_ref();
-    let error_code = outcome.and_then(|o| o.error_code.as_deref()).map(scrub);
+    let error_code = outcome
+        .and_then(|o| o.error_code.as_deref())
+        .map(str::to_owned);
     let vol = n.volume.as_ref();
     let event = AccessEvent {
         time_ms,
         format: SourceFormat::Native,
-        event_id: n.event_id.as_deref().map(scrub),
-        tenant: n.tenant.as_deref().map(scrub),
+        event_id: n.event_id.as_deref().map(str::to_owned),
+        tenant: n.tenant.as_deref().map(str::to_owned),
         principal: n.principal.key.0.into_owned(),
         principal_type: n
             .principal
@@ -204,12 +202,12 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             .as_deref()
             .map_or(PrincipalType::Other, PrincipalType::parse),
         credential: n.credential.map(|c| Credential {
-            id: scrub(&c.id),
+            id: c.id.to_string(),
             kind: credential_kind(c.kind.as_deref()),
         }),
-        session_id: scrub_opt(n.session_id.as_deref()),
+        session_id: n.session_id.as_deref().map(str::to_owned),
         action: n.action.0.into_owned(),
-        resource: scrub_opt(n.resource.as_deref()),
+        resource: n.resource.as_deref().map(str::to_owned),
         outcome: Outcome {
             success: outcome
                 .and_then(|o| o.success)
@@ -222,15 +220,15 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             ip_trusted: o.ip_trusted.unwrap_or(ip.is_some()),
             service: None,
             asn: o.asn,
-            country: o.country.as_deref().map(scrub),
-            user_agent: scrub_opt(o.user_agent.as_deref()),
-            vpc_endpoint: scrub_opt(o.vpc_endpoint.as_deref()),
+            country: o.country.as_deref().map(str::to_owned),
+            user_agent: o.user_agent.as_deref().map(str::to_owned),
+            vpc_endpoint: o.vpc_endpoint.as_deref().map(str::to_owned),
             workload: Workload {
-                cluster: scrub_opt(w.and_then(|w| w.cluster.as_deref())),
-                namespace: scrub_opt(w.and_then(|w| w.namespace.as_deref())),
-                node: scrub_opt(w.and_then(|w| w.node.as_deref())),
-                pod: scrub_opt(w.and_then(|w| w.pod.as_deref())),
-                instance: scrub_opt(w.and_then(|w| w.instance.as_deref())),
+                cluster: w.and_then(|w| w.cluster.as_deref()).map(str::to_owned),
+                namespace: w.and_then(|w| w.namespace.as_deref()).map(str::to_owned),
+                node: w.and_then(|w| w.node.as_deref()).map(str::to_owned),
+                pod: w.and_then(|w| w.pod.as_deref()).map(str::to_owned),
+                instance: w.and_then(|w| w.instance.as_deref()).map(str::to_owned),
             },
         },
         volume: Volume {
