@@ -398,6 +398,16 @@ impl Service {
             // Waits while `max_in_flight` records await acknowledgement (brokers slow or down),
             // but not past a shutdown request: this record's offset is then simply not stored.
             metrics.records_in_flight.inc();
+            // Handed on at once when there is room, even with a shutdown pending: a record
+            // processed is then drained and committed like the ones before it.
+            let pending = match tx.try_send(pending) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    metrics.records_in_flight.dec();
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(p)) => p,
+            };
             let sent = tokio::select! {
                 biased;
                 () = &mut shutdown => {

@@ -16,6 +16,38 @@ use super::{ConfigError, Problem};
 /// The default model, compiled in so the binary runs without any file.
 pub const DEFAULT_MODEL_TOML: &str = include_str!("../../models/default.toml");
 
+/// The largest magnitude any model number may have (a million years in minutes, with room).
+const MAX_SETTING: f64 = 1e12;
+
+/// Calls `f` with the dotted key and value of every number in `t`, arrays included.
+fn for_each_number(t: &toml::Table, prefix: &mut String, f: &mut impl FnMut(&str, f64)) {
+    fn visit(v: &toml::Value, key: &mut String, f: &mut impl FnMut(&str, f64)) {
+        match v {
+            toml::Value::Float(x) => f(key, *x),
+            toml::Value::Integer(i) => f(key, *i as f64),
+            toml::Value::Table(t) => for_each_number(t, key, f),
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    let len = key.len();
+                    key.push_str(&format!("[{i}]"));
+                    visit(v, key, f);
+                    key.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (k, v) in t {
+        let len = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(k);
+        visit(v, prefix, f);
+        prefix.truncate(len);
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
@@ -269,6 +301,17 @@ impl Model {
                 });
             }
         };
+        // Every number, found by key, is finite and of a size later arithmetic survives: `inf`
+        // or `1e308` would pass the range checks below and turn expiry times and
+        // probabilities into nonsense (a command expiring in 1970, a null probability).
+        let table = toml::Table::try_from(self).expect("model settings serialize");
+        for_each_number(&table, &mut String::new(), &mut |key, x| {
+            check(
+                x.is_finite() && x.abs() <= MAX_SETTING,
+                key,
+                format!("must be a finite number of magnitude at most {MAX_SETTING:e}, got {x:e}"),
+            );
+        });
         let b = &self.baseline;
         check(
             b.half_life_days > 0.0,
@@ -509,6 +552,23 @@ mod tests {
             CommandMode::DryRun,
             "commands must be dry-run by default"
         );
+    }
+
+    #[test]
+    fn infinite_and_huge_numbers_are_refused_with_their_key() {
+        let e = Model::from_toml_str(
+            "[commands]\nttl_minutes = inf\n[baseline]\nnovelty_prior_novel = 1e308\n[detectors.volume]\nmin_bits = nan",
+            "x.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<String> = e.problems.into_iter().map(|p| p.key).collect();
+        for k in [
+            "commands.ttl_minutes",
+            "baseline.novelty_prior_novel",
+            "detectors.volume.min_bits",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not refused: {keys:?}");
+        }
     }
 
     #[test]

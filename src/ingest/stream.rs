@@ -31,6 +31,9 @@ pub enum Record<'a> {
 }
 
 /// Reads records one at a time.
+/// The UTF-8 byte-order mark some tools put at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 pub struct RecordReader {
     reader: Box<dyn BufRead + Send>,
     path: String,
@@ -178,6 +181,10 @@ impl RecordReader {
             if !any {
                 return Ok(None);
             }
+            if self.line == 0 && self.buf.starts_with(UTF8_BOM) {
+                // A byte-order mark (Windows tools write one) is not part of the first record.
+                self.buf.drain(..UTF8_BOM.len());
+            }
             self.line += 1;
             let trimmed = self.buf.trim_ascii();
             if trimmed.is_empty() && len as usize <= self.max {
@@ -286,6 +293,17 @@ mod tests {
                 ("{\"b\":2}".into(), 4, true)
             ]
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_record() {
+        assert_eq!(
+            read(b"\xEF\xBB\xBF{\"a\":1}\n{\"b\":2}\n", 100),
+            vec![("{\"a\":1}".into(), 1, true), ("{\"b\":2}".into(), 2, true)]
+        );
+        let v = read(b"\xEF\xBB\xBF[\n{\"a\":1},\n{\"b\":2}\n]", 100);
+        assert_eq!(v.len(), 1);
+        assert!(is_json(v[0].0.as_bytes()), "{v:?}");
     }
 
     #[test]
