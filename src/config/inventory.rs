@@ -41,10 +41,25 @@ impl Cidr {
                 .ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?,
             None => max,
         };
+        // `::ffff:10.0.0.0/104` is the IPv4 block `10.0.0.0/8` written as IPv6.
+        if let IpAddr::V6(v6) = net
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            return Ok(Cidr {
+                net: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
+        }
         Ok(Cidr { net, prefix })
     }
 
+    /// True when `ip` is in the block; an IPv4-mapped IPv6 address counts as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = if self.prefix == 0 {
@@ -139,6 +154,7 @@ impl Inventory {
     /// As [`Inventory::load`].
     pub fn parse(text: &str, file: &str) -> Result<Inventory, ConfigError> {
         let mut problems = Vec::new();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let items: Vec<(String, serde_json::Result<Record>)> = if text.trim_start().starts_with('[')
         {
             match serde_json::from_str::<Vec<serde_json::Value>>(text) {
@@ -168,6 +184,14 @@ impl Inventory {
                     continue;
                 }
             };
+            if r.key.trim().is_empty() {
+                problems.push(Problem {
+                    key: format!("{at}.key"),
+                    why: "must not be empty: it is the principal key the identity's events carry"
+                        .to_owned(),
+                });
+                continue;
+            }
             let mut meta = IdentityMeta {
                 owner: r.owner,
                 protected: r.protected,
@@ -230,6 +254,29 @@ mod tests {
                 .contains("203.0.113.7".parse().unwrap())
         );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn ipv4_mapped_blocks_and_addresses_match_their_ipv4_forms() {
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.contains("10.1.2.3".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+        let v4 = Cidr::parse("192.0.2.0/24").unwrap();
+        assert!(v4.contains("::ffff:192.0.2.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored_and_empty_keys_and_impossible_offsets_are_refused() {
+        let ok = Inventory::parse("\u{feff}{\"key\":\"a\"}\n", "i.jsonl").unwrap();
+        assert!(ok.get("a").is_some());
+        let e = Inventory::parse(
+            "{\"key\":\"\"}\n{\"key\":\"b\",\"expires_at\":\"2026-01-01T00:00:00+99:99\"}\n",
+            "i.jsonl",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["line 1.key", "line 2.expires_at"], "{e}");
     }
 
     #[test]

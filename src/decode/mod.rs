@@ -334,9 +334,16 @@ pub fn detect_format(bytes: &[u8]) -> Result<SourceFormat, DecodeError> {
 
 /// Parses an address, also accepting IPv4 octets written with leading zeros (`075.050.255.67`,
 /// as some anonymised samples do), which the standard parser rejects.
+///
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, as dual-stack servers log IPv4 clients) is
+/// the IPv4 address it maps, so baselines and declared networks see one address, not two.
 pub(crate) fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
-    if let Ok(ip) = s.parse() {
-        return Some(ip);
+    use std::net::IpAddr;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        });
     }
     let mut octets = [0u8; 4];
     let mut n = 0;
@@ -411,6 +418,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// A field that must be a JSON object: serde would otherwise also read a struct from an array
+/// of its fields in order (`"principal": ["k", "t"]`), which no schema of ours allows.
+pub(crate) mod object {
+    use std::marker::PhantomData;
+
+    use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+    use serde::{Deserialize, Deserializer};
+
+    pub fn required<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+
+    struct Only<T>(T);
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Only<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            required(d).map(Only)
+        }
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Ok(Option::<Only<T>>::deserialize(d)?.map(|o| o.0))
     }
 }
 
@@ -520,6 +563,10 @@ mod tests {
         assert_eq!(
             parse_ip("2001:db8::1"),
             Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip("::ffff:192.0.2.7"),
+            Some("192.0.2.7".parse().unwrap())
         );
         assert_eq!(parse_ip("AWS Internal"), None);
         assert_eq!(parse_ip("1.2.3.4.5"), None);

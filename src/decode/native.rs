@@ -22,9 +22,9 @@ struct Native<'a> {
     event_id: Option<Str<'a>>,
     #[serde(default, borrow)]
     tenant: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "super::object::required")]
     principal: Principal<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::object::optional")]
     credential: Option<Cred<'a>>,
     #[serde(default, borrow)]
     session_id: Option<Str<'a>>,
@@ -32,11 +32,11 @@ struct Native<'a> {
     action: Str<'a>,
     #[serde(default, borrow)]
     resource: Option<Str<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::object::optional")]
     outcome: Option<NativeOutcome<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::object::optional")]
     origin: Option<NativeOrigin<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::object::optional")]
     volume: Option<NativeVolume>,
 }
 
@@ -91,7 +91,7 @@ struct NativeOrigin<'a> {
     user_agent: Option<Str<'a>>,
     #[serde(default, borrow)]
     vpc_endpoint: Option<Str<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::object::optional")]
     workload: Option<NativeWorkload<'a>>,
 }
 
@@ -190,6 +190,15 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         .and_then(|o| o.error_code.as_deref())
         .map(str::to_owned);
     let vol = n.volume.as_ref();
+    if vol.and_then(|v| v.requests) == Some(0) {
+        return Err(DecodeError::InvalidField {
+            format: F,
+            field: "volume.requests",
+            reason:
+                "must be at least 1 (the schema's minimum): a record stands for one or more calls"
+                    .to_owned(),
+        });
+    }
     let event = AccessEvent {
         time_ms,
         format: SourceFormat::Native,
@@ -232,7 +241,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             },
         },
         volume: Volume {
-            requests: vol.and_then(|v| v.requests).unwrap_or(1).max(1),
+            requests: vol.and_then(|v| v.requests).unwrap_or(1),
             bytes_in: vol.and_then(|v| v.bytes_in),
             bytes_out: vol.and_then(|v| v.bytes_out),
         },
@@ -244,6 +253,19 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_is_enforced_objects_are_objects_and_a_record_counts_one_call_or_more() {
+        let bad = [
+            r#"{"time":1767225600000,"principal":["k","service"],"action":"s3:GetObject"}"#,
+            r#"{"time":1767225600000,"principal":{"key":"k"},"action":"s3:GetObject","origin":["1.2.3.4"]}"#,
+            r#"{"time":1767225600000,"principal":{"key":"k"},"action":"s3:GetObject","volume":{"requests":0}}"#,
+        ];
+        for rec in bad {
+            let e = decode(rec, RawRef::default()).unwrap_err();
+            assert_eq!(e.code(), "invalid_field", "{rec}: {e}");
+        }
+    }
 
     #[test]
     fn native_record_with_asn_country_and_volume_decodes() {

@@ -63,6 +63,10 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
             let h = num(i + 1, 2)?;
             let m = num(i + 4, 2)?;
+            // RFC 3339 offsets are at most 23:59 (real ones ±14:00).
+            if h > 23 || m > 59 {
+                return None;
+            }
             let off = h * 3600 + m * 60;
             if sign == b'+' { off } else { -off }
         }
