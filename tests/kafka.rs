@@ -140,9 +140,13 @@ impl Read {
 /// Everything in a topic: at least `at_least` messages, then until nothing more arrives for 2 s
 /// (tansu's high watermark can lag behind what it serves, so it is only a lower bound).
 fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
+    read_all_at(&brokers(), topic, at_least)
+}
+
+fn read_all_at(brokers: &str, topic: &str, at_least: usize) -> Vec<Read> {
     let group = unique("reader");
     let consumer: BaseConsumer<KafkaContext> =
-        client_config(&brokers(), Role::Reader { group: &group }, [])
+        client_config(brokers, Role::Reader { group: &group }, [])
             .create_with_context(KafkaContext::new("reader"))
             .unwrap();
     let md = consumer
@@ -197,10 +201,13 @@ fn committed_total(group: &str, topic: &str, partitions: i32) -> i64 {
 /// Committed offset per partition (0 where nothing is committed), or `None` when the broker
 /// does not answer.
 fn committed(group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
-    let consumer: BaseConsumer<KafkaContext> =
-        client_config(&brokers(), Role::Reader { group }, [])
-            .create_with_context(KafkaContext::new("reader"))
-            .unwrap();
+    committed_at(&brokers(), group, topic, partitions)
+}
+
+fn committed_at(brokers: &str, group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
+    let consumer: BaseConsumer<KafkaContext> = client_config(brokers, Role::Reader { group }, [])
+        .create_with_context(KafkaContext::new("reader"))
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -542,9 +549,13 @@ async fn killed_mid_stream_and_restarted_it_loses_no_record_and_repeated_command
 /// members whose session expired (tansu 0.6 reassigns a killed member's partitions only when
 /// the group rebalances; Kafka also does when the session times out).
 async fn nudge_group(group: &str, topic: &str) {
+    nudge_group_at(&brokers(), group, topic).await;
+}
+
+async fn nudge_group_at(brokers: &str, group: &str, topic: &str) {
     tokio::time::sleep(Duration::from_secs(7)).await;
     let consumer: BaseConsumer<KafkaContext> = client_config(
-        &brokers(),
+        brokers,
         Role::Reader { group },
         // The group's protocol: the broker refuses a member that proposes another.
         [("partition.assignment.strategy", "cooperative-sticky")],
@@ -1221,4 +1232,208 @@ async fn shutdown_is_not_held_up_by_outputs_the_brokers_never_acknowledge() {
         other => panic!("expected a shutdown timeout, got {other:?}"),
     }
     assert_eq!(committed_total(&group, &t.input, 1), 0, "nothing committed");
+}
+
+/// A tansu broker of the test's own (the shared one serves the other tests in parallel), on a
+/// free loopback port; stopped when dropped. The binary is `tansu` on the PATH
+/// (scripts/test.sh puts ~/.cargo/bin there) unless DRIFTWATCH_TEST_TANSU names another.
+struct PrivateBroker {
+    child: Child,
+    addr: String,
+}
+
+impl PrivateBroker {
+    async fn start() -> PrivateBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let bin = std::env::var("DRIFTWATCH_TEST_TANSU").unwrap_or_else(|_| "tansu".to_owned());
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{bin}` (install tansu or set DRIFTWATCH_TEST_TANSU): {e}")
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        PrivateBroker { child, addr }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_without_loss_or_duplicates()
+ {
+    let broker = PrivateBroker::start().await;
+    let b = broker.addr.as_str();
+    let t = Topics {
+        input: unique("outage-in"),
+        alerts: unique("outage-alerts"),
+        commands: unique("outage-commands"),
+        dead_letter: unique("outage-dlq"),
+    };
+    produce::create_topics(
+        b,
+        &[
+            (&t.input, 2),
+            (&t.alerts, 1),
+            (&t.commands, 1),
+            (&t.dead_letter, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    // Every tenth record is undecodable, so outputs (its dead letters) are always in flight.
+    let (fleet, _) = fleet(21);
+    let mut records = Vec::new();
+    for (i, r) in fleet.into_iter().enumerate() {
+        if i % 10 == 0 {
+            records.push(KeyedRecord {
+                key: r.key.clone(),
+                time_ms: r.time_ms,
+                bytes: format!("not json {i}").into_bytes(),
+            });
+        }
+        records.push(r);
+    }
+    let bad = records.len().div_ceil(11);
+    let producer = produce::loader(b, []).unwrap();
+    let n = produce::send_all(&producer, &t.input, &records, 20_000)
+        .await
+        .unwrap() as i64;
+    let group = unique("outage");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let service = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args([
+            "run",
+            "--brokers",
+            b,
+            "--group",
+            &group,
+            "--input",
+            &t.input,
+        ])
+        .args(["--alerts-topic", &t.alerts, "--commands-topic", &t.commands])
+        .args([
+            "--dead-letter-topic",
+            &t.dead_letter,
+            "--commit-interval-seconds",
+            "0.5",
+        ])
+        .args(["--metrics-addr", &http.to_string(), "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = |path: &'static str| async move {
+        driftwatch::telemetry::http::get(http, path)
+            .await
+            .map_or(0, |(status, _)| status)
+    };
+    // Frozen mid-stream, once it has started committing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_at(b, &group, &t.input, 2).map_or(0, |c| c.iter().sum::<i64>()) == 0 {
+        if Instant::now() > deadline {
+            give_up(service, "no progress before the outage");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.signal("-STOP");
+    let frozen = Instant::now();
+    let mut not_ready = false;
+    while frozen.elapsed() < Duration::from_secs(60) {
+        assert_eq!(get("/healthz").await, 200, "the service must stay live");
+        // Not ready only while outputs wait for the brokers; an instance whose fetches stall
+        // with nothing to deliver stays ready (it has nothing it cannot do).
+        if get("/readyz").await == 503 {
+            not_ready = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    broker.signal("-CONT");
+    eprintln!("not ready during the outage: {not_ready}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (mut last, mut moved) = (-1, Instant::now());
+    loop {
+        let c = committed_at(b, &group, &t.input, 2).map_or(0, |c| c.iter().sum::<i64>());
+        if c >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            give_up(service, "the service did not catch up after the outage");
+        }
+        if c != last {
+            (last, moved) = (c, Instant::now());
+        } else if moved.elapsed() > Duration::from_secs(15) {
+            // The session expired during the freeze and the service rejoined; tansu 0.6
+            // completes that rejoin only when another rebalance comes (Kafka does by itself).
+            nudge_group_at(b, &group, &t.input).await;
+            moved = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get("/readyz").await != 200 {
+        assert!(Instant::now() < deadline, "ready again after the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sigterm(&service);
+    let out = service.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing lost, and at-least-once with idempotent producers: each bad record exactly once.
+    let dead = read_all_at(b, &t.dead_letter, bad);
+    let mut offsets: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m.headers["dw_source_partition"], m.headers["dw_source_offset"]
+            )
+        })
+        .collect();
+    offsets.sort();
+    let total = offsets.len();
+    offsets.dedup();
+    assert_eq!(offsets.len(), bad, "every bad record dead-lettered");
+    assert_eq!(total, bad, "none twice");
 }

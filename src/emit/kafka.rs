@@ -308,7 +308,9 @@ pub async fn acknowledge(
             n += 1;
             let had_outputs = !p.deliveries.is_empty();
             for (fut, o) in p.deliveries {
+                metrics.output_wait.begin();
                 deliver(fut, o, &producer, &topics, &metrics).await?;
+                metrics.output_wait.end();
             }
             if had_outputs {
                 metrics

@@ -41,6 +41,9 @@ const RESTORE_BUCKETS: [f64; 12] = [
 /// The service's metrics. Cloning is cheap (each metric is a handle on shared atomics).
 #[derive(Clone)]
 pub struct Metrics {
+    /// Since when the acknowledger has been waiting for the brokers to acknowledge an output;
+    /// not a metric of its own (readiness reports it, `driftwatch_records_in_flight` counts it).
+    pub output_wait: Arc<OutputWait>,
     /// Input records received, by input topic and its configured format.
     pub records_consumed: IntCounterVec,
     /// Records read only to rebuild baselines after a partition was assigned, by topic.
@@ -237,6 +240,7 @@ impl Metrics {
         r.register(Box::new(build))?;
         let topic_format = ["topic", "format"];
         Ok(Arc::new(Metrics {
+            output_wait: Arc::default(),
             records_consumed: counter_vec(
                 r,
                 RECORDS_CONSUMED,
@@ -386,8 +390,9 @@ impl Metrics {
         }))
     }
 
-    /// Why the instance is not ready to serve (`/readyz`), or `Ok` when it is: partitions
-    /// assigned and none of them still rebuilding baselines.
+    /// Why the instance is not ready to serve (`/readyz`), or `Ok` when it is: no output has
+    /// waited for the brokers' acknowledgement longer than [`OUTPUT_STALL`], partitions are
+    /// assigned and none of them is still restoring or rebuilding baselines.
     ///
     /// # Errors
     /// The reason, for the 503 response body.
@@ -395,7 +400,12 @@ impl Metrics {
         let assigned = self.assigned_partitions.get();
         let rebuilding = self.rebuilding_partitions.get();
         let restoring = self.restoring_partitions.get();
-        if restoring > 0 {
+        if let Some(waited) = self.output_wait.longer_than(OUTPUT_STALL) {
+            Err(format!(
+                "the brokers have not acknowledged an alert, command or dead letter for {}s; records are held until they do",
+                waited.as_secs()
+            ))
+        } else if restoring > 0 {
             Err(format!(
                 "restoring the saved state of {restoring} newly assigned partitions"
             ))
@@ -417,6 +427,53 @@ impl Metrics {
             .flat_map(|f| f.get_metric())
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+}
+
+/// How long outputs may wait for the brokers before the instance reports itself not ready.
+pub const OUTPUT_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When the current wait for an output's acknowledgement began (milliseconds since the
+/// struct was made; 0 when nothing is waited for).
+#[derive(Debug)]
+pub struct OutputWait {
+    epoch: std::time::Instant,
+    since_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for OutputWait {
+    fn default() -> Self {
+        OutputWait {
+            epoch: std::time::Instant::now(),
+            since_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl OutputWait {
+    /// A wait begins (kept if one is already running).
+    pub fn begin(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let _ = self
+            .since_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The output was acknowledged.
+    pub fn end(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the current wait has lasted, when longer than `limit`.
+    pub fn longer_than(&self, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let waited = std::time::Duration::from_millis(
+            (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(since),
+        );
+        (waited > limit).then_some(waited)
     }
 }
 

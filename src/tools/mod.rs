@@ -1,11 +1,13 @@
 //! Tools that serve the pipeline without being part of it: a labelled fleet simulator
 //! ([`simulate`]) and the scorer of alerts against its labels ([`evaluate`]), the loader of
 //! records into Kafka ([`produce`]), the self-contained demo ([`demo`]) and the throughput
-//! benchmark through a real broker ([`bench_kafka`]).
+//! benchmark through a real broker ([`bench_kafka`]), and the properties the fuzz targets and
+//! their smoke test assert ([`fuzz`]).
 
 pub mod bench_kafka;
 pub mod demo;
 pub mod evaluate;
+pub mod fuzz;
 pub mod inspect;
 pub mod produce;
 pub mod simulate;
