@@ -589,3 +589,72 @@ fn declared_networks_expiry_and_owner_count_from_the_first_event() {
     );
     assert_eq!(b[0]["unmapped"]["identity"]["owner"], "team-legacy");
 }
+
+/// Scales some numbers of a model table by up to 100x either way (and a few to extremes).
+fn perturb(v: &mut toml::Value, rng: &mut rand_chacha::ChaCha8Rng) {
+    use rand::Rng;
+    match v {
+        toml::Value::Float(x) if rng.random_bool(0.06) => {
+            *x = match rng.random_range(0..10) {
+                0 => 1e12,
+                1 => 1e-9,
+                2 => -*x,
+                _ => *x * 10f64.powf(rng.random_range(-2.0..2.0)),
+            };
+        }
+        toml::Value::Integer(i) if rng.random_bool(0.06) => {
+            *i = ((*i as f64) * 10f64.powf(rng.random_range(-2.0..2.0))).round() as i64;
+        }
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, x)| perturb(x, rng)),
+        toml::Value::Array(a) => a.iter_mut().for_each(|x| perturb(x, rng)),
+        _ => {}
+    }
+}
+
+#[test]
+fn any_model_that_models_check_accepts_gives_only_schema_valid_alerts_and_commands() {
+    use rand::SeedableRng;
+    let (records, _) =
+        driftwatch::tools::produce::simulated_fleet(&driftwatch::tools::simulate::SimConfig {
+            identities: 8,
+            days: 9,
+            seed: 5,
+            ..Default::default()
+        });
+    let events = decode_all(
+        records
+            .iter()
+            .map(|r| std::str::from_utf8(&r.bytes).unwrap()),
+    );
+    let (alert_schema, command_schema) = (
+        schema("alert.v1.json"),
+        schema("revocation-command.v1.json"),
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let (mut accepted, mut outputs) = (0, 0);
+    for _ in 0..400 {
+        let mut table = toml::Value::Table(toml::Table::try_from(Model::embedded()).unwrap());
+        perturb(&mut table, &mut rng);
+        let text = toml::to_string(&table).unwrap();
+        let Ok(model) = Model::from_toml_str(&text, "perturbed.toml") else {
+            continue;
+        };
+        accepted += 1;
+        let (_, out) = run_with(&events, Rules::new(model));
+        for a in &out.alerts {
+            assert_valid(&alert_schema, a, "an alert under a perturbed model");
+        }
+        for c in &out.commands {
+            assert_valid(&command_schema, c, "a command under a perturbed model");
+        }
+        outputs += out.alerts.len() + out.commands.len();
+        if accepted == 8 {
+            break;
+        }
+    }
+    assert!(
+        accepted >= 4,
+        "only {accepted} perturbed models were accepted"
+    );
+    assert!(outputs > 0, "no perturbed model raised anything");
+}
