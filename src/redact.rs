@@ -332,10 +332,22 @@ fn key_value(b: &[u8], i: usize, j: usize, exact: bool) -> Option<Range<usize>> 
     {
         end = value_end(b, end + 1);
     }
-    if end == k || b[k..end].starts_with(b"[redacted") {
+    if end == k || is_marker(&b[k..]) {
         return None;
     }
     Some(k..end)
+}
+
+/// True when `b` opens with exactly what [`scrub`] writes (`[redacted fp:` + 12 hex + `]`):
+/// a value already redacted. Anything merely starting with `[redacted` is still a value.
+fn is_marker(b: &[u8]) -> bool {
+    const HEAD: &[u8] = b"[redacted fp:";
+    b.len() >= HEAD.len() + 13
+        && b.starts_with(HEAD)
+        && b[HEAD.len()..HEAD.len() + 12]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b[HEAD.len() + 12] == b']'
 }
 
 /// 40-digit hex tokens and random-looking base64 runs (see the module documentation).
