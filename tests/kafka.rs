@@ -487,26 +487,7 @@ async fn killed_mid_stream_and_restarted_it_loses_no_record_and_repeated_command
 
     // Second run: picks up from the committed offsets, rebuilding baselines first.
     let second = driftwatch_run(&t, &group);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let (mut last, mut moved) = (-1, Instant::now());
-    loop {
-        let c = committed_total(&group, &t.input, partitions);
-        if c >= n {
-            break;
-        }
-        if Instant::now() > deadline {
-            give_up(second, "the restarted service did not finish the stream");
-        }
-        if c != last {
-            (last, moved) = (c, Instant::now());
-        } else if moved.elapsed() > Duration::from_secs(15) {
-            // The broker may still count the killed member as the owner of its partitions
-            // (tansu 0.6 does not expire it on its own): a rebalance hands them over.
-            nudge_group(&group, &t.input).await;
-            moved = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let second = await_committed(&brokers(), &group, &t.input, partitions, n, second, 240).await;
     sigterm(&second);
     let out = second.wait_with_output().unwrap();
     assert!(
@@ -542,6 +523,42 @@ async fn killed_mid_stream_and_restarted_it_loses_no_record_and_repeated_command
             1,
             "command {id} repeated with different idempotency keys {k:?}"
         );
+    }
+}
+
+/// Waits until `group` has committed `n` records of `topic`, with a rebalance when progress
+/// stalls for 15 s: tansu 0.6 hands over the partitions of a member that was killed, or whose
+/// session expired while the broker was frozen, only on another rebalance (Kafka does it by
+/// itself). Gives up with `service`'s log after `seconds`.
+async fn await_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    n: i64,
+    service: Child,
+    seconds: u64,
+) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut last, mut moved) = (-1, Instant::now());
+    loop {
+        let c = committed_at(brokers, group, topic, partitions).map_or(0, |c| c.iter().sum());
+        if c >= n {
+            return service;
+        }
+        if Instant::now() > deadline {
+            give_up(
+                service,
+                &format!("the service committed {c} of {n} records"),
+            );
+        }
+        if c != last {
+            (last, moved) = (c, Instant::now());
+        } else if moved.elapsed() > Duration::from_secs(15) {
+            nudge_group_at(brokers, group, topic).await;
+            moved = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -1389,26 +1406,7 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
     }
     broker.signal("-CONT");
     eprintln!("not ready during the outage: {not_ready}");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let (mut last, mut moved) = (-1, Instant::now());
-    loop {
-        let c = committed_at(b, &group, &t.input, 2).map_or(0, |c| c.iter().sum::<i64>());
-        if c >= n {
-            break;
-        }
-        if Instant::now() > deadline {
-            give_up(service, "the service did not catch up after the outage");
-        }
-        if c != last {
-            (last, moved) = (c, Instant::now());
-        } else if moved.elapsed() > Duration::from_secs(15) {
-            // The session expired during the freeze and the service rejoined; tansu 0.6
-            // completes that rejoin only when another rebalance comes (Kafka does by itself).
-            nudge_group_at(b, &group, &t.input).await;
-            moved = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let service = await_committed(b, &group, &t.input, 2, n, service, 180).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while get("/readyz").await != 200 {
         assert!(Instant::now() < deadline, "ready again after the outage");
