@@ -365,9 +365,7 @@ fn random_runs(b: &[u8], entropy: bool, spans: &mut Vec<Range<usize>>) {
         if entropy && run.len() >= 32 && looks_random(run) {
             spans.push(i..end);
         } else if run.len() >= 40 {
-            // A hex token inside a longer run (`token-<40 hex>`).
-            hex40(b, i, end, spans);
-        } else if run.len() == 40 {
+            // A 40-hex token, alone or inside a longer run (`token-<40 hex>`).
             hex40(b, i, end, spans);
         }
         i = end;

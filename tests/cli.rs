@@ -303,11 +303,7 @@ fn run_refuses_bad_service_configuration_at_start_naming_every_problem_and_exits
 #[test]
 fn probe_fails_with_a_clear_message_when_nothing_answers() {
     // Bind and release a port so nothing listens on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let out = driftwatch(&["probe", "--addr", &addr]);
     assert_eq!(out.status.code(), Some(1));

@@ -627,11 +627,7 @@ async fn one_of_two_instances_killed_its_partitions_are_restored_from_the_state_
         assert!(Instant::now() < deadline, "no progress on every partition");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let survivor = driftwatch_run_serving(&t, &group, &addr.to_string());
     // Killed once the second instance has its share (ready: assigned and restored), mid-stream.
@@ -1261,11 +1257,7 @@ struct PrivateBroker {
 
 impl PrivateBroker {
     async fn start() -> PrivateBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::common::free_port();
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let bin = std::env::var("DRIFTWATCH_TEST_TANSU").unwrap_or_else(|_| "tansu".to_owned());
@@ -1350,11 +1342,7 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
         .await
         .unwrap() as i64;
     let group = unique("outage");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let service = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args([

@@ -397,10 +397,15 @@ impl Metrics {
     /// # Errors
     /// The reason, for the 503 response body.
     pub fn readiness(&self) -> Result<(), String> {
+        self.readiness_at(std::time::Instant::now())
+    }
+
+    /// [`Metrics::readiness`] as it is at `now`.
+    fn readiness_at(&self, now: std::time::Instant) -> Result<(), String> {
         let assigned = self.assigned_partitions.get();
         let rebuilding = self.rebuilding_partitions.get();
         let restoring = self.restoring_partitions.get();
-        if let Some(waited) = self.output_wait.longer_than(OUTPUT_STALL) {
+        if let Some(waited) = self.output_wait.longer_than(OUTPUT_STALL, now) {
             Err(format!(
                 "the brokers have not acknowledged an alert, command or dead letter for {}s; records are held until they do",
                 waited.as_secs()
@@ -464,15 +469,18 @@ impl OutputWait {
         self.since_ms.store(0, Ordering::Relaxed);
     }
 
-    /// How long the current wait has lasted, when longer than `limit`.
-    pub fn longer_than(&self, limit: std::time::Duration) -> Option<std::time::Duration> {
+    /// How long the current wait has lasted at `now`, when longer than `limit`.
+    pub fn longer_than(
+        &self,
+        limit: std::time::Duration,
+        now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
         let since = self.since_ms.load(Ordering::Relaxed);
         if since == 0 {
             return None;
         }
-        let waited = std::time::Duration::from_millis(
-            (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(since),
-        );
+        let at = now.saturating_duration_since(self.epoch).as_millis() as u64 + 1;
+        let waited = std::time::Duration::from_millis(at.saturating_sub(since));
         (waited > limit).then_some(waited)
     }
 }
@@ -648,6 +656,27 @@ impl Collector for EngineCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_waiting_longer_than_the_stall_limit_makes_the_instance_not_ready() {
+        use std::time::{Duration, Instant};
+        let m = Metrics::register(&Registry::new()).unwrap();
+        m.assigned_partitions.set(1);
+        let now = Instant::now();
+        assert_eq!(m.readiness_at(now), Ok(()));
+        m.output_wait.begin();
+        assert_eq!(m.readiness_at(now), Ok(()), "a short wait is normal");
+        let why = m
+            .readiness_at(now + OUTPUT_STALL + Duration::from_secs(1))
+            .unwrap_err();
+        assert!(why.contains("have not acknowledged"), "{why}");
+        m.output_wait.end();
+        assert_eq!(
+            m.readiness_at(now + OUTPUT_STALL + Duration::from_secs(1)),
+            Ok(()),
+            "ready again once acknowledged"
+        );
+    }
 
     #[test]
     fn quantiles_interpolate_within_the_bucket_holding_the_rank() {

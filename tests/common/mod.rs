@@ -12,6 +12,15 @@ use driftwatch::engine::Engine;
 use driftwatch::event::{AccessEvent, RawRef};
 use serde_json::Value;
 
+/// A loopback port nothing listens on now (bound and released), for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn schema(name: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("schemas")
