@@ -55,6 +55,10 @@ pub fn client_config<'p>(
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
                 .set("partition.assignment.strategy", "cooperative-sticky")
+                // When the prefetch queue is full, librdkafka postpones the next fetch by this
+                // much (default 1 s): a service slower than its fetches then drains the queue
+                // and idles for most of a second, a stall on every partition at once.
+                .set("fetch.queue.backoff.ms", "20")
                 .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         }
         Role::ServiceProducer => {

@@ -17,10 +17,12 @@
 //! first. So partitions move between instances, and instances restart, without losing
 //! detections, double-counting, or re-reading history.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use prometheus::Registry;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -31,13 +33,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Problem, Rules, RunConfig};
 use crate::decide::{Activity, Decision};
-use crate::decode::{self, Decoded};
+use crate::decode::{Decoded, FormatHint};
 use crate::emit::kafka::{
     self as out, Ack, Outgoing, OutputProducer, Pending, SourcePosition, Topics,
 };
 use crate::emit::{EmitError, dead_letter};
 use crate::engine::Engine;
-use crate::event::RawRef;
+use crate::ingest::batch::{Batch, DecodePool, DecodedRecord};
 use crate::ingest::kafka::{
     self as input, Assigned, AssignedView, InputConsumer, PartitionState, Partitions,
 };
@@ -275,8 +277,10 @@ impl Service {
         result.map(|()| summary)
     }
 
-    /// The consumer loop: receive, decode, detect, hand outputs to the producer and the record to
-    /// the acknowledger. Returns when `shutdown` resolves or the acknowledger has failed.
+    /// The consumer loop: receive records into batches, decode them on the pool, then, in the
+    /// order received, detect and hand outputs to the producer and each record to the
+    /// acknowledger. Returns when `shutdown` resolves or the acknowledger has failed; records
+    /// still in the pool then are not processed, and their offsets not stored.
     async fn consume(
         &self,
         consumer: &InputConsumer,
@@ -291,12 +295,22 @@ impl Service {
         let mut view = AssignedView::default();
         let mut backoff = Duration::from_millis(100);
         let metrics = &self.metrics;
-        let mut outgoing: Vec<Outgoing> = Vec::new();
+        let pool = DecodePool::per_core();
+        // Batches in the pool, oldest first: enough to keep every worker busy while the loop
+        // runs the engine on the one before.
+        let max_batches = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut in_pool: VecDeque<oneshot::Receiver<Batch>> = VecDeque::new();
+        let inputs: Vec<(Arc<str>, FormatHint)> = self
+            .cfg
+            .inputs
+            .iter()
+            .map(|i| (Arc::from(i.topic.as_str()), i.format))
+            .collect();
         let mut commit_tick = tokio::time::interval(self.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.reset();
         loop {
-            let msg = tokio::select! {
+            let step = tokio::select! {
                 biased;
                 () = &mut shutdown => {
                     info!("Shutdown requested: draining in-flight records.");
@@ -304,6 +318,7 @@ impl Service {
                 }
                 _ = commit_tick.tick() => {
                     // A commit point: outputs acknowledged, then state saved, then offsets.
+                    // Records still in the pool have no offsets stored: they are not covered.
                     let (done, acked) = oneshot::channel();
                     if tx.send(Ack::Barrier(done)).await.is_err() {
                         return Ok(());
@@ -329,131 +344,186 @@ impl Service {
                     }
                     continue;
                 }
-                m = consumer.recv() => m,
-            };
-            let msg = match msg {
-                Ok(m) => {
-                    backoff = Duration::from_millis(100);
-                    m
+                decoded = async { in_pool.front_mut().expect("guarded").await }, if !in_pool.is_empty() => {
+                    in_pool.pop_front();
+                    Step::Decoded(decoded.expect("a decode worker panicked"))
                 }
-                Err(e) => {
+                m = consumer.recv(), if in_pool.len() < max_batches => Step::Received(m),
+            };
+            let mut batch = match step {
+                Step::Received(Err(e)) => {
                     metrics.kafka_errors.with_label_values(&["consumer"]).inc();
                     warn!(error = %e, retry_in = ?backoff, "Consuming failed; retrying.");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
-            };
-            let received = Instant::now();
-            view.refresh(partitions, &self.cfg.inputs);
-            let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-            let Some(part) = view.get(topic, partition) else {
-                // Fetched just before its partition was revoked: the new owner processes it.
-                debug!(
-                    topic,
-                    partition, offset, "Skipping a record of a partition no longer assigned."
-                );
-                continue;
-            };
-            part.consumed.inc();
-            let live = part.info.is_live(offset);
-            if !live {
-                part.replayed.inc();
-            }
-            let at = SourcePosition {
-                topic,
-                partition,
-                offset,
-                key: msg.key(),
-            };
-            self.process_record(msg.payload().unwrap_or(&[]), part, live, at, &mut outgoing);
-            if part.info.rebuild_ends_at(offset) {
-                partitions.rebuilt(topic, partition);
-            }
-            if !live {
-                continue;
-            }
-            let mut deliveries = Vec::with_capacity(outgoing.len());
-            for o in outgoing.drain(..) {
-                let topic = topics.of(o.route);
-                let f = out::enqueue(producer, topic, &o).await.map_err(|source| {
-                    EmitError::Delivery {
-                        topic: topic.to_owned(),
-                        attempts: 1,
-                        source,
+                Step::Received(Ok(first)) => {
+                    backoff = Duration::from_millis(100);
+                    let mut batch = Batch::new();
+                    let mut next = Some(first);
+                    // The first record, then whatever else is already waiting, up to a batch.
+                    while let Some(m) = next.take() {
+                        let topic = m.topic();
+                        let (source, format) = inputs
+                            .iter()
+                            .find(|(t, _)| &**t == topic)
+                            .cloned()
+                            .unwrap_or_else(|| (Arc::from(topic), FormatHint::Auto));
+                        batch.push(
+                            source,
+                            format,
+                            m.partition(),
+                            m.offset(),
+                            m.key(),
+                            m.payload().unwrap_or(&[]),
+                            partitions.generation(),
+                        );
+                        if batch.is_full() {
+                            break;
+                        }
+                        // An error is left for the next receive to report.
+                        next = consumer.recv().now_or_never().and_then(Result::ok);
                     }
-                })?;
-                deliveries.push((f, o));
-            }
-            metrics
-                .processing_seconds
-                .observe(received.elapsed().as_secs_f64());
-            let pending = Ack::Record(Pending {
-                topic: part.topic.clone(),
-                partition,
-                offset,
-                received,
-                deliveries,
-            });
-            // Waits while `max_in_flight` records await acknowledgement (brokers slow or down),
-            // but not past a shutdown request: this record's offset is then simply not stored.
-            metrics.records_in_flight.inc();
-            // Handed on at once when there is room, even with a shutdown pending: a record
-            // processed is then drained and committed like the ones before it.
-            let pending = match tx.try_send(pending) {
-                Ok(()) => continue,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    in_pool.push_back(pool.submit(batch));
+                    continue;
+                }
+                Step::Decoded(b) => b,
+            };
+            for record in batch.drain() {
+                let Some(pending) = self
+                    .process_record(&record, &mut view, partitions, producer, topics)
+                    .await?
+                else {
+                    continue;
+                };
+                // Waits while `max_in_flight` records await acknowledgement (brokers slow or
+                // down), but not past a shutdown request: this record's offset is then simply
+                // not stored.
+                metrics.records_in_flight.inc();
+                // Handed on at once when there is room, even with a shutdown pending: a record
+                // processed is then drained and committed like the ones before it.
+                let pending = match tx.try_send(pending) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        metrics.records_in_flight.dec();
+                        return Ok(());
+                    }
+                    Err(mpsc::error::TrySendError::Full(p)) => p,
+                };
+                let sent = tokio::select! {
+                    biased;
+                    () = &mut shutdown => {
+                        metrics.records_in_flight.dec();
+                        info!("Shutdown requested while waiting for acknowledgements: draining in-flight records.");
+                        return Ok(());
+                    }
+                    r = tx.send(pending) => r,
+                };
+                if sent.is_err() {
+                    // The acknowledger stopped on an error, which `run` reports.
                     metrics.records_in_flight.dec();
                     return Ok(());
                 }
-                Err(mpsc::error::TrySendError::Full(p)) => p,
-            };
-            let sent = tokio::select! {
-                biased;
-                () = &mut shutdown => {
-                    metrics.records_in_flight.dec();
-                    info!("Shutdown requested while waiting for acknowledgements: draining in-flight records.");
-                    return Ok(());
-                }
-                r = tx.send(pending) => r,
-            };
-            if sent.is_err() {
-                // The acknowledger stopped on an error, which `run` reports.
-                metrics.records_in_flight.dec();
-                return Ok(());
             }
         }
     }
 
-    /// Decode and detect for one record (pure apart from engine state): fills `outgoing` with the
-    /// alerts, commands and dead letters it leads to when `live`.
-    fn process_record(
+    /// Detect for one decoded record, in the order received, and hand its outputs to the
+    /// producer; returns what the acknowledger must wait for, or `None` when the record has
+    /// nothing to acknowledge (its partition was revoked or assigned again since it was
+    /// received, or it only rebuilds baselines).
+    async fn process_record(
         &self,
-        payload: &[u8],
+        record: &DecodedRecord<'_>,
+        view: &mut AssignedView,
+        partitions: &Partitions,
+        producer: &OutputProducer,
+        topics: &Topics,
+    ) -> Result<Option<Ack>, ServiceError> {
+        let rec = &record.rec;
+        let (topic, partition, offset) = (&*rec.topic, rec.partition, rec.offset);
+        view.refresh(partitions, &self.cfg.inputs);
+        let part = match view.get(topic, partition) {
+            Some(p) if p.info.assigned_at <= rec.generation => p,
+            _ => {
+                // Fetched before its partition was revoked: its next owner (or this instance's
+                // new assignment of it) processes it.
+                debug!(
+                    topic,
+                    partition, offset, "Skipping a record of a partition no longer assigned."
+                );
+                return Ok(None);
+            }
+        };
+        part.consumed.inc();
+        let live = part.info.is_live(offset);
+        if !live {
+            part.replayed.inc();
+        }
+        let at = SourcePosition {
+            topic,
+            partition,
+            offset,
+            key: record.key,
+        };
+        let mut outgoing = Vec::new();
+        self.detect(record, part, live, at, &mut outgoing);
+        if part.info.rebuild_ends_at(offset) {
+            partitions.rebuilt(topic, partition);
+        }
+        if !live {
+            return Ok(None);
+        }
+        let mut deliveries = Vec::with_capacity(outgoing.len());
+        for o in outgoing {
+            let topic = topics.of(o.route);
+            let f =
+                out::enqueue(producer, topic, &o)
+                    .await
+                    .map_err(|source| EmitError::Delivery {
+                        topic: topic.to_owned(),
+                        attempts: 1,
+                        source,
+                    })?;
+            deliveries.push((f, o));
+        }
+        self.metrics
+            .processing_seconds
+            .observe(rec.received.elapsed().as_secs_f64());
+        Ok(Some(Ack::Record(Pending {
+            topic: part.topic.clone(),
+            partition,
+            offset,
+            received: rec.received,
+            deliveries,
+        })))
+    }
+
+    /// Detect for one decoded record (pure apart from engine state): fills `outgoing` with the
+    /// alerts, commands and dead letters it leads to when `live`.
+    fn detect(
+        &self,
+        record: &DecodedRecord<'_>,
         part: &Assigned,
         live: bool,
         at: SourcePosition<'_>,
         outgoing: &mut Vec<Outgoing>,
     ) {
         let m = &self.metrics;
-        let raw = RawRef::new(part.topic.clone(), at.offset.max(0) as u64);
         let now = now_ms();
-        decode::decode_record(
-            payload,
-            part.format,
-            &raw,
-            &mut |element, r, result| match result {
+        for (result, r, element) in &record.elements {
+            match result {
                 Ok(Decoded::Event(ev)) => {
                     part.decoded.inc();
                     // None: the identity's restored state already includes this record.
                     let Some(decisions) =
-                        self.engine
-                            .process_at(&ev, part.info.owner, Some(at.offset))
+                        self.engine.process_at(ev, part.info.owner, Some(at.offset))
                     else {
-                        return;
+                        continue;
                     };
                     if !live {
-                        return;
+                        continue;
                     }
                     m.event_lag_seconds
                         .observe(now.saturating_sub(ev.time_ms).max(0) as f64 / 1000.0);
@@ -485,7 +555,7 @@ impl Service {
                 Err(e) => {
                     if !live {
                         // Dead-lettered when it was first processed.
-                        return;
+                        continue;
                     }
                     m.records_rejected
                         .with_label_values(&[&part.topic, part.format.as_str(), e.code()])
@@ -505,11 +575,17 @@ impl Service {
                     let bytes = if r.element.is_some() {
                         element
                     } else {
-                        payload
+                        record.payload
                     };
-                    outgoing.push(dead_letter::message(bytes, &e, at, r.element));
+                    outgoing.push(dead_letter::message(bytes, e, at, r.element));
                 }
-            },
-        );
+            }
+        }
     }
+}
+
+/// What the consumer loop does next.
+enum Step<M> {
+    Received(M),
+    Decoded(Batch),
 }

@@ -109,6 +109,11 @@ impl Partitions {
             .collect()
     }
 
+    /// The table's generation: it moves on every assignment, revocation and rebuild's end.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn lock(&self) -> MutexGuard<'_, PartitionTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -4,6 +4,7 @@
 //! rebalance callbacks, over the pure partition bookkeeping of [`partitions`]). Only this stage
 //! and `emit` do I/O.
 
+pub mod batch;
 pub mod file;
 pub mod kafka;
 pub mod partitions;

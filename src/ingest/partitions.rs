@@ -81,6 +81,9 @@ pub struct PartitionInfo {
     pub assigned: bool,
     /// Still reading history before `live_from`.
     pub rebuilding: bool,
+    /// The table's generation when it was last assigned: a record received before it (still in
+    /// the decode pool) belongs to an earlier assignment.
+    pub assigned_at: u64,
 }
 
 impl PartitionInfo {
@@ -118,6 +121,7 @@ impl PartitionTable {
                     live_from: 0,
                     assigned: false,
                     rebuilding: false,
+                    assigned_at: 0,
                 }
             })
             .owner
@@ -132,6 +136,7 @@ impl PartitionTable {
             Start::Committed => false,
         };
         let owner = self.owner(topic, partition);
+        self.generation += 1;
         self.map.insert(
             (topic.to_owned(), partition),
             PartitionInfo {
@@ -139,9 +144,9 @@ impl PartitionTable {
                 live_from,
                 assigned: true,
                 rebuilding,
+                assigned_at: self.generation,
             },
         );
-        self.generation += 1;
     }
 
     /// Every partition with an owner tag (assigned now or before): topic, partition, tag.

@@ -1,0 +1,308 @@
+//! The service's records between the consumer and the engine: received from Kafka into batches
+//! (one buffer per batch, no allocation per record), decoded on a pool of worker threads, and
+//! handed back in the order they were received.
+//!
+//! Decoding is most of a record's cost (the typed JSON parse and the secret scan); the engine and
+//! the rebalance callbacks stay on the consumer loop, so identities are still changed in offset
+//! order by one thread, and a batch in the pool never sees a rebalance half done.
+
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::decode::{self, DecodeError, Decoded, FormatHint};
+use crate::event::RawRef;
+
+/// Records per batch, and payload bytes at most: enough to pay for the hand-over between
+/// threads, small enough that a batch's latency stays well under a millisecond of decoding.
+pub const BATCH_RECORDS: usize = 256;
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// One record as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Input topic (shared with every record of it).
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub received: Instant,
+    /// The partition table's generation when the record was received: a record whose
+    /// partition was assigned again since belongs to the earlier assignment and is dropped.
+    pub generation: u64,
+    key: Option<Range<usize>>,
+    payload: Range<usize>,
+    /// Its decoded elements within the batch's `elements`.
+    elements: Range<usize>,
+}
+
+/// One decoded element of a record (a record that is not a container has one).
+#[derive(Debug)]
+pub struct Element {
+    pub raw: RawRef,
+    pub result: Result<Decoded, DecodeError>,
+    /// The element's bytes within the batch's buffer (a dead letter carries them); `None`: the
+    /// whole record's.
+    bytes: Option<Range<usize>>,
+}
+
+/// Records received together, decoded together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    records: Vec<Received>,
+    formats: Vec<FormatHint>,
+    elements: Vec<Element>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// True when no more records should join the batch.
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= BATCH_RECORDS || self.data.len() >= BATCH_BYTES
+    }
+
+    /// Adds a received record (its key and payload are copied into the batch's buffer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        topic: Arc<str>,
+        format: FormatHint,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        generation: u64,
+    ) {
+        let key = key.map(|k| {
+            let start = self.data.len();
+            self.data.extend_from_slice(k);
+            start..self.data.len()
+        });
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.records.push(Received {
+            topic,
+            partition,
+            offset,
+            received: Instant::now(),
+            generation,
+            key,
+            payload: start..self.data.len(),
+            elements: 0..0,
+        });
+        self.formats.push(format);
+    }
+
+    /// Decodes every record (on a pool thread).
+    pub fn decode(&mut self) {
+        let data = &self.data;
+        let base = data.as_ptr() as usize;
+        let elements = &mut self.elements;
+        for (rec, format) in self.records.iter_mut().zip(&self.formats) {
+            let first = elements.len();
+            let raw = RawRef::new(rec.topic.clone(), rec.offset.max(0) as u64);
+            decode::decode_record(
+                &data[rec.payload.clone()],
+                *format,
+                &raw,
+                &mut |bytes, at, result| {
+                    // Elements are slices of the record's payload, so of the buffer.
+                    let start = (bytes.as_ptr() as usize).wrapping_sub(base);
+                    let within = start >= rec.payload.start
+                        && start.saturating_add(bytes.len()) <= rec.payload.end;
+                    elements.push(Element {
+                        raw: at.clone(),
+                        result,
+                        bytes: within.then(|| start..start + bytes.len()),
+                    });
+                },
+            );
+            rec.elements = first..elements.len();
+        }
+    }
+
+    /// The records in the order received, each with its decoded elements.
+    pub fn drain(&mut self) -> impl Iterator<Item = DecodedRecord<'_>> {
+        let data = &self.data;
+        let mut elements = self.elements.drain(..);
+        self.records.drain(..).map(move |rec| {
+            let n = rec.elements.len();
+            let payload = &data[rec.payload.clone()];
+            let key = rec.key.clone().map(|k| &data[k]);
+            DecodedRecord {
+                elements: elements
+                    .by_ref()
+                    .take(n)
+                    .map(|e| {
+                        let bytes = e.bytes.map_or(payload, |r| &data[r]);
+                        (e.result, e.raw, bytes)
+                    })
+                    .collect(),
+                payload,
+                key,
+                rec,
+            }
+        })
+    }
+}
+
+/// A record of a decoded batch: where it came from, its bytes, and its elements' results with
+/// their positions and bytes.
+pub struct DecodedRecord<'b> {
+    pub rec: Received,
+    pub key: Option<&'b [u8]>,
+    pub payload: &'b [u8],
+    pub elements: Vec<(Result<Decoded, DecodeError>, RawRef, &'b [u8])>,
+}
+
+type Job = (Batch, oneshot::Sender<Batch>);
+
+/// Worker threads that decode batches; each batch comes back on its own channel, so the
+/// consumer loop awaits them in the order it submitted them.
+pub struct DecodePool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl DecodePool {
+    /// Starts `threads` workers (at least one).
+    pub fn new(threads: usize) -> DecodePool {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("decode-{i}"))
+                    .spawn(move || work(&rx))
+                    .expect("spawning a decode thread")
+            })
+            .collect();
+        DecodePool {
+            jobs: Some(tx),
+            workers,
+        }
+    }
+
+    /// One worker per core.
+    pub fn per_core() -> DecodePool {
+        DecodePool::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Hands a batch to the workers; it comes back decoded on the returned channel.
+    pub fn submit(&self, batch: Batch) -> oneshot::Receiver<Batch> {
+        let (done, decoded) = oneshot::channel();
+        if let Some(jobs) = &self.jobs {
+            // Fails only when every worker is gone (a panic): the receiver then reports it.
+            let _ = jobs.send((batch, done));
+        }
+        decoded
+    }
+}
+
+fn work(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((mut batch, done)) = job else { return };
+        batch.decode();
+        let _ = done.send(batch);
+    }
+}
+
+impl Drop for DecodePool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(payloads: &[&str]) -> Batch {
+        let mut b = Batch::new();
+        let topic: Arc<str> = Arc::from("in");
+        for (i, p) in payloads.iter().enumerate() {
+            let key = format!("k{i}");
+            b.push(
+                topic.clone(),
+                FormatHint::Auto,
+                3,
+                100 + i as i64,
+                Some(key.as_bytes()),
+                p.as_bytes(),
+                7,
+            );
+        }
+        b
+    }
+
+    const EVENT: &str = r#"{"time":"2026-01-01T00:00:00Z","principal":{"key":"svc-a"},"action":"s3:GetObject","origin":{"ip":"10.0.0.1"}}"#;
+
+    #[test]
+    fn records_come_back_in_order_with_their_keys_payloads_and_elements() {
+        let pool = DecodePool::new(2);
+        let container = format!("[{EVENT}, 42, {EVENT}]");
+        let pending: Vec<_> = (0..20)
+            .map(|_| pool.submit(batch_of(&[EVENT, "not json", &container])))
+            .collect();
+        for rx in pending {
+            let mut b = rx.blocking_recv().expect("decoded");
+            let recs: Vec<_> = b.drain().collect();
+            assert_eq!(recs.len(), 3);
+            assert_eq!(
+                recs.iter().map(|r| r.rec.offset).collect::<Vec<_>>(),
+                [100, 101, 102]
+            );
+            assert_eq!(recs[1].key, Some(&b"k1"[..]));
+            assert_eq!(recs[1].payload, b"not json");
+            assert!(recs[0].elements[0].0.is_ok());
+            assert!(recs[1].elements[0].0.is_err());
+            let c = &recs[2];
+            assert_eq!(c.elements.len(), 3);
+            assert!(c.elements[0].0.is_ok() && c.elements[2].0.is_ok());
+            // A bad element of a container keeps its own bytes and index, for its dead letter.
+            assert!(c.elements[1].0.is_err());
+            assert_eq!(c.elements[1].2, b"42");
+            assert_eq!(c.elements[1].1.element, Some(1));
+            assert_eq!(c.rec.generation, 7);
+        }
+    }
+
+    #[test]
+    fn a_batch_closes_at_its_record_or_byte_limit() {
+        let mut b = Batch::new();
+        let topic: Arc<str> = Arc::from("in");
+        while !b.is_full() {
+            b.push(topic.clone(), FormatHint::Auto, 0, 0, None, b"{}", 0);
+        }
+        assert_eq!(b.len(), BATCH_RECORDS);
+        let mut b = Batch::new();
+        let big = vec![b' '; BATCH_BYTES / 2];
+        b.push(topic.clone(), FormatHint::Auto, 0, 0, None, &big, 0);
+        assert!(!b.is_full());
+        b.push(topic, FormatHint::Auto, 0, 1, None, &big, 0);
+        assert!(b.is_full());
+    }
+}
