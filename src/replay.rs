@@ -226,7 +226,8 @@ struct Rejected {
 /// What an input's reader thread sends: events decoded in input order, and what else it met.
 #[derive(Default)]
 struct Batch {
-    events: Vec<AccessEvent>,
+    /// Boxed as decoded: the reorder heap then moves pointers, not events.
+    events: Vec<Box<AccessEvent>>,
     records: u64,
     skipped: Vec<String>,
     rejected: Vec<Rejected>,
@@ -343,7 +344,7 @@ fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
             format,
             &at,
             &mut |element, at, r| match r {
-                Ok(Decoded::Event(e)) => batch.events.push(*e),
+                Ok(Decoded::Event(e)) => batch.events.push(e),
                 Ok(Decoded::Skipped(why)) => batch.skipped.push(why.to_string()),
                 // A container of a million bad elements is counted, but dead-lettered only up to
                 // a point: one record's dead letters must not outgrow the record many times over.
@@ -372,7 +373,7 @@ struct Held {
     time_ms: i64,
     input: usize,
     seq: u64,
-    event: AccessEvent,
+    event: Box<AccessEvent>,
 }
 
 impl PartialEq for Held {

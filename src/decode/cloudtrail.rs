@@ -169,7 +169,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         principal_type,
         credential,
         session_id: session_arn.map(str::to_owned),
-        action: format!("{source}:{name}"),
+        action: super::concat(&[source, ":", name]),
         resource: resource_of(r.request_parameters.as_ref(), r.resources.as_deref()),
         outcome: Outcome {
             success: error_code.is_none(),

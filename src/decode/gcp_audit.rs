@@ -153,7 +153,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
                 kind: "gcp_service_account_key",
             }),
         session_id: None,
-        action: format!("{service}:{method}"),
+        action: super::concat(&[service, ":", method]),
         resource: p.resource_name.as_deref().map(str::to_owned),
         outcome: Outcome {
             success: code.is_none(),

@@ -124,23 +124,23 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         Some(o) if o.resource.is_some() => {
             let resource = o.resource.as_deref().unwrap_or_default();
             match o.subresource.as_deref() {
-                Some(sub) => format!("{verb}:{resource}/{sub}"),
-                None => format!("{verb}:{resource}"),
+                Some(sub) => super::concat(&[verb, ":", resource, "/", sub]),
+                None => super::concat(&[verb, ":", resource]),
             }
         }
         _ => {
             let uri = required(e.request_uri.as_deref(), F, "requestURI")?;
             let path = uri.split('?').next().unwrap_or(uri);
-            format!("{verb}:{path}")
+            super::concat(&[verb, ":", path])
         }
     };
     let resource =
         e.object_ref
             .as_ref()
             .and_then(|o| match (o.namespace.as_deref(), o.name.as_deref()) {
-                (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+                (Some(ns), Some(n)) => Some(super::concat(&[ns, "/", n])),
                 (None, Some(n)) => Some(n.to_owned()),
-                (Some(ns), None) => Some(format!("{ns}/*")),
+                (Some(ns), None) => Some(super::concat(&[ns, "/*"])),
                 (None, None) => None,
             });
 
