@@ -227,6 +227,7 @@ struct Rejected {
 #[derive(Default)]
 struct Batch {
     /// Boxed as decoded: the reorder heap then moves pointers, not events.
+    #[allow(clippy::vec_box)]
     events: Vec<Box<AccessEvent>>,
     records: u64,
     skipped: Vec<String>,
