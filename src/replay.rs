@@ -5,7 +5,9 @@
 //! Each input is expected to be nearly in time order (CloudTrail delivery files cover minutes,
 //! audit logs are written in order). Events are held back until every input still being read
 //! has moved `--max-lateness-seconds` past them, then processed in (time, input, position)
-//! order: for inputs in time order, exactly the order of a global sort. An event that arrives
+//! order: for inputs in time order, exactly the order of a global sort. An input's progress is
+//! the earliest of its last three event times, so a single event stamped far ahead does not
+//! count as progress. An event that arrives
 //! after events later than it were processed is *late*: it is processed at once, in arrival
 //! order, and counted, never dropped.
 
@@ -403,14 +405,32 @@ struct Source {
     next_seq: u64,
     /// Frees one of the input's in-flight places.
     tokens: Receiver<()>,
-    /// Latest event time seen from it (`i64::MIN` before its first event).
+    /// How far in event time the input has got: the highest of the minima of every three
+    /// consecutive event times (`i64::MIN` before its first event). One event stamped far in
+    /// the future (a broken clock, a hostile record) does not move it, so the input is not
+    /// taken as ahead of the others and left unread while their events pass its own.
     high: i64,
+    /// The input's last event times, newest first.
+    recent: [i64; PROGRESS_EVENTS],
     /// Its reader has been started (inputs are opened a bounded number at a time).
     started: bool,
     done: bool,
 }
 
+/// Events that must agree before an input's progress moves to their time.
+const PROGRESS_EVENTS: usize = 3;
+
 impl Source {
+    /// Notes an event's time: moves the input's progress to the earliest of its latest events.
+    fn observe(&mut self, time_ms: i64) {
+        self.recent.rotate_right(1);
+        self.recent[0] = time_ms;
+        // Slots not yet filled hold i64::MIN: an input has no progress before its third event
+        // (it is read first meanwhile, being furthest behind).
+        let floor = self.recent.iter().copied().min().unwrap_or(time_ms);
+        self.high = self.high.max(floor);
+    }
+
     /// The input's next batch in input order; `None` when it has no more.
     fn next_batch(&mut self) -> Option<Batch> {
         let batch = loop {
@@ -460,6 +480,7 @@ pub fn merge_inputs<E>(
                 next_seq: 1,
                 tokens: tok_rx,
                 high: i64::MIN,
+                recent: [i64::MIN; PROGRESS_EVENTS],
                 started: false,
                 done: false,
             });
@@ -539,8 +560,7 @@ pub fn merge_inputs<E>(
                     process(&event)?;
                     continue;
                 }
-                let s = &mut sources[i];
-                s.high = s.high.max(event.time_ms);
+                sources[i].observe(event.time_ms);
                 seq += 1;
                 held.push(Reverse(Held {
                     time_ms: event.time_ms,

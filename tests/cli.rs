@@ -828,3 +828,45 @@ fn an_input_that_ends_early_does_not_stall_the_others() {
     let (_, summary) = replay_files(dir.path(), "early", &[], &[&short, &long]);
     assert!(summary.contains("6001 records, 6001 events"), "{summary}");
 }
+
+#[test]
+fn one_event_stamped_far_in_the_future_does_not_make_the_rest_of_its_input_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = simulate(dir.path(), 30, 6, 11);
+    let lines: Vec<String> = std::fs::read_to_string(fleet.join("cloudtrail.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Two inputs, each in time order, interleaved in time.
+    let (a, b): (Vec<_>, Vec<_>) = lines.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let a: Vec<&str> = a.into_iter().map(|(_, l)| l.as_str()).collect();
+    let b: Vec<&str> = b.into_iter().map(|(_, l)| l.as_str()).collect();
+    let far = {
+        let mut v: Value = serde_json::from_str(a[0]).unwrap();
+        v["eventTime"] = "2035-01-01T00:00:00Z".into();
+        v["eventID"] = "7d6c5b4a-0000-4000-8000-00000000f00d".into();
+        v.to_string()
+    };
+    let write = |name: &str, ls: Vec<&str>| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, ls.join("\n")).unwrap();
+        p
+    };
+    let mut early: Vec<&str> = a.clone();
+    early.insert(5, &far);
+    let mut last: Vec<&str> = a.clone();
+    last.push(&far);
+    let early = write("a-far-early.jsonl", early);
+    let last = write("a-far-last.jsonl", last);
+    let b = write("b.jsonl", b);
+
+    let (expected, summary) = replay_files(dir.path(), "last", &[], &[&last, &b]);
+    assert!(!summary.contains("late events"), "{summary}");
+    let (got, summary) = replay_files(dir.path(), "early", &[], &[&early, &b]);
+    assert!(
+        !summary.contains("late events"),
+        "the input with the far-future event is still merged in time order:\n{summary}"
+    );
+    assert_eq!(got, expected);
+}
