@@ -243,10 +243,18 @@ fn expand(items: &[&RawValue], hint: FormatHint, raw: &RawRef, out: &mut Element
 /// Recognises `{"Records":[...]}` and `{"kind":"EventList","items":[...]}` without parsing
 /// ordinary events twice: only objects that open with one of those keys are checked.
 fn container_items(obj: &[u8]) -> Option<Result<Vec<&RawValue>, DecodeError>> {
+    use std::sync::LazyLock;
+    // Built once: building a searcher per record cost more than the search.
+    static RECORDS: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"Records\""));
+    static EVENT_LIST: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"EventList\""));
+    static ITEMS: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"items\""));
     let head = &obj[..obj.len().min(256)];
-    let is_records = memmem::find(head, b"\"Records\"").is_some();
-    let is_list =
-        memmem::find(obj, b"\"EventList\"").is_some() && memmem::find(obj, b"\"items\"").is_some();
+    let is_records = RECORDS.find(head).is_some();
+    // A list's `kind` may follow its items (keys in any order), so the whole object is searched.
+    let is_list = EVENT_LIST.find(obj).is_some() && ITEMS.find(obj).is_some();
     if !is_records && !is_list {
         return None;
     }
