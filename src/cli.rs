@@ -51,8 +51,9 @@ pub enum Command {
     /// with attacks, the service (restarted halfway, restoring from its state topic), and its
     /// alerts and commands printed as they arrive.
     Demo(DemoArgs),
-    /// Throughput through a real broker: produces N records, then measures a do-nothing
-    /// consumer and the full service on the same topic and prints both rates and their ratio.
+    /// Throughput through a real broker (or the in-process mock cluster): produces N records,
+    /// then measures a do-nothing consumer and the full service on the same topic and prints
+    /// both rates, their ratio and the CPU time per record of each.
     BenchKafka(BenchKafkaArgs),
     /// What driftwatch has learned, from a replay state file or a service's state topic: every
     /// identity (riskiest first), or one in detail (endpoints, origins, active hours, volume,

@@ -2,11 +2,13 @@
 //! decode and the engine, and Kafka out ([`crate::emit::kafka`]), at-least-once, and the loop
 //! that drives them.
 //!
-//! One task consumes the input topics in a consumer group and runs each record through decode and
-//! the engine (both synchronous and cheap), then hands the record's outgoing messages (alerts,
-//! commands, dead letters) to the idempotent producer and the record's position to the
-//! acknowledger over a bounded channel; the acknowledger stores the offset once everything the
-//! record caused is acknowledged.
+//! One task consumes the input topics in a consumer group, gathers the records already waiting
+//! into batches and hands them to a pool of decode workers ([`crate::ingest::batch`]); as each
+//! batch comes back, in the order received, it runs the engine on it (on the task, where the
+//! rebalance callbacks also run), then hands each record's outgoing messages (alerts, commands,
+//! dead letters) to the idempotent producer and its position to the acknowledger over a bounded
+//! channel; the acknowledger stores the offset once everything the record caused is
+//! acknowledged.
 //!
 //! Every `commit_interval`, and at shutdown, the loop reaches a *commit point*: it waits until
 //! every record handed on is acknowledged, writes the snapshots of the identities those records
