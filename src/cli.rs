@@ -215,6 +215,17 @@ pub struct BenchKafkaArgs {
     /// Partitions of the benchmark's input topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Soak instead: run the service for MINUTES against --brokers under a steady --rate,
+    /// printing RSS, lag and processing latency every --every seconds, then how RSS moved
+    /// after warm-up.
+    #[arg(long, value_name = "MINUTES", conflicts_with = "mock")]
+    pub soak: Option<f64>,
+    /// With --soak: records produced a second.
+    #[arg(long, default_value_t = 2_000, requires = "soak")]
+    pub rate: u32,
+    /// With --soak: seconds between samples.
+    #[arg(long, default_value_t = 10.0, requires = "soak")]
+    pub every: f64,
 }
 
 #[derive(clap::Args)]

@@ -191,6 +191,19 @@ fn demo(a: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_kafka(a: &BenchKafkaArgs) -> anyhow::Result<ExitCode> {
+    if let Some(minutes) = a.soak {
+        let opts = bench_kafka::SoakOptions {
+            brokers: a.brokers.clone(),
+            minutes,
+            rate: a.rate,
+            partitions: a.partitions,
+            every: a.every,
+        };
+        let report =
+            runtime()?.block_on(bench_kafka::soak(&opts, Rules::new(Model::embedded())))?;
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = bench_kafka::BenchOptions {
         brokers: (!a.mock).then(|| a.brokers.clone()),
         records: a.records,

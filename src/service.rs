@@ -2,11 +2,12 @@
 //! decode and the engine, and Kafka out ([`crate::emit::kafka`]), at-least-once, and the loop
 //! that drives them.
 //!
-//! One task consumes the input topics in a consumer group, gathers the records already waiting
-//! into batches and hands them to a pool of decode workers ([`crate::ingest::batch`]); as each
-//! batch comes back, in the order received, it runs the engine on it (on the task, where the
-//! rebalance callbacks also run), then hands each record's outgoing messages (alerts, commands,
-//! dead letters) to the idempotent producer and its position to the acknowledger over a bounded
+//! One task consumes the input topics in a consumer group and gathers the records already waiting
+//! into a batch ([`crate::ingest::batch`]). A partial batch (the task keeps up) is decoded there
+//! and then; a full one (a backlog) goes to a pool of decode workers, and batches come back in
+//! the order received. The task runs the engine on each decoded batch (where the rebalance
+//! callbacks also run), then hands each record's outgoing messages (alerts, commands, dead
+//! letters) to the idempotent producer and its position to the acknowledger over a bounded
 //! channel; the acknowledger stores the offset once everything the record caused is
 //! acknowledged.
 //!
@@ -387,8 +388,15 @@ impl Service {
                         // An error is left for the next receive to report.
                         next = consumer.recv().now_or_never().and_then(Result::ok);
                     }
-                    in_pool.push_back(pool.submit(batch));
-                    continue;
+                    if batch.is_full() || !in_pool.is_empty() {
+                        // A backlog: the pool's workers decode it while the loop goes on.
+                        in_pool.push_back(pool.submit(batch));
+                        continue;
+                    }
+                    // Keeping up (every waiting record is in the batch): decoding here, now,
+                    // costs less latency than a hand-over to another thread.
+                    batch.decode();
+                    batch
                 }
                 Step::Decoded(b) => b,
             };

@@ -1426,3 +1426,30 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_samples_memory_lag_and_latency_and_the_service_catches_up_at_the_end() {
+    use driftwatch::tools::bench_kafka::{SoakOptions, soak};
+    let opts = SoakOptions {
+        brokers: brokers(),
+        minutes: 0.25,
+        rate: 500,
+        partitions: 2,
+        every: 3.0,
+    };
+    let report = soak(&opts, Rules::new(Model::embedded()))
+        .await
+        .expect("the soak runs and the service catches up");
+    assert!(report.samples.len() >= 4, "{report}");
+    let last = report.samples.last().unwrap();
+    assert!(last.produced >= 5_000, "{report}");
+    for s in report.settled() {
+        assert!(s.rss_bytes.is_some(), "{s}");
+        assert!(
+            s.processing_p50.is_some(),
+            "records were processed in every interval: {s}"
+        );
+    }
+    let text = report.to_string();
+    assert!(text.contains("RSS after warm-up"), "{text}");
+}

@@ -503,18 +503,49 @@ pub fn register_process_metrics(r: &Registry) -> prometheus::Result<()> {
 /// An estimate of quantile `q` (0..=1) of a histogram, interpolated linearly within its bucket;
 /// `None` before any observation. Good to the bucket's width (1-2-5 steps for latencies).
 pub fn quantile(h: &Histogram, q: f64) -> Option<f64> {
+    quantile_of(&buckets(h), q)
+}
+
+/// A histogram's buckets so far: upper bound and cumulative count.
+pub fn buckets(h: &Histogram) -> Vec<(f64, u64)> {
     let families = h.collect();
-    let m = families.first()?.get_metric().first()?;
-    let hist = m.get_histogram();
-    let n = hist.get_sample_count();
+    let Some(m) = families.first().and_then(|f| f.get_metric().first()) else {
+        return Vec::new();
+    };
+    let h = m.get_histogram();
+    let mut out: Vec<(f64, u64)> = h
+        .get_bucket()
+        .iter()
+        .map(|b| (b.upper_bound(), b.cumulative_count()))
+        .collect();
+    // Observations above the last bound (the implicit +Inf bucket).
+    out.push((f64::INFINITY, h.get_sample_count()));
+    out
+}
+
+/// Quantile `q` of the observations between two readings of [`buckets`] (`since` empty: all).
+pub fn quantile_between(since: &[(f64, u64)], now: &[(f64, u64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, u64)> = now
+        .iter()
+        .enumerate()
+        .map(|(i, &(upper, cum))| (upper, cum - since.get(i).map_or(0, |b| b.1.min(cum))))
+        .collect();
+    quantile_of(&delta, q)
+}
+
+fn quantile_of(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let n = buckets.last()?.1;
     if n == 0 {
         return None;
     }
     let rank = q.clamp(0.0, 1.0) * n as f64;
     let (mut lower, mut below) = (0.0, 0u64);
-    for b in hist.get_bucket() {
-        let (upper, cum) = (b.upper_bound(), b.cumulative_count());
+    for &(upper, cum) in buckets {
         if cum as f64 >= rank {
+            if upper.is_infinite() {
+                // Above the last bound: the bound is all a histogram can say.
+                return Some(lower);
+            }
             let inside = (cum - below).max(1) as f64;
             return Some(
                 lower + (upper - lower) * ((rank - below as f64) / inside).clamp(0.0, 1.0),
@@ -675,6 +706,29 @@ mod tests {
             m.readiness_at(now + OUTPUT_STALL + Duration::from_secs(1)),
             Ok(()),
             "ready again once acknowledged"
+        );
+    }
+
+    #[test]
+    fn a_quantile_between_two_readings_counts_only_what_was_observed_in_between() {
+        let r = Registry::new();
+        let h = histogram(&r, "w_seconds", "w", &[0.001, 0.002, 0.005]).unwrap();
+        for _ in 0..1000 {
+            h.observe(0.0045);
+        }
+        let before = buckets(&h);
+        assert_eq!(quantile_between(&before, &before, 0.5), None, "nothing new");
+        for _ in 0..10 {
+            h.observe(0.0005);
+        }
+        let p99 = quantile_between(&before, &buckets(&h), 0.99).unwrap();
+        assert!(
+            p99 <= 0.001,
+            "the slow earlier observations are not in the window: {p99}"
+        );
+        assert!(
+            quantile(&h, 0.5).unwrap() > 0.002,
+            "the cumulative view still has them"
         );
     }
 

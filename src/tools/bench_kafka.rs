@@ -18,7 +18,7 @@ use crate::config::{Rules, RunConfig, Settings};
 use crate::kafka::{KafkaContext, Role, client_config};
 use crate::service::Service;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::quantile;
+use crate::telemetry::metrics::{buckets, quantile, quantile_between};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -165,13 +165,14 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     }
 
     let data = records(opts.records);
-    // Compressed batches: the mock cluster keeps a few megabytes per partition as produced, so
+    // On the mock, compressed batches: it keeps a few megabytes per partition as produced, so
     // lz4 (built into librdkafka) fits several times more records, and both consumers pay for
-    // decompression alike, as they would against a real broker.
+    // decompression alike. Against brokers, records are sent as they are.
+    let compression = if mock.is_some() { "lz4" } else { "none" };
     let producer = produce::loader(
         brokers,
         [
-            ("compression.type", "lz4"),
+            ("compression.type", compression),
             ("linger.ms", "50"),
             ("batch.num.messages", "10000"),
         ],
@@ -272,4 +273,232 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         latency_p50: quantile(&metrics.delivery_seconds, 0.5).map(Duration::from_secs_f64),
         latency_p99: quantile(&metrics.delivery_seconds, 0.99).map(Duration::from_secs_f64),
     })
+}
+
+/// `bench-kafka --soak MINUTES`: the service under a sustained load.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    pub brokers: String,
+    pub minutes: f64,
+    /// Records produced a second.
+    pub rate: u32,
+    pub partitions: i32,
+    /// Seconds between samples.
+    pub every: f64,
+}
+
+/// One sample of a soak run.
+#[derive(Debug, Clone)]
+pub struct SoakSample {
+    pub at_s: f64,
+    pub produced: u64,
+    pub acknowledged: u64,
+    pub rss_bytes: Option<u64>,
+    /// Record received -> handed on, over the sample's interval.
+    pub processing_p50: Option<f64>,
+    pub processing_p99: Option<f64>,
+}
+
+impl std::fmt::Display for SoakSample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.2} ms", v * 1e3));
+        write!(
+            f,
+            "{:>7.0}s  produced {:>9}  acknowledged {:>9}  lag {:>6}  rss {:>7}  processing p50 {:>9} p99 {:>9}",
+            self.at_s,
+            self.produced,
+            self.acknowledged,
+            self.produced.saturating_sub(self.acknowledged),
+            self.rss_bytes.map_or("n/a".to_owned(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / 1048576.0
+            )),
+            ms(self.processing_p50),
+            ms(self.processing_p99),
+        )
+    }
+}
+
+/// The whole soak run: its samples and what they add up to.
+#[derive(Debug, Clone)]
+pub struct SoakReport {
+    pub samples: Vec<SoakSample>,
+}
+
+impl SoakReport {
+    /// Samples after warm-up: the first fifth of the run (at least one sample) is left out.
+    pub fn settled(&self) -> &[SoakSample] {
+        let skip = (self.samples.len() / 5).max(1).min(self.samples.len());
+        &self.samples[skip..]
+    }
+}
+
+impl std::fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let settled = self.settled();
+        let rss: Vec<u64> = settled.iter().filter_map(|s| s.rss_bytes).collect();
+        let mib = |b: u64| b as f64 / 1048576.0;
+        writeln!(
+            f,
+            "driftwatch bench-kafka --soak: {} samples",
+            self.samples.len()
+        )?;
+        if let (Some(first), Some(last), Some(lo), Some(hi)) =
+            (rss.first(), rss.last(), rss.iter().min(), rss.iter().max())
+        {
+            writeln!(
+                f,
+                "  RSS after warm-up: first {:.1} MiB, last {:.1} MiB ({:+.1}%), range {:.1}-{:.1} MiB",
+                mib(*first),
+                mib(*last),
+                (*last as f64 / *first as f64 - 1.0) * 100.0,
+                mib(*lo),
+                mib(*hi)
+            )?;
+        }
+        let lag = settled
+            .iter()
+            .map(|s| s.produced.saturating_sub(s.acknowledged))
+            .max()
+            .unwrap_or(0);
+        let p99 = settled
+            .iter()
+            .filter_map(|s| s.processing_p99)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        write!(
+            f,
+            "  after warm-up: largest lag {lag} records, worst processing p99 {}",
+            p99.map_or("n/a".to_owned(), |v| format!("{:.2} ms", v * 1e3))
+        )
+    }
+}
+
+/// Resident memory of this process now (Linux).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs the service against `opts.brokers` while a producer feeds it `opts.rate` records a
+/// second (a simulated fleet, over and over) for `opts.minutes`, printing a sample every
+/// `opts.every` seconds; then lets it catch up and stops it.
+///
+/// # Errors
+/// When the brokers cannot be reached, a delivery fails, or the service stops or does not
+/// catch up within a minute of the end.
+pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let id = suffix();
+    let input = format!("dwsoak-in-{id}");
+    let outs = [
+        format!("dwsoak-alerts-{id}"),
+        format!("dwsoak-commands-{id}"),
+        format!("dwsoak-dlq-{id}"),
+    ];
+    let brokers = &opts.brokers;
+    let mut topics = vec![(input.as_str(), opts.partitions)];
+    topics.extend(outs.iter().map(|t| (t.as_str(), 1)));
+    produce::create_topics(brokers, &topics)
+        .await
+        .context("creating the soak topics")?;
+    let cfg = RunConfig::resolve(
+        Settings {
+            brokers: Some(brokers.clone()),
+            group: Some(format!("dwsoak-service-{id}")),
+            inputs: Some(vec![input.clone()]),
+            alerts_topic: Some(outs[0].clone()),
+            commands_topic: Some(outs[1].clone()),
+            dead_letter_topic: Some(outs[2].clone()),
+            ..Settings::default()
+        },
+        None,
+    )?;
+    let service = Service::new(cfg, rules, &Registry::new())?;
+    let metrics = service.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+
+    // The producer: one second's worth of records at a time, round the fleet again and again.
+    // Held in this process, so part of its RSS throughout: a small fleet (a few days of 200
+    // identities), so the service's own memory is most of what is sampled.
+    let (data, _) = produce::simulated_fleet(&SimConfig {
+        identities: 200,
+        days: 2,
+        seed: 7,
+        ..SimConfig::default()
+    });
+    let produced = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (produced, done, input) = (produced.clone(), done.clone(), input.clone());
+        let producer = produce::loader(brokers, [])?;
+        let (rate, end) = (
+            opts.rate.max(1),
+            Instant::now() + Duration::from_secs_f64(opts.minutes * 60.0),
+        );
+        tokio::spawn(async move {
+            let mut chunks = data.chunks(rate as usize).cycle();
+            while Instant::now() < end {
+                let chunk = chunks.next().expect("a cycle of a non-empty fleet");
+                let n = produce::send_paced(&producer, &input, chunk, Some(rate)).await?;
+                produced.fetch_add(n, Ordering::Relaxed);
+            }
+            done.store(true, Ordering::Release);
+            anyhow::Ok(())
+        })
+    };
+
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut since = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(opts.every.max(1.0)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if handle.is_finished() {
+            bail!("the service stopped during the soak");
+        }
+        let now = buckets(&metrics.processing_seconds);
+        let sample = SoakSample {
+            at_s: started.elapsed().as_secs_f64(),
+            produced: produced.load(Ordering::Relaxed),
+            acknowledged: metrics.records_acknowledged.get(),
+            rss_bytes: rss_bytes(),
+            processing_p50: quantile_between(&since, &now, 0.5),
+            processing_p99: quantile_between(&since, &now, 0.99),
+        };
+        since = now;
+        println!("{sample}");
+        samples.push(sample);
+        if done.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    feeder.await??;
+    let total = produced.load(Ordering::Relaxed);
+    let limit = Instant::now() + Duration::from_secs(60);
+    while metrics.records_acknowledged.get() < total {
+        if Instant::now() > limit || handle.is_finished() {
+            bail!(
+                "the service did not catch up: {} of {total} records acknowledged a minute after the load stopped",
+                metrics.records_acknowledged.get()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    handle.await??;
+    Ok(SoakReport { samples })
 }
