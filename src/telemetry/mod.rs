@@ -10,6 +10,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use metrics::{EngineCollector, Metrics};
 
+/// A memory figure of this process from `/proc/self/status` (`VmRSS` now, `VmHWM` its peak), in
+/// bytes; `None` off Linux.
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Wall-clock milliseconds since the epoch: for log rate limits and event-time lag, never for
 /// detection (which runs on event time).
 pub fn now_ms() -> i64 {
@@ -56,6 +71,15 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_reports_its_resident_and_peak_memory_and_an_unknown_field_is_none() {
+        let rss = proc_status_bytes("VmRSS").expect("Linux");
+        let peak = proc_status_bytes("VmHWM").expect("Linux");
+        assert!(rss > 1 << 20 && peak >= rss, "{rss} {peak}");
+        // A prefix of another field's name is not that field.
+        assert_eq!(proc_status_bytes("VmRS"), None);
+    }
 
     #[test]
     fn rate_limit_lets_one_line_through_per_interval_and_counts_the_rest() {

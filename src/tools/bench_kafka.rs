@@ -122,6 +122,40 @@ fn records(n: usize) -> Vec<KeyedRecord> {
     all
 }
 
+/// The service's task, running until `stop` is sent.
+type Running =
+    tokio::task::JoinHandle<Result<crate::service::RunSummary, crate::service::ServiceError>>;
+
+/// Starts the service in this process on `input`, writing to `outs` (alerts, commands, dead
+/// letters).
+fn start_service(
+    brokers: &str,
+    group: &str,
+    input: &str,
+    outs: &[String; 3],
+    rules: Rules,
+) -> anyhow::Result<(std::sync::Arc<Metrics>, oneshot::Sender<()>, Running)> {
+    let cfg = RunConfig::resolve(
+        Settings {
+            brokers: Some(brokers.to_owned()),
+            group: Some(group.to_owned()),
+            inputs: Some(vec![input.to_owned()]),
+            alerts_topic: Some(outs[0].clone()),
+            commands_topic: Some(outs[1].clone()),
+            dead_letter_topic: Some(outs[2].clone()),
+            ..Settings::default()
+        },
+        None,
+    )?;
+    let service = Service::new(cfg, rules, &Registry::new())?;
+    let metrics = service.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    Ok((metrics, stop, handle))
+}
+
 /// Runs the benchmark.
 ///
 /// # Errors
@@ -228,24 +262,7 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     drop(raw);
 
     // The service on the same topic, timed from its first record to the last acknowledgement.
-    let cfg = RunConfig::resolve(
-        Settings {
-            brokers: Some(brokers.clone()),
-            group: Some(service_group.clone()),
-            inputs: Some(vec![input.clone()]),
-            alerts_topic: Some(outs[0].clone()),
-            commands_topic: Some(outs[1].clone()),
-            dead_letter_topic: Some(outs[2].clone()),
-            ..Settings::default()
-        },
-        None,
-    )?;
-    let service = Service::new(cfg, rules, &Registry::new())?;
-    let metrics = service.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(service.run(async {
-        let _ = stopped.await;
-    }));
+    let (metrics, stop, handle) = start_service(brokers, &service_group, &input, &outs, rules)?;
     let mut first = None;
     let mut service_cpu = None;
     let limit = Instant::now() + Duration::from_secs(600);
@@ -373,20 +390,6 @@ impl std::fmt::Display for SoakReport {
     }
 }
 
-/// Resident memory of this process now (Linux).
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Runs the service against `opts.brokers` while a producer feeds it `opts.rate` records a
 /// second (a simulated fleet, over and over) for `opts.minutes`, printing a sample every
 /// `opts.every` seconds; then lets it catch up and stops it.
@@ -411,24 +414,8 @@ pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport
     produce::create_topics(brokers, &topics)
         .await
         .context("creating the soak topics")?;
-    let cfg = RunConfig::resolve(
-        Settings {
-            brokers: Some(brokers.clone()),
-            group: Some(format!("dwsoak-service-{id}")),
-            inputs: Some(vec![input.clone()]),
-            alerts_topic: Some(outs[0].clone()),
-            commands_topic: Some(outs[1].clone()),
-            dead_letter_topic: Some(outs[2].clone()),
-            ..Settings::default()
-        },
-        None,
-    )?;
-    let service = Service::new(cfg, rules, &Registry::new())?;
-    let metrics = service.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(service.run(async {
-        let _ = stopped.await;
-    }));
+    let group = format!("dwsoak-service-{id}");
+    let (metrics, stop, handle) = start_service(brokers, &group, &input, &outs, rules)?;
 
     // The producer: one second's worth of records at a time, round the fleet again and again.
     // Held in this process, so part of its RSS throughout: a small fleet (a few days of 200
@@ -475,7 +462,7 @@ pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport
             at_s: started.elapsed().as_secs_f64(),
             produced: produced.load(Ordering::Relaxed),
             acknowledged: metrics.records_acknowledged.get(),
-            rss_bytes: rss_bytes(),
+            rss_bytes: crate::telemetry::proc_status_bytes("VmRSS"),
             processing_p50: quantile_between(&since, &now, 0.5),
             processing_p99: quantile_between(&since, &now, 0.99),
         };
