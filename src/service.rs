@@ -280,10 +280,11 @@ impl Service {
         result.map(|()| summary)
     }
 
-    /// The consumer loop: receive records into batches, decode them on the pool, then, in the
-    /// order received, detect and hand outputs to the producer and each record to the
-    /// acknowledger. Returns when `shutdown` resolves or the acknowledger has failed; records
-    /// still in the pool then are not processed, and their offsets not stored.
+    /// The consumer loop: receive records into batches, decode them (here while keeping up, on
+    /// the pool for a backlog), then, in the order received, detect and hand outputs to the
+    /// producer and each record to the acknowledger. Returns when `shutdown` resolves or the
+    /// acknowledger has failed; records still in the pool then are not processed, and their
+    /// offsets not stored.
     async fn consume(
         &self,
         consumer: &InputConsumer,
