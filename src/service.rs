@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Problem, Rules, RunConfig};
 use crate::decide::{Activity, Decision};
-use crate::decode::{Decoded, FormatHint};
+use crate::decode::Decoded;
 use crate::emit::kafka::{
     self as out, Ack, Outgoing, OutputProducer, Pending, SourcePosition, Topics,
 };
@@ -302,14 +302,8 @@ impl Service {
         let pool = DecodePool::per_core();
         // Batches in the pool, oldest first: enough to keep every worker busy while the loop
         // runs the engine on the one before.
-        let max_batches = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_batches = 2 * pool.threads();
         let mut in_pool: VecDeque<oneshot::Receiver<Batch>> = VecDeque::new();
-        let inputs: Vec<(Arc<str>, FormatHint)> = self
-            .cfg
-            .inputs
-            .iter()
-            .map(|i| (Arc::from(i.topic.as_str()), i.format))
-            .collect();
         let mut commit_tick = tokio::time::interval(self.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.reset();
@@ -368,26 +362,28 @@ impl Service {
                     let mut next = Some(first);
                     // The first record, then whatever else is already waiting, up to a batch.
                     while let Some(m) = next.take() {
-                        let topic = m.topic();
-                        let (source, format) = inputs
-                            .iter()
-                            .find(|(t, _)| &**t == topic)
-                            .cloned()
-                            .unwrap_or_else(|| (Arc::from(topic), FormatHint::Auto));
-                        batch.push(
-                            source,
-                            format,
-                            m.partition(),
-                            m.offset(),
-                            m.key(),
-                            m.payload().unwrap_or(&[]),
-                            partitions.generation(),
-                        );
+                        view.refresh(partitions, &self.cfg.inputs);
+                        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+                        match view.get(topic, partition) {
+                            Some(part) => batch.push(
+                                part.topic.clone(),
+                                part.format,
+                                partition,
+                                offset,
+                                m.key(),
+                                m.payload().unwrap_or(&[]),
+                                view.generation(),
+                            ),
+                            None => skip_unassigned(topic, partition, offset),
+                        }
                         if batch.is_full() {
                             break;
                         }
                         // An error is left for the next receive to report.
                         next = consumer.recv().now_or_never().and_then(Result::ok);
+                    }
+                    if batch.is_empty() {
+                        continue;
                     }
                     if batch.is_full() || !in_pool.is_empty() {
                         // A backlog: the pool's workers decode it while the loop goes on.
@@ -455,17 +451,9 @@ impl Service {
         let rec = &record.rec;
         let (topic, partition, offset) = (&*rec.topic, rec.partition, rec.offset);
         view.refresh(partitions, &self.cfg.inputs);
-        let part = match view.get(topic, partition) {
-            Some(p) if p.info.assigned_at <= rec.generation => p,
-            _ => {
-                // Fetched before its partition was revoked: its next owner (or this instance's
-                // new assignment of it) processes it.
-                debug!(
-                    topic,
-                    partition, offset, "Skipping a record of a partition no longer assigned."
-                );
-                return Ok(None);
-            }
+        let Some(part) = view.owning(topic, partition, rec.generation) else {
+            skip_unassigned(topic, partition, offset);
+            return Ok(None);
         };
         part.consumed.inc();
         let live = part.info.is_live(offset);
@@ -593,6 +581,15 @@ impl Service {
             }
         }
     }
+}
+
+/// A record of a partition revoked (or assigned again) since it was fetched: its next owner, or
+/// this instance's new assignment of it, processes it.
+fn skip_unassigned(topic: &str, partition: i32, offset: i64) {
+    debug!(
+        topic,
+        partition, offset, "Skipping a record of a partition no longer assigned."
+    );
 }
 
 /// What the consumer loop does next.

@@ -1,6 +1,6 @@
 //! The service's records between the consumer and the engine: received from Kafka into batches
-//! (one buffer per batch, no allocation per record), decoded on a pool of worker threads, and
-//! handed back in the order they were received.
+//! (one buffer per batch, no allocation per record), decoded on the consumer loop or, for a
+//! backlog, on a pool of worker threads that hands them back in the order they were received.
 //!
 //! Decoding is most of a record's cost (the typed JSON parse and the secret scan); the engine and
 //! the rebalance callbacks stay on the consumer loop, so identities are still changed in offset
@@ -18,7 +18,7 @@ use crate::decode::{self, DecodeError, Decoded, FormatHint};
 use crate::event::RawRef;
 
 /// Records per batch, and payload bytes at most: enough to pay for the hand-over between
-/// threads, small enough that a batch's latency stays well under a millisecond of decoding.
+/// threads, small enough that a full batch is about a millisecond of decoding.
 pub const BATCH_RECORDS: usize = 256;
 pub const BATCH_BYTES: usize = 1 << 20;
 
@@ -27,6 +27,7 @@ pub const BATCH_BYTES: usize = 1 << 20;
 pub struct Received {
     /// Input topic (shared with every record of it).
     pub topic: Arc<str>,
+    format: FormatHint,
     pub partition: i32,
     pub offset: i64,
     pub received: Instant,
@@ -54,7 +55,6 @@ pub struct Element {
 pub struct Batch {
     data: Vec<u8>,
     records: Vec<Received>,
-    formats: Vec<FormatHint>,
     elements: Vec<Element>,
 }
 
@@ -97,6 +97,7 @@ impl Batch {
         self.data.extend_from_slice(payload);
         self.records.push(Received {
             topic,
+            format,
             partition,
             offset,
             received: Instant::now(),
@@ -105,7 +106,6 @@ impl Batch {
             payload: start..self.data.len(),
             elements: 0..0,
         });
-        self.formats.push(format);
     }
 
     /// Decodes every record (on a pool thread).
@@ -113,12 +113,12 @@ impl Batch {
         let data = &self.data;
         let base = data.as_ptr() as usize;
         let elements = &mut self.elements;
-        for (rec, format) in self.records.iter_mut().zip(&self.formats) {
+        for rec in &mut self.records {
             let first = elements.len();
             let raw = RawRef::new(rec.topic.clone(), rec.offset.max(0) as u64);
             decode::decode_record(
                 &data[rec.payload.clone()],
-                *format,
+                rec.format,
                 &raw,
                 &mut |bytes, at, result| {
                     // Elements are slices of the record's payload, so of the buffer.
@@ -180,6 +180,11 @@ pub struct DecodePool {
 }
 
 impl DecodePool {
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Starts `threads` workers (at least one).
     pub fn new(threads: usize) -> DecodePool {
         let (tx, rx) = channel::<Job>();

@@ -109,11 +109,6 @@ impl Partitions {
             .collect()
     }
 
-    /// The table's generation: it moves on every assignment, revocation and rebuild's end.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
     fn lock(&self) -> MutexGuard<'_, PartitionTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -493,5 +488,19 @@ impl AssignedView {
         self.entries
             .iter()
             .find(|e| e.partition == partition && &*e.topic == topic)
+    }
+
+    /// The table's generation this copy was taken at (it moves on every assignment, revocation
+    /// and rebuild's end).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The partition of a record received when the copy was at generation `received_at`, if it
+    /// is still assigned *in the same assignment*: one assigned again since then re-reads the
+    /// record itself.
+    pub fn owning(&self, topic: &str, partition: i32, received_at: u64) -> Option<&Assigned> {
+        self.get(topic, partition)
+            .filter(|p| p.info.assigned_at <= received_at)
     }
 }
