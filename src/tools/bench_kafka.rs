@@ -122,6 +122,36 @@ fn records(n: usize) -> Vec<KeyedRecord> {
     all
 }
 
+/// A run's topics, named `<prefix>-<role>-<unique suffix>`: the input, then the outputs
+/// (alerts, commands, dead letters), and the service's group.
+struct Names {
+    input: String,
+    outs: [String; 3],
+    group: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Names {
+        let id = suffix();
+        Names {
+            input: format!("{prefix}-in-{id}"),
+            outs: [
+                format!("{prefix}-alerts-{id}"),
+                format!("{prefix}-commands-{id}"),
+                format!("{prefix}-dlq-{id}"),
+            ],
+            group: format!("{prefix}-service-{id}"),
+        }
+    }
+
+    /// The topics to create: the input with `partitions`, the outputs with one.
+    fn topics(&self, partitions: i32) -> Vec<(&str, i32)> {
+        let mut topics = vec![(self.input.as_str(), partitions)];
+        topics.extend(self.outs.iter().map(|t| (t.as_str(), 1)));
+        topics
+    }
+}
+
 /// The service's task, running until `stop` is sent.
 type Running =
     tokio::task::JoinHandle<Result<crate::service::RunSummary, crate::service::ServiceError>>;
@@ -161,16 +191,13 @@ fn start_service(
 /// # Errors
 /// When the broker cannot be reached or a stage does not finish within its time limit.
 pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchReport> {
-    let id = suffix();
-    let input = format!("dwbench-in-{id}");
-    let outs = [
-        format!("dwbench-alerts-{id}"),
-        format!("dwbench-commands-{id}"),
-        format!("dwbench-dlq-{id}"),
-    ];
-    let service_group = format!("dwbench-service-{id}");
-    let mut topics = vec![(input.as_str(), opts.partitions)];
-    topics.extend(outs.iter().map(|t| (t.as_str(), 1)));
+    let names = Names::new("dwbench");
+    let Names {
+        input,
+        outs,
+        group: service_group,
+    } = &names;
+    let topics = names.topics(opts.partitions);
     let mock = match &opts.brokers {
         Some(_) => None,
         None => {
@@ -211,7 +238,7 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
             ("batch.num.messages", "10000"),
         ],
     )?;
-    let n = produce::send_all(&producer, &input, &data, 100_000).await?;
+    let n = produce::send_all(&producer, input, &data, 100_000).await?;
     drop(data);
     if mock.is_some() {
         // The oldest records of an overfull mock partition are gone before they are read.
@@ -224,7 +251,7 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         )
         .create_with_context(KafkaContext::new("reader"))?;
         for p in 0..opts.partitions {
-            let (low, _) = admin.fetch_watermarks(&input, p, Duration::from_secs(10))?;
+            let (low, _) = admin.fetch_watermarks(input, p, Duration::from_secs(10))?;
             if low > 0 {
                 bail!(
                     "the mock cluster dropped the oldest {low} records of partition {p}: it keeps a few megabytes per partition; raise --partitions or lower --records"
@@ -234,11 +261,11 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     }
 
     // Reference: a consumer that only counts, timed from its first record to its last.
-    let group = format!("dwbench-raw-{id}");
+    let group = format!("{service_group}-raw");
     let raw: StreamConsumer<KafkaContext> =
         client_config(brokers, Role::Reader { group: &group }, [])
             .create_with_context(KafkaContext::new("reader"))?;
-    raw.subscribe(&[&input])?;
+    raw.subscribe(&[input])?;
     let mut seen = 0u64;
     let mut first = None;
     let mut raw_cpu = None;
@@ -262,7 +289,7 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     drop(raw);
 
     // The service on the same topic, timed from its first record to the last acknowledgement.
-    let (metrics, stop, handle) = start_service(brokers, &service_group, &input, &outs, rules)?;
+    let (metrics, stop, handle) = start_service(brokers, service_group, input, outs, rules)?;
     let mut first = None;
     let mut service_cpu = None;
     let limit = Instant::now() + Duration::from_secs(600);
@@ -399,23 +426,15 @@ impl std::fmt::Display for SoakReport {
 /// catch up within a minute of the end.
 pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    let id = suffix();
-    let input = format!("dwsoak-in-{id}");
-    let outs = [
-        format!("dwsoak-alerts-{id}"),
-        format!("dwsoak-commands-{id}"),
-        format!("dwsoak-dlq-{id}"),
-    ];
+    let names = Names::new("dwsoak");
     let brokers = &opts.brokers;
-    let mut topics = vec![(input.as_str(), opts.partitions)];
-    topics.extend(outs.iter().map(|t| (t.as_str(), 1)));
-    produce::create_topics(brokers, &topics)
+    produce::create_topics(brokers, &names.topics(opts.partitions))
         .await
         .context("creating the soak topics")?;
-    let group = format!("dwsoak-service-{id}");
-    let (metrics, stop, handle) = start_service(brokers, &group, &input, &outs, rules)?;
+    let (metrics, stop, handle) =
+        start_service(brokers, &names.group, &names.input, &names.outs, rules)?;
 
     // The producer: one second's worth of records at a time, round the fleet again and again.
     // Held in this process, so part of its RSS throughout: a small fleet (a few days of 200
@@ -427,9 +446,8 @@ pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport
         ..SimConfig::default()
     });
     let produced = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
     let feeder = {
-        let (produced, done, input) = (produced.clone(), done.clone(), input.clone());
+        let (produced, input) = (produced.clone(), names.input.clone());
         let producer = produce::loader(brokers, [])?;
         let (rate, end) = (
             opts.rate.max(1),
@@ -442,7 +460,6 @@ pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport
                 let n = produce::send_paced(&producer, &input, chunk, Some(rate)).await?;
                 produced.fetch_add(n, Ordering::Relaxed);
             }
-            done.store(true, Ordering::Release);
             anyhow::Ok(())
         })
     };
@@ -469,7 +486,8 @@ pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport
         since = now;
         println!("{sample}");
         samples.push(sample);
-        if done.load(Ordering::Acquire) {
+        // The load's end, or a delivery failure (reported below).
+        if feeder.is_finished() {
             break;
         }
     }
