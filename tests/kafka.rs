@@ -442,6 +442,15 @@ fn sigterm(child: &Child) {
     assert!(ok, "kill -TERM");
 }
 
+/// Stops `child` with SIGTERM and asserts it exited 0; returns its log.
+fn stop_cleanly(child: Child) -> String {
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit status {:?}: {log}", out.status);
+    log
+}
+
 /// Stops `child` and fails the test with `why` and the end of its log: what a timeout needs to
 /// be diagnosed.
 fn give_up(child: Child, why: &str) -> ! {
@@ -488,14 +497,7 @@ async fn killed_mid_stream_and_restarted_it_loses_no_record_and_repeated_command
     // Second run: picks up from the committed offsets, rebuilding baselines first.
     let second = driftwatch_run(&t, &group);
     let second = await_committed(&brokers(), &group, &t.input, partitions, n, second, 240).await;
-    sigterm(&second);
-    let out = second.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = stop_cleanly(second);
     assert!(log.contains("replayed to rebuild baselines"), "{log}");
 
     let alerts = read_all(&t.alerts, 0);
@@ -656,10 +658,7 @@ async fn one_of_two_instances_killed_its_partitions_are_restored_from_the_state_
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    sigterm(&survivor);
-    let out = survivor.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = stop_cleanly(survivor);
     let logs: Vec<Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -1400,13 +1399,7 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
         assert!(Instant::now() < deadline, "ready again after the outage");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    sigterm(&service);
-    let out = service.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_cleanly(service);
     // Nothing lost; repeated only what at-least-once allows: records not yet committed when
     // the broker froze (the session expired in the freeze, so they were processed again).
     let dead = read_all_at(b, &t.dead_letter, bad);
