@@ -212,3 +212,183 @@ fn cloudtrail_delivery_file_gzip_and_records_container_are_expanded() {
     assert_eq!(sources[1].element, Some(1));
     assert_eq!(sources[1].source_label(), "f#1");
 }
+
+/// Every record of `data` (one per line) decoded, in order; events with their source position
+/// cleared, so the same record reached through different envelopes compares equal.
+fn decode_lines(data: &[u8]) -> Vec<Result<Decoded, DecodeError>> {
+    let mut out = Vec::new();
+    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        decode_bytes(line, &mut out);
+    }
+    out
+}
+
+fn decode_bytes(bytes: &[u8], out: &mut Vec<Result<Decoded, DecodeError>>) {
+    decode::decode_record(
+        bytes,
+        FormatHint::Auto,
+        &RawRef::default(),
+        &mut |_, _, r| {
+            out.push(r.map(|d| match d {
+                Decoded::Event(mut e) => {
+                    e.raw = RawRef::default();
+                    Decoded::Event(e)
+                }
+                other => other,
+            }))
+        },
+    );
+}
+
+fn events_of(results: &[Result<Decoded, DecodeError>]) -> Vec<&AccessEvent> {
+    results
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Decoded::Event(e)) => Some(&**e),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn cloudtrail_through_eventbridge_logstash_and_filebeat_decodes_as_the_bare_trail() {
+    let bare = read_input(
+        fixture("stratus/aws.credential-access.ec2-steal-instance-credentials.json")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut want = Vec::new();
+    decode_bytes(&bare, &mut want);
+    let want = events_of(&want);
+    assert_eq!(want.len(), 45);
+    for name in ["eventbridge", "logstash", "filebeat"] {
+        let data = std::fs::read(fixture(&format!("envelopes/{name}.jsonl"))).unwrap();
+        let got = decode_lines(&data);
+        assert!(got.iter().all(Result::is_ok), "{name}: {got:?}");
+        assert_eq!(events_of(&got), want, "{name}");
+    }
+}
+
+#[test]
+fn cloudwatch_logs_subscriptions_decode_alike_as_json_gzip_and_base64_gzip() {
+    use base64::Engine as _;
+    use std::io::Write;
+    let data = std::fs::read(fixture("envelopes/cloudwatch-logs.jsonl")).unwrap();
+    let plain = decode_lines(&data);
+    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(line).unwrap();
+        let gz = gz.finish().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&gz);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        decode_bytes(line, &mut a);
+        decode_bytes(&gz, &mut b);
+        decode_bytes(b64.as_bytes(), &mut c);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+    }
+    // The first four payloads carry the first 200 lines of the real audit log, one event each.
+    let perfspec = std::fs::read(fixture("k8s-perfspec/audit-events.jsonl")).unwrap();
+    let head: Vec<u8> = perfspec
+        .split_inclusive(|b| *b == b'\n')
+        .take(200)
+        .flatten()
+        .copied()
+        .collect();
+    // The audit records do not name their cluster; the log group `/aws/eks/perfspec/cluster` does.
+    let bare: Vec<_> = decode_lines(&head)
+        .into_iter()
+        .map(|r| {
+            r.map(|d| match d {
+                Decoded::Event(mut e) => {
+                    assert_eq!(e.origin.workload.cluster, None);
+                    e.origin.workload.cluster = Some("perfspec".to_owned());
+                    e.tenant = Some("perfspec".to_owned());
+                    Decoded::Event(e)
+                }
+                other => other,
+            })
+        })
+        .collect();
+    assert!(
+        plain[..200] == bare[..],
+        "log events decode as the bare records, in their cluster"
+    );
+    let eks = events_of(&plain[200..]);
+    let panther = std::fs::read(fixture("panther/eks-audit.jsonl")).unwrap();
+    let head: Vec<u8> = panther
+        .split_inclusive(|b| *b == b'\n')
+        .take(40)
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(eks.len(), events_of(&decode_lines(&head)).len());
+    assert!(eks.len() >= 10, "{}", eks.len());
+    for e in &eks {
+        assert_eq!(e.origin.workload.cluster.as_deref(), Some("prod-eu"));
+        assert_eq!(e.tenant.as_deref(), Some("prod-eu"));
+    }
+    // A control message holds no events and is not an error.
+    assert!(matches!(
+        plain.last(),
+        Some(Ok(Decoded::Skipped(decode::Skip::ControlMessage)))
+    ));
+}
+
+#[test]
+fn gcp_log_entries_pushed_by_pub_sub_decode_as_the_entries_themselves() {
+    let data = std::fs::read(fixture("envelopes/pubsub-push.jsonl")).unwrap();
+    let got = decode_lines(&data);
+    let panther = std::fs::read(fixture("panther/gcp-audit.jsonl")).unwrap();
+    let head: Vec<u8> = panther
+        .split_inclusive(|b| *b == b'\n')
+        .take(60)
+        .flatten()
+        .copied()
+        .collect();
+    let want = decode_lines(&head);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(events_of(&got), events_of(&want));
+    assert!(events_of(&got).len() > 30);
+}
+
+#[test]
+fn a_broken_envelope_is_rejected_naming_the_envelope_field_and_only_its_bad_element() {
+    let codes = |rec: &[u8]| -> Vec<String> {
+        let mut v = Vec::new();
+        decode_bytes(rec, &mut v);
+        v.iter()
+            .map(|r| match r {
+                Ok(Decoded::Event(_)) => "event".to_owned(),
+                Ok(Decoded::Skipped(s)) => s.to_string(),
+                Err(e) => format!("{}: {e}", e.code()),
+            })
+            .collect()
+    };
+    let eb = codes(br#"{"detail-type":"AWS API Call via CloudTrail","detail":"x"}"#);
+    assert!(
+        eb[0].starts_with("invalid_field") && eb[0].contains("`detail`"),
+        "{eb:?}"
+    );
+    let push = codes(br#"{"message":{"data":"***"},"subscription":"s"}"#);
+    assert!(
+        push[0].contains("message.data") && push[0].contains("base64"),
+        "{push:?}"
+    );
+    let gz = codes(&[0x1f, 0x8b, 0x08, 0, 1, 2, 3]);
+    assert!(
+        gz[0].starts_with("invalid_json") && gz[0].contains("gzip"),
+        "{gz:?}"
+    );
+    // One log event that is not JSON costs that event only.
+    let k8s = r#"{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"stage\":\"ResponseComplete\",\"verb\":\"get\",\"user\":{\"username\":\"system:serviceaccount:a:b\"},\"requestURI\":\"/api/v1/pods\",\"objectRef\":{\"resource\":\"pods\"},\"requestReceivedTimestamp\":\"2026-01-05T10:00:00Z\"}"#;
+    let cw = format!(
+        r#"{{"messageType":"DATA_MESSAGE","logGroup":"/aws/eks/x/cluster","logEvents":[{{"message":"{k8s}"}},{{"message":"not json"}},{{"message":"{k8s}"}}]}}"#
+    );
+    let got = codes(cw.as_bytes());
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], "event");
+    assert!(got[1].starts_with("invalid_json"), "{got:?}");
+    assert_eq!(got[2], "event");
+}

@@ -14,6 +14,14 @@ const F: &str = "CloudTrail";
 struct Record<'a> {
     #[serde(borrow)]
     event_time: Option<Str<'a>>,
+    /// Logstash and Filebeat replace or shadow `eventTime` with their own `@timestamp`.
+    #[serde(
+        borrow,
+        rename = "@timestamp",
+        default,
+        deserialize_with = "lenient::str"
+    )]
+    pipeline_time: Option<Str<'a>>,
     #[serde(borrow)]
     event_source: Option<Str<'a>>,
     #[serde(borrow)]
@@ -114,7 +122,10 @@ struct Resource<'a> {
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let r: Record = super::parse(text, F)?;
-    let time_ms = timestamp(r.event_time.as_deref(), F, "eventTime")?;
+    let time_ms = match (r.event_time.as_deref(), r.pipeline_time.as_deref()) {
+        (None, Some(t)) => timestamp(Some(t), F, "@timestamp")?,
+        (t, _) => timestamp(t, F, "eventTime")?,
+    };
     let source = required(r.event_source.as_deref(), F, "eventSource")?;
     let name = required(r.event_name.as_deref(), F, "eventName")?;
     let Some(ui) = r.user_identity else {

@@ -20,6 +20,14 @@ struct Entry<'a> {
     timestamp: Option<Str<'a>>,
     #[serde(borrow)]
     receive_timestamp: Option<Str<'a>>,
+    /// Logstash and Filebeat's own time, when a pipeline dropped the entry's timestamps.
+    #[serde(
+        borrow,
+        rename = "@timestamp",
+        default,
+        deserialize_with = "lenient::str"
+    )]
+    pipeline_time: Option<Str<'a>>,
     #[serde(borrow)]
     resource: Option<MonitoredResource<'a>>,
     #[serde(borrow)]
@@ -86,16 +94,16 @@ const UNAUTHENTICATED: i64 = 16;
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let e: Entry = super::parse(text, F)?;
-    let time_field = if e.timestamp.is_none() && e.receive_timestamp.is_some() {
-        "receiveTimestamp"
-    } else {
-        "timestamp"
+    let (time_field, time) = match (
+        e.timestamp.as_deref(),
+        e.receive_timestamp.as_deref(),
+        e.pipeline_time.as_deref(),
+    ) {
+        (None, Some(t), _) => ("receiveTimestamp", Some(t)),
+        (None, None, Some(t)) => ("@timestamp", Some(t)),
+        (t, _, _) => ("timestamp", t),
     };
-    let time_ms = timestamp(
-        e.timestamp.as_deref().or(e.receive_timestamp.as_deref()),
-        F,
-        time_field,
-    )?;
+    let time_ms = timestamp(time, F, time_field)?;
     let p = required(e.proto_payload.as_ref(), F, "protoPayload")?;
     let auth = required(
         p.authentication_info.as_ref(),

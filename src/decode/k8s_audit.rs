@@ -33,6 +33,14 @@ struct Event<'a> {
     request_received_timestamp: Option<Str<'a>>,
     #[serde(borrow)]
     stage_timestamp: Option<Str<'a>>,
+    /// Logstash and Filebeat's own time, when a pipeline dropped the audit timestamps.
+    #[serde(
+        borrow,
+        rename = "@timestamp",
+        default,
+        deserialize_with = "super::lenient::str"
+    )]
+    pipeline_time: Option<Str<'a>>,
     #[serde(borrow)]
     annotations: Option<Annotations<'a>>,
 }
@@ -89,18 +97,16 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     {
         return Ok(Decoded::Skipped(Skip::IntermediateStage));
     }
-    let time_field = if e.request_received_timestamp.is_none() && e.stage_timestamp.is_some() {
-        "stageTimestamp"
-    } else {
-        "requestReceivedTimestamp"
+    let (time_field, time) = match (
+        e.request_received_timestamp.as_deref(),
+        e.stage_timestamp.as_deref(),
+        e.pipeline_time.as_deref(),
+    ) {
+        (None, Some(t), _) => ("stageTimestamp", Some(t)),
+        (None, None, Some(t)) => ("@timestamp", Some(t)),
+        (t, _, _) => ("requestReceivedTimestamp", t),
     };
-    let time_ms = timestamp(
-        e.request_received_timestamp
-            .as_deref()
-            .or(e.stage_timestamp.as_deref()),
-        F,
-        time_field,
-    )?;
+    let time_ms = timestamp(time, F, time_field)?;
     let user = required(e.user.as_ref(), F, "user")?;
     let username = required(user.username.as_deref(), F, "user.username")?;
     let verb = required(e.verb.as_deref(), F, "verb")?;

@@ -6,6 +6,7 @@
 //! one bad element costs that element only. Nothing here performs I/O or reads the clock.
 
 mod cloudtrail;
+pub mod envelope;
 mod gcp_audit;
 mod k8s_audit;
 mod native;
@@ -171,6 +172,8 @@ pub enum Skip {
     IntermediateStage,
     /// A CloudTrail record about the service itself (e.g. `AwsServiceEvent` without a caller).
     NoCaller,
+    /// A CloudWatch Logs `CONTROL_MESSAGE` (a connectivity check with no log events).
+    ControlMessage,
 }
 
 impl fmt::Display for Skip {
@@ -178,6 +181,7 @@ impl fmt::Display for Skip {
         f.write_str(match self {
             Skip::IntermediateStage => "intermediate_audit_stage",
             Skip::NoCaller => "no_caller",
+            Skip::ControlMessage => "control_message",
         })
     }
 }
@@ -198,20 +202,32 @@ pub type ElementSink<'s> = dyn FnMut(&[u8], &RawRef, Result<Decoded, DecodeError
 /// `raw` names where the record came from; an element of a container keeps the record's source
 /// and position and has its index in [`RawRef::element`].
 pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
+    decode_at(bytes, hint, raw, out, 0);
+}
+
+/// [`decode_record`] of a record found `depth` envelopes deep.
+fn decode_at(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>, depth: u8) {
     let trimmed = bytes.trim_ascii();
+    if envelope::is_compressed(trimmed) {
+        match envelope_depth(depth).and_then(|()| envelope::expand(trimmed)) {
+            Ok(expanded) => decode_at(&expanded, hint, raw, out, depth + 1),
+            Err(e) => out(trimmed, raw, Err(e)),
+        }
+        return;
+    }
     match trimmed.first() {
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
-            Ok(items) => expand(&items, hint, raw, out),
+            Ok(items) => each_element(&items, hint, raw, out, depth),
             Err(e) => out(trimmed, raw, Err(DecodeError::json(e))),
         },
         Some(b'{') => {
             if let Some(items) = container_items(trimmed) {
                 match items {
-                    Ok(items) => expand(&items, hint, raw, out),
+                    Ok(items) => each_element(&items, hint, raw, out, depth),
                     Err(e) => out(trimmed, raw, Err(e)),
                 }
             } else {
-                out(trimmed, raw, decode_one(trimmed, hint, raw.clone()));
+                decode_object(trimmed, hint, raw, out, depth);
             }
         }
         Some(_) => out(
@@ -231,13 +247,83 @@ pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut Ele
     }
 }
 
-fn expand(items: &[&RawValue], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
+fn envelope_depth(depth: u8) -> Result<(), DecodeError> {
+    if depth < envelope::MAX_DEPTH {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidField {
+            format: "envelope",
+            field: "record",
+            reason: format!("envelopes nested more than {} deep", envelope::MAX_DEPTH),
+        })
+    }
+}
+
+fn each_element(
+    items: &[&RawValue],
+    hint: FormatHint,
+    raw: &RawRef,
+    out: &mut ElementSink<'_>,
+    depth: u8,
+) {
     for (i, item) in items.iter().enumerate() {
         let r = raw.element(u32::try_from(i).unwrap_or(u32::MAX));
-        let bytes = item.get().as_bytes();
-        let result = decode_one(bytes, hint, r.clone());
-        out(bytes, &r, result);
+        decode_object(item.get().as_bytes(), hint, &r, out, depth);
     }
+}
+
+/// Decodes one object as an event; if it is not one (no format recognised, or a format's
+/// required field missing) but is an envelope ([`envelope`]), decodes what the envelope holds.
+fn decode_object(obj: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>, depth: u8) {
+    let result = decode_one(obj, hint, raw.clone());
+    if !matches!(
+        result,
+        Err(DecodeError::UnknownFormat | DecodeError::MissingField { .. })
+    ) || !obj.starts_with(b"{")
+    {
+        return out(obj, raw, result);
+    }
+    let inner = match envelope::open(obj) {
+        None => return out(obj, raw, result),
+        Some(inner) => envelope_depth(depth).and(inner),
+    };
+    match inner {
+        Ok(envelope::Inner::One(bytes)) => decode_at(&bytes, hint, raw, out, depth + 1),
+        Ok(envelope::Inner::LogEvents {
+            messages,
+            log_group,
+        }) => {
+            let cluster = log_group.as_deref().and_then(envelope::eks_cluster);
+            for (i, m) in messages.iter().enumerate() {
+                let r = raw.element(u32::try_from(i).unwrap_or(u32::MAX));
+                decode_at(
+                    m.as_bytes(),
+                    hint,
+                    &r,
+                    &mut |b, rr, res| out(b, rr, res.map(|d| in_cluster(d, cluster))),
+                    depth + 1,
+                );
+            }
+        }
+        Ok(envelope::Inner::Empty) => out(obj, raw, Ok(Decoded::Skipped(Skip::ControlMessage))),
+        Err(e) => out(obj, raw, Err(e)),
+    }
+}
+
+/// A Kubernetes event from an EKS cluster's log group, which names the cluster the audit
+/// record itself does not.
+fn in_cluster(mut d: Decoded, cluster: Option<&str>) -> Decoded {
+    if let (Decoded::Event(e), Some(c)) = (&mut d, cluster)
+        && e.format == SourceFormat::K8sAudit
+    {
+        if e.origin.workload.cluster.is_none() {
+            e.origin.workload.cluster = Some(c.to_owned());
+        }
+        if e.tenant.is_none() {
+            e.tenant = Some(c.to_owned());
+        }
+    }
+    d
 }
 
 /// Recognises `{"Records":[...]}` and `{"kind":"EventList","items":[...]}` without parsing
