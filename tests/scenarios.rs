@@ -658,3 +658,180 @@ fn any_model_that_models_check_accepts_gives_only_schema_valid_alerts_and_comman
     );
     assert!(outputs > 0, "no perturbed model raised anything");
 }
+
+/// The first hour of an EC2 instance's life in CloudTrail, as its instance-profile session
+/// `i-0abc…` of role `web` shows it: the SSM agent from the instance's public address, the
+/// application through an S3 VPC endpoint from its private address, the CloudWatch agent, an AWS
+/// service acting for it, the host's IPv6 address; a sibling instance of the same role. When
+/// `stolen` is set, the session's credentials are also used, twenty minutes in, from another
+/// address with the AWS CLI (as after a read of the instance metadata service).
+fn instance_trail(stolen: bool) -> Vec<String> {
+    const T: i64 = T0 + 8 * HOUR;
+    const SSM: &str = "aws-sdk-go/1.44.260 (go1.20.5; linux; amd64) amazon-ssm-agent/3.2.1297.0";
+    const CW: &str = "aws-sdk-go/1.48.6 (go1.21.4; linux; amd64) CWAgent/1.300032.2";
+    const APP: &str = "Boto3/1.34.14 md/Botocore#1.34.14 ua/2.0 os/linux#6.1.0 lang/python#3.11.6";
+    const CLI: &str = "aws-cli/2.15.30 Python/3.11.8 Darwin/23.3.0 exe/x86_64 prompt/off";
+    let call = |instance: &str, t: i64, action: &str, ip: &str, ua: &str, vpce: Option<&str>| {
+        let (source, name) = action.split_once(':').unwrap();
+        let mut rec = json!({
+            "eventVersion": "1.09", "eventTime": driftwatch::decode::time::format_rfc3339_ms(t),
+            "eventSource": source, "eventName": name, "awsRegion": "eu-west-1",
+            "sourceIPAddress": ip, "userAgent": ua, "eventID": format!("{instance}-{t}-{name}"),
+            "recipientAccountId": "111122223333",
+            "userIdentity": {
+                "type": "AssumedRole", "principalId": format!("AROAEXAMPLEWEB:{instance}"),
+                "arn": format!("arn:aws:sts::111122223333:assumed-role/web/{instance}"),
+                "accountId": "111122223333", "accessKeyId": "ASIAEXAMPLEWEB0001",
+                "sessionContext": {
+                    "sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::111122223333:role/web"},
+                    "attributes": {"creationDate": "2026-03-02T07:58:00Z", "mfaAuthenticated": "false"},
+                    "ec2RoleDelivery": "2.0"
+                }
+            }
+        });
+        if let Some(v) = vpce {
+            rec["vpcEndpointId"] = json!(v);
+        }
+        rec.to_string()
+    };
+    let a = "i-0abc1234def567890";
+    let b = "i-0fed9876cba543210";
+    let mut lines = Vec::new();
+    for m in 0..50 {
+        let t = T + m * MINUTE;
+        lines.push(call(
+            a,
+            t,
+            "ssm.amazonaws.com:UpdateInstanceInformation",
+            "54.201.7.12",
+            SSM,
+            None,
+        ));
+        lines.push(call(
+            a,
+            t + 5_000,
+            "ec2messages.amazonaws.com:GetMessages",
+            "54.201.7.12",
+            SSM,
+            None,
+        ));
+        lines.push(call(
+            a,
+            t + 9_000,
+            "s3.amazonaws.com:GetObject",
+            "10.0.1.7",
+            APP,
+            Some("vpce-0a1b2c3d"),
+        ));
+        lines.push(call(
+            b,
+            t + 2_000,
+            "ssm.amazonaws.com:UpdateInstanceInformation",
+            "54.201.9.3",
+            SSM,
+            None,
+        ));
+        if m % 5 == 0 {
+            lines.push(call(
+                a,
+                t + 12_000,
+                "monitoring.amazonaws.com:PutMetricData",
+                "54.201.7.12",
+                CW,
+                None,
+            ));
+            lines.push(call(
+                a,
+                t + 15_000,
+                "kms.amazonaws.com:Decrypt",
+                "ssm.amazonaws.com",
+                "ssm.amazonaws.com",
+                None,
+            ));
+        }
+        if m % 7 == 0 {
+            lines.push(call(
+                a,
+                t + 20_000,
+                "ssm.amazonaws.com:UpdateInstanceInformation",
+                "2a05:d018:1a2b::17",
+                SSM,
+                None,
+            ));
+        }
+    }
+    if stolen {
+        let t = T + 20 * MINUTE + 30_000;
+        for (i, action) in [
+            "sts.amazonaws.com:GetCallerIdentity",
+            "s3.amazonaws.com:ListBuckets",
+            "iam.amazonaws.com:ListRoles",
+        ]
+        .iter()
+        .enumerate()
+        {
+            lines.push(call(
+                a,
+                t + i as i64 * 4_000,
+                action,
+                "198.51.100.23",
+                CLI,
+                None,
+            ));
+        }
+    }
+    lines.sort_by_key(|l| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["eventTime"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    });
+    lines
+}
+
+#[test]
+fn instance_credentials_used_elsewhere_minutes_after_boot_are_caught_on_the_first_stolen_call() {
+    let web = "arn:aws:iam::111122223333:role/web";
+    let events = decode_all(instance_trail(true).iter().map(String::as_str));
+    let (_, out) = run_with(&events, Rules::new(Model::embedded()));
+    let alerts = out.alerts_for(web);
+    assert!(
+        !alerts.is_empty(),
+        "stolen instance credentials were not alerted"
+    );
+    let first_stolen = T0 + 8 * HOUR + 20 * MINUTE + 30_000;
+    assert_eq!(alerts[0]["time"], first_stolen, "{:#}", alerts[0]);
+    assert!(
+        out.types_for(web)
+            .contains(&"credential_outside_workload".to_owned())
+    );
+    let text = alerts[0].to_string();
+    for shown in [
+        "i-0abc1234def567890",
+        "54.201.7.0/24",
+        "aws-sdk-go/1",
+        "198.51.100.0/24",
+        "aws-cli/2",
+    ] {
+        assert!(
+            text.contains(shown),
+            "the alert explains itself: {shown} missing from {text}"
+        );
+    }
+    assert!(
+        alerts[0]["severity_id"].as_u64() >= Some(4),
+        "High at least: {}",
+        alerts[0]["severity_id"]
+    );
+    let alert_schema = schema("alert.v1.json");
+    for a in &out.alerts {
+        assert_valid(&alert_schema, a, "alert");
+    }
+}
+
+#[test]
+fn an_instances_own_agents_vpc_endpoint_ipv6_and_aws_services_do_not_breach_its_pin() {
+    let events = decode_all(instance_trail(false).iter().map(String::as_str));
+    let (_, out) = run_with(&events, Rules::new(Model::embedded()));
+    assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+}

@@ -86,6 +86,8 @@ pub struct Learned {
     /// Decayed counts of calls and denied calls before this one.
     pub calls_before: f32,
     pub denied_before: f32,
+    /// A workload-bound session used from a network and client it never used ([`super::pin`]).
+    pub pin_breach: Option<super::pin::PinBreach>,
 }
 
 impl Learned {
@@ -136,6 +138,7 @@ impl Profile {
         // What it calls, and from where.
         let endpoint = self.learn_endpoint(ev, fleet, r, hour);
         let (origins, coarse_unknown_to_fleet) = self.learn_origins(ev, fleet, &m.baseline, hour);
+        let pin_breach = self.pins.observe(ev, &m.baseline);
 
         // Refusals.
         let len = (m.detectors.denied_burst.window_minutes * 60_000.0) as i64;
@@ -162,6 +165,7 @@ impl Profile {
             coarse_unknown_to_fleet,
             calls_before,
             denied_before,
+            pin_breach,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cold;
 pub mod fleet;
 pub mod learn;
 pub mod origin;
+pub mod pin;
 pub mod stats;
 
 use origin::LEVELS;
@@ -335,6 +336,8 @@ pub struct Profile {
     pub enum_window: Window,
     /// Use after the declared expiry has been reported (once per identity).
     pub expiry_reported: bool,
+    /// The networks and clients of its workload-bound sessions ([`pin`]).
+    pub pins: pin::Pins,
 }
 
 /// Findings already reported in the current hour, so each fires once (or again when it grows).
@@ -376,6 +379,7 @@ impl Profile {
             denied_window: Window::default(),
             enum_window: Window::default(),
             expiry_reported: false,
+            pins: pin::Pins::default(),
         }
     }
 
@@ -495,6 +499,7 @@ impl Profile {
                 .chain(&self.origins)
                 .map(|o| alloc_bytes(o.entries.capacity() * std::mem::size_of::<Entry>()))
                 .sum::<usize>()
+            + self.pins.heap_bytes()
     }
 
     /// Number of origin levels.

@@ -145,6 +145,8 @@ pub struct OutsideWorkload {
     pub enabled: bool,
     pub weight: f64,
     pub bits: f64,
+    /// A workload-bound session used from a network and a client it never used.
+    pub pinned_bits: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -459,6 +461,19 @@ impl Model {
                     &format!("detectors.{name}.max_bits"),
                     format!("must be in (0, 64], got {m}"),
                 );
+            }
+            // Fixed surprises (`bits`, `pinned_bits`, `expired_bits`...).
+            for (key, v) in section.as_table().into_iter().flatten() {
+                if let Some(b) = v.as_float()
+                    && key.ends_with("bits")
+                    && key != "max_bits"
+                {
+                    check(
+                        (0.0..=64.0).contains(&b),
+                        &format!("detectors.{name}.{key}"),
+                        format!("must be in [0, 64], got {b}"),
+                    );
+                }
             }
         }
         check(

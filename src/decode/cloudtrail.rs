@@ -154,7 +154,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         .as_ref()
         .is_some_and(|c| c.ec2_role_delivery.is_some());
     let instance = session_name
-        .filter(|s| delivered_to_instance || is_instance_id(s))
+        .filter(|s| delivered_to_instance || is_instance_id(s) || is_ecs_task_id(s))
         .map(str::to_owned);
 
     let (ip, service) = match r.source_ip_address.as_deref() {
@@ -278,6 +278,13 @@ fn role_from_session_arn(arn: &str) -> Option<String> {
 fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-")
         .is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// ECS task-role sessions are named after the task: its id, 32 lower-case hex digits.
+fn is_ecs_task_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 fn is_denied(code: &str) -> bool {

@@ -1,6 +1,12 @@
-//! Credential outside its workload: a workload-bound credential (a pod-bound token, an
-//! instance-role session) used from a public network that neither the identity nor any other
-//! identity has used. Needs a fleet with some history and an identity with some events.
+//! Credential outside its workload, judged two ways:
+//! - **pinned session**: a workload-bound session (an instance-profile or ECS task session, a
+//!   pod-bound token) used from a network and a client the session itself never used
+//!   ([`crate::baseline::pin`]). Judged from the session's first event, with no warm-up: this
+//!   is how credentials taken from an instance's metadata service show up, often within a
+//!   minute of the workload's own calls.
+//! - **unknown network**: a workload-bound credential used from a public network that neither
+//!   the identity nor any other identity has used. Needs a fleet with some history and an
+//!   identity with some events.
 
 use serde_json::json;
 
@@ -12,8 +18,30 @@ pub fn check(p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
     let m = &o.rules.model;
     let ow = &m.detectors.outside_workload;
     let (l, ev) = (o.learned, o.event);
-    if !ow.enabled
-        || !l.fleet_mature
+    if !ow.enabled {
+        return None;
+    }
+    if let Some(b) = &l.pin_breach {
+        return Some(o.finding(
+            Detector::OutsideWorkload,
+            ow.pinned_bits * ow.weight,
+            0.0,
+            format!(
+                "session bound to workload {} used from network {} with client {}, while since {} it was used only from {} with {}",
+                b.workload,
+                b.network,
+                b.client,
+                crate::decode::time::format_rfc3339_ms(b.since_ms),
+                b.pinned_network,
+                b.pinned_client
+            ),
+            json!({"bound_workload": b.workload, "session_since": crate::decode::time::format_rfc3339_ms(b.since_ms),
+                   "networks": [b.pinned_network], "clients": [b.pinned_client]}),
+            json!({"ip": ev.origin.ip, "network": b.network, "client": b.client, "user_agent": ev.origin.user_agent,
+                   "session": ev.session_id}),
+        ));
+    }
+    if !l.fleet_mature
         || !l.coarse_unknown_to_fleet
         || !ev.origin.workload.is_bound()
         || !ev.origin.ip.is_some_and(origin::is_public)

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
+use crate::baseline::pin::{Pin, Pins};
 use crate::baseline::{ColdProfile, Entry, HourFired, Profile, Seasonality, ValueSet, Window};
 use crate::config::Rules;
 use crate::decide::{OpenAlert, RiskState, Severity};
@@ -27,8 +28,12 @@ use crate::detect::{Detector, Evidence, Finding};
 use crate::engine::{ColdIdentity, IdentityState, Tracked};
 use crate::state::group::PartitionReport;
 
-/// The snapshot format version this code writes and reads.
-pub const FORMAT: u16 = 1;
+/// The snapshot format version this code writes. Format 2 added workload pins after an
+/// identity's body; format 1 snapshots are still read (their identities have no pins yet).
+pub const FORMAT: u16 = 2;
+
+/// The oldest format this code reads.
+const OLDEST_READ: u16 = 1;
 
 /// First bytes of every identity snapshot, and of the engine-wide state.
 const MAGIC: [u8; 3] = *b"DWI";
@@ -81,7 +86,7 @@ pub enum SnapshotError {
     #[error("not a driftwatch snapshot (bad magic bytes)")]
     NotASnapshot,
     #[error(
-        "snapshot written by format {format} with model fingerprint {fingerprint:016x}; this driftwatch reads format {FORMAT} with fingerprint {expected:016x} (the network prefixes changed, or driftwatch did): the identity relearns"
+        "snapshot written by format {format} with model fingerprint {fingerprint:016x}; this driftwatch reads formats {OLDEST_READ} to {FORMAT} with fingerprint {expected:016x} (the network prefixes changed, or driftwatch did): the identity relearns"
     )]
     Incompatible {
         format: u16,
@@ -103,7 +108,8 @@ impl From<postcard::Error> for SnapshotError {
 pub fn fingerprint(rules: &Rules) -> u64 {
     let b = &rules.model.baseline;
     let canonical = format!(
-        "format={FORMAT};hash=fxhash2;ipv4={}/{};ipv6={}/{}",
+        // Format 1's text: what the stored hashes mean has not changed since.
+        "format=1;hash=fxhash2;ipv4={}/{};ipv6={}/{}",
         b.ipv4_network_prefix, b.ipv4_coarse_prefix, b.ipv6_network_prefix, b.ipv6_coarse_prefix
     );
     let d = Sha256::digest(canonical.as_bytes());
@@ -547,7 +553,60 @@ fn profile_in(p: ProfileV1, rules: &Rules) -> Result<Profile, SnapshotError> {
         denied_window: window_in(p.denied_window),
         enum_window: window_in(p.enum_window),
         expiry_reported: p.expiry_reported,
+        pins: Pins::default(),
     })
+}
+
+/// A workload pin (format 2; written after the identity's body).
+#[derive(Serialize, Deserialize)]
+struct PinV1 {
+    key: Hash64,
+    since_ms: i64,
+    last_ms: i64,
+    networks: Vec<Hash64>,
+    clients: Vec<Hash64>,
+    reported: Hash64,
+    network_label: String,
+    client_label: String,
+}
+
+fn pin_out(p: &Pin) -> PinV1 {
+    let h = |v: &[u64]| v.iter().map(|x| Hash64(x.to_le_bytes())).collect();
+    let (network, client) = p.labels();
+    PinV1 {
+        key: Hash64(p.key.to_le_bytes()),
+        since_ms: p.since_ms,
+        last_ms: p.last_ms,
+        networks: h(p.networks.values()),
+        clients: h(p.clients.values()),
+        reported: Hash64(p.reported.to_le_bytes()),
+        network_label: network.to_owned(),
+        client_label: client.to_owned(),
+    }
+}
+
+fn pin_in(p: PinV1) -> Result<Pin, SnapshotError> {
+    let h = |x: &Hash64| u64::from_le_bytes(x.0);
+    let (Some(first_network), Some(first_client)) = (p.networks.first(), p.clients.first()) else {
+        return Err(SnapshotError::Corrupt(
+            "a pin without networks or clients".into(),
+        ));
+    };
+    let mut pin = Pin::new(
+        h(&p.key),
+        p.since_ms,
+        (h(first_network), &p.network_label),
+        (h(first_client), &p.client_label),
+    );
+    pin.last_ms = p.last_ms;
+    for n in &p.networks[1..] {
+        pin.networks.add(h(n));
+    }
+    for c in &p.clients[1..] {
+        pin.clients.add(h(c));
+    }
+    pin.reported = h(&p.reported);
+    Ok(pin)
 }
 
 fn finding_out(f: &Finding) -> FindingV1 {
@@ -646,26 +705,40 @@ impl<'r> Codec<'r> {
 
     /// The body after a valid header with `magic`.
     fn body<'b>(&self, bytes: &'b [u8], magic: [u8; 3]) -> Result<&'b [u8], SnapshotError> {
+        self.versioned_body(bytes, magic).map(|(_, b)| b)
+    }
+
+    /// The format and body after a valid header with `magic`.
+    fn versioned_body<'b>(
+        &self,
+        bytes: &'b [u8],
+        magic: [u8; 3],
+    ) -> Result<(u16, &'b [u8]), SnapshotError> {
         let (h, rest): (Header, &[u8]) =
             postcard::take_from_bytes(bytes).map_err(|_| SnapshotError::NotASnapshot)?;
         if h.magic != magic {
             return Err(SnapshotError::NotASnapshot);
         }
-        if h.format != FORMAT || h.fingerprint != self.fingerprint {
+        if !(OLDEST_READ..=FORMAT).contains(&h.format) || h.fingerprint != self.fingerprint {
             return Err(SnapshotError::Incompatible {
                 format: h.format,
                 fingerprint: h.fingerprint,
                 expected: self.fingerprint,
             });
         }
-        Ok(rest)
+        Ok((h.format, rest))
     }
 
     /// Encodes one identity's state (hot, or its cold summary), with the input offsets applied
     /// to it.
     pub fn encode_identity(&self, s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
         match s {
-            Tracked::Hot(s) => self.encode(MAGIC, &identity_out(s, applied)),
+            Tracked::Hot(s) => {
+                let mut out = self.encode(MAGIC, &identity_out(s, applied));
+                let pins: Vec<PinV1> = s.profile.pins.0.iter().map(pin_out).collect();
+                postcard::to_io(&pins, &mut out).expect("writing to a Vec cannot fail");
+                out
+            }
             Tracked::Cold(c) => self.encode(COLD_MAGIC, &cold_out(&c.profile, applied)),
         }
     }
@@ -691,7 +764,14 @@ impl<'r> Codec<'r> {
             };
             return Ok((Tracked::Cold(Box::new(cold)), applied));
         }
-        let body: IdentityV1 = self.decode(bytes, MAGIC)?;
+        let (format, rest) = self.versioned_body(bytes, MAGIC)?;
+        let (body, rest): (IdentityV1, &[u8]) = postcard::take_from_bytes(rest)?;
+        let pins = if format >= 2 {
+            let pins: Vec<PinV1> = postcard::from_bytes(rest)?;
+            Pins(pins.into_iter().map(pin_in).collect::<Result<_, _>>()?)
+        } else {
+            Pins::default()
+        };
         let recent = body
             .risk
             .recent
@@ -704,8 +784,10 @@ impl<'r> Codec<'r> {
             .into_iter()
             .map(open_in)
             .collect::<Result<Vec<_>, _>>()?;
+        let mut profile = profile_in(body.profile, self.rules)?;
+        profile.pins = pins;
         let state = IdentityState {
-            profile: profile_in(body.profile, self.rules)?,
+            profile,
             risk: RiskState {
                 evidence: body.risk.evidence,
                 at_ms: body.risk.at_ms,
@@ -917,7 +999,7 @@ mod tests {
     fn every_identity_survives_a_round_trip_bit_for_bit() {
         let (engine, _) = engine_after(0.7);
         let r = rules();
-        let (mut with_findings, mut cold) = (0, 0);
+        let (mut with_findings, mut cold, mut pinned) = (0, 0, 0);
         engine.for_each_identity(|_, s| {
             let applied = [AppliedOffset {
                 topic: "in".into(),
@@ -932,10 +1014,17 @@ mod tests {
                 Some(s) => {
                     with_findings +=
                         usize::from(!s.risk.recent.is_empty() || !s.risk.open.is_empty());
+                    pinned += usize::from(!s.profile.pins.0.is_empty());
+                    let back = back.hot().expect("hot stays hot");
+                    assert_eq!(back.profile.pins, s.profile.pins);
                 }
                 None => cold += 1,
             }
         });
+        assert!(
+            pinned > 0,
+            "the fleet's instance roles have pinned sessions"
+        );
         assert!(
             with_findings > 0,
             "the fleet has identities with open alerts to carry"
@@ -944,6 +1033,31 @@ mod tests {
             cold > 0,
             "the fleet's dormant keys (history long before) are cold summaries"
         );
+    }
+
+    #[test]
+    fn a_format_1_snapshot_is_still_read_and_its_identity_has_no_pins_yet() {
+        let (engine, _) = engine_after(0.7);
+        let r = rules();
+        let codec = Codec::new(&r);
+        let mut read = 0;
+        engine.for_each_identity(|_, s| {
+            let Some(hot) = s.hot() else { return };
+            if !hot.profile.pins.0.is_empty() {
+                return;
+            }
+            // Format 1 is format 2 without the pins list (one byte: empty) after the body.
+            let mut v1 = codec.encode_identity(s, &[]);
+            assert_eq!((v1[3], v1.pop()), (FORMAT as u8, Some(0)));
+            v1[3] = 1;
+            let (back, _) = codec.decode_identity(&v1).unwrap();
+            assert_eq!(
+                codec.encode_identity(&back, &[]),
+                codec.encode_identity(s, &[])
+            );
+            read += 1;
+        });
+        assert!(read > 0);
     }
 
     #[test]

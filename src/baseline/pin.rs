@@ -1,0 +1,374 @@
+//! Workload pins. A workload-bound credential (an EC2 instance-profile session, an ECS task's
+//! role session, a pod-bound service-account token) belongs to one running workload, so its
+//! first uses show that workload's network and client. [`Pins::observe`] remembers them per
+//! session from the session's very first event, without waiting for the identity to warm up,
+//! and reports a later use of the same session from a network *and* a client the session never
+//! showed: the shape of credentials taken from an instance or pod and replayed elsewhere
+//! (GuardDuty's InstanceCredentialExfiltration).
+//!
+//! What stays quiet, by construction:
+//! - calls without a source address (an AWS service acting for the workload, `AWS Internal`);
+//! - calls through a VPC endpoint from a private address: they come from inside the VPC;
+//! - a new network with a known client (the same host's IPv6 address, a NAT change), or a new
+//!   client from a known network (another agent on the same host): either is learnt.
+//!
+//! A session's pin holds a few networks and clients as hashes, with the first of each as a
+//! label for evidence; an identity holds at most [`MAX_PINS`] sessions, least recently used
+//! forgotten first, and a session idle for [`PIN_IDLE_MS`] is forgotten.
+
+use std::hash::Hasher;
+
+use rustc_hash::FxHasher;
+
+use super::origin::{self, Level};
+use crate::config::model::BaselineConfig;
+use crate::event::AccessEvent;
+
+/// Sessions an identity keeps pins for (an autoscaling group's role has one per instance).
+pub const MAX_PINS: usize = 16;
+/// Networks and clients one pin remembers.
+pub const PIN_VALUES: usize = 4;
+/// A session unused this long is forgotten. A live instance or pod calls all day (the SSM
+/// agent every few minutes) and keeps its pin; instance and task credentials expire within
+/// hours, so a session silent for a day has ended.
+pub const PIN_IDLE_MS: i64 = super::DAY_MS;
+
+/// The networks and clients one workload-bound session has been used from (about 180 bytes
+/// with its labels).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pin {
+    /// Hash of the session (AWS session ARN, Kubernetes namespace/pod).
+    pub key: u64,
+    pub since_ms: i64,
+    pub last_ms: i64,
+    pub networks: Recent,
+    pub clients: Recent,
+    /// The network a breach was last reported for (0: none): one replay is one finding.
+    pub reported: u64,
+    /// The first network and client, for evidence: `network` and `client` joined by `\n`.
+    labels: Box<str>,
+}
+
+impl Pin {
+    /// A pin of `key` first used at `t` from `network` with `client`.
+    pub fn new(key: u64, t: i64, network: (u64, &str), client: (u64, &str)) -> Pin {
+        Pin {
+            key,
+            since_ms: t,
+            last_ms: t,
+            networks: Recent::of(network.0),
+            clients: Recent::of(client.0),
+            reported: 0,
+            labels: format!("{}\n{}", network.1, client.1).into_boxed_str(),
+        }
+    }
+
+    /// The labels of the first network and client.
+    pub fn labels(&self) -> (&str, &str) {
+        self.labels.split_once('\n').unwrap_or((&self.labels, ""))
+    }
+
+    /// Restores the labels (snapshots).
+    pub fn set_labels(&mut self, network: &str, client: &str) {
+        self.labels = format!("{network}\n{client}").into_boxed_str();
+    }
+}
+
+/// The last [`PIN_VALUES`] distinct values seen, oldest replaced first.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Recent {
+    values: [u64; PIN_VALUES],
+    len: u8,
+}
+
+impl Recent {
+    fn of(v: u64) -> Recent {
+        let mut r = Recent::default();
+        r.add(v);
+        r
+    }
+
+    pub fn values(&self) -> &[u64] {
+        &self.values[..usize::from(self.len)]
+    }
+
+    pub fn contains(&self, v: u64) -> bool {
+        self.values().contains(&v)
+    }
+
+    /// Adds `v`, replacing the oldest value when full.
+    pub fn add(&mut self, v: u64) {
+        if usize::from(self.len) == PIN_VALUES {
+            self.values.rotate_left(1);
+            self.values[PIN_VALUES - 1] = v;
+        } else {
+            self.values[usize::from(self.len)] = v;
+            self.len += 1;
+        }
+    }
+}
+
+/// A workload-bound session used from a network and a client it never used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinBreach {
+    /// The workload the session is bound to (instance id, pod).
+    pub workload: String,
+    pub since_ms: i64,
+    pub pinned_network: String,
+    pub pinned_client: String,
+    pub network: String,
+    pub client: String,
+}
+
+/// An identity's pinned sessions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pins(pub Vec<Pin>);
+
+impl Pins {
+    /// Learns a workload-bound event and reports a breach of its session's pin; events that are
+    /// not workload-bound, or carry no address, are ignored.
+    pub fn observe(&mut self, ev: &AccessEvent, cfg: &BaselineConfig) -> Option<PinBreach> {
+        let w = &ev.origin.workload;
+        let workload = w.pod.as_deref().or(w.instance.as_deref())?;
+        let ip = ev.origin.ip?;
+        if ev.origin.vpc_endpoint.is_some() && !origin::is_public(ip) {
+            return None;
+        }
+        let t = ev.time_ms;
+        self.0.retain(|p| t - p.last_ms < PIN_IDLE_MS);
+        let key = session_key(ev, workload);
+        let network = network_hash(ev, cfg);
+        let client_label = client(ev);
+        let client = hash_str(&client_label);
+        let Some(pin) = self.0.iter_mut().find(|p| p.key == key) else {
+            if self.0.len() >= MAX_PINS
+                && let Some(i) = self
+                    .0
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, p)| (p.last_ms, p.key))
+                    .map(|(i, _)| i)
+            {
+                self.0.swap_remove(i);
+            }
+            if self.0.len() == self.0.capacity() {
+                // Grown by doubling from one: most bound identities hold a session or two, and
+                // `Vec`'s own first step (four pins) would cost them half a kilobyte.
+                let want = (self.0.len() * 2).clamp(1, MAX_PINS);
+                self.0.reserve_exact(want - self.0.len());
+            }
+            self.0.push(Pin::new(
+                key,
+                t,
+                (network, &network_label(ev, cfg)),
+                (client, &client_label),
+            ));
+            return None;
+        };
+        pin.last_ms = pin.last_ms.max(t);
+        match (pin.networks.contains(network), pin.clients.contains(client)) {
+            (true, true) => None,
+            (false, true) => {
+                pin.networks.add(network);
+                None
+            }
+            (true, false) => {
+                pin.clients.add(client);
+                None
+            }
+            (false, false) => {
+                if pin.reported == network {
+                    return None;
+                }
+                pin.reported = network;
+                let (pinned_network, pinned_client) = pin.labels();
+                Some(PinBreach {
+                    workload: workload.to_owned(),
+                    since_ms: pin.since_ms,
+                    pinned_network: pinned_network.to_owned(),
+                    pinned_client: pinned_client.to_owned(),
+                    network: network_label(ev, cfg),
+                    client: client_label,
+                })
+            }
+        }
+    }
+
+    /// Bytes allocated beyond the identity's profile.
+    pub fn heap_bytes(&self) -> usize {
+        super::alloc_bytes(self.0.capacity() * std::mem::size_of::<Pin>())
+            + self
+                .0
+                .iter()
+                .map(|p| super::alloc_bytes(p.labels.len()))
+                .sum::<usize>()
+    }
+}
+
+fn hash_str(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+/// The session a bound credential belongs to: the AWS session (role and session name, the
+/// session name being the instance or task), else the pod in its namespace.
+fn session_key(ev: &AccessEvent, workload: &str) -> u64 {
+    let mut h = FxHasher::default();
+    match ev.session_id.as_deref() {
+        Some(s) => h.write(s.as_bytes()),
+        None => {
+            h.write(
+                ev.origin
+                    .workload
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("")
+                    .as_bytes(),
+            );
+            h.write_u8(b'/');
+            h.write(workload.as_bytes());
+        }
+    }
+    h.finish()
+}
+
+/// The network a call came from: its VPC endpoint when it has one, else its address's network.
+fn network_hash(ev: &AccessEvent, cfg: &BaselineConfig) -> u64 {
+    match ev.origin.vpc_endpoint.as_deref() {
+        Some(vpce) => hash_str(vpce),
+        None => {
+            let mut out = 0;
+            origin::for_each_value(&ev.origin, cfg, |v| {
+                if v.level == Level::Network {
+                    out = v.hash;
+                }
+            });
+            out
+        }
+    }
+}
+
+fn network_label(ev: &AccessEvent, cfg: &BaselineConfig) -> String {
+    match ev.origin.vpc_endpoint.as_deref() {
+        Some(vpce) => vpce.to_owned(),
+        None => origin::label(&ev.origin, Level::Network, cfg),
+    }
+}
+
+/// The client: the user agent's family and major version (`aws-sdk-go/1`, `aws-cli/2`,
+/// `kubectl/1`), as the baseline's client level has it. A patch upgrade of the workload's own
+/// SDK or agent (the SSM agent updates itself) is the same client; another tool is not.
+fn client(ev: &AccessEvent) -> String {
+    let (family, major) = origin::client_family(ev.origin.user_agent.as_deref().unwrap_or(""));
+    if major.is_empty() {
+        family.to_owned()
+    } else {
+        format!("{family}/{major}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Model;
+    use crate::decode::{Decoded, FormatHint, decode_one};
+    use crate::event::RawRef;
+
+    const T0: i64 = 1_722_586_964_000;
+
+    /// A CloudTrail call by the instance-profile session of instance `i-0abc` of role `app`.
+    fn call(t: i64, ip: &str, ua: &str, vpce: Option<&str>) -> AccessEvent {
+        let vpce = vpce.map_or(String::new(), |v| format!(r#","vpcEndpointId":"{v}""#));
+        let rec = format!(
+            r#"{{"eventTime":"{}","eventSource":"ssm.amazonaws.com","eventName":"UpdateInstanceInformation",
+            "sourceIPAddress":"{ip}","userAgent":"{ua}"{vpce},
+            "userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/app/i-0abc1234def567890",
+            "accessKeyId":"ASIAEXAMPLE","sessionContext":{{"sessionIssuer":{{"arn":"arn:aws:iam::111122223333:role/app"}},"ec2RoleDelivery":"2.0"}}}}}}"#,
+            crate::decode::time::format_rfc3339_ms(t)
+        );
+        match decode_one(rec.as_bytes(), FormatHint::Auto, RawRef::default()) {
+            Ok(Decoded::Event(e)) => *e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const SSM: &str = "aws-sdk-go/1.44.260 (go1.20.5; linux; amd64) amazon-ssm-agent/3.2.1297.0";
+    const CLI: &str = "aws-cli/2.15.0 Python/3.11.6 Linux/6.5.0 exe/x86_64.ubuntu.22";
+
+    fn cfg() -> BaselineConfig {
+        Model::embedded().baseline
+    }
+
+    #[test]
+    fn a_session_replayed_from_another_network_with_another_client_breaches_its_pin_once() {
+        let mut pins = Pins::default();
+        assert_eq!(
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &cfg()),
+            None
+        );
+        let b = pins
+            .observe(&call(T0 + 20_000, "198.51.100.7", CLI, None), &cfg())
+            .expect("the first use elsewhere is a breach");
+        assert_eq!(b.workload, "i-0abc1234def567890");
+        assert_eq!(b.pinned_network, "54.12.3.0/24");
+        assert_eq!(b.pinned_client, "aws-sdk-go/1");
+        assert_eq!(
+            (b.network.as_str(), b.client.as_str()),
+            ("198.51.100.0/24", "aws-cli/2")
+        );
+        assert_eq!(
+            pins.observe(&call(T0 + 30_000, "198.51.100.7", CLI, None), &cfg()),
+            None,
+            "reported once per network"
+        );
+        assert!(
+            pins.observe(&call(T0 + 40_000, "203.0.113.9", CLI, None), &cfg())
+                .is_some(),
+            "the pin did not learn the thief's client"
+        );
+    }
+
+    #[test]
+    fn the_workloads_own_changes_are_learnt_not_reported() {
+        let mut pins = Pins::default();
+        let c = cfg();
+        assert_eq!(pins.observe(&call(T0, "54.12.3.4", SSM, None), &c), None);
+        // Another agent on the same host, then the host's IPv6 address with a known client.
+        assert_eq!(
+            pins.observe(&call(T0 + 1, "54.12.3.4", CLI, None), &c),
+            None
+        );
+        assert_eq!(
+            pins.observe(&call(T0 + 2, "2600:1f14::5", CLI, None), &c),
+            None
+        );
+        // Through a VPC endpoint from inside the VPC, with yet another client.
+        let boto = "Boto3/1.34.14 md/Botocore#1.34.14";
+        assert_eq!(
+            pins.observe(&call(T0 + 3, "10.0.1.7", boto, Some("vpce-0a1b")), &c),
+            None
+        );
+        // An AWS service acting for the instance carries no address.
+        assert_eq!(
+            pins.observe(&call(T0 + 4, "ssm.amazonaws.com", boto, None), &c),
+            None
+        );
+        // A week later the session name is a new workload's.
+        assert_eq!(
+            pins.observe(&call(T0 + PIN_IDLE_MS + 5, "198.51.100.7", boto, None), &c),
+            None
+        );
+    }
+
+    #[test]
+    fn an_identity_keeps_a_bounded_number_of_sessions() {
+        let mut pins = Pins::default();
+        for i in 0..(MAX_PINS as i64 * 3) {
+            let mut ev = call(T0 + i, "54.12.3.4", SSM, None);
+            ev.session_id = Some(format!("arn:aws:sts::1:assumed-role/app/i-{i:017x}"));
+            pins.observe(&ev, &cfg());
+        }
+        assert_eq!(pins.0.len(), MAX_PINS);
+    }
+}
