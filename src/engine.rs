@@ -153,6 +153,18 @@ impl Tracked {
         }
     }
 
+    /// What this identity adds to the fleet's mature active hours and those at cold hours of
+    /// day ([`crate::baseline::Fleet::active_hours`]): its own, when hot.
+    fn mature_hours(&self) -> (i64, i64) {
+        match self {
+            Tracked::Hot(s) => (
+                i64::from(s.profile.mature_hours.active),
+                i64::from(s.profile.mature_hours.cold),
+            ),
+            Tracked::Cold(_) => (0, 0),
+        }
+    }
+
     /// Shrinks a hot identity to its cold summary (its risk state is inert by then: the model
     /// requires `cold_after_days` to outlast every scoring window).
     fn freeze(&mut self) {
@@ -432,9 +444,14 @@ impl Engine {
         let track = self.track_forgotten.load(Ordering::Relaxed);
         let mut gone = Vec::new();
         let (mut forgotten, mut forgotten_cold, mut frozen) = (0usize, 0usize, 0u64);
+        let leaves = |s: &Tracked| {
+            let (active, cold) = s.mature_hours();
+            self.fleet.adjust_active_hours(-active, -cold);
+        };
         self.identities.retain(|k, s| {
             let last_seen = s.last_seen_ms();
             if last_seen < forget_horizon {
+                leaves(s);
                 if track {
                     gone.push((s.owner(), k.clone()));
                 }
@@ -443,6 +460,7 @@ impl Engine {
                 return false;
             }
             if last_seen < cold_horizon && !s.is_cold() {
+                leaves(s);
                 s.freeze();
                 frozen += 1;
             }
@@ -493,6 +511,8 @@ impl Engine {
     /// Forgets one identity (a tombstone in the changelog).
     pub fn remove_identity(&self, key: &str) {
         if let Some((_, gone)) = self.identities.remove(key) {
+            let (active, cold) = gone.mature_hours();
+            self.fleet.adjust_active_hours(-active, -cold);
             self.identity_count.fetch_sub(1, Ordering::Relaxed);
             if gone.is_cold() {
                 self.cold_count.fetch_sub(1, Ordering::Relaxed);
@@ -521,6 +541,8 @@ impl Engine {
         self.identities.retain(|_, s| {
             let keep = s.owner() != owner;
             if !keep {
+                let (active, cold) = s.mature_hours();
+                self.fleet.adjust_active_hours(-active, -cold);
                 evicted += 1;
                 evicted_cold += usize::from(s.is_cold());
             }
@@ -635,14 +657,19 @@ impl Engine {
         if state.is_cold() {
             self.cold_count.fetch_add(1, Ordering::Relaxed);
         }
+        let (active, cold) = state.mature_hours();
+        self.fleet.adjust_active_hours(active, cold);
         match self.identities.insert(key, state) {
             None => {
                 self.identity_count.fetch_add(1, Ordering::Relaxed);
             }
-            Some(old) if old.is_cold() => {
-                self.cold_count.fetch_sub(1, Ordering::Relaxed);
+            Some(old) => {
+                let (active, cold) = old.mature_hours();
+                self.fleet.adjust_active_hours(-active, -cold);
+                if old.is_cold() {
+                    self.cold_count.fetch_sub(1, Ordering::Relaxed);
+                }
             }
-            Some(_) => {}
         }
     }
 

@@ -835,3 +835,109 @@ fn an_instances_own_agents_vpc_endpoint_ipv6_and_aws_services_do_not_breach_its_
     let (_, out) = run_with(&events, Rules::new(Model::embedded()));
     assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
 }
+
+/// A nightly job that has run in the same 45-minute window (02:10-02:55 UTC) every night for
+/// four weeks, a new session each night, then used at midday for `hours` hours with a handful of
+/// its usual calls an hour from its usual network: the hours alone must speak. Its peers keep
+/// to their hours, or (`straying_peers`) work 08:00-18:00 and stray to a night hour one day in
+/// three.
+fn nightly_job_then_midday(hours: i64, straying_peers: bool) -> (Who, Outputs) {
+    let job = Who {
+        key: "arn:aws:iam::111122223333:role/nightly-report",
+        kind: "aws_role",
+        credential: "ASIANIGHTLYREPORT",
+        pod: None,
+    };
+    let mut s = if straying_peers {
+        let mut s = Story::default();
+        for n in 0..6i64 {
+            let key: &'static str =
+                Box::leak(format!("arn:aws:iam::111122223333:role/office-{n}").into_boxed_str());
+            let peer = Who {
+                key,
+                kind: "aws_role",
+                credential: "ASIAOFFICE",
+                pod: None,
+            };
+            let ip: &'static str = Box::leak(format!("52.10.20.{}", 60 + n).into_boxed_str());
+            s.routine(
+                &peer,
+                0..29,
+                8..18,
+                3,
+                &["s3.amazonaws.com:GetObject"],
+                ip,
+                SDK,
+            );
+            for d in (n % 3..29).step_by(3) {
+                let t = T0 + d * DAY + (20 + (d + n) % 8) % 24 * HOUR + 17 * MINUTE;
+                s.call(&peer, t, "s3.amazonaws.com:GetObject", ip, SDK, false, None);
+            }
+        }
+        s
+    } else {
+        Story::default().with_peers(29)
+    };
+    for d in 0..28 {
+        for i in 0..15 {
+            let t = T0 + d * DAY + 2 * HOUR + 10 * MINUTE + i * 3 * MINUTE;
+            let action = [
+                "s3.amazonaws.com:GetObject",
+                "athena.amazonaws.com:StartQueryExecution",
+            ][i as usize % 2];
+            s.call(&job, t, action, "52.10.20.40", SDK, false, None);
+        }
+    }
+    for h in 0..hours {
+        for i in 0..5 {
+            let t = T0 + 28 * DAY + (12 + h) * HOUR + 5 * MINUTE + i * 7 * MINUTE;
+            s.call(
+                &job,
+                t,
+                "s3.amazonaws.com:GetObject",
+                "52.10.20.40",
+                SDK,
+                false,
+                None,
+            );
+        }
+    }
+    let out = s.play();
+    (job, out)
+}
+
+#[test]
+fn a_strictly_nightly_job_used_for_one_midday_hour_is_alerted_in_a_fleet_that_keeps_its_hours() {
+    let (job, out) = nightly_job_then_midday(1, false);
+    let alerts = out.alerts_for(job.key);
+    assert!(
+        !alerts.is_empty(),
+        "nightly job used at midday was not alerted"
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["time"].as_i64() >= Some(T0 + 28 * DAY + 12 * HOUR))
+    );
+    assert_eq!(out.types_for(job.key), ["unusual_hour"]);
+    let text = alerts[0].to_string();
+    assert!(
+        text.contains("h from the hours it is usually active")
+            && text.contains("fleet_cold_hour_rate"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_same_midday_hour_is_weaker_evidence_in_a_fleet_whose_identities_often_stray() {
+    // The fleet's own rate of off-hours activity is the prior of the job's: where peers stray
+    // one day in three, one midday hour of a young schedule is not alone an alert...
+    let (job, out) = nightly_job_then_midday(1, true);
+    assert!(
+        out.alerts_for(job.key).is_empty(),
+        "{:#?}",
+        out.alerts_for(job.key)
+    );
+    // ...and the peers' own strays raise none either.
+    assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+}

@@ -41,6 +41,12 @@ pub struct Fleet {
     /// Users of each value among the partitions other instances of the group own, as their
     /// published contributions say ([`crate::state::group::GroupView`]).
     remote: DashMap<(Table, u64), u32, FxBuildHasher>,
+    /// The sums of the hot identities' [`super::MatureHours`]: the fleet's rate of activity at
+    /// cold hours of day, the prior of each identity's own (the unusual-hour judgement). The
+    /// engine keeps them equal to the sums over the identities it holds, so restored state
+    /// restores them too.
+    rhythm_active: AtomicI64,
+    rhythm_cold: AtomicI64,
 }
 
 /// What one owner contributed to one value, as saved.
@@ -73,7 +79,23 @@ impl Fleet {
             changed: Mutex::new(HashSet::new()),
             track: AtomicBool::new(false),
             remote: DashMap::with_hasher(FxBuildHasher),
+            rhythm_active: AtomicI64::new(0),
+            rhythm_cold: AtomicI64::new(0),
         }
+    }
+
+    /// Adds to the fleet's mature active hours and those at cold hours of day (negative when
+    /// identities leave).
+    pub fn adjust_active_hours(&self, active: i64, cold: i64) {
+        self.rhythm_active.fetch_add(active, Ordering::Relaxed);
+        self.rhythm_cold.fetch_add(cold, Ordering::Relaxed);
+    }
+
+    /// The hot identities' mature active hours, and those at cold hours of day.
+    pub fn active_hours(&self) -> (u64, u64) {
+        let active = self.rhythm_active.load(Ordering::Relaxed).max(0) as u64;
+        let cold = self.rhythm_cold.load(Ordering::Relaxed).max(0) as u64;
+        (active, cold.min(active))
     }
 
     /// Changes the users other instances report for a value by `delta`.

@@ -125,8 +125,16 @@ impl Profile {
         let hour = self.hour as u32;
         let cold_hours_before = self.cold_hours;
         let hour_share = first_in_hour.then(|| self.hour_of_day_share(self.hour));
-        if hour_share.is_some_and(|s| s < m.detectors.unusual_hour.cold_share) && mature {
-            self.cold_hours += 1.0;
+        if let Some(share) = hour_share
+            && mature
+        {
+            let cold = share < m.detectors.unusual_hour.cold_share;
+            if cold {
+                self.cold_hours += 1.0;
+            }
+            self.mature_hours.active = self.mature_hours.active.saturating_add(1);
+            self.mature_hours.cold = self.mature_hours.cold.saturating_add(u32::from(cold));
+            fleet.adjust_active_hours(1, i64::from(cold));
         }
 
         // How much.

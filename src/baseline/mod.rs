@@ -338,6 +338,31 @@ pub struct Profile {
     pub expiry_reported: bool,
     /// The networks and clients of its workload-bound sessions ([`pin`]).
     pub pins: pin::Pins,
+    /// Lifetime active hours since maturity, and those at a cold hour of day: what this identity
+    /// adds to the fleet's rate of off-schedule hours ([`Fleet::active_hours`]). Not kept in
+    /// cold summaries: an identity that wakes counts afresh.
+    pub mature_hours: MatureHours,
+}
+
+/// An hour of day against an identity's daily rhythm ([`Profile::off_rhythm`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OffRhythm {
+    /// Hours from the nearest hour of day the identity is usually active at.
+    pub hours_away: u8,
+    /// Active hours on record at its cold hours of day, and at all hours.
+    pub cold_hours: f64,
+    pub all_hours: f64,
+    /// The share of its active hours on record at this hour of day, each spread over its
+    /// neighbours by a one-hour kernel: near its usual hours, or where it strayed before, this is
+    /// not small; far from them it is next to nothing.
+    pub density: f64,
+}
+
+/// Active hours counted since an identity matured, and those at one of its cold hours of day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatureHours {
+    pub active: u32,
+    pub cold: u32,
 }
 
 /// Findings already reported in the current hour, so each fires once (or again when it grows).
@@ -380,6 +405,7 @@ impl Profile {
             enum_window: Window::default(),
             expiry_reported: false,
             pins: pin::Pins::default(),
+            mature_hours: MatureHours::default(),
         }
     }
 
@@ -489,6 +515,62 @@ impl Profile {
         let days = ((self.last_seen_ms - self.first_seen_ms) as f64 / DAY_MS as f64).max(1.0);
         // Saturation halving keeps counts comparable to at most ~255 days per slot.
         (smoothed / days.min(255.0 * 7.0)).min(1.0)
+    }
+
+    /// Where `hour`'s hour of day stands in the identity's daily rhythm, from its record of
+    /// active hours by hour of day: `None` before it has an active hour of day (one with a
+    /// share of days of at least `cold_share`).
+    pub fn off_rhythm(&self, hour: i64, cold_share: f64) -> Option<OffRhythm> {
+        let counts: [f64; 24] = std::array::from_fn(|h| {
+            (0..7)
+                .map(|d| f64::from(self.hour_of_week[d * 24 + h]))
+                .sum()
+        });
+        // Usual hours of day: a share of days of at least `cold_share`, counted over at least
+        // `1 / cold_share` days, so that one stray of a young identity does not make its hour
+        // usual (one night in five days is a 20% share, and no habit).
+        let days = ((self.last_seen_ms - self.first_seen_ms) as f64 / DAY_MS as f64)
+            .max(1.0 / cold_share.max(1e-3));
+        let active: [bool; 24] = std::array::from_fn(|h| {
+            let at = |k: usize| counts[(h + k) % 24];
+            (at(23) + 2.0 * at(0) + at(1)) / 4.0 / days.min(255.0 * 7.0) >= cold_share
+        });
+        let distance = |h: usize| -> Option<u8> {
+            (0..24)
+                .filter(|&a| active[a])
+                .map(|a| {
+                    let d = (h + 24 - a) % 24;
+                    d.min(24 - d) as u8
+                })
+                .min()
+        };
+        let h = hour.rem_euclid(24) as usize;
+        let hours_away = distance(h)?;
+        // The share of its active hours that falls at hour of day `h`, each active hour on record
+        // spread over its neighbours by a kernel of one hour (habits drift by an hour; a job
+        // that ran at 02:10 for weeks may run at 03:05): a kernel density on the circle.
+        let kernel: [f64; 24] = std::array::from_fn(|d| {
+            let d = d.min(24 - d) as f64;
+            (-d * d / 2.0).exp()
+        });
+        let kernel_sum: f64 = kernel.iter().sum();
+        let all: f64 = counts.iter().sum();
+        let density = if all > 0.0 {
+            (0..24)
+                .map(|k| counts[k] * kernel[(h + 24 - k) % 24])
+                .sum::<f64>()
+                / kernel_sum
+                / all
+        } else {
+            0.0
+        };
+        let cold = (0..24).filter(|&k| !active[k]).map(|k| counts[k]).sum();
+        Some(OffRhythm {
+            hours_away,
+            cold_hours: cold,
+            all_hours: all,
+            density,
+        })
     }
 
     /// Bytes this profile's value sets hold on the heap (as allocated, see [`alloc_bytes`]),

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
 use crate::baseline::pin::{Pin, Pins};
-use crate::baseline::{ColdProfile, Entry, HourFired, Profile, Seasonality, ValueSet, Window};
+use crate::baseline::{
+    ColdProfile, Entry, HourFired, MatureHours, Profile, Seasonality, ValueSet, Window,
+};
 use crate::config::Rules;
 use crate::decide::{OpenAlert, RiskState, Severity};
 use crate::detect::{Detector, Evidence, Finding};
@@ -554,10 +556,19 @@ fn profile_in(p: ProfileV1, rules: &Rules) -> Result<Profile, SnapshotError> {
         enum_window: window_in(p.enum_window),
         expiry_reported: p.expiry_reported,
         pins: Pins::default(),
+        mature_hours: MatureHours::default(),
     })
 }
 
-/// A workload pin (format 2; written after the identity's body).
+/// What format 2 writes after a hot identity's body.
+#[derive(Serialize, Deserialize, Default)]
+struct HotExtV2 {
+    pins: Vec<PinV1>,
+    mature_active_hours: u32,
+    mature_cold_hours: u32,
+}
+
+/// A workload pin.
 #[derive(Serialize, Deserialize)]
 struct PinV1 {
     key: Hash64,
@@ -735,8 +746,12 @@ impl<'r> Codec<'r> {
         match s {
             Tracked::Hot(s) => {
                 let mut out = self.encode(MAGIC, &identity_out(s, applied));
-                let pins: Vec<PinV1> = s.profile.pins.0.iter().map(pin_out).collect();
-                postcard::to_io(&pins, &mut out).expect("writing to a Vec cannot fail");
+                let ext = HotExtV2 {
+                    pins: s.profile.pins.0.iter().map(pin_out).collect(),
+                    mature_active_hours: s.profile.mature_hours.active,
+                    mature_cold_hours: s.profile.mature_hours.cold,
+                };
+                postcard::to_io(&ext, &mut out).expect("writing to a Vec cannot fail");
                 out
             }
             Tracked::Cold(c) => self.encode(COLD_MAGIC, &cold_out(&c.profile, applied)),
@@ -766,12 +781,12 @@ impl<'r> Codec<'r> {
         }
         let (format, rest) = self.versioned_body(bytes, MAGIC)?;
         let (body, rest): (IdentityV1, &[u8]) = postcard::take_from_bytes(rest)?;
-        let pins = if format >= 2 {
-            let pins: Vec<PinV1> = postcard::from_bytes(rest)?;
-            Pins(pins.into_iter().map(pin_in).collect::<Result<_, _>>()?)
+        let ext: HotExtV2 = if format >= 2 {
+            postcard::from_bytes(rest)?
         } else {
-            Pins::default()
+            HotExtV2::default()
         };
+        let pins = Pins(ext.pins.into_iter().map(pin_in).collect::<Result<_, _>>()?);
         let recent = body
             .risk
             .recent
@@ -786,6 +801,10 @@ impl<'r> Codec<'r> {
             .collect::<Result<Vec<_>, _>>()?;
         let mut profile = profile_in(body.profile, self.rules)?;
         profile.pins = pins;
+        profile.mature_hours = MatureHours {
+            active: ext.mature_active_hours,
+            cold: ext.mature_cold_hours.min(ext.mature_active_hours),
+        };
         let state = IdentityState {
             profile,
             risk: RiskState {
@@ -1036,28 +1055,62 @@ mod tests {
     }
 
     #[test]
-    fn a_format_1_snapshot_is_still_read_and_its_identity_has_no_pins_yet() {
+    fn a_format_1_snapshot_is_still_read_and_restores_without_format_2_additions() {
         let (engine, _) = engine_after(0.7);
         let r = rules();
         let codec = Codec::new(&r);
         let mut read = 0;
         engine.for_each_identity(|_, s| {
             let Some(hot) = s.hot() else { return };
-            if !hot.profile.pins.0.is_empty() {
-                return;
-            }
-            // Format 1 is format 2 without the pins list (one byte: empty) after the body.
-            let mut v1 = codec.encode_identity(s, &[]);
-            assert_eq!((v1[3], v1.pop()), (FORMAT as u8, Some(0)));
+            // What format 1 wrote: the header and the body, nothing after.
+            let mut v1 = codec.encode(MAGIC, &identity_out(hot, &[]));
+            assert_eq!(v1[3], FORMAT as u8);
             v1[3] = 1;
             let (back, _) = codec.decode_identity(&v1).unwrap();
+            let back = back.hot().expect("hot stays hot").clone();
+            assert_eq!(back.profile.pins, Pins::default());
+            assert_eq!(back.profile.mature_hours, MatureHours::default());
+            let mut without = hot.clone();
+            without.profile.pins = Pins::default();
+            without.profile.mature_hours = MatureHours::default();
             assert_eq!(
-                codec.encode_identity(&back, &[]),
-                codec.encode_identity(s, &[])
+                codec.encode_identity(&Tracked::Hot(Box::new(back)), &[]),
+                codec.encode_identity(&Tracked::Hot(Box::new(without)), &[])
             );
             read += 1;
         });
         assert!(read > 0);
+    }
+
+    #[test]
+    fn the_fleets_off_schedule_counts_are_the_sums_over_the_identities_it_holds() {
+        let (engine, _) = engine_after(0.9);
+        let (mut active, mut cold, mut frozen) = (0u64, 0u64, 0);
+        engine.for_each_identity(|_, s| match s.hot() {
+            Some(h) => {
+                active += u64::from(h.profile.mature_hours.active);
+                cold += u64::from(h.profile.mature_hours.cold);
+            }
+            None => frozen += 1,
+        });
+        assert!(
+            frozen > 0 && active > 0 && cold > 0,
+            "{frozen} {active} {cold}"
+        );
+        assert_eq!(engine.fleet().active_hours(), (active, cold));
+        // An identity dropped takes its share with it.
+        let mut key = None;
+        engine.for_each_identity(|k, s| {
+            if key.is_none() && s.hot().is_some_and(|h| h.profile.mature_hours.active > 0) {
+                key = Some((k.to_owned(), s.hot().unwrap().profile.mature_hours));
+            }
+        });
+        let (key, m) = key.unwrap();
+        engine.remove_identity(&key);
+        assert_eq!(
+            engine.fleet().active_hours(),
+            (active - u64::from(m.active), cold - u64::from(m.cold))
+        );
     }
 
     #[test]
