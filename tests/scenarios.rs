@@ -941,3 +941,68 @@ fn the_same_midday_hour_is_weaker_evidence_in_a_fleet_whose_identities_often_str
     // ...and the peers' own strays raise none either.
     assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
 }
+
+#[test]
+fn a_key_waking_after_half_a_year_or_more_is_alerted_however_long_it_slept() {
+    for silent_days in [181, 400, 700] {
+        let key = Who {
+            key: "arn:aws:iam::111122223333:user/legacy-export",
+            kind: "aws_user",
+            credential: "AKIALEGACYEXPORT0001",
+            pod: None,
+        };
+        let peer = Who {
+            key: "arn:aws:iam::111122223333:role/always-on",
+            kind: "aws_role",
+            credential: "ASIAALWAYSON",
+            pod: None,
+        };
+        let mut s = Story::default();
+        let wake_day = 10 + silent_days;
+        // A peer that never sleeps, so the engine's clock (and its sweeps) keep moving.
+        for d in (0..wake_day + 1).step_by(1) {
+            s.call(
+                &peer,
+                T0 + d * DAY + 12 * HOUR,
+                "sqs.amazonaws.com:ReceiveMessage",
+                "52.10.20.31",
+                SDK,
+                false,
+                None,
+            );
+        }
+        s.routine(
+            &key,
+            0..10,
+            9..17,
+            4,
+            &["s3.amazonaws.com:ListObjects", "s3.amazonaws.com:GetObject"],
+            "198.51.100.20",
+            "Boto3/1.28.3 Python/3.9.18",
+        );
+        let wake = T0 + wake_day * DAY + 10 * HOUR;
+        s.call(
+            &key,
+            wake,
+            "s3.amazonaws.com:GetObject",
+            "198.51.100.20",
+            "Boto3/1.28.3 Python/3.9.18",
+            false,
+            None,
+        );
+        let mut lines = std::mem::take(&mut s.lines);
+        lines.sort_by_key(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["time"].as_i64()
+        });
+        s.lines = lines;
+        let out = s.play();
+        let alerts = out.alerts_for(key.key);
+        assert_eq!(alerts.len(), 1, "after {silent_days} days: {alerts:#?}");
+        assert_eq!(alerts[0]["time"], wake);
+        assert!(
+            out.types_for(key.key)
+                .contains(&"dormant_reactivation".to_owned()),
+            "after {silent_days} days"
+        );
+    }
+}
