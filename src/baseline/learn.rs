@@ -61,6 +61,8 @@ pub struct NewOrigin {
     pub label: String,
     /// Labels of the identity's most used values at this level.
     pub known: Vec<String>,
+    /// Distinct values the identity knew at this level before this one.
+    pub known_count: usize,
 }
 
 /// What one event taught the profile, for the detectors.
@@ -238,6 +240,7 @@ impl Profile {
                 .filter_map(|e| fleet.label(Table::Origins, e.hash))
                 .collect();
             fleet.adopt(Table::Origins, v.hash, hour, || label.clone(), || None);
+            let known_count = set.entries.len();
             set.insert(v.hash, hour, 1.0, cfg.max_values_per_origin_level);
             if v.level == Level::Coarse && users == 0 {
                 coarse_unknown_to_fleet = true;
@@ -250,6 +253,7 @@ impl Profile {
                 users,
                 label,
                 known,
+                known_count,
             });
         });
         (new, coarse_unknown_to_fleet)

@@ -1,7 +1,11 @@
 //! New origin: a first use of a network (/24, /16, ASN, country), a client (user-agent family and
 //! major version) or a workload, weighed by the identity's own rate of meeting new values at that
-//! level, minus a discount for each doubling of the identities already using the value. Network
-//! levels are nested, so the most surprising speaks for them all; client and workload are separate
+//! level, minus a discount for each doubling of the identities already using the value. The
+//! discount is scaled by how much the identity has shown it adopts values at all (`k / (k + 2)`
+//! for `k` values known before): one that has only ever used one or two addresses has not shown
+//! it draws from the networks its peers use, so their use of a network excuses little (a stolen
+//! partner key replayed from a cloud region other partners call from). Network levels are
+//! nested, so the most surprising speaks for them all; client and workload are separate
 //! dimensions, each capped on its own, and add up.
 
 use serde_json::{Value, json};
@@ -26,7 +30,9 @@ pub fn check(_p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
             d.fleet_discount_bits_per_doubling
         };
         if n.first_new_this_hour {
-            (bits(n.p_new, d.max_bits) - fleet_discount(n.users, per_doubling)).max(0.0)
+            let k = n.known_count as f64;
+            let shown = k / (k + 2.0);
+            (bits(n.p_new, d.max_bits) - shown * fleet_discount(n.users, per_doubling)).max(0.0)
         } else {
             0.0
         }
@@ -101,6 +107,60 @@ mod tests {
             .collect();
         assert_eq!(levels, ["network", "coarse_network", "client"]);
         assert_eq!(f[0].baseline.json()["levels"][0]["known"][0], "52.1.2.0/24");
+    }
+
+    /// The new-network surprise of a key that used one network (or, `many`, eight) for ten days,
+    /// moving to a network that `peers` other identities use.
+    fn network_bits_after(many: bool, peers: u32) -> f64 {
+        use crate::baseline::fleet::Table;
+        use crate::baseline::origin;
+        let mut id = Identity::default_rules();
+        for n in 0..if many { 8 } else { 1 } {
+            let home = format!(r#""origin":{{"ip":"52.{n}.1.3","user_agent":"aws-sdk-go/1.44"}}"#);
+            id.routine("partner", "s3:GetObject", &home, (n * 30, 240), 8..18, 3);
+        }
+        let away = event(
+            "partner",
+            at(10, 10),
+            "s3:GetObject",
+            r#""origin":{"ip":"198.51.100.7","user_agent":"aws-sdk-go/1.44"}"#,
+        );
+        let b = &id.rules.model.baseline;
+        origin::for_each_value(&away.origin, b, |v| {
+            if v.level.is_network() {
+                for _ in 0..peers {
+                    id.fleet
+                        .adopt(Table::Origins, v.hash, 0, || "x".into(), || None);
+                }
+            }
+        });
+        let f = id.see(&away);
+        of(&f, Detector::NewOrigin)
+            .first()
+            .map_or(0.0, |f| f.bits)
+            .max(if Level::Network.is_network() {
+                0.0
+            } else {
+                1.0
+            })
+    }
+
+    #[test]
+    fn peers_on_a_network_excuse_little_for_a_key_that_only_ever_used_one() {
+        // Fifteen peers on the new network: four bits of discount for an identity that has shown
+        // it moves between networks, a third of that for one that never did.
+        let lone = network_bits_after(false, 15);
+        let lone_unshared = network_bits_after(false, 0);
+        assert!(
+            lone_unshared - lone <= 4.0 / 3.0 + 1e-9 && lone_unshared - lone > 1.0,
+            "{lone_unshared} -> {lone}"
+        );
+        let roaming = network_bits_after(true, 15);
+        let roaming_unshared = network_bits_after(true, 0);
+        assert!(
+            roaming_unshared - roaming > 2.5,
+            "{roaming_unshared} -> {roaming}"
+        );
     }
 
     #[test]
