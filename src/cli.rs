@@ -89,6 +89,16 @@ pub struct ReplayArgs {
     /// Identity inventory: owner, expiry, declared networks, protected (schemas/identity.v1.json).
     #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
     pub identities: Option<PathBuf>,
+    /// Cloud providers' published address ranges (AWS ip-ranges.json, GCP cloud.json, Azure
+    /// Service Tags); repeatable. With AWS's loaded, an instance or task credential used from
+    /// outside AWS is reported on its first such call.
+    #[arg(
+        long = "ip-ranges",
+        value_name = "FILE",
+        env = "DRIFTWATCH_IP_RANGES",
+        value_delimiter = ','
+    )]
+    pub ip_ranges: Vec<PathBuf>,
     /// Engine state to continue from, if the file exists, and to save back at the end
     /// (atomically), so batch replays of consecutive periods continue one baseline.
     #[arg(long, env = "DRIFTWATCH_STATE")]

@@ -7,7 +7,8 @@
 //!   partitions in [`ingest::partitions`]). Only `ingest`, `emit` and `state` perform I/O.
 //! - [`decode`] turns one record's bytes into normalised [`event::AccessEvent`]s: a pure function
 //!   per format (CloudTrail, Kubernetes audit, GCP audit, native), with typed errors that name the
-//!   field at fault. [`redact`] keeps secrets out of everything copied from a record.
+//!   field at fault. [`redact`] keeps secrets out of everything copied from a record. [`enrich`]
+//!   looks up what records lack in tables loaded at start (cloud providers' published ranges).
 //! - [`baseline`] keeps each identity's compact, bounded profile (endpoints, origins by level,
 //!   volume seasonality, active hours, error rate, lifecycle) and the fleet-wide tables of shared
 //!   values, all advanced on event time; `Profile::learn` is where one event advances them.
@@ -37,6 +38,7 @@
 pub mod ingest;
 // bytes -> events
 pub mod decode;
+pub mod enrich;
 pub mod event;
 pub mod redact;
 // events -> findings

@@ -90,7 +90,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn replay(a: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let rules = Rules::load(a.model.as_deref(), a.identities.as_deref())?;
+    let rules = with_ranges(
+        Rules::load(a.model.as_deref(), a.identities.as_deref())?,
+        &a.ip_ranges,
+    )?;
     let opts = ReplayOptions {
         inputs: a.inputs.clone(),
         format: a.format,
@@ -144,9 +147,29 @@ fn evaluate(a: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rules` with the cloud ranges of `files` loaded, if any (every problem named, with its file).
+fn with_ranges(
+    rules: Rules,
+    files: &[std::path::PathBuf],
+) -> Result<Rules, driftwatch::config::ConfigError> {
+    if files.is_empty() {
+        return Ok(rules);
+    }
+    let ranges = driftwatch::enrich::CloudRanges::load(files)?;
+    tracing::info!(
+        files = files.len(),
+        ranges = ranges.len(),
+        "loaded cloud providers' published ranges"
+    );
+    Ok(rules.with_cloud_ranges(ranges))
+}
+
 fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = a.resolve()?;
-    let rules = Rules::load(cfg.model.as_deref(), cfg.identities.as_deref())?;
+    let rules = with_ranges(
+        Rules::load(cfg.model.as_deref(), cfg.identities.as_deref())?,
+        &cfg.ip_ranges,
+    )?;
     let registry = Registry::new();
     metrics::register_process_metrics(&registry).context("registering process metrics")?;
     let metrics_addr = cfg.metrics_addr;

@@ -85,6 +85,54 @@ fn replay_refuses_a_bad_model_before_reading_any_input() {
 }
 
 #[test]
+fn replay_and_run_refuse_a_bad_ip_ranges_file_naming_it_and_load_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ranges.json");
+    std::fs::write(&bad, r#"{"prefixes":[{"ip_prefix":"3.5.140.0/99"}]}"#).unwrap();
+    let good = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ip-ranges/aws-ip-ranges.json"
+    );
+    let out = driftwatch(&[
+        "replay",
+        "--ip-ranges",
+        good,
+        "--ip-ranges",
+        bad.to_str().unwrap(),
+        "/nonexistent/input.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ranges.json: prefixes:") && err.contains("3.5.140.0/99"),
+        "{err}"
+    );
+    let out = driftwatch_with_env(
+        &["run", "--brokers", "127.0.0.1:1", "--metrics-addr", "off"],
+        &[("DRIFTWATCH_IP_RANGES", bad.to_str().unwrap())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Good files load, and replay runs.
+    let input = dir.path().join("trail.jsonl");
+    std::fs::write(&input, format!("{GOOD}\n")).unwrap();
+    let gcp = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ip-ranges/gcp-cloud.json"
+    );
+    driftwatch_ok(&[
+        "replay",
+        "--ip-ranges",
+        &format!("{good},{gcp}"),
+        input.to_str().unwrap(),
+    ]);
+}
+
+#[test]
 fn replay_sends_malformed_records_to_the_dead_letter_file_and_moves_on() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("trail.jsonl");

@@ -662,15 +662,14 @@ fn any_model_that_models_check_accepts_gives_only_schema_valid_alerts_and_comman
 /// The first hour of an EC2 instance's life in CloudTrail, as its instance-profile session
 /// `i-0abc…` of role `web` shows it: the SSM agent from the instance's public address, the
 /// application through an S3 VPC endpoint from its private address, the CloudWatch agent, an AWS
-/// service acting for it, the host's IPv6 address; a sibling instance of the same role. When
-/// `stolen` is set, the session's credentials are also used, twenty minutes in, from another
-/// address with the AWS CLI (as after a read of the instance metadata service).
-fn instance_trail(stolen: bool) -> Vec<String> {
+/// service acting for it, the host's IPv6 address; a sibling instance of the same role. With a
+/// `thief` client, the session's credentials are also used, twenty minutes in, from an address
+/// outside AWS with that client (as after a read of the instance metadata service).
+fn instance_trail(thief: Option<&str>) -> Vec<String> {
     const T: i64 = T0 + 8 * HOUR;
     const SSM: &str = "aws-sdk-go/1.44.260 (go1.20.5; linux; amd64) amazon-ssm-agent/3.2.1297.0";
     const CW: &str = "aws-sdk-go/1.48.6 (go1.21.4; linux; amd64) CWAgent/1.300032.2";
     const APP: &str = "Boto3/1.34.14 md/Botocore#1.34.14 ua/2.0 os/linux#6.1.0 lang/python#3.11.6";
-    const CLI: &str = "aws-cli/2.15.30 Python/3.11.8 Darwin/23.3.0 exe/x86_64 prompt/off";
     let call = |instance: &str, t: i64, action: &str, ip: &str, ua: &str, vpce: Option<&str>| {
         let (source, name) = action.split_once(':').unwrap();
         let mut rec = json!({
@@ -754,13 +753,13 @@ fn instance_trail(stolen: bool) -> Vec<String> {
                 a,
                 t + 20_000,
                 "ssm.amazonaws.com:UpdateInstanceInformation",
-                "2a05:d018:1a2b::17",
+                "2a05:d018:a2b::17",
                 SSM,
                 None,
             ));
         }
     }
-    if stolen {
+    if let Some(thief) = thief {
         let t = T + 20 * MINUTE + 30_000;
         for (i, action) in [
             "sts.amazonaws.com:GetCallerIdentity",
@@ -775,7 +774,7 @@ fn instance_trail(stolen: bool) -> Vec<String> {
                 t + i as i64 * 4_000,
                 action,
                 "198.51.100.23",
-                CLI,
+                thief,
                 None,
             ));
         }
@@ -792,7 +791,7 @@ fn instance_trail(stolen: bool) -> Vec<String> {
 #[test]
 fn instance_credentials_used_elsewhere_minutes_after_boot_are_caught_on_the_first_stolen_call() {
     let web = "arn:aws:iam::111122223333:role/web";
-    let events = decode_all(instance_trail(true).iter().map(String::as_str));
+    let events = decode_all(instance_trail(Some(CLI)).iter().map(String::as_str));
     let (_, out) = run_with(&events, Rules::new(Model::embedded()));
     let alerts = out.alerts_for(web);
     assert!(
@@ -831,9 +830,39 @@ fn instance_credentials_used_elsewhere_minutes_after_boot_are_caught_on_the_firs
 
 #[test]
 fn an_instances_own_agents_vpc_endpoint_ipv6_and_aws_services_do_not_breach_its_pin() {
-    let events = decode_all(instance_trail(false).iter().map(String::as_str));
+    let events = decode_all(instance_trail(None).iter().map(String::as_str));
     let (_, out) = run_with(&events, Rules::new(Model::embedded()));
     assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+    // Nor with AWS's published ranges loaded: every address it used is AWS's.
+    let (_, out) = run_with(&events, with_aws_ranges());
+    assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+}
+
+const CLI: &str = "aws-cli/2.15.30 Python/3.11.8 Darwin/23.3.0 exe/x86_64 prompt/off";
+
+fn with_aws_ranges() -> Rules {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ip-ranges/aws-ip-ranges.json");
+    Rules::new(Model::embedded())
+        .with_cloud_ranges(driftwatch::enrich::CloudRanges::load(&[file]).unwrap())
+}
+
+#[test]
+fn instance_credentials_used_outside_aws_with_the_instances_own_sdk_are_caught_once_ranges_are_loaded()
+ {
+    // The thief's client is the SSM agent's SDK family: the pin alone learns the new network.
+    let thief = "aws-sdk-go/1.50.1 (go1.21.6; linux; amd64)";
+    let web = "arn:aws:iam::111122223333:role/web";
+    let events = decode_all(instance_trail(Some(thief)).iter().map(String::as_str));
+    let (_, out) = run_with(&events, with_aws_ranges());
+    let alerts = out.alerts_for(web);
+    assert!(
+        !alerts.is_empty(),
+        "instance credentials used outside AWS were not alerted"
+    );
+    assert_eq!(alerts[0]["time"], T0 + 8 * HOUR + 20 * MINUTE + 30_000);
+    let text = alerts[0].to_string();
+    assert!(text.contains("outside AWS's published ranges"), "{text}");
 }
 
 /// A nightly job that has run in the same 45-minute window (02:10-02:55 UTC) every night for

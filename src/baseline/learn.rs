@@ -103,6 +103,26 @@ impl Learned {
     }
 }
 
+/// Where a CloudTrail call came from when its address is outside AWS's published ranges (with
+/// AWS ranges loaded): another provider's range, or none. A workload-bound AWS session (an
+/// instance or task) calls from AWS addresses, or through a VPC endpoint, or via an AWS service.
+fn outside_cloud(ev: &AccessEvent, r: &Rules) -> Option<String> {
+    let ranges = &r.cloud;
+    if ranges.is_empty()
+        || ev.format != crate::event::SourceFormat::Cloudtrail
+        || !ranges.covers("aws")
+        || !ev.origin.workload.is_bound()
+    {
+        return None;
+    }
+    let ip = ev.origin.ip.filter(|ip| origin::is_public(*ip))?;
+    match ranges.lookup(ip) {
+        Some(n) if n.provider == "aws" => None,
+        Some(n) => Some(format!("outside AWS, in {}", n.label())),
+        None => Some("outside AWS's published ranges".to_owned()),
+    }
+}
+
 impl Profile {
     /// Advances the profile (and the fleet tables) with `ev`, and reports what was new.
     /// `is_new` is true for the identity's first event. Time only moves forward: an event older
@@ -148,7 +168,9 @@ impl Profile {
         // What it calls, and from where.
         let endpoint = self.learn_endpoint(ev, fleet, r, hour);
         let (origins, coarse_unknown_to_fleet) = self.learn_origins(ev, fleet, &m.baseline, hour);
-        let pin_breach = self.pins.observe(ev, &m.baseline);
+        let pin_breach = self
+            .pins
+            .observe(ev, &m.baseline, outside_cloud(ev, r).as_deref());
 
         // Refusals.
         let len = (m.detectors.denied_burst.window_minutes * 60_000.0) as i64;

@@ -68,6 +68,29 @@ impl Pin {
         self.labels.split_once('\n').unwrap_or((&self.labels, ""))
     }
 
+    /// Reports a breach from `network`, once.
+    fn breach(
+        &mut self,
+        workload: &str,
+        network: u64,
+        ev: &AccessEvent,
+        cfg: &BaselineConfig,
+        client: String,
+        outside: Option<&str>,
+    ) -> PinBreach {
+        self.reported = network;
+        let (pinned_network, pinned_client) = self.labels();
+        PinBreach {
+            workload: workload.to_owned(),
+            since_ms: self.since_ms,
+            pinned_network: pinned_network.to_owned(),
+            pinned_client: pinned_client.to_owned(),
+            network: network_label(ev, cfg),
+            client,
+            outside_provider: outside.map(str::to_owned),
+        }
+    }
+
     /// Restores the labels (snapshots).
     pub fn set_labels(&mut self, network: &str, client: &str) {
         self.labels = format!("{network}\n{client}").into_boxed_str();
@@ -118,6 +141,9 @@ pub struct PinBreach {
     pub pinned_client: String,
     pub network: String,
     pub client: String,
+    /// Set when the call came from outside the published ranges of the workload's cloud: where
+    /// from (`outside aws`, or another provider's range).
+    pub outside_provider: Option<String>,
 }
 
 /// An identity's pinned sessions.
@@ -127,7 +153,16 @@ pub struct Pins(pub Vec<Pin>);
 impl Pins {
     /// Learns a workload-bound event and reports a breach of its session's pin; events that are
     /// not workload-bound, or carry no address, are ignored.
-    pub fn observe(&mut self, ev: &AccessEvent, cfg: &BaselineConfig) -> Option<PinBreach> {
+    ///
+    /// `outside` names where the call came from when its address is outside the published ranges
+    /// of the cloud the workload runs in (an instance credential used outside AWS): reported on
+    /// the session's first such call from that network, whatever the pin knows.
+    pub fn observe(
+        &mut self,
+        ev: &AccessEvent,
+        cfg: &BaselineConfig,
+        outside: Option<&str>,
+    ) -> Option<PinBreach> {
         let w = &ev.origin.workload;
         let workload = w.pod.as_deref().or(w.instance.as_deref())?;
         let ip = ev.origin.ip?;
@@ -163,9 +198,14 @@ impl Pins {
                 (network, &network_label(ev, cfg)),
                 (client, &client_label),
             ));
-            return None;
+            let pin = self.0.last_mut().expect("just pushed");
+            return outside.map(|o| pin.breach(workload, network, ev, cfg, client_label, Some(o)));
         };
         pin.last_ms = pin.last_ms.max(t);
+        if let Some(o) = outside {
+            return (pin.reported != network)
+                .then(|| pin.breach(workload, network, ev, cfg, client_label, Some(o)));
+        }
         match (pin.networks.contains(network), pin.clients.contains(client)) {
             (true, true) => None,
             (false, true) => {
@@ -176,21 +216,8 @@ impl Pins {
                 pin.clients.add(client);
                 None
             }
-            (false, false) => {
-                if pin.reported == network {
-                    return None;
-                }
-                pin.reported = network;
-                let (pinned_network, pinned_client) = pin.labels();
-                Some(PinBreach {
-                    workload: workload.to_owned(),
-                    since_ms: pin.since_ms,
-                    pinned_network: pinned_network.to_owned(),
-                    pinned_client: pinned_client.to_owned(),
-                    network: network_label(ev, cfg),
-                    client: client_label,
-                })
-            }
+            (false, false) => (pin.reported != network)
+                .then(|| pin.breach(workload, network, ev, cfg, client_label, None)),
         }
     }
 
@@ -304,11 +331,11 @@ mod tests {
     fn a_session_replayed_from_another_network_with_another_client_breaches_its_pin_once() {
         let mut pins = Pins::default();
         assert_eq!(
-            pins.observe(&call(T0, "54.12.3.4", SSM, None), &cfg()),
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &cfg(), None),
             None
         );
         let b = pins
-            .observe(&call(T0 + 20_000, "198.51.100.7", CLI, None), &cfg())
+            .observe(&call(T0 + 20_000, "198.51.100.7", CLI, None), &cfg(), None)
             .expect("the first use elsewhere is a breach");
         assert_eq!(b.workload, "i-0abc1234def567890");
         assert_eq!(b.pinned_network, "54.12.3.0/24");
@@ -318,12 +345,12 @@ mod tests {
             ("198.51.100.0/24", "aws-cli/2")
         );
         assert_eq!(
-            pins.observe(&call(T0 + 30_000, "198.51.100.7", CLI, None), &cfg()),
+            pins.observe(&call(T0 + 30_000, "198.51.100.7", CLI, None), &cfg(), None),
             None,
             "reported once per network"
         );
         assert!(
-            pins.observe(&call(T0 + 40_000, "203.0.113.9", CLI, None), &cfg())
+            pins.observe(&call(T0 + 40_000, "203.0.113.9", CLI, None), &cfg(), None)
                 .is_some(),
             "the pin did not learn the thief's client"
         );
@@ -333,30 +360,37 @@ mod tests {
     fn the_workloads_own_changes_are_learnt_not_reported() {
         let mut pins = Pins::default();
         let c = cfg();
-        assert_eq!(pins.observe(&call(T0, "54.12.3.4", SSM, None), &c), None);
+        assert_eq!(
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &c, None),
+            None
+        );
         // Another agent on the same host, then the host's IPv6 address with a known client.
         assert_eq!(
-            pins.observe(&call(T0 + 1, "54.12.3.4", CLI, None), &c),
+            pins.observe(&call(T0 + 1, "54.12.3.4", CLI, None), &c, None),
             None
         );
         assert_eq!(
-            pins.observe(&call(T0 + 2, "2600:1f14::5", CLI, None), &c),
+            pins.observe(&call(T0 + 2, "2600:1f14::5", CLI, None), &c, None),
             None
         );
         // Through a VPC endpoint from inside the VPC, with yet another client.
         let boto = "Boto3/1.34.14 md/Botocore#1.34.14";
         assert_eq!(
-            pins.observe(&call(T0 + 3, "10.0.1.7", boto, Some("vpce-0a1b")), &c),
+            pins.observe(&call(T0 + 3, "10.0.1.7", boto, Some("vpce-0a1b")), &c, None),
             None
         );
         // An AWS service acting for the instance carries no address.
         assert_eq!(
-            pins.observe(&call(T0 + 4, "ssm.amazonaws.com", boto, None), &c),
+            pins.observe(&call(T0 + 4, "ssm.amazonaws.com", boto, None), &c, None),
             None
         );
         // A week later the session name is a new workload's.
         assert_eq!(
-            pins.observe(&call(T0 + PIN_IDLE_MS + 5, "198.51.100.7", boto, None), &c),
+            pins.observe(
+                &call(T0 + PIN_IDLE_MS + 5, "198.51.100.7", boto, None),
+                &c,
+                None
+            ),
             None
         );
     }
@@ -367,7 +401,7 @@ mod tests {
         for i in 0..(MAX_PINS as i64 * 3) {
             let mut ev = call(T0 + i, "54.12.3.4", SSM, None);
             ev.session_id = Some(format!("arn:aws:sts::1:assumed-role/app/i-{i:017x}"));
-            pins.observe(&ev, &cfg());
+            pins.observe(&ev, &cfg(), None);
         }
         assert_eq!(pins.0.len(), MAX_PINS);
     }

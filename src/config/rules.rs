@@ -22,6 +22,8 @@ pub struct Rules {
     pub half_life_hours: f64,
     /// Declared identity metadata (empty unless an inventory is given).
     pub inventory: Inventory,
+    /// Cloud providers' published address ranges (empty unless `--ip-ranges` files are given).
+    pub cloud: std::sync::Arc<crate::enrich::CloudRanges>,
 }
 
 impl Rules {
@@ -48,6 +50,7 @@ impl Rules {
             protected,
             half_life_hours,
             inventory: Inventory::default(),
+            cloud: std::sync::Arc::default(),
         }
     }
 
@@ -74,6 +77,12 @@ impl Rules {
             Some(p) => rules.with_inventory(Inventory::load(p)?),
             None => rules,
         })
+    }
+
+    /// The same rules with cloud providers' published ranges.
+    pub fn with_cloud_ranges(mut self, ranges: crate::enrich::CloudRanges) -> Rules {
+        self.cloud = std::sync::Arc::new(ranges);
+        self
     }
 
     /// The same rules with declared identity metadata.

@@ -77,6 +77,8 @@ pub struct RunConfig {
     pub source: String,
     pub model: Option<PathBuf>,
     pub identities: Option<PathBuf>,
+    /// Cloud providers' published address ranges (`--ip-ranges`).
+    pub ip_ranges: Vec<PathBuf>,
 }
 
 /// Where a setting came from, to name it in problems.
@@ -328,6 +330,7 @@ impl RunConfig {
         });
         let model = pick!(model).map(|(v, _)| v);
         let identities = pick!(identities).map(|(v, _)| v);
+        let ip_ranges = pick!(ip_ranges).map(|(v, _)| v).unwrap_or_default();
 
         if !problems.is_empty() {
             return Err(ConfigError {
@@ -355,6 +358,7 @@ impl RunConfig {
             metrics_addr,
             model,
             identities,
+            ip_ranges,
         })
     }
 

@@ -147,6 +147,15 @@ pub struct Settings {
     /// Identity inventory (schemas/identity.v1.json).
     #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
     pub identities: Option<PathBuf>,
+    /// Cloud providers' published address ranges (AWS ip-ranges.json, GCP cloud.json, Azure
+    /// Service Tags); repeatable.
+    #[arg(
+        long = "ip-ranges",
+        value_name = "FILE",
+        env = "DRIFTWATCH_IP_RANGES",
+        value_delimiter = ','
+    )]
+    pub ip_ranges: Option<Vec<PathBuf>>,
 }
 
 impl Settings {
@@ -168,6 +177,7 @@ impl Settings {
             metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),
             model: None,
             identities: None,
+            ip_ranges: None,
         }
     }
 

@@ -22,23 +22,26 @@ pub fn check(p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
         return None;
     }
     if let Some(b) = &l.pin_breach {
+        let since = crate::decode::time::format_rfc3339_ms(b.since_ms);
+        let summary = match &b.outside_provider {
+            Some(where_) => format!(
+                "session bound to workload {} used from {} ({}, client {}); since {} it was used from {} with {}",
+                b.workload, b.network, where_, b.client, since, b.pinned_network, b.pinned_client
+            ),
+            None => format!(
+                "session bound to workload {} used from network {} with client {}, while since {} it was used only from {} with {}",
+                b.workload, b.network, b.client, since, b.pinned_network, b.pinned_client
+            ),
+        };
         return Some(o.finding(
             Detector::OutsideWorkload,
             ow.pinned_bits * ow.weight,
             0.0,
-            format!(
-                "session bound to workload {} used from network {} with client {}, while since {} it was used only from {} with {}",
-                b.workload,
-                b.network,
-                b.client,
-                crate::decode::time::format_rfc3339_ms(b.since_ms),
-                b.pinned_network,
-                b.pinned_client
-            ),
-            json!({"bound_workload": b.workload, "session_since": crate::decode::time::format_rfc3339_ms(b.since_ms),
+            summary,
+            json!({"bound_workload": b.workload, "session_since": since,
                    "networks": [b.pinned_network], "clients": [b.pinned_client]}),
             json!({"ip": ev.origin.ip, "network": b.network, "client": b.client, "user_agent": ev.origin.user_agent,
-                   "session": ev.session_id}),
+                   "session": ev.session_id, "outside_cloud": b.outside_provider}),
         ));
     }
     if !l.fleet_mature
