@@ -36,6 +36,26 @@ if [[ -z "${DRIFTWATCH_TEST_BROKERS:-}" ]]; then
   export DRIFTWATCH_TEST_BROKERS="127.0.0.1:$port"
 fi
 
+if [[ -z "${DRIFTWATCH_TEST_MMDB:-}" ]]; then
+  # A real country database in MaxMind DB format for the enrichment tests: ip-location-db's
+  # geo-whois-asn-country (npm package @ip-location-db/geo-whois-asn-country-mmdb, CC0 / data
+  # CC BY 4.0 by NRO), a pinned version checked against the registry's SHA-1, cached.
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/driftwatch"
+  mmdb="$cache/geo-whois-asn-country-2.3.2026061719.mmdb"
+  if [[ ! -s "$mmdb" ]]; then
+    echo "== fetching a country database (npm: @ip-location-db/geo-whois-asn-country-mmdb)"
+    mkdir -p "$cache"
+    tgz="$cache/geo.tgz"
+    curl -fsSL --retry 3 -o "$tgz" \
+      https://registry.npmjs.org/@ip-location-db/geo-whois-asn-country-mmdb/-/geo-whois-asn-country-mmdb-2.3.2026061719.tgz
+    echo "d83ce8ab70533e271d7e96bc50d8d816cf4f4470  $tgz" | sha1sum -c --quiet
+    tar -xzf "$tgz" -C "$cache" package/geo-whois-asn-country.mmdb
+    mv "$cache/package/geo-whois-asn-country.mmdb" "$mmdb"
+    rm -rf "$tgz" "$cache/package"
+  fi
+  export DRIFTWATCH_TEST_MMDB="$mmdb"
+fi
+
 echo "== cargo test (broker: $DRIFTWATCH_TEST_BROKERS)"
 # Benches are compiled by clippy above; they are run with `cargo bench`, not here.
 cargo test

@@ -99,6 +99,16 @@ pub struct ReplayArgs {
         value_delimiter = ','
     )]
     pub ip_ranges: Vec<PathBuf>,
+    /// Country and ASN databases in MaxMind DB format (GeoLite2 Country/ASN, DB-IP Lite, IPinfo
+    /// Lite, ip-location-db); repeatable. Records carry neither, so without one the ASN and
+    /// country origin levels stay empty.
+    #[arg(
+        long = "geoip",
+        value_name = "FILE",
+        env = "DRIFTWATCH_GEOIP",
+        value_delimiter = ','
+    )]
+    pub geoip: Vec<PathBuf>,
     /// Engine state to continue from, if the file exists, and to save back at the end
     /// (atomically), so batch replays of consecutive periods continue one baseline.
     #[arg(long, env = "DRIFTWATCH_STATE")]

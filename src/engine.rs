@@ -330,6 +330,8 @@ impl Engine {
         owner: u32,
         offset: Option<i64>,
     ) -> Option<Vec<Decision>> {
+        let enriched = crate::enrich::with_geo(ev, &self.rules.geo);
+        let ev = enriched.as_ref().unwrap_or(ev);
         let c = &self.counters;
         let m = &self.rules.model;
         self.sweep(ev.time_ms);

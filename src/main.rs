@@ -93,6 +93,7 @@ fn replay(a: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let rules = with_ranges(
         Rules::load(a.model.as_deref(), a.identities.as_deref())?,
         &a.ip_ranges,
+        &a.geoip,
     )?;
     let opts = ReplayOptions {
         inputs: a.inputs.clone(),
@@ -147,21 +148,27 @@ fn evaluate(a: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rules` with the cloud ranges of `files` loaded, if any (every problem named, with its file).
+/// `rules` with the cloud ranges and country/ASN databases of these files loaded, if any (every
+/// problem named, with its file).
 fn with_ranges(
-    rules: Rules,
-    files: &[std::path::PathBuf],
+    mut rules: Rules,
+    ranges: &[std::path::PathBuf],
+    geoip: &[std::path::PathBuf],
 ) -> Result<Rules, driftwatch::config::ConfigError> {
-    if files.is_empty() {
-        return Ok(rules);
+    if !ranges.is_empty() {
+        let loaded = driftwatch::enrich::CloudRanges::load(ranges)?;
+        tracing::info!(
+            files = ranges.len(),
+            ranges = loaded.len(),
+            "loaded cloud providers' published ranges"
+        );
+        rules = rules.with_cloud_ranges(loaded);
     }
-    let ranges = driftwatch::enrich::CloudRanges::load(files)?;
-    tracing::info!(
-        files = files.len(),
-        ranges = ranges.len(),
-        "loaded cloud providers' published ranges"
-    );
-    Ok(rules.with_cloud_ranges(ranges))
+    if !geoip.is_empty() {
+        rules = rules.with_geo(driftwatch::enrich::GeoDbs::load(geoip)?);
+        tracing::info!(files = geoip.len(), "loaded country and ASN databases");
+    }
+    Ok(rules)
 }
 
 fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -169,6 +176,7 @@ fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
     let rules = with_ranges(
         Rules::load(cfg.model.as_deref(), cfg.identities.as_deref())?,
         &cfg.ip_ranges,
+        &cfg.geoip,
     )?;
     let registry = Registry::new();
     metrics::register_process_metrics(&registry).context("registering process metrics")?;

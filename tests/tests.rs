@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod decoders;
 mod deploy;
+mod enrich;
 mod fuzz_smoke;
 mod golden;
 mod kafka;

@@ -24,6 +24,8 @@ pub struct Rules {
     pub inventory: Inventory,
     /// Cloud providers' published address ranges (empty unless `--ip-ranges` files are given).
     pub cloud: std::sync::Arc<crate::enrich::CloudRanges>,
+    /// Country and ASN databases (empty unless `--geoip` files are given).
+    pub geo: std::sync::Arc<crate::enrich::GeoDbs>,
 }
 
 impl Rules {
@@ -51,6 +53,7 @@ impl Rules {
             half_life_hours,
             inventory: Inventory::default(),
             cloud: std::sync::Arc::default(),
+            geo: std::sync::Arc::default(),
         }
     }
 
@@ -82,6 +85,12 @@ impl Rules {
     /// The same rules with cloud providers' published ranges.
     pub fn with_cloud_ranges(mut self, ranges: crate::enrich::CloudRanges) -> Rules {
         self.cloud = std::sync::Arc::new(ranges);
+        self
+    }
+
+    /// The same rules with country and ASN databases.
+    pub fn with_geo(mut self, geo: crate::enrich::GeoDbs) -> Rules {
+        self.geo = std::sync::Arc::new(geo);
         self
     }
 

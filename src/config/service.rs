@@ -79,6 +79,8 @@ pub struct RunConfig {
     pub identities: Option<PathBuf>,
     /// Cloud providers' published address ranges (`--ip-ranges`).
     pub ip_ranges: Vec<PathBuf>,
+    /// Country and ASN databases (`--geoip`).
+    pub geoip: Vec<PathBuf>,
 }
 
 /// Where a setting came from, to name it in problems.
@@ -331,6 +333,7 @@ impl RunConfig {
         let model = pick!(model).map(|(v, _)| v);
         let identities = pick!(identities).map(|(v, _)| v);
         let ip_ranges = pick!(ip_ranges).map(|(v, _)| v).unwrap_or_default();
+        let geoip = pick!(geoip).map(|(v, _)| v).unwrap_or_default();
 
         if !problems.is_empty() {
             return Err(ConfigError {
@@ -359,6 +362,7 @@ impl RunConfig {
             model,
             identities,
             ip_ranges,
+            geoip,
         })
     }
 

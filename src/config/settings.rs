@@ -156,6 +156,14 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub ip_ranges: Option<Vec<PathBuf>>,
+    /// Country and ASN databases in MaxMind DB format; repeatable.
+    #[arg(
+        long = "geoip",
+        value_name = "FILE",
+        env = "DRIFTWATCH_GEOIP",
+        value_delimiter = ','
+    )]
+    pub geoip: Option<Vec<PathBuf>>,
 }
 
 impl Settings {
@@ -178,6 +186,7 @@ impl Settings {
             model: None,
             identities: None,
             ip_ranges: None,
+            geoip: None,
         }
     }
 
