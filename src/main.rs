@@ -171,6 +171,68 @@ fn with_ranges(
     Ok(rules)
 }
 
+/// The enrichment tables the service reloads on SIGHUP, and the files they come from.
+struct Reload {
+    cloud: driftwatch::enrich::Reloadable<driftwatch::enrich::CloudRanges>,
+    geo: driftwatch::enrich::Reloadable<driftwatch::enrich::GeoDbs>,
+    ranges: Vec<std::path::PathBuf>,
+    geoip: Vec<std::path::PathBuf>,
+}
+
+impl Reload {
+    /// Reloads every file on each SIGHUP: all tables are replaced, or (any file bad) none, with
+    /// a warning naming the problems; the loaded tables stay in use. No task without files.
+    fn spawn(self) -> Option<tokio::task::JoinHandle<()>> {
+        #[cfg(unix)]
+        {
+            if self.ranges.is_empty() && self.geoip.is_empty() {
+                return None;
+            }
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()?;
+            let this = std::sync::Arc::new(self);
+            Some(tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let r = this.clone();
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        let cloud = (!r.ranges.is_empty())
+                            .then(|| driftwatch::enrich::CloudRanges::load(&r.ranges))
+                            .transpose()?;
+                        let geo = (!r.geoip.is_empty())
+                            .then(|| driftwatch::enrich::GeoDbs::load(&r.geoip))
+                            .transpose()?;
+                        if let Some(c) = cloud {
+                            r.cloud.replace(c);
+                        }
+                        if let Some(g) = geo {
+                            r.geo.replace(g);
+                        }
+                        Ok::<_, driftwatch::config::ConfigError>(())
+                    })
+                    .await;
+                    match loaded {
+                        Ok(Ok(())) => info!(
+                            ranges = this.ranges.len(),
+                            geoip = this.geoip.len(),
+                            "SIGHUP: reloaded the cloud ranges and country/ASN databases"
+                        ),
+                        Ok(Err(e)) => tracing::warn!(
+                            error = %e,
+                            "SIGHUP: reloading the enrichment files failed; the tables loaded before stay in use"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "SIGHUP: the reload task failed"),
+                    }
+                }
+            }))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = self;
+            None
+        }
+    }
+}
+
 fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = a.resolve()?;
     let rules = with_ranges(
@@ -181,9 +243,16 @@ fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
     let registry = Registry::new();
     metrics::register_process_metrics(&registry).context("registering process metrics")?;
     let metrics_addr = cfg.metrics_addr;
+    let reload = Reload {
+        cloud: rules.cloud.clone(),
+        geo: rules.geo.clone(),
+        ranges: cfg.ip_ranges.clone(),
+        geoip: cfg.geoip.clone(),
+    };
     let service = Service::new(cfg, rules, &registry).context("registering metrics")?;
     let metrics = service.metrics();
     let summary = runtime()?.block_on(async {
+        let reloader = reload.spawn();
         let endpoint = match metrics_addr {
             Some(addr) => {
                 let (bound, task) = http::serve(addr, registry, metrics).await?;
@@ -194,6 +263,9 @@ fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
         };
         let summary = service.run(shutdown_signal()).await;
         if let Some(t) = endpoint {
+            t.abort();
+        }
+        if let Some(t) = reloader {
             t.abort();
         }
         anyhow::Ok(summary?)

@@ -391,46 +391,52 @@ fn driftwatch_run(t: &Topics, group: &str) -> Child {
 
 /// As [`driftwatch_run`], serving /metrics, /healthz and /readyz on `metrics_addr`.
 fn driftwatch_run_serving(t: &Topics, group: &str, metrics_addr: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args([
-            "run",
-            "--brokers",
-            &brokers(),
-            "--group",
-            group,
-            "--input",
-            &t.input,
-            "--alerts-topic",
-            &t.alerts,
-            "--commands-topic",
-            &t.commands,
-            "--dead-letter-topic",
-            &t.dead_letter,
-            "--shutdown-grace-seconds",
-            "20",
-            // Commit often so the tests can stop it mid-stream at a known committed position.
-            "--commit-interval-seconds",
-            "0.2",
-            // A killed instance leaves the group after 6 s, not the default 45.
-            "--kafka-property",
-            "consumer.session.timeout.ms=6000",
-            // A rebalance waits at most 10 s for a member that does not rejoin (a killed one).
-            "--kafka-property",
-            "consumer.max.poll.interval.ms=10000",
-            // A secret, which the startup log must not show (unused: the broker is plaintext).
-            "--kafka-property",
-            "sasl.password=hunter2-not-logged",
-            // Instances run side by side: any free port unless told.
-            "--metrics-addr",
-            metrics_addr,
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    run_command(t, group, metrics_addr)
         .spawn()
         .expect("start driftwatch run")
+}
+
+/// The command line of [`driftwatch_run_serving`], to add to before spawning.
+fn run_command(t: &Topics, group: &str, metrics_addr: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    cmd.args([
+        "run",
+        "--brokers",
+        &brokers(),
+        "--group",
+        group,
+        "--input",
+        &t.input,
+        "--alerts-topic",
+        &t.alerts,
+        "--commands-topic",
+        &t.commands,
+        "--dead-letter-topic",
+        &t.dead_letter,
+        "--shutdown-grace-seconds",
+        "20",
+        // Commit often so the tests can stop it mid-stream at a known committed position.
+        "--commit-interval-seconds",
+        "0.2",
+        // A killed instance leaves the group after 6 s, not the default 45.
+        "--kafka-property",
+        "consumer.session.timeout.ms=6000",
+        // A rebalance waits at most 10 s for a member that does not rejoin (a killed one).
+        "--kafka-property",
+        "consumer.max.poll.interval.ms=10000",
+        // A secret, which the startup log must not show (unused: the broker is plaintext).
+        "--kafka-property",
+        "sasl.password=hunter2-not-logged",
+        // Instances run side by side: any free port unless told.
+        "--metrics-addr",
+        metrics_addr,
+        "--log-format",
+        "json",
+    ])
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
 }
 
 fn sigterm(child: &Child) {
@@ -1445,4 +1451,82 @@ async fn a_soak_samples_memory_lag_and_latency_and_the_service_catches_up_at_the
     }
     let text = report.to_string();
     assert!(text.contains("RSS after warm-up"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_enrichment_files_and_a_bad_one_leaves_the_loaded_tables_in_use() {
+    use std::io::BufRead;
+    let t = create_topics("reload", 1).await;
+    let (records, _) = fleet(2);
+    produce(&t.input, &records).await;
+    let group = unique("reload-group");
+    let dir = tempfile::tempdir().unwrap();
+    let ranges = dir.path().join("ip-ranges.json");
+    let good = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ip-ranges/aws-ip-ranges.json"
+    ))
+    .unwrap();
+    std::fs::write(&ranges, &good).unwrap();
+    let mut child = run_command(&t, &group, "127.0.0.1:0")
+        .env("DRIFTWATCH_IP_RANGES", &ranges)
+        .spawn()
+        .expect("start driftwatch run");
+    // The log is read as it is written: SIGHUP before the handler is installed would end it.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let wait_for = |what: &str, log: &mut Vec<String>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                let hit = l.contains(what);
+                log.push(l);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("`{what}` not logged within 30 s:\n{}", log.join("\n"));
+    };
+    // Served (the reload handler is in place), and consuming (so is the shutdown one).
+    wait_for("Serving /metrics", &mut log);
+    wait_for("\"event\":\"assign\"", &mut log);
+    std::fs::write(
+        &ranges,
+        b"{\"prefixes\": [{\"ip_prefix\": \"54.200.0.0/99\"}]}",
+    )
+    .unwrap();
+    let hup = |child: &Child| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    hup(&child);
+    wait_for("reloading the enrichment files failed", &mut log);
+    let failed = log.last().unwrap().clone();
+    assert!(
+        failed.contains("ip-ranges.json") && failed.contains("54.200.0.0/99"),
+        "{failed}"
+    );
+    std::fs::write(&ranges, &good).unwrap();
+    hup(&child);
+    wait_for("SIGHUP: reloaded", &mut log);
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    assert!(status.success(), "{status:?}:\n{}", log.join("\n"));
 }

@@ -107,12 +107,11 @@ impl Learned {
 /// AWS ranges loaded): another provider's range, or none. A workload-bound AWS session (an
 /// instance or task) calls from AWS addresses, or through a VPC endpoint, or via an AWS service.
 fn outside_cloud(ev: &AccessEvent, r: &Rules) -> Option<String> {
-    let ranges = &r.cloud;
-    if ranges.is_empty()
-        || ev.format != crate::event::SourceFormat::Cloudtrail
-        || !ranges.covers("aws")
-        || !ev.origin.workload.is_bound()
-    {
+    if ev.format != crate::event::SourceFormat::Cloudtrail || !ev.origin.workload.is_bound() {
+        return None;
+    }
+    let ranges = r.cloud.get();
+    if !ranges.covers("aws") {
         return None;
     }
     let ip = ev.origin.ip.filter(|ip| origin::is_public(*ip))?;

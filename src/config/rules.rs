@@ -23,9 +23,9 @@ pub struct Rules {
     /// Declared identity metadata (empty unless an inventory is given).
     pub inventory: Inventory,
     /// Cloud providers' published address ranges (empty unless `--ip-ranges` files are given).
-    pub cloud: std::sync::Arc<crate::enrich::CloudRanges>,
+    pub cloud: crate::enrich::Reloadable<crate::enrich::CloudRanges>,
     /// Country and ASN databases (empty unless `--geoip` files are given).
-    pub geo: std::sync::Arc<crate::enrich::GeoDbs>,
+    pub geo: crate::enrich::Reloadable<crate::enrich::GeoDbs>,
 }
 
 impl Rules {
@@ -52,8 +52,8 @@ impl Rules {
             protected,
             half_life_hours,
             inventory: Inventory::default(),
-            cloud: std::sync::Arc::default(),
-            geo: std::sync::Arc::default(),
+            cloud: crate::enrich::Reloadable::default(),
+            geo: crate::enrich::Reloadable::default(),
         }
     }
 
@@ -84,13 +84,13 @@ impl Rules {
 
     /// The same rules with cloud providers' published ranges.
     pub fn with_cloud_ranges(mut self, ranges: crate::enrich::CloudRanges) -> Rules {
-        self.cloud = std::sync::Arc::new(ranges);
+        self.cloud = crate::enrich::Reloadable::new(ranges);
         self
     }
 
     /// The same rules with country and ASN databases.
     pub fn with_geo(mut self, geo: crate::enrich::GeoDbs) -> Rules {
-        self.geo = std::sync::Arc::new(geo);
+        self.geo = crate::enrich::Reloadable::new(geo);
         self
     }
 
