@@ -104,10 +104,11 @@ impl Learned {
 }
 
 /// Where a CloudTrail call came from when its address is outside AWS's published ranges (with
-/// AWS ranges loaded): another provider's range, or none. A workload-bound AWS session (an
-/// instance or task) calls from AWS addresses, or through a VPC endpoint, or via an AWS service.
+/// AWS ranges loaded): another provider's range, or none. Asked only for calls of pinned
+/// sessions: an instance or task calls from AWS addresses, through a VPC endpoint, or via an
+/// AWS service.
 fn outside_cloud(ev: &AccessEvent, r: &Rules) -> Option<String> {
-    if ev.format != crate::event::SourceFormat::Cloudtrail || !ev.origin.workload.is_bound() {
+    if ev.format != crate::event::SourceFormat::Cloudtrail {
         return None;
     }
     let ranges = r.cloud.get();
@@ -167,9 +168,7 @@ impl Profile {
         // What it calls, and from where.
         let endpoint = self.learn_endpoint(ev, fleet, r, hour);
         let (origins, coarse_unknown_to_fleet) = self.learn_origins(ev, fleet, &m.baseline, hour);
-        let pin_breach = self
-            .pins
-            .observe(ev, &m.baseline, outside_cloud(ev, r).as_deref());
+        let pin_breach = self.pins.observe(ev, &m.baseline, || outside_cloud(ev, r));
 
         // Refusals.
         let len = (m.detectors.denied_burst.window_minutes * 60_000.0) as i64;

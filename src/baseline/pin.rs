@@ -12,9 +12,14 @@
 //! - a new network with a known client (the same host's IPv6 address, a NAT change), or a new
 //!   client from a known network (another agent on the same host): either is learnt.
 //!
-//! A session's pin holds a few networks and clients as hashes, with the first of each as a
-//! label for evidence; an identity holds at most [`MAX_PINS`] sessions, least recently used
-//! forgotten first, and a session idle for [`PIN_IDLE_MS`] is forgotten.
+//! A session is pinned by its first workload-bound event (instance-delivered or instance-named,
+//! a pod-bound token, an ECS task whose client says so); later events of the same session are
+//! judged against the pin even when they do not say they are bound (a thief's client does not
+//! announce the ECS runtime). A pin holds a few networks and clients as hashes, with the first of
+//! each as a label for evidence, and learns the clients the workload uses through VPC endpoints.
+//! A session idle for [`PIN_IDLE_MS`] is forgotten; an identity pins at most [`MAX_PINS`] live
+//! sessions at once, and sessions beyond them are not pinned (never evicting a live pin, which
+//! would let a busy role's sessions forget each other in turn).
 
 use std::hash::Hasher;
 
@@ -24,8 +29,8 @@ use super::origin::{self, Level};
 use crate::config::model::BaselineConfig;
 use crate::event::AccessEvent;
 
-/// Sessions an identity keeps pins for (an autoscaling group's role has one per instance).
-pub const MAX_PINS: usize = 16;
+/// Live sessions an identity keeps pins for (an autoscaling group's role has one per instance).
+pub const MAX_PINS: usize = 64;
 /// Networks and clients one pin remembers.
 pub const PIN_VALUES: usize = 4;
 /// A session unused this long is forgotten. A live instance or pod calls all day (the SSM
@@ -43,10 +48,12 @@ pub struct Pin {
     pub last_ms: i64,
     pub networks: Recent,
     pub clients: Recent,
-    /// The network a breach was last reported for (0: none): one replay is one finding.
-    pub reported: u64,
-    /// The first network and client, for evidence: `network` and `client` joined by `\n`.
-    labels: Box<str>,
+    /// Networks a breach was reported for: one replay is one finding, however the thief
+    /// alternates between a few networks.
+    pub reported: Recent,
+    /// The first network and client, for evidence.
+    pub network_label: Box<str>,
+    pub client_label: Box<str>,
 }
 
 impl Pin {
@@ -58,14 +65,10 @@ impl Pin {
             last_ms: t,
             networks: Recent::of(network.0),
             clients: Recent::of(client.0),
-            reported: 0,
-            labels: format!("{}\n{}", network.1, client.1).into_boxed_str(),
+            reported: Recent::default(),
+            network_label: network.1.into(),
+            client_label: client.1.into(),
         }
-    }
-
-    /// The labels of the first network and client.
-    pub fn labels(&self) -> (&str, &str) {
-        self.labels.split_once('\n').unwrap_or((&self.labels, ""))
     }
 
     /// Reports a breach from `network`, once.
@@ -78,22 +81,16 @@ impl Pin {
         client: String,
         outside: Option<&str>,
     ) -> PinBreach {
-        self.reported = network;
-        let (pinned_network, pinned_client) = self.labels();
+        self.reported.add(network);
         PinBreach {
             workload: workload.to_owned(),
             since_ms: self.since_ms,
-            pinned_network: pinned_network.to_owned(),
-            pinned_client: pinned_client.to_owned(),
+            pinned_network: self.network_label.to_string(),
+            pinned_client: self.client_label.to_string(),
             network: network_label(ev, cfg),
             client,
             outside_provider: outside.map(str::to_owned),
         }
-    }
-
-    /// Restores the labels (snapshots).
-    pub fn set_labels(&mut self, network: &str, client: &str) {
-        self.labels = format!("{network}\n{client}").into_boxed_str();
     }
 }
 
@@ -161,30 +158,34 @@ impl Pins {
         &mut self,
         ev: &AccessEvent,
         cfg: &BaselineConfig,
-        outside: Option<&str>,
+        outside: impl FnOnce() -> Option<String>,
     ) -> Option<PinBreach> {
-        let w = &ev.origin.workload;
-        let workload = w.pod.as_deref().or(w.instance.as_deref())?;
         let ip = ev.origin.ip?;
-        if ev.origin.vpc_endpoint.is_some() && !origin::is_public(ip) {
-            return None;
-        }
+        let w = &ev.origin.workload;
+        let bound = w.pod.as_deref().or(w.instance.as_deref());
+        let key = session_key(ev, bound)?;
         let t = ev.time_ms;
         self.0.retain(|p| t - p.last_ms < PIN_IDLE_MS);
-        let key = session_key(ev, workload);
-        let network = network_hash(ev, cfg);
+        let existing = self.0.iter().position(|p| p.key == key);
         let client_label = client(ev);
         let client = hash_str(&client_label);
-        let Some(pin) = self.0.iter_mut().find(|p| p.key == key) else {
-            if self.0.len() >= MAX_PINS
-                && let Some(i) = self
-                    .0
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, p)| (p.last_ms, p.key))
-                    .map(|(i, _)| i)
-            {
-                self.0.swap_remove(i);
+        if ev.origin.vpc_endpoint.is_some() && !origin::is_public(ip) {
+            // From inside the VPC: no judgement, but the workload's client is learnt.
+            if let Some(i) = existing {
+                let pin = &mut self.0[i];
+                pin.last_ms = pin.last_ms.max(t);
+                if !pin.clients.contains(client) {
+                    pin.clients.add(client);
+                }
+            }
+            return None;
+        }
+        let network = network_hash(ev, cfg);
+        let Some(i) = existing else {
+            // Only a workload-bound event pins a session, and only while there is room.
+            bound?;
+            if self.0.len() >= MAX_PINS {
+                return None;
             }
             if self.0.len() == self.0.capacity() {
                 // Grown by doubling from one: most bound identities hold a session or two, and
@@ -199,12 +200,18 @@ impl Pins {
                 (client, &client_label),
             ));
             let pin = self.0.last_mut().expect("just pushed");
-            return outside.map(|o| pin.breach(workload, network, ev, cfg, client_label, Some(o)));
+            let workload = workload_name(ev, bound);
+            return outside()
+                .map(|o| pin.breach(&workload, network, ev, cfg, client_label, Some(&o)));
         };
+        let pin = &mut self.0[i];
         pin.last_ms = pin.last_ms.max(t);
-        if let Some(o) = outside {
-            return (pin.reported != network)
-                .then(|| pin.breach(workload, network, ev, cfg, client_label, Some(o)));
+        if pin.reported.contains(network) {
+            return None;
+        }
+        if let Some(o) = outside() {
+            let workload = workload_name(ev, bound);
+            return Some(pin.breach(&workload, network, ev, cfg, client_label, Some(&o)));
         }
         match (pin.networks.contains(network), pin.clients.contains(client)) {
             (true, true) => None,
@@ -216,8 +223,10 @@ impl Pins {
                 pin.clients.add(client);
                 None
             }
-            (false, false) => (pin.reported != network)
-                .then(|| pin.breach(workload, network, ev, cfg, client_label, None)),
+            (false, false) => {
+                let workload = workload_name(ev, bound);
+                Some(pin.breach(&workload, network, ev, cfg, client_label, None))
+            }
         }
     }
 
@@ -227,7 +236,10 @@ impl Pins {
             + self
                 .0
                 .iter()
-                .map(|p| super::alloc_bytes(p.labels.len()))
+                .map(|p| {
+                    super::alloc_bytes(p.network_label.len())
+                        + super::alloc_bytes(p.client_label.len())
+                })
                 .sum::<usize>()
     }
 }
@@ -238,13 +250,13 @@ fn hash_str(s: &str) -> u64 {
     h.finish()
 }
 
-/// The session a bound credential belongs to: the AWS session (role and session name, the
-/// session name being the instance or task), else the pod in its namespace.
-fn session_key(ev: &AccessEvent, workload: &str) -> u64 {
+/// The session a credential belongs to: the AWS session (role and session name, the session
+/// name being the instance or task), else the pod a token is bound to, in its namespace.
+fn session_key(ev: &AccessEvent, bound: Option<&str>) -> Option<u64> {
     let mut h = FxHasher::default();
-    match ev.session_id.as_deref() {
-        Some(s) => h.write(s.as_bytes()),
-        None => {
+    match (ev.session_id.as_deref(), ev.origin.workload.pod.as_deref()) {
+        (Some(s), _) => h.write(s.as_bytes()),
+        (None, Some(pod)) => {
             h.write(
                 ev.origin
                     .workload
@@ -254,10 +266,23 @@ fn session_key(ev: &AccessEvent, workload: &str) -> u64 {
                     .as_bytes(),
             );
             h.write_u8(b'/');
-            h.write(workload.as_bytes());
+            h.write(pod.as_bytes());
+        }
+        (None, None) => {
+            bound?;
+            return None;
         }
     }
-    h.finish()
+    Some(h.finish())
+}
+
+/// The workload a session is bound to, as evidence names it: the instance, task or pod, else
+/// the session name.
+fn workload_name(ev: &AccessEvent, bound: Option<&str>) -> String {
+    bound
+        .or_else(|| ev.session_id.as_deref().and_then(|s| s.rsplit('/').next()))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The network a call came from: its VPC endpoint when it has one, else its address's network.
@@ -331,11 +356,15 @@ mod tests {
     fn a_session_replayed_from_another_network_with_another_client_breaches_its_pin_once() {
         let mut pins = Pins::default();
         assert_eq!(
-            pins.observe(&call(T0, "54.12.3.4", SSM, None), &cfg(), None),
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &cfg(), || None),
             None
         );
         let b = pins
-            .observe(&call(T0 + 20_000, "198.51.100.7", CLI, None), &cfg(), None)
+            .observe(
+                &call(T0 + 20_000, "198.51.100.7", CLI, None),
+                &cfg(),
+                || None,
+            )
             .expect("the first use elsewhere is a breach");
         assert_eq!(b.workload, "i-0abc1234def567890");
         assert_eq!(b.pinned_network, "54.12.3.0/24");
@@ -345,13 +374,19 @@ mod tests {
             ("198.51.100.0/24", "aws-cli/2")
         );
         assert_eq!(
-            pins.observe(&call(T0 + 30_000, "198.51.100.7", CLI, None), &cfg(), None),
+            pins.observe(
+                &call(T0 + 30_000, "198.51.100.7", CLI, None),
+                &cfg(),
+                || None
+            ),
             None,
             "reported once per network"
         );
         assert!(
-            pins.observe(&call(T0 + 40_000, "203.0.113.9", CLI, None), &cfg(), None)
-                .is_some(),
+            pins.observe(&call(T0 + 40_000, "203.0.113.9", CLI, None), &cfg(), || {
+                None
+            })
+            .is_some(),
             "the pin did not learn the thief's client"
         );
     }
@@ -361,48 +396,125 @@ mod tests {
         let mut pins = Pins::default();
         let c = cfg();
         assert_eq!(
-            pins.observe(&call(T0, "54.12.3.4", SSM, None), &c, None),
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &c, || None),
             None
         );
         // Another agent on the same host, then the host's IPv6 address with a known client.
         assert_eq!(
-            pins.observe(&call(T0 + 1, "54.12.3.4", CLI, None), &c, None),
+            pins.observe(&call(T0 + 1, "54.12.3.4", CLI, None), &c, || None),
             None
         );
         assert_eq!(
-            pins.observe(&call(T0 + 2, "2600:1f14::5", CLI, None), &c, None),
+            pins.observe(&call(T0 + 2, "2600:1f14::5", CLI, None), &c, || None),
             None
         );
         // Through a VPC endpoint from inside the VPC, with yet another client.
         let boto = "Boto3/1.34.14 md/Botocore#1.34.14";
         assert_eq!(
-            pins.observe(&call(T0 + 3, "10.0.1.7", boto, Some("vpce-0a1b")), &c, None),
+            pins.observe(
+                &call(T0 + 3, "10.0.1.7", boto, Some("vpce-0a1b")),
+                &c,
+                || None
+            ),
             None
         );
         // An AWS service acting for the instance carries no address.
         assert_eq!(
-            pins.observe(&call(T0 + 4, "ssm.amazonaws.com", boto, None), &c, None),
+            pins.observe(&call(T0 + 4, "ssm.amazonaws.com", boto, None), &c, || None),
             None
         );
-        // A week later the session name is a new workload's.
+        // A day later the session name is a new workload's.
         assert_eq!(
             pins.observe(
                 &call(T0 + PIN_IDLE_MS + 5, "198.51.100.7", boto, None),
                 &c,
-                None
+                || None
             ),
             None
         );
     }
 
     #[test]
-    fn an_identity_keeps_a_bounded_number_of_sessions() {
+    fn an_identity_pins_a_bounded_number_of_live_sessions_and_never_evicts_one_in_use() {
         let mut pins = Pins::default();
+        let session = |i: i64| format!("arn:aws:sts::1:assumed-role/app/i-{i:017x}");
         for i in 0..(MAX_PINS as i64 * 3) {
             let mut ev = call(T0 + i, "54.12.3.4", SSM, None);
-            ev.session_id = Some(format!("arn:aws:sts::1:assumed-role/app/i-{i:017x}"));
-            pins.observe(&ev, &cfg(), None);
+            ev.session_id = Some(session(i));
+            pins.observe(&ev, &cfg(), || None);
         }
         assert_eq!(pins.0.len(), MAX_PINS);
+        // The first session is still pinned, so its thief is still caught.
+        let mut thief = call(T0 + 1_000_000, "198.51.100.7", CLI, None);
+        thief.session_id = Some(session(0));
+        assert!(pins.observe(&thief, &cfg(), || None).is_some());
+    }
+
+    #[test]
+    fn a_pinned_sessions_later_calls_are_judged_even_when_they_do_not_say_they_are_bound() {
+        let mut pins = Pins::default();
+        assert_eq!(
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &cfg(), || None),
+            None
+        );
+        // A thief's call of the same session whose record carries no workload binding.
+        let mut thief = call(T0 + 1_000, "198.51.100.7", CLI, None);
+        thief.origin.workload = Default::default();
+        let b = pins
+            .observe(&thief, &cfg(), || None)
+            .expect("judged against the pin");
+        assert_eq!(b.workload, "i-0abc1234def567890");
+        // An unbound session with no pin is not pinned by it.
+        let mut other = thief.clone();
+        other.session_id = Some("arn:aws:sts::1:assumed-role/app/laptop".into());
+        assert_eq!(pins.observe(&other, &cfg(), || None), None);
+        assert_eq!(pins.0.len(), 1);
+    }
+
+    #[test]
+    fn a_client_seen_through_the_vpc_endpoint_is_the_workloads_own() {
+        let mut pins = Pins::default();
+        let c = cfg();
+        let boto = "Boto3/1.34.14 md/Botocore#1.34.14";
+        assert_eq!(
+            pins.observe(&call(T0, "54.12.3.4", SSM, None), &c, || None),
+            None
+        );
+        assert_eq!(
+            pins.observe(
+                &call(T0 + 1, "10.0.1.7", boto, Some("vpce-0a1b")),
+                &c,
+                || None
+            ),
+            None
+        );
+        // The application's first call through a NAT: a new network, but a known client.
+        assert_eq!(
+            pins.observe(&call(T0 + 2, "52.18.4.4", boto, None), &c, || None),
+            None
+        );
+    }
+
+    #[test]
+    fn outside_the_clouds_ranges_is_reported_once_per_network_whatever_the_pin_knows() {
+        let mut pins = Pins::default();
+        let c = cfg();
+        let outside = || Some("outside AWS's published ranges".to_owned());
+        // The session's first call is already outside: reported.
+        let b = pins.observe(&call(T0, "198.51.100.7", SSM, None), &c, outside);
+        assert!(b.is_some_and(|b| b.outside_provider.is_some()));
+        assert_eq!(
+            pins.observe(&call(T0 + 1, "198.51.100.7", SSM, None), &c, outside),
+            None
+        );
+        assert!(
+            pins.observe(&call(T0 + 2, "203.0.113.9", SSM, None), &c, outside)
+                .is_some()
+        );
+        // Back and forth between the two: nothing new.
+        assert_eq!(
+            pins.observe(&call(T0 + 3, "198.51.100.7", SSM, None), &c, outside),
+            None
+        );
     }
 }

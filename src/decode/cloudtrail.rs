@@ -153,8 +153,14 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         .session_context
         .as_ref()
         .is_some_and(|c| c.ec2_role_delivery.is_some());
+    // An ECS task-role session is named after the task; a 32-hex name alone could be any
+    // caller's, so the client must also say it runs in ECS (the SDKs add `exec-env/AWS_ECS_*`).
+    let in_ecs = r
+        .user_agent
+        .as_deref()
+        .is_some_and(|ua| ua.contains("exec-env/AWS_ECS"));
     let instance = session_name
-        .filter(|s| delivered_to_instance || is_instance_id(s) || is_ecs_task_id(s))
+        .filter(|s| delivered_to_instance || is_instance_id(s) || (in_ecs && is_ecs_task_id(s)))
         .map(str::to_owned);
 
     let (ip, service) = match r.source_ip_address.as_deref() {

@@ -25,8 +25,9 @@ use serde_json::value::RawValue;
 
 use super::{DecodeError, Str};
 
-/// Most bytes one compressed or encoded record may expand to: a CloudWatch Logs subscription
-/// batch is at most 1 MiB compressed and tens of MiB expanded; a decompression bomb stops here.
+/// Most bytes one record may expand to, all its compressed layers and elements together: a
+/// CloudWatch Logs subscription batch is at most 1 MiB compressed and tens of MiB expanded; a
+/// decompression bomb stops here.
 pub const MAX_EXPANDED_BYTES: u64 = 64 << 20;
 
 /// How many envelopes may nest (base64 in gzip in an EventBridge event...); deeper is refused.
@@ -52,11 +53,12 @@ pub fn is_compressed(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b]) || bytes.starts_with(b"H4sI")
 }
 
-/// Expands a gzip or base64-of-gzip record, at most [`MAX_EXPANDED_BYTES`].
+/// Expands a gzip or base64-of-gzip record, taking what it produces from `budget` (the bytes
+/// the whole record may still expand to).
 ///
 /// # Errors
-/// The bytes are not valid base64 or gzip, or expand beyond the cap.
-pub fn expand(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+/// The bytes are not valid base64 or gzip, or expand beyond the budget.
+pub fn expand(bytes: &[u8], budget: &mut u64) -> Result<Vec<u8>, DecodeError> {
     let decoded;
     let gz: &[u8] = if bytes.starts_with(b"H4sI") {
         decoded = base64_decode(bytes.trim_ascii_end(), "record")?;
@@ -64,20 +66,21 @@ pub fn expand(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
     } else {
         bytes
     };
-    gunzip(gz)
+    let out = gunzip(gz, *budget)?;
+    *budget -= out.len() as u64;
+    Ok(out)
 }
 
-fn gunzip(gz: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::new();
+fn gunzip(gz: &[u8], budget: u64) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(gz.len().saturating_mul(4).min(budget as usize));
     flate2::read::MultiGzDecoder::new(gz)
-        .take(MAX_EXPANDED_BYTES + 1)
+        .take(budget + 1)
         .read_to_end(&mut out)
         .map_err(|e| DecodeError::InvalidJson {
             reason: format!("record looks gzip-compressed but does not decompress: {e}"),
         })?;
-    if out.len() as u64 > MAX_EXPANDED_BYTES {
-        return Err(DecodeError::TooLarge {
-            len: out.len() as u64,
+    if out.len() as u64 > budget {
+        return Err(DecodeError::ExpandsTooLarge {
             limit: MAX_EXPANDED_BYTES,
         });
     }
@@ -205,12 +208,22 @@ fn wrong(envelope: &'static str, field: &'static str, expected: &str) -> DecodeE
     }
 }
 
-/// The EKS cluster a CloudWatch Logs group belongs to (`/aws/eks/NAME/cluster`).
+/// The EKS cluster a CloudWatch Logs group belongs to (`/aws/eks/NAME/cluster`), when NAME is a
+/// valid EKS cluster name (1 to 100 letters, digits, `-` and `_`, starting with a letter or
+/// digit): the group is record text, and it reaches alerts and commands.
 pub fn eks_cluster(log_group: &str) -> Option<&str> {
     let name = log_group
         .strip_prefix("/aws/eks/")?
         .strip_suffix("/cluster")?;
-    (!name.is_empty() && !name.contains('/')).then_some(name)
+    let valid = (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then_some(name)
 }
 
 #[cfg(test)]
@@ -236,7 +249,17 @@ mod tests {
         }
         let bomb = gz.finish().unwrap();
         assert!(bomb.len() < 1 << 20);
-        assert_eq!(expand(&bomb).unwrap_err().code(), "too_large");
+        let mut budget = MAX_EXPANDED_BYTES;
+        assert_eq!(expand(&bomb, &mut budget).unwrap_err().code(), "too_large");
+        // The budget is the record's: two layers or elements of half the cap each exhaust it.
+        let mut half = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        half.write_all(&vec![b' '; (MAX_EXPANDED_BYTES / 2 + 1) as usize])
+            .unwrap();
+        let half = half.finish().unwrap();
+        let mut budget = MAX_EXPANDED_BYTES;
+        assert!(expand(&half, &mut budget).is_ok());
+        let e = expand(&half, &mut budget).unwrap_err();
+        assert!(e.to_string().contains("all its layers together"), "{e}");
     }
 
     #[test]
@@ -244,5 +267,11 @@ mod tests {
         assert_eq!(eks_cluster("/aws/eks/prod-eu/cluster"), Some("prod-eu"));
         assert_eq!(eks_cluster("/aws/lambda/f"), None);
         assert_eq!(eks_cluster("/aws/eks//cluster"), None);
+        assert_eq!(eks_cluster("/aws/eks/a b\nc/cluster"), None);
+        assert_eq!(
+            eks_cluster(&format!("/aws/eks/{}/cluster", "x".repeat(101))),
+            None
+        );
+        assert_eq!(eks_cluster("/aws/eks/-x/cluster"), None);
     }
 }

@@ -89,6 +89,10 @@ pub enum DecodeError {
         "record of {len} bytes is over the {limit}-byte cap (--max-record-bytes); it was not decoded and only its first bytes are kept here"
     )]
     TooLarge { len: u64, limit: u64 },
+    #[error(
+        "record expands to more than {limit} bytes when decompressed (gzip or base64 of gzip, all its layers together); it was not decoded"
+    )]
+    ExpandsTooLarge { limit: u64 },
 }
 
 impl DecodeError {
@@ -99,7 +103,7 @@ impl DecodeError {
             DecodeError::UnknownFormat => "unknown_format",
             DecodeError::MissingField { .. } => "missing_field",
             DecodeError::InvalidField { .. } | DecodeError::WrongType { .. } => "invalid_field",
-            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::TooLarge { .. } | DecodeError::ExpandsTooLarge { .. } => "too_large",
         }
     }
 
@@ -202,32 +206,41 @@ pub type ElementSink<'s> = dyn FnMut(&[u8], &RawRef, Result<Decoded, DecodeError
 /// `raw` names where the record came from; an element of a container keeps the record's source
 /// and position and has its index in [`RawRef::element`].
 pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
-    decode_at(bytes, hint, raw, out, 0);
+    let mut budget = envelope::MAX_EXPANDED_BYTES;
+    decode_at(bytes, hint, raw, out, 0, &mut budget);
 }
 
-/// [`decode_record`] of a record found `depth` envelopes deep.
-fn decode_at(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>, depth: u8) {
+/// [`decode_record`] of a record found `depth` envelopes deep, with `budget` bytes left that
+/// decompression may still produce for the whole record.
+fn decode_at(
+    bytes: &[u8],
+    hint: FormatHint,
+    raw: &RawRef,
+    out: &mut ElementSink<'_>,
+    depth: u8,
+    budget: &mut u64,
+) {
     let trimmed = bytes.trim_ascii();
     if envelope::is_compressed(trimmed) {
-        match envelope_depth(depth).and_then(|()| envelope::expand(trimmed)) {
-            Ok(expanded) => decode_at(&expanded, hint, raw, out, depth + 1),
+        match envelope_depth(depth).and_then(|()| envelope::expand(trimmed, budget)) {
+            Ok(expanded) => decode_at(&expanded, hint, raw, out, depth + 1, budget),
             Err(e) => out(trimmed, raw, Err(e)),
         }
         return;
     }
     match trimmed.first() {
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
-            Ok(items) => each_element(&items, hint, raw, out, depth),
+            Ok(items) => each_element(&items, hint, raw, out, depth, budget),
             Err(e) => out(trimmed, raw, Err(DecodeError::json(e))),
         },
         Some(b'{') => {
             if let Some(items) = container_items(trimmed) {
                 match items {
-                    Ok(items) => each_element(&items, hint, raw, out, depth),
+                    Ok(items) => each_element(&items, hint, raw, out, depth, budget),
                     Err(e) => out(trimmed, raw, Err(e)),
                 }
             } else {
-                decode_object(trimmed, hint, raw, out, depth);
+                decode_object(trimmed, hint, raw, out, depth, budget);
             }
         }
         Some(_) => out(
@@ -265,20 +278,33 @@ fn each_element(
     raw: &RawRef,
     out: &mut ElementSink<'_>,
     depth: u8,
+    budget: &mut u64,
 ) {
     for (i, item) in items.iter().enumerate() {
         let r = raw.element(u32::try_from(i).unwrap_or(u32::MAX));
-        decode_object(item.get().as_bytes(), hint, &r, out, depth);
+        decode_object(item.get().as_bytes(), hint, &r, out, depth, budget);
     }
 }
 
 /// Decodes one object as an event; if it is not one (no format recognised, or a format's
-/// required field missing) but is an envelope ([`envelope`]), decodes what the envelope holds.
-fn decode_object(obj: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>, depth: u8) {
+/// required field missing or wrongly typed) but is an envelope ([`envelope`]), decodes what the
+/// envelope holds.
+fn decode_object(
+    obj: &[u8],
+    hint: FormatHint,
+    raw: &RawRef,
+    out: &mut ElementSink<'_>,
+    depth: u8,
+    budget: &mut u64,
+) {
     let result = decode_one(obj, hint, raw.clone());
+    // A wrongly typed field counts too: an envelope's own fields (EventBridge's `resources`, a
+    // list of ARNs) may clash with those of the format its content made it look like.
     if !matches!(
         result,
-        Err(DecodeError::UnknownFormat | DecodeError::MissingField { .. })
+        Err(DecodeError::UnknownFormat
+            | DecodeError::MissingField { .. }
+            | DecodeError::WrongType { .. })
     ) || !obj.starts_with(b"{")
     {
         return out(obj, raw, result);
@@ -288,7 +314,7 @@ fn decode_object(obj: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSi
         Some(inner) => envelope_depth(depth).and(inner),
     };
     match inner {
-        Ok(envelope::Inner::One(bytes)) => decode_at(&bytes, hint, raw, out, depth + 1),
+        Ok(envelope::Inner::One(bytes)) => decode_at(&bytes, hint, raw, out, depth + 1, budget),
         Ok(envelope::Inner::LogEvents {
             messages,
             log_group,
@@ -302,6 +328,7 @@ fn decode_object(obj: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSi
                     &r,
                     &mut |b, rr, res| out(b, rr, res.map(|d| in_cluster(d, cluster))),
                     depth + 1,
+                    budget,
                 );
             }
         }

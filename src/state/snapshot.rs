@@ -576,23 +576,22 @@ struct PinV1 {
     last_ms: i64,
     networks: Vec<Hash64>,
     clients: Vec<Hash64>,
-    reported: Hash64,
+    reported: Vec<Hash64>,
     network_label: String,
     client_label: String,
 }
 
 fn pin_out(p: &Pin) -> PinV1 {
     let h = |v: &[u64]| v.iter().map(|x| Hash64(x.to_le_bytes())).collect();
-    let (network, client) = p.labels();
     PinV1 {
         key: Hash64(p.key.to_le_bytes()),
         since_ms: p.since_ms,
         last_ms: p.last_ms,
         networks: h(p.networks.values()),
         clients: h(p.clients.values()),
-        reported: Hash64(p.reported.to_le_bytes()),
-        network_label: network.to_owned(),
-        client_label: client.to_owned(),
+        reported: h(p.reported.values()),
+        network_label: p.network_label.to_string(),
+        client_label: p.client_label.to_string(),
     }
 }
 
@@ -616,7 +615,9 @@ fn pin_in(p: PinV1) -> Result<Pin, SnapshotError> {
     for c in &p.clients[1..] {
         pin.clients.add(h(c));
     }
-    pin.reported = h(&p.reported);
+    for r in &p.reported {
+        pin.reported.add(h(r));
+    }
     Ok(pin)
 }
 
@@ -708,7 +709,10 @@ impl<'r> Codec<'r> {
     fn header(&self, magic: [u8; 3]) -> Vec<u8> {
         postcard::to_stdvec(&Header {
             magic,
-            format: FORMAT,
+            // Only hot identities changed in format 2: every other record is still written as
+            // format 1, so instances of the previous release keep reading them in a rolling
+            // upgrade (and after a rollback).
+            format: if magic == MAGIC { FORMAT } else { 1 },
             fingerprint: self.fingerprint,
         })
         .expect("a header always encodes")
