@@ -423,3 +423,33 @@ fn the_readme_documents_every_metric_and_every_alert_rule() {
         assert!(operating.contains(alert), "README does not explain {alert}");
     }
 }
+
+#[test]
+fn the_enrichment_override_fetches_the_files_driftwatch_is_told_to_read() {
+    let o = yaml("docker-compose.enrich.yml");
+    let dw = &o["services"]["driftwatch"];
+    // Its variables are driftwatch's own, and the stack's configuration with them still resolves.
+    let mut c = compose();
+    let vars = dw["environment"].as_object().expect("environment");
+    for (k, v) in vars {
+        c["services"]["driftwatch"]["environment"][k] = v.clone();
+    }
+    let cfg = driftwatch_config(&c);
+    assert_eq!(cfg.ip_ranges, [Path::new("/enrich/aws-ip-ranges.json")]);
+    assert_eq!(cfg.geoip, [Path::new("/enrich/country.mmdb")]);
+    // The fetching job writes exactly those files into the volume driftwatch mounts, and
+    // driftwatch waits for it.
+    let job = strings(&o["services"]["enrich"]["command"]).join("\n");
+    for f in cfg.ip_ranges.iter().chain(&cfg.geoip) {
+        assert!(job.contains(&format!("-o {}", f.display())), "{job}");
+    }
+    assert_eq!(strings(&dw["volumes"]), ["enrich:/enrich:ro"]);
+    assert_eq!(
+        strings(&o["services"]["enrich"]["volumes"]),
+        ["enrich:/enrich"]
+    );
+    assert_eq!(
+        dw["depends_on"]["enrich"]["condition"],
+        "service_completed_successfully"
+    );
+}
