@@ -6,6 +6,9 @@
 //! showed: the shape of credentials taken from an instance or pod and replayed elsewhere
 //! (GuardDuty's InstanceCredentialExfiltration).
 //!
+//! A pod-bound token is pinned only from a cluster-internal address: a thief's first use from
+//! outside must not become the pin the pod itself then seems to breach.
+//!
 //! What stays quiet, by construction:
 //! - calls without a source address (an AWS service acting for the workload, `AWS Internal`);
 //! - calls through a VPC endpoint from a private address: they come from inside the VPC;
@@ -182,8 +185,14 @@ impl Pins {
         }
         let network = network_hash(ev, cfg);
         let Some(i) = existing else {
-            // Only a workload-bound event pins a session, and only while there is room.
+            // Only a workload-bound event pins a session, and only while there is room. A pod
+            // calls its API server from inside the cluster: a pod-bound token first seen from a
+            // public address is not its workload's use (the unknown-network judgement is for
+            // that), so it pins nothing the workload would later seem to breach.
             bound?;
+            if w.pod.is_some() && origin::is_public(ip) {
+                return None;
+            }
             if self.0.len() >= MAX_PINS {
                 return None;
             }

@@ -137,8 +137,16 @@ impl Sim {
             .first()
             .cloned()
             .unwrap_or_else(|| "10.244.1.10".into());
-        let usual_ua = id.calls.last().map(|c| c.ua.clone()).unwrap_or_default();
-        let last_session = id.calls.last().and_then(|c| c.session.clone());
+        // The identity as it was when the attack starts: its client and session then (a stolen
+        // token names the pod it was taken from, not one that only exists later).
+        let before = id
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.t <= t)
+            .or(id.calls.first());
+        let usual_ua = before.map(|c| c.ua.clone()).unwrap_or_default();
+        let last_session = before.and_then(|c| c.session.clone());
         let mut calls: Vec<Call> = Vec::new();
         let mut push = |t: i64,
                         action: &str,
