@@ -481,6 +481,37 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_token_is_pinned_only_from_inside_the_cluster() {
+        let pod_call = |ip: &str, ua: &str| {
+            let mut ev = call(T0, ip, ua, None);
+            ev.session_id = None;
+            ev.origin.workload = crate::event::Workload {
+                namespace: Some("shop".into()),
+                pod: Some("api-7d9f8b6c5-x2k4p".into()),
+                ..Default::default()
+            };
+            ev
+        };
+        let kubectl = "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819";
+        let app = "api/v1.4.2 (linux/amd64) kubernetes/$Format";
+        let mut pins = Pins::default();
+        // A thief's first use from outside pins nothing...
+        assert_eq!(
+            pins.observe(&pod_call("198.51.100.7", kubectl), &cfg(), || None),
+            None
+        );
+        assert!(pins.0.is_empty());
+        // ...the pod's own use does, and the thief's next use breaches it.
+        assert_eq!(
+            pins.observe(&pod_call("10.244.3.17", app), &cfg(), || None),
+            None
+        );
+        let mut thief = pod_call("198.51.100.7", kubectl);
+        thief.time_ms += 1000;
+        assert!(pins.observe(&thief, &cfg(), || None).is_some());
+    }
+
+    #[test]
     fn a_client_seen_through_the_vpc_endpoint_is_the_workloads_own() {
         let mut pins = Pins::default();
         let c = cfg();
