@@ -21,6 +21,20 @@ struct Who {
     pod: Option<&'static str>,
 }
 
+/// Peer role `NAME-n` of the story's account, calling from 52.10.20.(`first_host` + n).
+fn peer(name: &str, n: i64, first_host: i64) -> (Who, &'static str) {
+    let key: &'static str =
+        Box::leak(format!("arn:aws:iam::111122223333:role/{name}-{n}").into_boxed_str());
+    let who = Who {
+        key,
+        kind: "aws_role",
+        credential: "ASIAPEER",
+        pod: None,
+    };
+    let ip: &'static str = Box::leak(format!("52.10.20.{}", first_host + n).into_boxed_str());
+    (who, ip)
+}
+
 /// Builds a stream of native records.
 #[derive(Default)]
 struct Story {
@@ -100,15 +114,7 @@ impl Story {
     /// A quiet fleet around the protagonist, so fleet-wide rarity means something.
     fn with_peers(mut self, days: i64) -> Story {
         for n in 0..6 {
-            let key: &'static str =
-                Box::leak(format!("arn:aws:iam::111122223333:role/peer-{n}").into_boxed_str());
-            let peer = Who {
-                key,
-                kind: "aws_role",
-                credential: "ASIAPEER",
-                pod: None,
-            };
-            let ip: &'static str = Box::leak(format!("52.10.20.{}", 30 + n).into_boxed_str());
+            let (peer, ip) = peer("peer", n, 30);
             self.routine(
                 &peer,
                 0..days,
@@ -880,15 +886,7 @@ fn nightly_job_then_midday(hours: i64, straying_peers: bool) -> (Who, Outputs) {
     let mut s = if straying_peers {
         let mut s = Story::default();
         for n in 0..6i64 {
-            let key: &'static str =
-                Box::leak(format!("arn:aws:iam::111122223333:role/office-{n}").into_boxed_str());
-            let peer = Who {
-                key,
-                kind: "aws_role",
-                credential: "ASIAOFFICE",
-                pod: None,
-            };
-            let ip: &'static str = Box::leak(format!("52.10.20.{}", 60 + n).into_boxed_str());
+            let (peer, ip) = peer("office", n, 60);
             s.routine(
                 &peer,
                 0..29,
