@@ -33,6 +33,15 @@ pub fn alloc_bytes(n: usize) -> usize {
     }
 }
 
+/// The share of `days` an identity was active around hour of day `h`: its active hours at `h`
+/// and (half weight) the hours either side, `count_at` giving the active hours by hour of day. Saturation halving
+/// keeps counts comparable to at most ~255 days per slot.
+fn smoothed_share(count_at: impl Fn(usize) -> f64, h: usize, days: f64) -> f64 {
+    let at = |k: usize| count_at((h + k) % 24);
+    let smoothed = (at(23) + 2.0 * at(0) + at(1)) / 4.0;
+    (smoothed / days.min(255.0 * 7.0)).min(1.0)
+}
+
 /// Hour index since the epoch (event time).
 pub fn hour_index(ms: i64) -> i64 {
     ms.div_euclid(HOUR_MS)
@@ -505,36 +514,33 @@ impl Profile {
     /// Share of observed days on which the identity was active around this hour of day
     /// (the hour itself and its neighbours, weighted 1-2-1), from the hour-of-week profile.
     pub fn hour_of_day_share(&self, hour: i64) -> f64 {
-        let hod = hour.rem_euclid(24);
-        let count_at = |h: i64| -> f64 {
-            (0..7)
-                .map(|d| f64::from(self.hour_of_week[(d * 24 + h.rem_euclid(24)) as usize]))
-                .sum()
-        };
-        let smoothed = (count_at(hod - 1) + 2.0 * count_at(hod) + count_at(hod + 1)) / 4.0;
-        let days = ((self.last_seen_ms - self.first_seen_ms) as f64 / DAY_MS as f64).max(1.0);
-        // Saturation halving keeps counts comparable to at most ~255 days per slot.
-        (smoothed / days.min(255.0 * 7.0)).min(1.0)
+        let h = hour.rem_euclid(24) as usize;
+        smoothed_share(|k| self.active_hours_at(k), h, self.days_seen())
+    }
+
+    /// Active hours on record at hour of day `h` (UTC), summed over the days of the week.
+    fn active_hours_at(&self, h: usize) -> f64 {
+        (0..7)
+            .map(|d| f64::from(self.hour_of_week[d * 24 + h]))
+            .sum()
+    }
+
+    /// Days between the first and the latest event, at least one.
+    fn days_seen(&self) -> f64 {
+        ((self.last_seen_ms - self.first_seen_ms) as f64 / DAY_MS as f64).max(1.0)
     }
 
     /// Where `hour`'s hour of day stands in the identity's daily rhythm, from its record of
     /// active hours by hour of day: `None` before it has an active hour of day (one with a
     /// share of days of at least `cold_share`).
     pub fn off_rhythm(&self, hour: i64, cold_share: f64) -> Option<OffRhythm> {
-        let counts: [f64; 24] = std::array::from_fn(|h| {
-            (0..7)
-                .map(|d| f64::from(self.hour_of_week[d * 24 + h]))
-                .sum()
-        });
+        let counts: [f64; 24] = std::array::from_fn(|h| self.active_hours_at(h));
         // Usual hours of day: a share of days of at least `cold_share`, counted over at least
         // `1 / cold_share` days, so that one stray of a young identity does not make its hour
         // usual (one night in five days is a 20% share, and no habit).
-        let days = ((self.last_seen_ms - self.first_seen_ms) as f64 / DAY_MS as f64)
-            .max(1.0 / cold_share.max(1e-3));
-        let active: [bool; 24] = std::array::from_fn(|h| {
-            let at = |k: usize| counts[(h + k) % 24];
-            (at(23) + 2.0 * at(0) + at(1)) / 4.0 / days.min(255.0 * 7.0) >= cold_share
-        });
+        let days = self.days_seen().max(1.0 / cold_share.max(1e-3));
+        let active: [bool; 24] =
+            std::array::from_fn(|h| smoothed_share(|k| counts[k], h, days) >= cold_share);
         let distance = |h: usize| -> Option<u8> {
             (0..24)
                 .filter(|&a| active[a])
