@@ -119,8 +119,11 @@ impl Recent {
         self.values().contains(&v)
     }
 
-    /// Adds `v`, replacing the oldest value when full.
+    /// Adds `v` unless it is already there, replacing the oldest value when full.
     pub fn add(&mut self, v: u64) {
+        if self.contains(v) {
+            return;
+        }
         if usize::from(self.len) == PIN_VALUES {
             self.values.rotate_left(1);
             self.values[PIN_VALUES - 1] = v;
@@ -166,7 +169,7 @@ impl Pins {
         let ip = ev.origin.ip?;
         let w = &ev.origin.workload;
         let bound = w.pod.as_deref().or(w.instance.as_deref());
-        let key = session_key(ev, bound)?;
+        let key = session_key(ev)?;
         let t = ev.time_ms;
         self.0.retain(|p| t - p.last_ms < PIN_IDLE_MS);
         let existing = self.0.iter().position(|p| p.key == key);
@@ -177,9 +180,7 @@ impl Pins {
             if let Some(i) = existing {
                 let pin = &mut self.0[i];
                 pin.last_ms = pin.last_ms.max(t);
-                if !pin.clients.contains(client) {
-                    pin.clients.add(client);
-                }
+                pin.clients.add(client);
             }
             return None;
         }
@@ -261,7 +262,7 @@ fn hash_str(s: &str) -> u64 {
 
 /// The session a credential belongs to: the AWS session (role and session name, the session
 /// name being the instance or task), else the pod a token is bound to, in its namespace.
-fn session_key(ev: &AccessEvent, bound: Option<&str>) -> Option<u64> {
+fn session_key(ev: &AccessEvent) -> Option<u64> {
     let mut h = FxHasher::default();
     match (ev.session_id.as_deref(), ev.origin.workload.pod.as_deref()) {
         (Some(s), _) => h.write(s.as_bytes()),
@@ -277,10 +278,7 @@ fn session_key(ev: &AccessEvent, bound: Option<&str>) -> Option<u64> {
             h.write_u8(b'/');
             h.write(pod.as_bytes());
         }
-        (None, None) => {
-            bound?;
-            return None;
-        }
+        (None, None) => return None,
     }
     Some(h.finish())
 }
