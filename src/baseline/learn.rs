@@ -78,8 +78,6 @@ pub struct Learned {
     /// The share of observed days the identity was active around this hour of day, when this is
     /// its first event in the clock hour.
     pub hour_share: Option<f64>,
-    /// Decayed count of cold active hours before this one was counted.
-    pub cold_hours_before: f32,
     pub endpoint: Option<NewEndpoint>,
     /// Origin values new at their level, most specific level first.
     pub origins: Vec<NewOrigin>,
@@ -145,7 +143,6 @@ impl Profile {
         self.events += 1;
         self.last_seen_ms = self.last_seen_ms.max(t);
         let hour = self.hour as u32;
-        let cold_hours_before = self.cold_hours;
         let hour_share = first_in_hour.then(|| self.hour_of_day_share(self.hour));
         if let Some(share) = hour_share
             && mature
@@ -189,7 +186,6 @@ impl Profile {
             mature,
             fleet_mature,
             hour_share,
-            cold_hours_before,
             endpoint,
             origins,
             coarse_unknown_to_fleet,
