@@ -330,7 +330,7 @@ impl Engine {
         owner: u32,
         offset: Option<i64>,
     ) -> Option<Vec<Decision>> {
-        let enriched = crate::enrich::with_geo(ev, &self.rules.geo);
+        let enriched = (self.rules.geo.as_ref()).and_then(|g| crate::enrich::with_geo(ev, g));
         let ev = enriched.as_ref().unwrap_or(ev);
         let c = &self.counters;
         let m = &self.rules.model;

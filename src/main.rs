@@ -173,8 +173,8 @@ fn with_ranges(
 
 /// The enrichment tables the service reloads on SIGHUP, and the files they come from.
 struct Reload {
-    cloud: driftwatch::enrich::Reloadable<driftwatch::enrich::CloudRanges>,
-    geo: driftwatch::enrich::Reloadable<driftwatch::enrich::GeoDbs>,
+    cloud: Option<driftwatch::enrich::Reloadable<driftwatch::enrich::CloudRanges>>,
+    geo: Option<driftwatch::enrich::Reloadable<driftwatch::enrich::GeoDbs>>,
     ranges: Vec<std::path::PathBuf>,
     geoip: Vec<std::path::PathBuf>,
 }
@@ -185,7 +185,7 @@ impl Reload {
     fn spawn(self) -> Option<tokio::task::JoinHandle<()>> {
         #[cfg(unix)]
         {
-            if self.ranges.is_empty() && self.geoip.is_empty() {
+            if self.cloud.is_none() && self.geo.is_none() {
                 return None;
             }
             let mut hup =
@@ -195,17 +195,17 @@ impl Reload {
                 while hup.recv().await.is_some() {
                     let r = this.clone();
                     let loaded = tokio::task::spawn_blocking(move || {
-                        let cloud = (!r.ranges.is_empty())
-                            .then(|| driftwatch::enrich::CloudRanges::load(&r.ranges))
+                        let cloud = (r.cloud.as_ref())
+                            .map(|t| Ok((t, driftwatch::enrich::CloudRanges::load(&r.ranges)?)))
                             .transpose()?;
-                        let geo = (!r.geoip.is_empty())
-                            .then(|| driftwatch::enrich::GeoDbs::load(&r.geoip))
+                        let geo = (r.geo.as_ref())
+                            .map(|t| Ok((t, driftwatch::enrich::GeoDbs::load(&r.geoip)?)))
                             .transpose()?;
-                        if let Some(c) = cloud {
-                            r.cloud.replace(c);
+                        if let Some((table, c)) = cloud {
+                            table.replace(c);
                         }
-                        if let Some(g) = geo {
-                            r.geo.replace(g);
+                        if let Some((table, g)) = geo {
+                            table.replace(g);
                         }
                         Ok::<_, driftwatch::config::ConfigError>(())
                     })

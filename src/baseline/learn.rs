@@ -109,7 +109,7 @@ fn outside_cloud(ev: &AccessEvent, r: &Rules) -> Option<String> {
     if ev.format != crate::event::SourceFormat::Cloudtrail {
         return None;
     }
-    let ranges = r.cloud.get();
+    let ranges = r.cloud.as_ref()?.get();
     if !ranges.covers("aws") {
         return None;
     }

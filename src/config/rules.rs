@@ -22,10 +22,11 @@ pub struct Rules {
     pub half_life_hours: f64,
     /// Declared identity metadata (empty unless an inventory is given).
     pub inventory: Inventory,
-    /// Cloud providers' published address ranges (empty unless `--ip-ranges` files are given).
-    pub cloud: crate::enrich::Reloadable<crate::enrich::CloudRanges>,
-    /// Country and ASN databases (empty unless `--geoip` files are given).
-    pub geo: crate::enrich::Reloadable<crate::enrich::GeoDbs>,
+    /// Cloud providers' published address ranges (`--ip-ranges`); `None` when no file is given,
+    /// so the per-event path takes no lock for them.
+    pub cloud: Option<crate::enrich::Reloadable<crate::enrich::CloudRanges>>,
+    /// Country and ASN databases (`None` unless `--geoip` files are given).
+    pub geo: Option<crate::enrich::Reloadable<crate::enrich::GeoDbs>>,
 }
 
 impl Rules {
@@ -52,8 +53,8 @@ impl Rules {
             protected,
             half_life_hours,
             inventory: Inventory::default(),
-            cloud: crate::enrich::Reloadable::default(),
-            geo: crate::enrich::Reloadable::default(),
+            cloud: None,
+            geo: None,
         }
     }
 
@@ -84,13 +85,13 @@ impl Rules {
 
     /// The same rules with cloud providers' published ranges.
     pub fn with_cloud_ranges(mut self, ranges: crate::enrich::CloudRanges) -> Rules {
-        self.cloud = crate::enrich::Reloadable::new(ranges);
+        self.cloud = Some(crate::enrich::Reloadable::new(ranges));
         self
     }
 
     /// The same rules with country and ASN databases.
     pub fn with_geo(mut self, geo: crate::enrich::GeoDbs) -> Rules {
-        self.geo = crate::enrich::Reloadable::new(geo);
+        self.geo = Some(crate::enrich::Reloadable::new(geo));
         self
     }
 

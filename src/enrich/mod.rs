@@ -24,12 +24,6 @@ impl<T> Clone for Reloadable<T> {
     }
 }
 
-impl<T: Default> Default for Reloadable<T> {
-    fn default() -> Self {
-        Reloadable::new(T::default())
-    }
-}
-
 impl<T> Reloadable<T> {
     pub fn new(t: T) -> Reloadable<T> {
         Reloadable(Arc::new(RwLock::new(Arc::new(t))))
