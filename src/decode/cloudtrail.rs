@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, Skip, Str, lenient, required, timestamp};
+use super::{DecodeError, Decoded, Skip, Str, first_timestamp, lenient, required};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
@@ -122,10 +122,13 @@ struct Resource<'a> {
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let r: Record = super::parse(text, F)?;
-    let time_ms = match (r.event_time.as_deref(), r.pipeline_time.as_deref()) {
-        (None, Some(t)) => timestamp(Some(t), F, "@timestamp")?,
-        (t, _) => timestamp(t, F, "eventTime")?,
-    };
+    let time_ms = first_timestamp(
+        F,
+        &[
+            ("eventTime", r.event_time.as_deref()),
+            ("@timestamp", r.pipeline_time.as_deref()),
+        ],
+    )?;
     let source = required(r.event_source.as_deref(), F, "eventSource")?;
     let name = required(r.event_name.as_deref(), F, "eventName")?;
     let Some(ui) = r.user_identity else {

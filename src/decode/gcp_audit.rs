@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, Str, lenient, required, timestamp};
+use super::{DecodeError, Decoded, Str, first_timestamp, lenient, required};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
@@ -94,16 +94,14 @@ const UNAUTHENTICATED: i64 = 16;
 
 pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let e: Entry = super::parse(text, F)?;
-    let (time_field, time) = match (
-        e.timestamp.as_deref(),
-        e.receive_timestamp.as_deref(),
-        e.pipeline_time.as_deref(),
-    ) {
-        (None, Some(t), _) => ("receiveTimestamp", Some(t)),
-        (None, None, Some(t)) => ("@timestamp", Some(t)),
-        (t, _, _) => ("timestamp", t),
-    };
-    let time_ms = timestamp(time, F, time_field)?;
+    let time_ms = first_timestamp(
+        F,
+        &[
+            ("timestamp", e.timestamp.as_deref()),
+            ("receiveTimestamp", e.receive_timestamp.as_deref()),
+            ("@timestamp", e.pipeline_time.as_deref()),
+        ],
+    )?;
     let p = required(e.proto_payload.as_ref(), F, "protoPayload")?;
     let auth = required(
         p.authentication_info.as_ref(),

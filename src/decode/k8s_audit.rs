@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{DecodeError, Decoded, Skip, Str, required, timestamp};
+use super::{DecodeError, Decoded, Skip, Str, first_timestamp, required};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
@@ -97,16 +97,17 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     {
         return Ok(Decoded::Skipped(Skip::IntermediateStage));
     }
-    let (time_field, time) = match (
-        e.request_received_timestamp.as_deref(),
-        e.stage_timestamp.as_deref(),
-        e.pipeline_time.as_deref(),
-    ) {
-        (None, Some(t), _) => ("stageTimestamp", Some(t)),
-        (None, None, Some(t)) => ("@timestamp", Some(t)),
-        (t, _, _) => ("requestReceivedTimestamp", t),
-    };
-    let time_ms = timestamp(time, F, time_field)?;
+    let time_ms = first_timestamp(
+        F,
+        &[
+            (
+                "requestReceivedTimestamp",
+                e.request_received_timestamp.as_deref(),
+            ),
+            ("stageTimestamp", e.stage_timestamp.as_deref()),
+            ("@timestamp", e.pipeline_time.as_deref()),
+        ],
+    )?;
     let user = required(e.user.as_ref(), F, "user")?;
     let username = required(user.username.as_deref(), F, "user.username")?;
     let verb = required(e.verb.as_deref(), F, "verb")?;

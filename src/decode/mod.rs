@@ -498,6 +498,21 @@ pub(crate) fn required<T>(
     v.ok_or(DecodeError::MissingField { format, field })
 }
 
+/// Parses the first of `fields` (name, value) the record has: a format's own time field, then its
+/// fallbacks (`@timestamp` from Logstash and Filebeat). Missing all, the first is named.
+pub(crate) fn first_timestamp(
+    format: &'static str,
+    fields: &[(&'static str, Option<&str>)],
+) -> Result<i64, DecodeError> {
+    let (field, value) = fields
+        .iter()
+        .find(|(_, v)| v.is_some())
+        .or(fields.first())
+        .copied()
+        .unwrap_or(("time", None));
+    timestamp(value, format, field)
+}
+
 /// Parses a required timestamp field.
 pub(crate) fn timestamp(
     v: Option<&str>,
