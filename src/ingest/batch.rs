@@ -6,6 +6,7 @@
 //! the rebalance callbacks stay on the consumer loop, so identities are still changed in offset
 //! order by one thread, and a batch in the pool never sees a rebalance half done.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -45,9 +46,20 @@ pub struct Received {
 pub struct Element {
     pub raw: RawRef,
     pub result: Result<Decoded, DecodeError>,
-    /// The element's bytes within the batch's buffer (a dead letter carries them); `None`: the
-    /// whole record's.
-    bytes: Option<Range<usize>>,
+    /// The element's bytes, which a dead letter carries.
+    bytes: ElementBytes,
+}
+
+/// Where an element's bytes are.
+#[derive(Debug)]
+enum ElementBytes {
+    /// Within the batch's buffer (a slice of the record's payload).
+    Within(Range<usize>),
+    /// Copied, for a rejected element the decoder found in an expanded or unescaped envelope
+    /// (gzip, a CloudWatch Logs message), which is in no buffer of ours.
+    Copied(Vec<u8>),
+    /// Decoded from outside the buffer and accepted: no dead letter will need them.
+    Unused,
 }
 
 /// Records received together, decoded together.
@@ -125,10 +137,17 @@ impl Batch {
                     let start = (bytes.as_ptr() as usize).wrapping_sub(base);
                     let within = start >= rec.payload.start
                         && start.saturating_add(bytes.len()) <= rec.payload.end;
+                    let bytes = if within {
+                        ElementBytes::Within(start..start + bytes.len())
+                    } else if result.is_err() {
+                        ElementBytes::Copied(bytes.to_vec())
+                    } else {
+                        ElementBytes::Unused
+                    };
                     elements.push(Element {
                         raw: at.clone(),
                         result,
-                        bytes: within.then(|| start..start + bytes.len()),
+                        bytes,
                     });
                 },
             );
@@ -149,7 +168,11 @@ impl Batch {
                     .by_ref()
                     .take(n)
                     .map(|e| {
-                        let bytes = e.bytes.map_or(payload, |r| &data[r]);
+                        let bytes = match e.bytes {
+                            ElementBytes::Within(r) => Cow::Borrowed(&data[r]),
+                            ElementBytes::Copied(b) => Cow::Owned(b),
+                            ElementBytes::Unused => Cow::Borrowed(payload),
+                        };
                         (e.result, e.raw, bytes)
                     })
                     .collect(),
@@ -167,8 +190,11 @@ pub struct DecodedRecord<'b> {
     pub rec: Received,
     pub key: Option<&'b [u8]>,
     pub payload: &'b [u8],
-    pub elements: Vec<(Result<Decoded, DecodeError>, RawRef, &'b [u8])>,
+    pub elements: Vec<DecodedElement<'b>>,
 }
+
+/// One element of a decoded record: its result, where it is, and its bytes.
+pub type DecodedElement<'b> = (Result<Decoded, DecodeError>, RawRef, Cow<'b, [u8]>);
 
 type Job = (Batch, oneshot::Sender<Batch>);
 
@@ -289,10 +315,33 @@ mod tests {
             assert!(c.elements[0].0.is_ok() && c.elements[2].0.is_ok());
             // A bad element of a container keeps its own bytes and index, for its dead letter.
             assert!(c.elements[1].0.is_err());
-            assert_eq!(c.elements[1].2, b"42");
+            assert_eq!(&*c.elements[1].2, b"42");
             assert_eq!(c.elements[1].1.element, Some(1));
             assert_eq!(c.rec.generation, 7);
         }
+    }
+
+    #[test]
+    fn a_bad_element_found_inside_a_compressed_envelope_keeps_its_own_bytes() {
+        use std::io::Write;
+        let cw = format!(
+            r#"{{"messageType":"DATA_MESSAGE","logGroup":"/aws/eks/x/cluster","logEvents":[{{"message":"not json"}},{{"message":{}}}]}}"#,
+            serde_json::to_string(EVENT).unwrap()
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(cw.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut b = Batch::new();
+        b.push(Arc::from("in"), FormatHint::Auto, 0, 5, None, &gz, 0);
+        b.decode();
+        let recs: Vec<_> = b.drain().collect();
+        let e = &recs[0].elements;
+        assert_eq!(e.len(), 2);
+        // The dead letter of the bad log event is that event, not the whole compressed batch.
+        assert!(e[0].0.is_err());
+        assert_eq!(&*e[0].2, b"not json");
+        assert_eq!(e[0].1.element, Some(0));
+        assert!(e[1].0.is_ok());
     }
 
     #[test]
