@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{assert_valid, schema};
+use crate::common::{assert_valid, output_within, schema};
 use serde_json::Value;
 
 fn driftwatch(args: &[&str]) -> Output {
@@ -11,11 +11,11 @@ fn driftwatch(args: &[&str]) -> Output {
 }
 
 fn driftwatch_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("the driftwatch binary runs")
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
 }
 
 /// Runs driftwatch and fails the test, showing its stderr, unless it exits 0.

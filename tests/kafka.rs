@@ -788,18 +788,18 @@ async fn restarted_after_the_input_history_is_deleted_it_restores_its_baselines_
 
     // What the group learned can be inspected from its state topic.
     let inspect = |extra: &[&str]| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .args([
-                "inspect",
-                "--brokers",
-                &brokers(),
-                "--group",
-                &group,
-                "--json",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = crate::common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+                .args([
+                    "inspect",
+                    "--brokers",
+                    &brokers(),
+                    "--group",
+                    &group,
+                    "--json",
+                ])
+                .args(extra),
+        );
         assert!(
             out.status.success(),
             "{}",

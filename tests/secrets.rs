@@ -158,17 +158,17 @@ fn credentials_planted_in_every_field_of_every_format_never_leave_in_any_output_
             dir.path().join(format!("commands-{format}.jsonl")),
             dir.path().join(format!("dead-{format}.jsonl")),
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .args(["replay", input.to_str().unwrap(), "--alerts"])
-            .arg(&alerts)
-            .arg("--commands")
-            .arg(&commands)
-            .arg("--dead-letter")
-            .arg(&dead)
-            .args(["--log-format", format])
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap();
+        let out = crate::common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+                .args(["replay", input.to_str().unwrap(), "--alerts"])
+                .arg(&alerts)
+                .arg("--commands")
+                .arg(&commands)
+                .arg("--dead-letter")
+                .arg(&dead)
+                .args(["--log-format", format])
+                .env("RUST_LOG", "debug"),
+        );
         assert!(
             out.status.code().is_some_and(|c| c <= 1),
             "{}",

@@ -111,6 +111,10 @@ fn compact(v: &Value) -> String {
     }
 }
 
+/// How long the demo waits without any record acknowledged, consumed or output read before it
+/// fails, naming what stopped.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs the demo, printing to stdout, until the fleet is processed or `interrupt` resolves.
 ///
 /// # Errors
@@ -216,7 +220,7 @@ pub async fn run(
     let half = records.len() / 2;
     let (progress_tx, progress_rx) = watch::channel((metrics.clone(), 0u64));
     let (resume_tx, resume_rx) = oneshot::channel::<()>();
-    let feeder = tokio::spawn(async move {
+    let mut feeder = tokio::spawn(async move {
         let mut sent = 0u64;
         let mut resume = Some(resume_rx);
         for (i, chunk) in records.chunks(1_000).enumerate() {
@@ -254,12 +258,50 @@ pub async fn run(
     let mut points = Vec::new();
     let (mut alerts, mut commands) = (0u64, 0u64);
     let mut idle_since: Option<Instant> = None;
+    // What the loop last saw move, and when: a stream that stops moving for STALL_LIMIT is a
+    // failure named by what stopped, never a demo that waits forever.
+    let mut progress = (0u64, 0u64, 0u64);
+    let mut progressed = Instant::now();
+    let mut fed: Option<u64> = None;
     tokio::pin!(interrupt);
     let mut interrupted = false;
     let stdout = std::io::stdout();
     loop {
+        let acked = acked_before + metrics.records_acknowledged.get();
+        let outputs =
+            outputs_before + Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
+        let now = (
+            acked,
+            alerts + commands,
+            Metrics::total(&metrics.records_consumed),
+        );
+        if now != progress {
+            (progress, progressed) = (now, Instant::now());
+        } else if progressed.elapsed() > STALL_LIMIT {
+            anyhow::bail!(
+                "the demo made no progress for {} s: {acked} of {produced} records acknowledged, {} of {outputs} alerts and commands read back, {} records produced so far; the service or the in-process cluster is stuck",
+                STALL_LIMIT.as_secs(),
+                alerts + commands,
+                fed.map_or_else(|| "not all".to_owned(), |n| n.to_string()),
+            );
+        }
         let next = tokio::select! {
             () = &mut interrupt => { interrupted = true; break; }
+            ended = &mut svc => anyhow::bail!(
+                "the service stopped before the fleet was processed ({acked} of {produced} records acknowledged): {}",
+                match ended {
+                    Ok(Ok(_)) => "it returned without an error".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("its task failed: {e}"),
+                }
+            ),
+            sent = &mut feeder, if fed.is_none() => {
+                fed = Some(
+                    sent.context("producer task")?
+                        .context("producing the fleet into the input topic")?,
+                );
+                continue;
+            }
             m = tokio::time::timeout(Duration::from_millis(200), reader.recv()) => m,
         };
         match next {
@@ -282,10 +324,6 @@ pub async fn run(
             }
             Ok(Err(e)) => anyhow::bail!("reading the alerts topic: {e}"),
             Err(_) => {
-                let acked = acked_before + metrics.records_acknowledged.get();
-                let outputs = outputs_before
-                    + Metrics::total(&metrics.alerts)
-                    + Metrics::total(&metrics.commands);
                 if let Some(resume) = resume_tx.take_if(|_| acked >= first_half) {
                     // Halfway: stop the service as a deploy would (SIGTERM: drain, save, commit)
                     // and start a new instance, which restores its identities from the state
@@ -293,7 +331,10 @@ pub async fn run(
                     if let Some(stop) = stop_tx.take() {
                         let _ = stop.send(());
                     }
-                    let first = svc.await.context("service task")??;
+                    let first = tokio::time::timeout(cfg.shutdown_grace + STALL_LIMIT, svc)
+                        .await
+                        .context("the first instance did not stop")?
+                        .context("service task")??;
                     println!(
                         "\n--- restart: the first instance stopped after {} records, its baselines saved in the state topic ({} snapshots written); a new instance takes over ---",
                         first.consumed,
@@ -337,10 +378,14 @@ pub async fn run(
                         Metrics::total(&metrics.records_replayed)
                     );
                     let _ = resume.send(());
+                    progressed = Instant::now();
                     continue;
                 }
                 // Done when every record is acknowledged and every output has been read.
-                let done = resume_tx.is_none() && acked >= produced && alerts + commands >= outputs;
+                let done = resume_tx.is_none()
+                    && fed.is_some()
+                    && acked >= produced
+                    && alerts + commands >= outputs;
                 if done {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= Duration::from_millis(600) {
@@ -355,10 +400,11 @@ pub async fn run(
     }
     if interrupted {
         feeder.abort();
-    } else {
-        feeder.await.context("producer task")??;
     }
-    let summary = svc.await.context("service task")??;
+    let summary = tokio::time::timeout(cfg.shutdown_grace + STALL_LIMIT, svc)
+        .await
+        .context("the service did not stop")?
+        .context("service task")??;
     println!("\n(the instance that took over) {summary}");
     println!(
         "  dead letters: {} (the two broken records, with their reasons in headers)",

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: run the engine in-process, validate messages.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use driftwatch::config::Model;
 use driftwatch::config::Rules;
@@ -19,6 +22,52 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The longest one command may run in a test: a command that hangs fails its test with what it
+/// printed, instead of holding the suite until CI gives up on it.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
+
+/// As [`Command::output`] (stdin empty, stdout and stderr captured), but a command still running
+/// after [`COMMAND_DEADLINE`] is killed and the test fails showing what it printed.
+pub fn output_within(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = r.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > COMMAND_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} ran for over {} s and was killed.\nstdout:\n{}\nstderr:\n{}",
+                COMMAND_DEADLINE.as_secs(),
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 pub fn schema(name: &str) -> jsonschema::Validator {
