@@ -147,9 +147,13 @@ pub struct EvaluateArgs {
     /// labels.json (schemas/labels.v1.json).
     #[arg(long)]
     pub labels: PathBuf,
-    /// Alerts JSONL written by `replay`.
+    /// Alerts JSONL written by `replay` (revocation commands in it are scored as commands).
     #[arg(long)]
     pub alerts: PathBuf,
+    /// Revocation commands JSONL written by `replay`, when not in the alerts file: each one
+    /// outside every attack window is reported.
+    #[arg(long)]
+    pub commands: Option<PathBuf>,
     /// Minutes after an attack's last event during which an alert still counts as catching it.
     #[arg(long, default_value_t = 60)]
     pub grace_minutes: i64,

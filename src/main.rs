@@ -139,7 +139,8 @@ fn simulate(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn evaluate(a: &EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let report = evaluate::score_files(&a.labels, &a.alerts, a.grace_minutes)?;
+    let report =
+        evaluate::score_files(&a.labels, &a.alerts, a.commands.as_deref(), a.grace_minutes)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -595,7 +595,8 @@ fn inspect_shows_what_a_replay_learned_about_an_identity() {
 /// halfway as a deploy would, the new instance restoring from the state topic.
 #[test]
 fn demo_restarts_halfway_restoring_from_the_state_topic_and_catches_the_attacks() {
-    let out = driftwatch_ok(&[
+    // The service's own log lines, so that a failure shows where the stream stopped.
+    let args = [
         "demo",
         "--identities",
         "40",
@@ -603,7 +604,14 @@ fn demo_restarts_halfway_restoring_from_the_state_topic_and_catches_the_attacks(
         "10",
         "--metrics-addr",
         "off",
-    ]);
+    ];
+    let out = driftwatch_with_env(&args, &[("RUST_LOG", "info")]);
+    assert!(
+        out.status.success(),
+        "driftwatch {args:?} failed.\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let restored = regex::Regex::new(
         r"the new instance restored (\d+) identities from the state topic in [0-9.]+s and re-read (\d+) records of history",

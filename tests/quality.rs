@@ -4,7 +4,7 @@
 //! most 5 false alert-hours per 1,000 identity-days after warm-up. The figures are printed.
 
 use crate::common::{assert_valid, decode_all, run, schema};
-use driftwatch::tools::evaluate::{alert_point, score};
+use driftwatch::tools::evaluate::{alert_point, command_point, score, under_attack};
 use driftwatch::tools::simulate::{AttackKind, SimConfig, generate};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -58,6 +58,17 @@ fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
         report.false_alert_hours_per_1000_identity_days <= 5.0,
         "{} false alert-hours per 1,000 identity-days",
         report.false_alert_hours_per_1000_identity_days
+    );
+    let stray: Vec<_> = out
+        .commands
+        .iter()
+        .map(|c| command_point(c).expect("command has target and time"))
+        .filter(|c| !under_attack(&labels, c, HOUR_MS))
+        .map(|c| (c.identity, c.time_ms))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "revocation commands outside every attack window: {stray:?}"
     );
     // Everything allocated counts (map slots, value sets as allocated, the findings still in
     // evidence with their explanations): busy identities, at the end of a fleet with attacks in

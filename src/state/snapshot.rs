@@ -1159,9 +1159,14 @@ mod tests {
         for e in &all[..n] {
             original.process_owned(e, 1);
         }
-        // What the changelog carries: identities and per-partition contributions, nothing else.
+        // What the changelog carries: identities and per-partition contributions, and the
+        // commands issued for the partition's identities (the group records, `state::group`),
+        // which the guardrails count. Nothing else.
         let restored = Engine::new(r.clone());
         restored.fleet().track_contributions(true);
+        restored
+            .guardrails()
+            .import(1, &original.guardrails().issued_by(1));
         for c in original.fleet().drain_contributions(None) {
             let key = contribution_key(c.table, c.hash, "in");
             let back = codec

@@ -7,7 +7,10 @@
 //! - a false alert-hour is an (identity, clock hour) with at least one alert while that identity
 //!   is not under attack (outside every attack window plus grace), counted only after the
 //!   identity's warm-up (`warmup_days` after the later of its first event and the window start);
-//! - identity-days are counted over the same post-warm-up spans, within `[start, end]`.
+//! - identity-days are counted over the same post-warm-up spans, within `[start, end]`;
+//! - a revocation command is outside the attacks when no attack on its target identity has a
+//!   window (plus grace) holding the command's event time (`issued_at`); warm-up does not
+//!   excuse a command.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,6 +29,17 @@ pub struct AlertPoint {
     pub identity: String,
     pub time_ms: i64,
     pub detectors: Vec<String>,
+}
+
+/// Extracts target identity and event time from a revocation command.
+pub fn command_point(v: &Value) -> Option<AlertPoint> {
+    let identity = v["target"]["identity"]["key"].as_str()?.to_owned();
+    let time_ms = crate::decode::time::parse_timestamp_ms(v["issued_at"].as_str()?)?;
+    Some(AlertPoint {
+        identity,
+        time_ms,
+        detectors: Vec::new(),
+    })
 }
 
 /// Extracts identity, event time and detector names from an OCSF alert.
@@ -69,6 +83,10 @@ pub struct Report {
     pub false_alert_hours_per_1000_identity_days: f64,
     /// False alert-hours by the detectors named in those alerts.
     pub false_by_detector: BTreeMap<String, usize>,
+    /// Revocation commands read.
+    pub commands: usize,
+    /// Commands outside every attack window on their identity: identity and event time.
+    pub commands_outside_attacks: Vec<String>,
 }
 
 impl fmt::Display for Report {
@@ -100,6 +118,17 @@ impl fmt::Display for Report {
             self.false_alert_hours_per_1000_identity_days,
             self.alerts
         )?;
+        writeln!(
+            f,
+            "revocation commands: {}, outside every attack window: {}{}",
+            self.commands,
+            self.commands_outside_attacks.len(),
+            if self.commands_outside_attacks.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.commands_outside_attacks.join(", "))
+            }
+        )?;
         if !self.false_by_detector.is_empty() {
             let parts: Vec<String> = self
                 .false_by_detector
@@ -112,38 +141,68 @@ impl fmt::Display for Report {
     }
 }
 
-/// `driftwatch evaluate`: reads a labels file and an alerts JSONL file (commands in it are
-/// skipped) and scores them, allowing `grace_minutes` after an attack's last event.
+/// `driftwatch evaluate`: reads a labels file, an alerts JSONL file and optionally a commands
+/// JSONL file (commands may also sit among the alerts) and scores them, allowing
+/// `grace_minutes` after an attack's last event.
 ///
 /// # Errors
-/// A file that cannot be read, a labels file that does not match `schemas/labels.v1.json`, or an
-/// alert line that is not JSON or lacks its identity or time, each named by file and line.
-pub fn score_files(labels: &Path, alerts: &Path, grace_minutes: i64) -> anyhow::Result<Report> {
+/// A file that cannot be read, a labels file that does not match `schemas/labels.v1.json`, or a
+/// line that is not JSON or lacks its identity or time, each named by file and line.
+pub fn score_files(
+    labels: &Path,
+    alerts: &Path,
+    commands: Option<&Path>,
+    grace_minutes: i64,
+) -> anyhow::Result<Report> {
     let labels_text =
         std::fs::read_to_string(labels).with_context(|| format!("reading {}", labels.display()))?;
     let labels: Labels = serde_json::from_str(&labels_text)
         .with_context(|| "labels file does not match schemas/labels.v1.json")?;
-    let text =
-        std::fs::read_to_string(alerts).with_context(|| format!("reading {}", alerts.display()))?;
-    let mut points = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", alerts.display(), i + 1))?;
-        if v.get("class_uid").is_some() {
-            points.push(alert_point(&v).with_context(|| {
-                format!(
-                    "{}:{}: alert without resources[0].uid or time",
-                    alerts.display(),
-                    i + 1
-                )
-            })?);
+    let (mut points, mut issued) = (Vec::new(), Vec::new());
+    for path in std::iter::once(alerts).chain(commands) {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let at = || format!("{}:{}", path.display(), i + 1);
+            let v: Value =
+                serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+            if v.get("class_uid").is_some() {
+                points.push(alert_point(&v).with_context(|| {
+                    format!("{}: alert without resources[0].uid or time", at())
+                })?);
+            } else if v["schema"] == "driftwatch.revocation-command.v1" {
+                issued.push(command_point(&v).with_context(|| {
+                    format!("{}: command without target.identity.key or issued_at", at())
+                })?);
+            }
         }
     }
-    Ok(score(&labels, &points, grace_minutes * 60_000))
+    let grace_ms = grace_minutes * 60_000;
+    let mut report = score(&labels, &points, grace_ms);
+    report.commands = issued.len();
+    report.commands_outside_attacks = issued
+        .iter()
+        .filter(|c| !under_attack(&labels, c, grace_ms))
+        .map(|c| {
+            format!(
+                "{} at {}",
+                c.identity,
+                crate::decode::time::format_rfc3339_ms(c.time_ms)
+            )
+        })
+        .collect();
+    Ok(report)
+}
+
+/// Whether `p` falls in an attack window (plus grace) on its identity.
+pub fn under_attack(labels: &Labels, p: &AlertPoint, grace_ms: i64) -> bool {
+    labels.attacks.iter().any(|atk| {
+        atk.identity == p.identity && p.time_ms >= atk.start && p.time_ms <= atk.end + grace_ms
+    })
 }
 
 /// Scores `alerts` against `labels`, allowing `grace_ms` after an attack's last event.
@@ -206,10 +265,9 @@ pub fn score(labels: &Labels, alerts: &[AlertPoint], grace_ms: i64) -> Report {
         if a.time_ms < warm_from(&a.identity) {
             continue;
         }
-        let attacked = labels.attacks.iter().any(|atk| {
-            atk.identity == a.identity && a.time_ms >= atk.start && a.time_ms <= atk.end + grace_ms
-        });
-        if !attacked && false_hours.insert((a.identity.as_str(), a.time_ms.div_euclid(HOUR_MS))) {
+        if !under_attack(labels, a, grace_ms)
+            && false_hours.insert((a.identity.as_str(), a.time_ms.div_euclid(HOUR_MS)))
+        {
             for d in &a.detectors {
                 *r.false_by_detector.entry(d.clone()).or_default() += 1;
             }
@@ -302,5 +360,44 @@ mod tests {
         assert_eq!(r.false_alert_hours, 3);
         assert!((r.identity_days_after_warmup - 30.0).abs() < 1e-9);
         assert!((r.false_alert_hours_per_1000_identity_days - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn commands_are_read_from_either_file_and_only_those_outside_attack_windows_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = |id: &str, t: i64| {
+            serde_json::json!({
+                "schema": "driftwatch.revocation-command.v1",
+                "target": {"identity": {"key": id}},
+                "issued_at": crate::decode::time::format_rfc3339_ms(t),
+            })
+            .to_string()
+        };
+        let labels_path = dir.path().join("labels.json");
+        std::fs::write(&labels_path, serde_json::to_string(&labels()).unwrap()).unwrap();
+        // In the alerts file: one command inside the attack (within grace), one on the same
+        // identity a day later; in the commands file, one during warm-up on another identity.
+        let alerts = dir.path().join("alerts.jsonl");
+        std::fs::write(
+            &alerts,
+            [
+                command("a", 10 * DAY_MS + 1000 + HOUR_MS / 2),
+                command("a", 11 * DAY_MS),
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let commands = dir.path().join("commands.jsonl");
+        std::fs::write(&commands, command("b", DAY_MS)).unwrap();
+        let r = score_files(&labels_path, &alerts, Some(&commands), 60).unwrap();
+        assert_eq!(r.commands, 3);
+        assert_eq!(
+            r.commands_outside_attacks,
+            [
+                "a at 1970-01-12T00:00:00.000Z",
+                "b at 1970-01-02T00:00:00.000Z"
+            ]
+        );
+        assert_eq!(r.alerts, 0);
     }
 }

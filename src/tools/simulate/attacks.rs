@@ -18,11 +18,15 @@ pub enum AttackKind {
     Enumeration,
     DeniedBurst,
     NewClientReplay,
+    WorkloadCredentialAtBoot,
+    ScheduledJobOffSchedule,
+    SlowPartnerReplay,
+    LongDormancyReactivated,
 }
 
 impl AttackKind {
     /// Every kind, in the order victims are chosen (which the fleet's randomness depends on).
-    pub const ALL: [AttackKind; 10] = [
+    pub const ALL: [AttackKind; 14] = [
         AttackKind::TokenReplayExternal,
         AttackKind::InstanceCredentialExfiltration,
         AttackKind::PrivilegeEscalation,
@@ -33,6 +37,10 @@ impl AttackKind {
         AttackKind::Enumeration,
         AttackKind::DeniedBurst,
         AttackKind::NewClientReplay,
+        AttackKind::WorkloadCredentialAtBoot,
+        AttackKind::ScheduledJobOffSchedule,
+        AttackKind::SlowPartnerReplay,
+        AttackKind::LongDormancyReactivated,
     ];
 
     /// The name in `labels.json`.
@@ -48,6 +56,10 @@ impl AttackKind {
             AttackKind::Enumeration => "enumeration",
             AttackKind::DeniedBurst => "denied_burst",
             AttackKind::NewClientReplay => "new_client_replay",
+            AttackKind::WorkloadCredentialAtBoot => "workload_credential_replayed_at_boot",
+            AttackKind::ScheduledJobOffSchedule => "scheduled_job_off_schedule",
+            AttackKind::SlowPartnerReplay => "slow_partner_replay",
+            AttackKind::LongDormancyReactivated => "long_dormancy_reactivated",
         }
     }
 
@@ -77,6 +89,29 @@ impl AttackKind {
                 k,
                 Kind::PartnerKey | Kind::WorkloadRole | Kind::Ec2Role | Kind::Agent
             ),
+            AttackKind::WorkloadCredentialAtBoot => k == Kind::Ec2Role,
+            AttackKind::ScheduledJobOffSchedule => k == Kind::ScheduledJob,
+            AttackKind::SlowPartnerReplay => k == Kind::PartnerKey,
+            AttackKind::LongDormancyReactivated => k == Kind::LongDormant,
+        }
+    }
+
+    /// Whether `id` can be this attack's victim in a window of `[start, end)` whose attacks
+    /// start at `attacks_from`: most attacks need an identity that lives from the start and long
+    /// enough to have a baseline; an attack at boot needs one that starts after the warm-up.
+    pub(super) fn can_strike(self, id: &Ident, start: i64, attacks_from: i64, end: i64) -> bool {
+        if !self.fits(id.kind) || id.calls.is_empty() {
+            return false;
+        }
+        match self {
+            AttackKind::DormantKeyReactivated | AttackKind::LongDormancyReactivated => true,
+            AttackKind::WorkloadCredentialAtBoot => {
+                id.first >= attacks_from && id.first <= end - DAY_MS
+            }
+            _ => {
+                id.first <= start + DAY_MS
+                    && id.last - id.first >= attacks_from - start + 3 * DAY_MS
+            }
         }
     }
 }
@@ -120,7 +155,10 @@ impl Sim {
     fn attack_time(&mut self, id: &Ident) -> i64 {
         let lo = (self.start + i64::from(self.cfg.warmup_days) * DAY_MS).max(id.first + 5 * DAY_MS);
         let hi = (self.end - DAY_MS).min(id.last - HOUR_MS);
-        if hi <= lo {
+        if id.last < lo && self.end - DAY_MS > lo {
+            // A key long silent: woken any day after the warm-up.
+            lo + self.rng.random_range(0..(self.end - DAY_MS - lo))
+        } else if hi <= lo {
             lo
         } else {
             lo + self.rng.random_range(0..(hi - lo))
@@ -330,6 +368,97 @@ impl Sim {
                     let a = id.endpoints[k as usize % id.endpoints.len()].0.clone();
                     push(t + k * 45_000, &a, &attacker_ip, &attacker_ua, None, None);
                 }
+            }
+            AttackKind::WorkloadCredentialAtBoot => {
+                description = "an instance's role credentials used from another network with another client minutes after the instance's first call".to_owned();
+                // The instance's first call, and the session it names.
+                let first = id
+                    .calls
+                    .iter()
+                    .min_by_key(|c| c.t)
+                    .expect("victims have calls");
+                let session = first.session.clone();
+                t = first.t + self.rng.random_range(20_000..600_000);
+                for (k, a) in [
+                    "sts.amazonaws.com:GetCallerIdentity",
+                    "s3.amazonaws.com:ListBuckets",
+                    "iam.amazonaws.com:ListAttachedRolePolicies",
+                    "secretsmanager.amazonaws.com:ListSecrets",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    push(
+                        t + k as i64 * 15_000,
+                        a,
+                        &attacker_ip,
+                        &attacker_ua,
+                        None,
+                        None,
+                    );
+                }
+                for c in &mut calls {
+                    c.session.clone_from(&session);
+                }
+            }
+            AttackKind::ScheduledJobOffSchedule => {
+                description = "a strictly scheduled nightly job's credentials used in the afternoon, with the job's usual calls, volume, network and client".to_owned();
+                // One run as the job makes it: its usual number of calls over its usual length.
+                let mut per_run: std::collections::BTreeMap<&str, (usize, i64, i64)> =
+                    std::collections::BTreeMap::new();
+                for c in &id.calls {
+                    let e = per_run
+                        .entry(c.session.as_deref().unwrap_or(""))
+                        .or_insert((0, i64::MAX, i64::MIN));
+                    *e = (e.0 + 1, e.1.min(c.t), e.2.max(c.t));
+                }
+                let runs = per_run.len().max(1);
+                let n = per_run.values().map(|r| r.0).sum::<usize>() / runs;
+                let length = per_run.values().map(|r| r.2 - r.1).sum::<i64>() / runs as i64;
+                let local_hour = self.rng.random_range(11..16i64);
+                t = t.div_euclid(DAY_MS) * DAY_MS + (local_hour - id.tz) * HOUR_MS;
+                let session = format!("{}-{}", id.name, t.div_euclid(DAY_MS));
+                for _ in 0..n.max(3) {
+                    let a = id.endpoints[self.rng.random_range(0..id.endpoints.len())]
+                        .0
+                        .clone();
+                    let at = t + self.rng.random_range(0..length.max(60_000));
+                    let b = a.ends_with(":GetObject").then_some(100_000);
+                    push(at, &a, &usual_ip, &usual_ua, None, b);
+                }
+                for c in &mut calls {
+                    c.session = Some(session.clone());
+                }
+            }
+            AttackKind::SlowPartnerReplay => {
+                description = "a partner key replayed slowly: a handful of its usual calls an hour apart, from a new address in a network other partners use".to_owned();
+                // A network another partner calls from, and a new address in it.
+                let others: Vec<&String> = self
+                    .partner_ips
+                    .iter()
+                    .filter(|ip| !id.nat.contains(ip))
+                    .collect();
+                let ip = match others.is_empty() {
+                    true => attacker_ip.clone(),
+                    false => {
+                        let near = pick(&mut self.rng, &others);
+                        let net = near.rsplit_once('.').map_or(near.as_str(), |(n, _)| n);
+                        format!("{net}.{}", self.rng.random_range(1..255))
+                    }
+                };
+                let n = self.rng.random_range(3..7);
+                for k in 0..n {
+                    let a = id.endpoints[k as usize % id.endpoints.len()].0.clone();
+                    let at = t + k * HOUR_MS + self.rng.random_range(0..600_000);
+                    push(at, &a, &ip, &attacker_ua, None, None);
+                }
+            }
+            AttackKind::LongDormancyReactivated => {
+                description = "a key silent for over half a year used again with its usual call, from its usual address and client".to_owned();
+                let a = id.endpoints[0].0.clone();
+                let ip = pick(&mut self.rng, &id.nat).clone();
+                push(t, &a, &ip, &usual_ua, None, None);
+                push(t + 90_000, &a, &ip, &usual_ua, None, None);
             }
         }
         // CloudTrail times have whole seconds: label what the records will say.

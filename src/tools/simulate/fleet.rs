@@ -116,14 +116,14 @@ impl Sim {
             Kind::K8sService => K8S_ENDPOINTS.to_vec(),
             Kind::CiKey => CI_ENDPOINTS.to_vec(),
             Kind::Agent => AGENT_ENDPOINTS.to_vec(),
-            Kind::BatchJob => vec![
+            Kind::BatchJob | Kind::ScheduledJob => vec![
                 "s3.amazonaws.com:GetObject",
                 "s3.amazonaws.com:PutObject",
                 "s3.amazonaws.com:ListObjects",
                 "glue.amazonaws.com:GetTable",
                 "athena.amazonaws.com:StartQueryExecution",
             ],
-            Kind::PartnerKey | Kind::Dormant => vec![
+            Kind::PartnerKey | Kind::Dormant | Kind::LongDormant => vec![
                 "s3.amazonaws.com:GetObject",
                 "s3.amazonaws.com:ListObjects",
                 "s3.amazonaws.com:PutObject",
@@ -134,8 +134,8 @@ impl Sim {
         let n = match kind {
             Kind::CiKey => rng.random_range(4..=7),
             Kind::Agent => rng.random_range(4..=8),
-            Kind::BatchJob => rng.random_range(3..=5),
-            Kind::PartnerKey | Kind::Dormant => rng.random_range(1..=3),
+            Kind::BatchJob | Kind::ScheduledJob => rng.random_range(3..=5),
+            Kind::PartnerKey | Kind::Dormant | Kind::LongDormant => rng.random_range(1..=3),
             _ => rng.random_range(3..=8),
         }
         .min(pool.len());
@@ -154,8 +154,11 @@ impl Sim {
             Kind::K8sService => format!("system:serviceaccount:{namespace}:{name}"),
             Kind::CiKey => format!("arn:aws:iam::{account}:user/ci-{name}"),
             Kind::PartnerKey => format!("arn:aws:iam::{account}:user/partner-{name}"),
-            Kind::Dormant => format!("arn:aws:iam::{account}:user/legacy-{name}"),
+            Kind::Dormant | Kind::LongDormant => {
+                format!("arn:aws:iam::{account}:user/legacy-{name}")
+            }
             Kind::BatchJob => format!("arn:aws:iam::{account}:role/batch-{name}"),
+            Kind::ScheduledJob => format!("arn:aws:iam::{account}:role/nightly-{name}"),
             Kind::Agent => format!("arn:aws:iam::{account}:role/agent-{name}"),
             _ => format!("arn:aws:iam::{account}:role/{name}"),
         };
@@ -164,7 +167,9 @@ impl Sim {
             Kind::WorkloadRole | Kind::Ec2Role => rng.random_range(1.0..14.0),
             Kind::LambdaRole => rng.random_range(0.5..6.0),
             Kind::BatchJob => rng.random_range(80.0..300.0),
-            Kind::PartnerKey | Kind::Dormant => rng.random_range(0.5..3.0),
+            Kind::PartnerKey | Kind::Dormant | Kind::LongDormant => rng.random_range(0.5..3.0),
+            // Calls per run.
+            Kind::ScheduledJob => rng.random_range(20.0..150.0),
             Kind::Agent => rng.random_range(1.0..8.0),
             Kind::CiKey => rng.random_range(2.0..8.0),
         };
@@ -172,12 +177,14 @@ impl Sim {
         let span = self.end - self.start;
         let first = if kind == Kind::Dormant {
             self.start - rng.random_range(45..60) * DAY_MS
+        } else if kind == Kind::LongDormant {
+            self.start - rng.random_range(200..420) * DAY_MS
         } else if rng.random_bool(0.1) {
             self.start + rng.random_range(0..span.max(1))
         } else {
             self.start
         };
-        let last = if kind == Kind::Dormant {
+        let last = if kind.is_dormant() {
             first + rng.random_range(5..10) * DAY_MS
         } else if rng.random_bool(0.05) {
             first + (self.end - first) / 2
@@ -205,7 +212,7 @@ impl Sim {
             last,
             rate,
             tz,
-            nat: if kind == Kind::PartnerKey || kind == Kind::Dormant {
+            nat: if kind == Kind::PartnerKey || kind.is_dormant() {
                 partner_ips
             } else {
                 nat
@@ -237,7 +244,7 @@ impl Sim {
                 20 + patch,
                 20 + patch
             ),
-            Kind::PartnerKey | Kind::Dormant => format!(
+            Kind::PartnerKey | Kind::Dormant | Kind::LongDormant => format!(
                 "Boto3/1.28.{} Python/3.9.18 Linux/5.4.0 Botocore/1.31.{}",
                 patch, patch
             ),
@@ -247,7 +254,11 @@ impl Sim {
 
     /// Benign traffic of one identity over its lifetime within the window.
     pub(super) fn benign(&mut self, id: &mut Ident) {
-        let from = id.first.max(self.start - 60 * DAY_MS);
+        let from = if id.kind.is_dormant() {
+            id.first
+        } else {
+            id.first.max(self.start - 60 * DAY_MS)
+        };
         let to = id.last.min(self.end);
         let mut patch = self.rng.random_range(0..10u32);
         let mut pod = format!(
@@ -295,7 +306,7 @@ impl Sim {
                 }
             }
             let n = match id.kind {
-                Kind::CiKey => 0,
+                Kind::CiKey | Kind::ScheduledJob => 0,
                 Kind::BatchJob => {
                     let local = (hour + id.tz).rem_euclid(24);
                     if local >= batch_hour && local < batch_hour + batch_len {
@@ -304,7 +315,7 @@ impl Sim {
                         0
                     }
                 }
-                Kind::PartnerKey | Kind::Dormant => {
+                Kind::PartnerKey | Kind::Dormant | Kind::LongDormant => {
                     let local = hour + id.tz;
                     let hod = local.rem_euclid(24);
                     if hour_of_week(local) < 120 && (8..18).contains(&hod) {
@@ -374,6 +385,50 @@ impl Sim {
         }
         if id.kind == Kind::CiKey {
             self.ci_jobs(id, from, to, &ua);
+        }
+        if id.kind == Kind::ScheduledJob {
+            self.nightly_runs(id, from, to, &ua);
+        }
+    }
+
+    /// A job started by a scheduler at the same minute every night (give or take the
+    /// scheduler's few minutes), running about as long each time, under a new session each
+    /// night, from the account's NAT.
+    fn nightly_runs(&mut self, id: &mut Ident, from: i64, to: i64, ua: &str) {
+        let rng = &mut self.rng;
+        let start_minute = rng.random_range(0..5 * 60i64);
+        let length = rng.random_range(15..45i64) * 60_000;
+        let mut day = from.div_euclid(DAY_MS);
+        while day * DAY_MS < to {
+            let rng = &mut self.rng;
+            let t0 = day * DAY_MS - id.tz * HOUR_MS
+                + (start_minute + rng.random_range(-3..=3i64)) * 60_000;
+            // One night in thirty the job does not run (a holiday, a skipped schedule).
+            if t0 >= from && t0 < to && !rng.random_bool(1.0 / 30.0) {
+                let run = (length as f64 * rng.random_range(0.85..1.15)) as i64;
+                let n = poisson(rng, id.rate);
+                let session = format!("{}-{day}", id.name);
+                let ip = pick(rng, &id.nat).clone();
+                for _ in 0..n {
+                    let rng = &mut self.rng;
+                    let action = weighted(rng, &id.endpoints);
+                    let bytes_out = action
+                        .ends_with(":GetObject")
+                        .then(|| (rng.random::<f64>() * 2e5 + 1e3) as u64);
+                    id.calls.push(Call {
+                        t: t0 + rng.random_range(0..run),
+                        action,
+                        ip: ip.clone(),
+                        ua: ua.to_owned(),
+                        error: None,
+                        bytes_out,
+                        session: Some(session.clone()),
+                        node: None,
+                        vpce: None,
+                    });
+                }
+            }
+            day += 1;
         }
     }
 

@@ -5,9 +5,11 @@
 //! calls leave through shared NAT gateways, SDKs get patch upgrades, some run on EC2 with
 //! instance-bound credentials, some as lambdas from ever-changing addresses), CI keys (jobs on
 //! weekdays from a new runner address each time), nightly batch jobs, partner keys (a few fixed
-//! addresses, business hours in the partner's time zone) and AI agents (bursty, and they pick up
-//! new tools). Some identities are created mid-run and some stop. Daily and weekly seasonality
-//! apply throughout.
+//! addresses, business hours in the partner's time zone), AI agents (bursty, and they pick up
+//! new tools), strictly scheduled nightly jobs (the same start minute every night, a new session
+//! each run) and keys last used more than half a year before the window. Some identities are
+//! created mid-run (among them instances booted after the warm-up) and some stop. Daily and
+//! weekly seasonality apply throughout.
 //!
 //! Attacks of every kind the engine is meant to catch are injected after the warm-up and
 //! written to `labels.json` (`schemas/labels.v1.json`), so [`super::evaluate`] can score a replay.
@@ -102,6 +104,11 @@ enum Kind {
     PartnerKey,
     Agent,
     Dormant,
+    /// A nightly job that starts at the same minute every night and runs for the same length,
+    /// with a new session each night.
+    ScheduledJob,
+    /// A key last used more than half a year before the window.
+    LongDormant,
 }
 
 impl Kind {
@@ -116,13 +123,21 @@ impl Kind {
             Kind::PartnerKey => "partner_key",
             Kind::Agent => "ai_agent",
             Kind::Dormant => "dormant_key",
+            Kind::ScheduledJob => "scheduled_job",
+            Kind::LongDormant => "long_dormant_key",
         }
     }
     fn is_k8s(self) -> bool {
         self == Kind::K8sService
     }
     fn is_user(self) -> bool {
-        matches!(self, Kind::CiKey | Kind::PartnerKey | Kind::Dormant)
+        matches!(
+            self,
+            Kind::CiKey | Kind::PartnerKey | Kind::Dormant | Kind::LongDormant
+        )
+    }
+    fn is_dormant(self) -> bool {
+        matches!(self, Kind::Dormant | Kind::LongDormant)
     }
 }
 
@@ -260,6 +275,8 @@ struct Sim {
     start: i64,
     end: i64,
     nat: Vec<Vec<String>>,
+    /// Every partner key's addresses: the networks a slow partner replay comes from.
+    partner_ips: Vec<String>,
 }
 
 /// Files written by [`write_fleet`].
@@ -277,6 +294,7 @@ pub fn generate(cfg: &SimConfig) -> (Vec<String>, Vec<String>, Labels) {
         start: cfg.start_ms,
         end: cfg.start_ms + i64::from(cfg.days) * DAY_MS,
         nat: Vec::new(),
+        partner_ips: Vec::new(),
     };
     for _ in ACCOUNTS {
         let ips = (0..2)
@@ -294,6 +312,8 @@ pub fn generate(cfg: &SimConfig) -> (Vec<String>, Vec<String>, Labels) {
         Kind::Dormant,
         Kind::PartnerKey,
         Kind::CiKey,
+        Kind::ScheduledJob,
+        Kind::LongDormant,
     ];
     let per_kind = (cfg.identities / 60).max(2);
     for (j, k) in needed.iter().enumerate() {
@@ -301,35 +321,36 @@ pub fn generate(cfg: &SimConfig) -> (Vec<String>, Vec<String>, Labels) {
         for extra in have..per_kind * 2 {
             let idx = ids.len() + j * 1000 + extra;
             let mut id = sim.ident_of(*k, idx);
-            id.first = if *k == Kind::Dormant {
-                id.first
-            } else {
-                sim.start
-            };
-            id.last = if *k == Kind::Dormant {
-                id.last
-            } else {
-                sim.end
-            };
+            if !k.is_dormant() {
+                (id.first, id.last) = (sim.start, sim.end);
+            }
             ids.push(id);
         }
+    }
+    // Instances booted after the warm-up, whose credentials are stolen minutes after their
+    // first call: the identity has no history at all then.
+    let attacks_from = sim.start + i64::from(cfg.warmup_days) * DAY_MS;
+    for extra in 0..per_kind {
+        let mut id = sim.ident_of(Kind::Ec2Role, ids.len() + 10_000 + extra);
+        let room = (sim.end - 2 * DAY_MS - attacks_from).max(1);
+        id.first = attacks_from + sim.rng.random_range(0..room);
+        id.last = sim.end;
+        ids.push(id);
     }
     for id in &mut ids {
         sim.benign(id);
     }
+    sim.partner_ips = ids
+        .iter()
+        .filter(|i| i.kind == Kind::PartnerKey)
+        .flat_map(|i| i.nat.iter().cloned())
+        .collect();
     // Attacks: per kind, distinct victims of a fitting kind that live long enough.
     let mut attacks = Vec::new();
     let mut used = vec![false; ids.len()];
-    let min_life = i64::from(cfg.warmup_days + 3) * DAY_MS;
     for kind in AttackKind::ALL {
         let mut victims: Vec<usize> = (0..ids.len())
-            .filter(|&i| {
-                !used[i]
-                    && kind.fits(ids[i].kind)
-                    && (ids[i].kind == Kind::Dormant
-                        || (ids[i].first <= sim.start + DAY_MS
-                            && ids[i].last - ids[i].first >= min_life))
-            })
+            .filter(|&i| !used[i] && kind.can_strike(&ids[i], sim.start, attacks_from, sim.end))
             .collect();
         for k in (1..victims.len()).rev() {
             let j = sim.rng.random_range(0..=k);
