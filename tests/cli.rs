@@ -390,14 +390,15 @@ fn json_log_format_writes_one_json_object_per_log_line() {
     );
 }
 
-/// Alerts or commands of a file without `unmapped.raw_ref`, which names the input file and line
-/// and so differs between a split replay and a whole one.
+/// Alerts or commands of a file without `unmapped.raw_source` and `raw_position`, which name
+/// the input file and line and so differ between a split replay and a whole one.
 fn without_raw_refs(path: &Path) -> Vec<Value> {
     lines(path)
         .into_iter()
         .map(|mut v| {
             if let Some(u) = v.get_mut("unmapped").and_then(Value::as_object_mut) {
-                u.remove("raw_ref");
+                u.remove("raw_source");
+                u.remove("raw_position");
             }
             v
         })

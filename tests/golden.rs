@@ -93,7 +93,7 @@ fn summary(alerts: &[Value], commands: &[Value]) -> Value {
             "types": a["finding_info"]["types"],
             "risk_score": a["risk_score"],
             "severity_id": a["severity_id"],
-            "mature": a["unmapped"]["identity"]["mature"],
+            "mature": a["unmapped"]["identity_mature"],
         })).collect::<Vec<_>>(),
         "commands": commands.iter().map(|c| json!({
             "action": c["action"],

@@ -728,7 +728,7 @@ fn cold_start_alerts(alerts: &[Read], labels: &Labels) -> Vec<Value> {
             let old = first_seen
                 .get(who)
                 .is_some_and(|f| a["time"].as_i64().unwrap() > f + 5 * 86_400_000);
-            old && a["unmapped"]["identity"]["mature"] == false
+            old && a["unmapped"]["identity_mature"] == false
         })
         .collect()
 }

@@ -112,3 +112,69 @@ fn every_alert_and_command_from_a_simulated_fleet_matches_its_schema() {
         assert_eq!(c["mode"], "dry_run", "commands are dry-run by default");
     }
 }
+
+/// The official OCSF 1.1.0 class the alerts are checked against is not a formality: each of the
+/// ways our alerts once broke it (a null owner name, an evidence `http_request`, which only OCSF
+/// 1.4 has, a `cloud_partition` or `cloud` without the `cloud` profile, a bad enum value) is
+/// rejected, while the alert as written passes.
+#[test]
+fn the_official_ocsf_class_rejects_what_our_alerts_once_got_wrong() {
+    let cfg = SimConfig {
+        identities: 60,
+        days: 14,
+        seed: 5,
+        ..SimConfig::default()
+    };
+    let (ct, k8s, _) = generate(&cfg);
+    let events = decode_all(ct.iter().chain(k8s.iter()).map(String::as_str));
+    let (_, out) = run(&events, None);
+    let official = crate::common::load_schema("ocsf-1.1.0/detection_finding.schema.json");
+    let aws = out
+        .alerts
+        .iter()
+        .find(|a| a["cloud"]["provider"] == "AWS")
+        .expect("an alert on a CloudTrail identity");
+    let k8s = out
+        .alerts
+        .iter()
+        .find(|a| a["metadata"]["log_name"] == "k8s-audit")
+        .expect("an alert on a Kubernetes identity");
+    for a in [aws, k8s] {
+        let errors: Vec<String> = official.iter_errors(a).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    type Break = fn(&mut serde_json::Value);
+    let breaks: [(&str, Break); 6] = [
+        ("a null owner name", |a| {
+            a["resources"][0]["owner"] = serde_json::json!({"name": null});
+        }),
+        ("an evidence http_request", |a| {
+            a["evidences"][0]["http_request"] = serde_json::json!({"user_agent": "x"});
+        }),
+        (
+            "a resource cloud_partition without the cloud profile",
+            |a| {
+                a["metadata"].as_object_mut().unwrap().remove("profiles");
+                a.as_object_mut().unwrap().remove("cloud");
+                a["resources"][0]["cloud_partition"] = serde_json::json!("aws");
+            },
+        ),
+        ("cloud without the cloud profile", |a| {
+            a["metadata"].as_object_mut().unwrap().remove("profiles");
+        }),
+        ("the cloud profile without cloud", |a| {
+            a.as_object_mut().unwrap().remove("cloud");
+        }),
+        ("an undefined confidence_id", |a| {
+            a["confidence_id"] = serde_json::json!(7);
+        }),
+    ];
+    for (what, f) in breaks {
+        let mut broken = aws.clone();
+        f(&mut broken);
+        assert!(
+            !official.is_valid(&broken),
+            "the official class accepted {what}"
+        );
+    }
+}

@@ -416,7 +416,7 @@ fn dormant_key_waking_up_is_alerted() {
             .contains(&"dormant_reactivation".to_owned())
     );
     assert_eq!(
-        alerts[0]["unmapped"]["identity"]["mature"], true,
+        alerts[0]["unmapped"]["identity_mature"], true,
         "alerts state the identity's maturity"
     );
 }
@@ -580,9 +580,9 @@ fn declared_networks_expiry_and_owner_count_from_the_first_event() {
         out.types_for(exporter.key)
             .contains(&"credential_outside_workload".to_owned())
     );
-    assert_eq!(a[0]["unmapped"]["identity"]["owner"], "team-data");
+    assert_eq!(a[0]["resources"][0]["owner"]["name"], "team-data");
     assert_eq!(
-        a[0]["unmapped"]["identity"]["mature"], false,
+        a[0]["unmapped"]["identity_mature"], false,
         "it is still warming up"
     );
 
@@ -593,7 +593,7 @@ fn declared_networks_expiry_and_owner_count_from_the_first_event() {
         out.types_for(old_key.key)
             .contains(&"credential_after_expiry".to_owned())
     );
-    assert_eq!(b[0]["unmapped"]["identity"]["owner"], "team-legacy");
+    assert_eq!(b[0]["resources"][0]["owner"]["name"], "team-legacy");
 }
 
 /// Scales some numbers of a model table by up to 100x either way (and a few to extremes).

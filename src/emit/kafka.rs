@@ -72,7 +72,7 @@ pub fn decision(d: &Decision, source: &str) -> Outgoing {
         Decision::Alert(a) => (
             Route::Alerts,
             ALERT_TYPE,
-            format!("{}/{}", a.uid, a.count),
+            super::ocsf::message_uid(a),
             a.event.principal.as_str(),
             a.time_ms,
             "https://schema.ocsf.io/1.1.0/classes/detection_finding",

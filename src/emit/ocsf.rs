@@ -1,8 +1,10 @@
 //! Alerts as OCSF 1.1 Detection Findings (class_uid 2004).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::decide::{Activity, Alert, Severity};
+use crate::detect::Detector;
+use crate::event::{AccessEvent, SourceFormat};
 
 pub const OCSF_VERSION: &str = "1.1.0";
 
@@ -15,6 +17,118 @@ fn risk_level(severity: Severity) -> (u8, &'static str) {
     }
 }
 
+/// A MITRE ATT&CK technique: (technique id, technique name, tactic id, tactic name).
+type Technique = (&'static str, &'static str, &'static str, &'static str);
+
+const VALID_CLOUD_ACCOUNTS: Technique = (
+    "T1078.004",
+    "Valid Accounts: Cloud Accounts",
+    "TA0001",
+    "Initial Access",
+);
+
+/// The ATT&CK technique a detector's finding is evidence of, for the event's kind of source.
+fn technique(d: Detector, format: SourceFormat) -> Technique {
+    match d {
+        Detector::OutsideWorkload if format == SourceFormat::K8sAudit => (
+            "T1550.001",
+            "Use Alternate Authentication Material: Application Access Token",
+            "TA0008",
+            "Lateral Movement",
+        ),
+        Detector::OutsideWorkload => (
+            "T1552.005",
+            "Unsecured Credentials: Cloud Instance Metadata API",
+            "TA0006",
+            "Credential Access",
+        ),
+        Detector::Enumeration => (
+            "T1087.004",
+            "Account Discovery: Cloud Account",
+            "TA0007",
+            "Discovery",
+        ),
+        Detector::DeniedBurst => (
+            "T1580",
+            "Cloud Infrastructure Discovery",
+            "TA0007",
+            "Discovery",
+        ),
+        Detector::VolumeSpike | Detector::BytesSpike => {
+            ("T1530", "Data from Cloud Storage", "TA0009", "Collection")
+        }
+        Detector::NewEndpoint
+        | Detector::NewOrigin
+        | Detector::UnusualHour
+        | Detector::Dormant
+        | Detector::AfterExpiry => VALID_CLOUD_ACCOUNTS,
+    }
+}
+
+/// The ATT&CK techniques of an alert's detectors, each once, in the order of `types`.
+fn attacks(a: &Alert) -> Vec<Value> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for d in &a.types {
+        let (uid, name, tactic_uid, tactic) = technique(*d, a.event.format);
+        if seen.contains(&uid) {
+            continue;
+        }
+        seen.push(uid);
+        out.push(json!({
+            "technique": {"uid": uid, "name": name, "src_url": format!("https://attack.mitre.org/techniques/{}/", uid.replace('.', "/"))},
+            "tactic": {"uid": tactic_uid, "name": tactic},
+            "version": ATTACK_VERSION,
+        }));
+    }
+    out
+}
+
+/// The ATT&CK release the technique names are taken from.
+const ATTACK_VERSION: &str = "v16";
+
+/// OCSF `cloud.provider` for a source whose records name a cloud account.
+fn cloud_provider(format: SourceFormat) -> Option<&'static str> {
+    match format {
+        SourceFormat::Cloudtrail => Some("AWS"),
+        SourceFormat::GcpAudit => Some("GCP"),
+        SourceFormat::K8sAudit | SourceFormat::Native => None,
+    }
+}
+
+/// OCSF `api`: the operation, and the service where the source names one. An action key is
+/// `service:operation` (CloudTrail's event source and name, GCP's service and method, the native
+/// format's), except for Kubernetes, whose keys are `verb:resource`: the verb is the operation.
+fn api(ev: &AccessEvent) -> Value {
+    match (ev.format, ev.action.split_once(':')) {
+        (SourceFormat::K8sAudit, Some((verb, _))) => json!({"operation": verb}),
+        (_, Some((service, operation))) if !service.is_empty() && !operation.is_empty() => {
+            json!({"operation": operation, "service": {"name": service}})
+        }
+        _ => json!({"operation": ev.action}),
+    }
+}
+
+/// How sure the finding is: an identity still learning its baseline judges on little (Low);
+/// a mature one at High or Critical severity is sure (High); otherwise Medium.
+fn confidence(a: &Alert) -> (u8, &'static str) {
+    match (a.mature, a.severity) {
+        (false, _) => (1, "Low"),
+        (true, Severity::High | Severity::Critical) => (3, "High"),
+        (true, Severity::Medium) => (2, "Medium"),
+    }
+}
+
+/// Inserts `value` under `key` unless it is `None`: OCSF attributes are left out, never null.
+fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj.insert(key.to_owned(), v);
+    }
+}
+
+/// The OCSF 1.1.0 Detection Finding of an alert. Attributes the alert has no value for are left
+/// out (never null); a source that names a cloud account declares the `cloud` profile and
+/// carries `cloud`. Valid against the official schema (`schemas/ocsf-1.1.0/`).
 pub fn detection_finding(a: &Alert) -> Value {
     let (activity_id, activity_name) = match a.activity {
         Activity::Create => (1, "Create"),
@@ -34,39 +148,143 @@ pub fn detection_finding(a: &Alert) -> Value {
         .collect::<Vec<_>>()
         .join("; ");
     let (risk_level_id, risk_level_name) = risk_level(a.severity);
-    let evidences: Vec<Value> = a
-        .findings
-        .iter()
-        .map(|f| {
-            json!({
-                "data": {
-                    "detector": f.detector.as_str(),
-                    "summary": f.summary,
-                    "baseline": f.baseline,
-                    "observed": f.observed,
-                    "probability": f.probability,
-                    "surprise_bits": (f.bits * 100.0).round() / 100.0,
-                    "event_time": f.time_ms,
-                    "event_uid": f.event_id,
-                }
-            })
+    let (confidence_id, confidence_name) = confidence(a);
+    let evidences = a.findings.iter().map(|f| {
+        json!({
+            "data": {
+                "detector": f.detector.as_str(),
+                "summary": f.summary,
+                "baseline": f.baseline,
+                "observed": f.observed,
+                "probability": f.probability,
+                "surprise_bits": (f.bits * 100.0).round() / 100.0,
+                "event_time": f.time_ms,
+                "event_uid": f.event_id,
+            }
         })
-        .collect();
-    let mut latest = json!({
-        "actor": {"user": {"uid": ev.principal, "type": ev.principal_type.as_str(), "credential_uid": ev.credential.as_ref().map(|c| c.id.clone())}},
-        "api": {"operation": ev.action, "service": {"name": ev.service()}},
-        "data": {"detector": "triggering_event", "event_time": ev.time_ms, "event_uid": ev.event_id, "resource": ev.resource,
-                 "outcome": if ev.outcome.success { "success" } else { "failure" }, "error_code": ev.outcome.error_code},
     });
-    if let Some(ip) = ev.origin.ip {
-        latest["src_endpoint"] = json!({"ip": ip.to_string()});
-    }
-    if let Some(ua) = &ev.origin.user_agent {
-        latest["http_request"] = json!({"user_agent": ua});
-    }
-    let mut all_evidence = vec![latest];
+    let mut user = Map::new();
+    user.insert("uid".into(), json!(ev.principal));
+    user.insert("type".into(), json!(ev.principal_type.as_str()));
+    put(
+        &mut user,
+        "credential_uid",
+        ev.credential.as_ref().map(|c| json!(c.id)),
+    );
+    let mut data = Map::new();
+    data.insert("detector".into(), json!("triggering_event"));
+    data.insert("action".into(), json!(ev.action));
+    data.insert("event_time".into(), json!(ev.time_ms));
+    put(
+        &mut data,
+        "event_uid",
+        ev.event_id.as_ref().map(|u| json!(u)),
+    );
+    put(
+        &mut data,
+        "resource",
+        ev.resource.as_ref().map(|r| json!(r)),
+    );
+    data.insert(
+        "outcome".into(),
+        json!(if ev.outcome.success {
+            "success"
+        } else {
+            "failure"
+        }),
+    );
+    put(
+        &mut data,
+        "error_code",
+        ev.outcome.error_code.as_ref().map(|c| json!(c)),
+    );
+    // OCSF 1.1.0's evidence has no HTTP request: the user agent is part of the event's data.
+    put(
+        &mut data,
+        "user_agent",
+        ev.origin.user_agent.as_ref().map(|u| json!(u)),
+    );
+    let mut latest = Map::new();
+    latest.insert("actor".into(), json!({"user": user}));
+    latest.insert("api".into(), api(ev));
+    latest.insert("data".into(), Value::Object(data));
+    put(
+        &mut latest,
+        "src_endpoint",
+        ev.origin.ip.map(|ip| json!({"ip": ip.to_string()})),
+    );
+    let mut all_evidence = vec![Value::Object(latest)];
     all_evidence.extend(evidences);
-    json!({
+
+    let mut resource = Map::new();
+    resource.insert("uid".into(), json!(ev.principal));
+    resource.insert("type".into(), json!(ev.principal_type.as_str()));
+    put(
+        &mut resource,
+        "owner",
+        a.owner.as_ref().map(|o| json!({"name": o})),
+    );
+
+    let mut observables = vec![
+        json!({"name": "actor.user.uid", "type_id": 21, "type": "User", "value": ev.principal}),
+    ];
+    if let Some(ip) = ev.origin.ip {
+        observables.push(json!({"name": "evidences.src_endpoint.ip", "type_id": 2, "type": "IP Address", "value": ip.to_string()}));
+    }
+    if let Some(r) = &ev.resource {
+        observables.push(json!({"name": "evidences.data.resource", "type_id": 10, "type": "Resource UID", "value": r}));
+    }
+
+    let mut metadata = Map::new();
+    metadata.insert("version".into(), json!(OCSF_VERSION));
+    metadata.insert("uid".into(), json!(message_uid(a)));
+    metadata.insert(
+        "product".into(),
+        json!({"name": "driftwatch", "vendor_name": "driftwatch", "version": env!("CARGO_PKG_VERSION")}),
+    );
+    metadata.insert("log_name".into(), json!(ev.format.as_str()));
+    put(
+        &mut metadata,
+        "tenant_uid",
+        ev.tenant.as_ref().map(|t| json!(t)),
+    );
+
+    let mut unmapped = Map::new();
+    unmapped.insert(
+        "identity_maturity".into(),
+        json!((a.maturity * 100.0).round() / 100.0),
+    );
+    unmapped.insert("identity_mature".into(), json!(a.mature));
+    unmapped.insert("identity_events".into(), json!(a.identity_events));
+    unmapped.insert(
+        "identity_first_seen_time".into(),
+        json!(a.identity_first_seen_ms),
+    );
+    unmapped.insert("provider".into(), json!(ev.format.provider()));
+    put(
+        &mut unmapped,
+        "credential_type",
+        ev.credential.as_ref().map(|c| json!(c.kind)),
+    );
+    put(
+        &mut unmapped,
+        "session_uid",
+        ev.session_id.as_ref().map(|s| json!(s)),
+    );
+    put(
+        &mut unmapped,
+        "command_id",
+        a.command_id.as_ref().map(|c| json!(c)),
+    );
+    put(
+        &mut unmapped,
+        "command_withheld",
+        a.command_withheld.as_ref().map(|c| json!(c)),
+    );
+    unmapped.insert("raw_source".into(), json!(ev.raw.source_label()));
+    unmapped.insert("raw_position".into(), json!(ev.raw.position));
+
+    let mut finding = json!({
         "class_uid": 2004,
         "class_name": "Detection Finding",
         "category_uid": 2,
@@ -78,18 +296,16 @@ pub fn detection_finding(a: &Alert) -> Value {
         "time": a.time_ms,
         "severity_id": a.severity.id(),
         "severity": a.severity.name(),
-        "status_id": 1,
-        "status": "New",
         "risk_score": a.risk_score,
         "risk_level_id": risk_level_id,
         "risk_level": risk_level_name,
+        "confidence_id": confidence_id,
+        "confidence": confidence_name,
         "count": a.count,
+        "start_time": a.first_seen_ms,
+        "end_time": a.last_seen_ms,
         "message": top.map(|f| f.summary.clone()).unwrap_or_default(),
-        "metadata": {
-            "version": OCSF_VERSION,
-            "product": {"name": "driftwatch", "vendor_name": "driftwatch", "version": env!("CARGO_PKG_VERSION")},
-            "log_name": ev.format.as_str(),
-        },
+        "metadata": metadata,
         "finding_info": {
             "uid": a.uid,
             "title": title,
@@ -98,29 +314,34 @@ pub fn detection_finding(a: &Alert) -> Value {
             "first_seen_time": a.first_seen_ms,
             "last_seen_time": a.last_seen_ms,
             "analytic": {"name": "driftwatch per-identity behavioural baseline", "type_id": 2, "type": "Behavioral"},
+            "attacks": attacks(a),
         },
-        "resources": [{
-            "uid": ev.principal,
-            "type": ev.principal_type.as_str(),
-            "cloud_partition": ev.format.provider(),
-            "owner": {"name": a.owner, "account": {"uid": ev.tenant}},
-        }],
+        "resources": [resource],
         "evidences": all_evidence,
-        "unmapped": {
-            "identity": {
-                "maturity": (a.maturity * 100.0).round() / 100.0,
-                "mature": a.mature,
-                "events": a.identity_events,
-                "first_seen_time": a.identity_first_seen_ms,
-                "owner": a.owner,
-            },
-            "provider": ev.format.provider(),
-            "tenant": ev.tenant,
-            "credential": ev.credential.as_ref().map(|c| json!({"uid": c.id, "type": c.kind})),
-            "session_uid": ev.session_id,
-            "command_id": a.command_id,
-            "command_withheld": a.command_withheld,
-            "raw_ref": {"source": ev.raw.source_label(), "position": ev.raw.position},
-        },
-    })
+        "observables": observables,
+        "unmapped": unmapped,
+    });
+    // The finding's status belongs to whoever triages it: set once, when it is created.
+    if a.activity == Activity::Create {
+        finding["status_id"] = json!(1);
+        finding["status"] = json!("New");
+    }
+    if let Some(provider) = cloud_provider(ev.format) {
+        let mut cloud = Map::new();
+        cloud.insert("provider".into(), json!(provider));
+        put(
+            &mut cloud,
+            "account",
+            ev.tenant.as_ref().map(|t| json!({"uid": t})),
+        );
+        finding["cloud"] = Value::Object(cloud);
+        finding["metadata"]["profiles"] = json!(["cloud"]);
+    }
+    finding
+}
+
+/// The message's own uid: one per alert message (a finding and its count), the same as its
+/// CloudEvents `ce_id`, so consumers of the JSON body deduplicate as header readers do.
+pub fn message_uid(a: &Alert) -> String {
+    format!("{}/{}", a.uid, a.count)
 }

@@ -70,7 +70,12 @@ pub fn output_within(cmd: &mut Command) -> Output {
     }
 }
 
-pub fn schema(name: &str) -> jsonschema::Validator {
+/// The schemas a message must match: its own, and for an alert the official OCSF 1.1.0
+/// Detection Finding class that `alert.v1.json` profiles (generated from the OCSF schema's text
+/// by `scripts/ocsf_schema.py`).
+pub struct Schemas(Vec<(String, jsonschema::Validator)>);
+
+pub fn load_schema(name: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("schemas")
         .join(name);
@@ -83,11 +88,25 @@ pub fn schema(name: &str) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
 }
 
-/// Panics with every schema error when `v` does not validate.
-pub fn assert_valid(validator: &jsonschema::Validator, v: &Value, what: &str) {
-    let errors: Vec<String> = validator
-        .iter_errors(v)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
+pub fn schema(name: &str) -> Schemas {
+    let mut all = vec![(name.to_owned(), load_schema(name))];
+    if name == "alert.v1.json" {
+        let official = "ocsf-1.1.0/detection_finding.schema.json";
+        all.push((official.to_owned(), load_schema(official)));
+    }
+    Schemas(all)
+}
+
+/// Panics with every schema error when `v` does not validate against each of `schemas`.
+pub fn assert_valid(schemas: &Schemas, v: &Value, what: &str) {
+    let errors: Vec<String> = schemas
+        .0
+        .iter()
+        .flat_map(|(name, validator)| {
+            validator
+                .iter_errors(v)
+                .map(move |e| format!("{name}: {} at {}", e, e.instance_path()))
+        })
         .collect();
     assert!(
         errors.is_empty(),
