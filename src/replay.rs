@@ -630,7 +630,7 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         &mut summary,
         |ev| -> Result<(), ReplayError> {
             for d in engine.process(ev) {
-                let msg = emit::render(&d);
+                let msg = emit::render(&d, crate::telemetry::now_ms());
                 match (&d, commands.as_mut()) {
                     (Decision::Command(_), Some(c)) => c.write(&msg)?,
                     (Decision::Alert(a), _) => {

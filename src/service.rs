@@ -547,7 +547,7 @@ impl Service {
                                     .inc();
                             }
                         }
-                        outgoing.push(out::decision(&d, &self.cfg.source));
+                        outgoing.push(out::decision(&d, &self.cfg.source, now));
                     }
                 }
                 Ok(Decoded::Skipped(_)) => part.skipped.inc(),

@@ -97,6 +97,8 @@ pub struct IdentityMeta {
     pub networks: Vec<Cidr>,
     /// Never revoked automatically.
     pub protected: bool,
+    /// Its revocation commands may be acted on without a person's approval (in `enforce` mode).
+    pub auto_approve: bool,
 }
 
 impl IdentityMeta {
@@ -118,6 +120,8 @@ struct Record {
     networks: Vec<String>,
     #[serde(default)]
     protected: bool,
+    #[serde(default)]
+    auto_approve: bool,
 }
 
 /// Declared metadata by principal key.
@@ -195,6 +199,7 @@ impl Inventory {
             let mut meta = IdentityMeta {
                 owner: r.owner,
                 protected: r.protected,
+                auto_approve: r.auto_approve,
                 ..IdentityMeta::default()
             };
             if let Some(t) = r.expires_at.as_deref() {

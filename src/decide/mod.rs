@@ -17,7 +17,7 @@ pub use guard::Guardrails;
 use crate::config::Rules;
 use crate::config::model::CommandMode;
 use crate::detect::{Detector, Finding};
-use crate::event::{AccessEvent, PrincipalType};
+use crate::event::{AccessEvent, PrincipalType, Workload};
 
 /// How urgent an alert is, from its risk score; the values are OCSF `severity_id`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,14 +159,27 @@ pub struct Alert {
     pub command_withheld: Option<String>,
 }
 
-/// A revocation command for a SOAR consumer.
+/// A revocation command for a SOAR consumer. Its issue and expiry times are stamped when it is
+/// emitted (wall clock, [`crate::emit::render`]): a command is valid for `ttl_ms` from when a
+/// consumer can first see it, however late the records behind it arrived.
 #[derive(Debug, Clone)]
 pub struct Command {
     pub command_id: String,
     pub idempotency_key: String,
-    pub issued_at_ms: i64,
-    pub expires_at_ms: i64,
+    /// Event time of the record that triggered it.
+    pub event_time_ms: i64,
+    pub ttl_ms: i64,
     pub mode: CommandMode,
+    pub severity: Severity,
+    /// Declared owner (identity inventory), if any.
+    pub owner: Option<String>,
+    /// Whether a playbook may act without a person's approval: only in `enforce` mode, for an
+    /// identity the inventory marks `auto_approve`.
+    pub auto_approved: bool,
+    /// The session the triggering record used (AWS role session ARN), if any.
+    pub session: Option<String>,
+    /// The workload the credential is bound to (cluster, namespace, node, pod, instance).
+    pub workload: Workload,
     pub action: &'static str,
     pub provider: &'static str,
     pub tenant: Option<String>,
@@ -248,26 +261,35 @@ pub fn stable_uuid(parts: &[&str]) -> String {
     )
 }
 
-/// The revocation action for an identity and the credential it used.
+/// The revocation action for an identity and the credential it used: one that exists for that
+/// kind of principal, or `notify_owner` when none does (root, humans, nodes, AWS services,
+/// federated users, a principal whose credential the record does not show).
 pub fn revocation_action(ev: &AccessEvent) -> &'static str {
-    match (ev.principal_type, ev.credential.as_ref().map(|c| c.kind)) {
+    let credential = ev.credential.as_ref().map(|c| c.kind);
+    match (ev.principal_type, credential) {
+        // Every session of the role issued before the command: a deny policy on
+        // aws:TokenIssueTime, as the console's "Revoke active sessions" does.
         (PrincipalType::AwsRole, _) => "revoke_role_sessions",
-        (
-            PrincipalType::AwsUser | PrincipalType::AwsRoot | PrincipalType::AwsOther,
-            Some("aws_access_key"),
-        ) => "disable_access_key",
-        (PrincipalType::AwsUser | PrincipalType::AwsRoot | PrincipalType::AwsOther, _) => {
-            "revoke_role_sessions"
+        (PrincipalType::AwsUser, Some("aws_access_key")) => "disable_access_key",
+        // Temporary credentials of a user (GetSessionToken): a deny policy on the user.
+        (PrincipalType::AwsUser, Some("aws_session_key")) => "revoke_user_sessions",
+        (PrincipalType::K8sServiceAccount, _) => "revoke_service_account_tokens",
+        (PrincipalType::GcpServiceAccount, Some("gcp_service_account_key")) => {
+            "disable_service_account_key"
         }
-        (PrincipalType::K8sServiceAccount | PrincipalType::K8sNode | PrincipalType::K8sUser, _) => {
-            "revoke_service_account_tokens"
-        }
+        (PrincipalType::GcpServiceAccount, _) => "disable_service_account",
+        (PrincipalType::Other, Some(_)) => "disable_credential",
         (
-            PrincipalType::GcpServiceAccount | PrincipalType::GcpUser,
-            Some("gcp_service_account_key"),
-        ) => "disable_service_account_key",
-        (PrincipalType::GcpServiceAccount | PrincipalType::GcpUser, _) => "disable_service_account",
-        _ => "disable_credential",
+            PrincipalType::AwsUser
+            | PrincipalType::AwsRoot
+            | PrincipalType::AwsService
+            | PrincipalType::AwsOther
+            | PrincipalType::K8sNode
+            | PrincipalType::K8sUser
+            | PrincipalType::GcpUser
+            | PrincipalType::Other,
+            _,
+        ) => "notify_owner",
     }
 }
 
@@ -488,12 +510,18 @@ fn build_command(
         .max_by(|a, b| a.bits.total_cmp(&b.bits))
         .map(|f| f.summary.clone())
         .unwrap_or_default();
+    let meta = r.inventory.get(&ev.principal);
     Command {
         command_id,
         idempotency_key,
-        issued_at_ms: ev.time_ms,
-        expires_at_ms: ev.time_ms + (c.ttl_minutes * 60_000.0) as i64,
+        event_time_ms: ev.time_ms,
+        ttl_ms: (c.ttl_minutes * 60_000.0) as i64,
         mode: c.mode,
+        severity: Severity::of_score(score, r),
+        owner: meta.and_then(|m| m.owner.clone()),
+        auto_approved: c.mode == CommandMode::Enforce && meta.is_some_and(|m| m.auto_approve),
+        session: ev.session_id.clone(),
+        workload: ev.origin.workload.clone(),
         action,
         provider,
         tenant,

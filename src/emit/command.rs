@@ -1,36 +1,308 @@
 //! Revocation commands (`schemas/revocation-command.v1.json`).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::decide::Command;
 use crate::decode::time::format_rfc3339_ms;
 
+/// The `schema` field's value: names the message kind and its major version.
 pub const SCHEMA: &str = "driftwatch.revocation-command.v1";
 
-pub fn revocation_command(c: &Command) -> Value {
+/// The JSON Schema's `$id`, an absolute URI (the CloudEvents `dataschema`).
+pub const SCHEMA_URI: &str = "https://driftwatch.dev/schemas/revocation-command.v1.json";
+
+/// How to undo an action, for the playbook (and the person) that took it.
+fn rollback(action: &str) -> Value {
+    let (undo, how) = match action {
+        "disable_access_key" => (
+            "enable_access_key",
+            "set the access key's status back to Active (iam:UpdateAccessKey)",
+        ),
+        "revoke_role_sessions" => (
+            "remove_deny_policy",
+            "delete the inline policy that denies sessions issued before token_issued_before (aws:TokenIssueTime)",
+        ),
+        "revoke_user_sessions" => (
+            "remove_deny_policy",
+            "delete the user's inline policy that denies sessions issued before token_issued_before",
+        ),
+        "revoke_service_account_tokens" => (
+            "none_needed",
+            "tokens are re-issued to pods started afterwards; a deleted bound pod is recreated by its controller",
+        ),
+        "disable_service_account_key" => (
+            "enable_service_account_key",
+            "re-enable the key (iam.serviceAccountKeys.enable)",
+        ),
+        "disable_service_account" => (
+            "enable_service_account",
+            "re-enable the service account (iam.serviceAccounts.enable)",
+        ),
+        "disable_credential" => ("enable_credential", "re-enable the credential"),
+        _ => ("none_needed", "nothing was changed"),
+    };
+    json!({"action": undo, "description": how})
+}
+
+/// The last `/`-separated segment of an ARN or path.
+fn last_segment(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+/// Inserts `value` under `key` unless it is `None`: attributes are left out, never null.
+fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj.insert(key.to_owned(), v);
+    }
+}
+
+/// What the playbook needs to find the thing to revoke, by provider: the role or user and the
+/// session for AWS, namespace, service account and bound pod for Kubernetes, project and
+/// service account for GCP.
+fn target(c: &Command, issued_at: &str) -> Value {
+    let mut t = Map::new();
+    t.insert("provider".into(), json!(c.provider));
+    put(&mut t, "tenant", c.tenant.as_ref().map(|x| json!(x)));
+    t.insert(
+        "identity".into(),
+        json!({"key": c.identity_key, "type": c.identity_type.as_str(), "name": last_segment(&c.identity_key)}),
+    );
+    put(
+        &mut t,
+        "credential",
+        c.credential_id.as_ref().map(|id| {
+            let mut cred = Map::new();
+            cred.insert("id".into(), json!(id));
+            put(&mut cred, "type", c.credential_type.map(|k| json!(k)));
+            Value::Object(cred)
+        }),
+    );
+    let w = &c.workload;
+    match c.provider {
+        "aws" => {
+            let mut aws = Map::new();
+            if let Some(s) = &c.session {
+                aws.insert("session".into(), json!({"arn": s, "name": last_segment(s)}));
+            }
+            put(
+                &mut aws,
+                "instance_id",
+                w.instance.as_ref().map(|i| json!(i)),
+            );
+            if matches!(c.action, "revoke_role_sessions" | "revoke_user_sessions") {
+                aws.insert("token_issued_before".into(), json!(issued_at));
+            }
+            if !aws.is_empty() {
+                t.insert("aws".into(), Value::Object(aws));
+            }
+        }
+        "kubernetes" => {
+            let mut k8s = Map::new();
+            put(&mut k8s, "cluster", w.cluster.as_ref().map(|x| json!(x)));
+            // system:serviceaccount:NAMESPACE:NAME
+            let mut parts = c.identity_key.splitn(4, ':').skip(2);
+            if let (Some(ns), Some(name)) = (parts.next(), parts.next()) {
+                k8s.insert("namespace".into(), json!(ns));
+                k8s.insert("service_account".into(), json!(name));
+            }
+            put(&mut k8s, "pod", w.pod.as_ref().map(|p| json!({"name": p})));
+            put(&mut k8s, "node", w.node.as_ref().map(|n| json!(n)));
+            if !k8s.is_empty() {
+                t.insert("kubernetes".into(), Value::Object(k8s));
+            }
+        }
+        "gcp" => {
+            let mut gcp = Map::new();
+            put(&mut gcp, "project", c.tenant.as_ref().map(|p| json!(p)));
+            if c.identity_key.ends_with(".gserviceaccount.com") {
+                gcp.insert("service_account_email".into(), json!(c.identity_key));
+            }
+            if !gcp.is_empty() {
+                t.insert("gcp".into(), Value::Object(gcp));
+            }
+        }
+        _ => {}
+    }
+    Value::Object(t)
+}
+
+/// The command as its consumers read it, stamped as emitted at `now_ms` (wall clock in the
+/// service and replay): `issued_at` and `expires_at` say when a playbook may act on it, while
+/// `event_time` is the time of the record that triggered it.
+pub fn revocation_command(c: &Command, now_ms: i64) -> Value {
+    let issued_at = format_rfc3339_ms(now_ms);
+    let mut governance = Map::new();
+    put(&mut governance, "owner", c.owner.as_ref().map(|o| json!(o)));
+    governance.insert("severity".into(), json!(c.severity.name()));
+    governance.insert("severity_id".into(), json!(c.severity.id()));
+    governance.insert(
+        "approval".into(),
+        json!(if c.auto_approved {
+            "not_required"
+        } else {
+            "required"
+        }),
+    );
+    governance.insert("rollback".into(), rollback(c.action));
     json!({
         "schema": SCHEMA,
         "command_id": c.command_id,
         "idempotency_key": c.idempotency_key,
-        "issued_at": format_rfc3339_ms(c.issued_at_ms),
-        "expires_at": format_rfc3339_ms(c.expires_at_ms),
+        "issued_at": issued_at,
+        "expires_at": format_rfc3339_ms(now_ms + c.ttl_ms),
+        "event_time": format_rfc3339_ms(c.event_time_ms),
         "mode": c.mode.as_str(),
         "action": c.action,
-        "target": {
-            "provider": c.provider,
-            "tenant": c.tenant,
-            "identity": {"key": c.identity_key, "type": c.identity_type.as_str()},
-            "credential": c.credential_id.as_ref().map(|id| json!({"id": id, "type": c.credential_type})),
-        },
+        "target": target(c, &issued_at),
+        "governance": governance,
         "reason": {
             "finding_uid": c.finding_uid,
             "risk_score": c.risk_score,
             "summary": c.summary,
         },
-        "evidence": c.evidence.iter().map(|e| json!({
-            "event_uid": e.event_id,
-            "event_time": format_rfc3339_ms(e.time_ms),
-            "detector": e.detector.as_str(),
-        })).collect::<Vec<_>>(),
+        "evidence": c.evidence.iter().map(|e| {
+            let mut ev = Map::new();
+            put(&mut ev, "event_uid", e.event_id.as_ref().map(|u| json!(u)));
+            ev.insert("event_time".into(), json!(format_rfc3339_ms(e.time_ms)));
+            ev.insert("detector".into(), json!(e.detector.as_str()));
+            Value::Object(ev)
+        }).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::CommandMode;
+    use crate::decide::{Command, Severity, revocation_action};
+    use crate::decode::{self, Decoded, FormatHint};
+    use crate::event::{PrincipalType, RawRef, Workload};
+
+    fn command(provider: &'static str, key: &str, action: &'static str) -> Command {
+        Command {
+            command_id: "c".into(),
+            idempotency_key: "k".into(),
+            event_time_ms: 1_000_000,
+            ttl_ms: 3_600_000,
+            mode: CommandMode::DryRun,
+            severity: Severity::High,
+            owner: None,
+            auto_approved: false,
+            session: None,
+            workload: Workload::default(),
+            action,
+            provider,
+            tenant: None,
+            identity_key: key.into(),
+            identity_type: PrincipalType::K8sServiceAccount,
+            credential_id: None,
+            credential_type: None,
+            finding_uid: "f".into(),
+            risk_score: 90,
+            summary: "s".into(),
+            evidence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_command_is_valid_from_when_it_is_emitted_and_keeps_its_records_event_time() {
+        let now = 50_000_000;
+        let v = revocation_command(
+            &command("kubernetes", "system:serviceaccount:ns:sa", "x"),
+            now,
+        );
+        assert_eq!(v["issued_at"], format_rfc3339_ms(now));
+        assert_eq!(v["expires_at"], format_rfc3339_ms(now + 3_600_000));
+        assert_eq!(v["event_time"], format_rfc3339_ms(1_000_000));
+        assert_eq!(v["governance"]["approval"], "required");
+        assert!(v["target"].get("tenant").is_none(), "no nulls: {v}");
+    }
+
+    #[test]
+    fn kubernetes_targets_name_namespace_service_account_and_bound_pod() {
+        let mut c = command(
+            "kubernetes",
+            "system:serviceaccount:payments:api",
+            "revoke_service_account_tokens",
+        );
+        c.workload = Workload {
+            cluster: Some("prod-eu".into()),
+            pod: Some("api-7d9f-abcde".into()),
+            ..Workload::default()
+        };
+        let t = &revocation_command(&c, 0)["target"]["kubernetes"];
+        assert_eq!(t["cluster"], "prod-eu");
+        assert_eq!(t["namespace"], "payments");
+        assert_eq!(t["service_account"], "api");
+        assert_eq!(t["pod"]["name"], "api-7d9f-abcde");
+    }
+
+    #[test]
+    fn role_session_revocations_name_the_session_and_the_issue_time_cutoff_and_how_to_undo() {
+        let mut c = command(
+            "aws",
+            "arn:aws:iam::111122223333:role/app",
+            "revoke_role_sessions",
+        );
+        c.session = Some("arn:aws:sts::111122223333:assumed-role/app/i-0abc".into());
+        let v = revocation_command(&c, 7_000_000);
+        let aws = &v["target"]["aws"];
+        assert_eq!(aws["session"]["name"], "i-0abc");
+        assert_eq!(aws["token_issued_before"], v["issued_at"]);
+        assert_eq!(v["target"]["identity"]["name"], "app");
+        assert_eq!(v["governance"]["rollback"]["action"], "remove_deny_policy");
+    }
+
+    /// Each kind of principal gets an action that exists for it, or notify_owner.
+    #[test]
+    fn principals_without_a_revocation_get_notify_owner() {
+        let action = |line: &str| -> &'static str {
+            let mut ev = None;
+            decode::decode_record(
+                line.as_bytes(),
+                FormatHint::Auto,
+                &RawRef::new("test".into(), 1),
+                &mut |_, _, r| {
+                    if let Ok(Decoded::Event(e)) = r {
+                        ev = Some(e);
+                    }
+                },
+            );
+            revocation_action(&ev.expect("an event"))
+        };
+        let ct = |identity: &str| {
+            format!(
+                r#"{{"eventVersion":"1.09","userIdentity":{identity},"eventTime":"2026-01-05T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15","eventID":"e1"}}"#
+            )
+        };
+        assert_eq!(
+            action(&ct(
+                r#"{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333","accessKeyId":"AKIAIOSFODNN7EXAMPLE"}"#
+            )),
+            "disable_access_key"
+        );
+        assert_eq!(
+            action(&ct(
+                r#"{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333"}"#
+            )),
+            "notify_owner"
+        );
+        assert_eq!(
+            action(&ct(
+                r#"{"type":"Root","arn":"arn:aws:iam::111122223333:root","accountId":"111122223333","accessKeyId":"AKIAIOSFODNN7EXAMPLE"}"#
+            )),
+            "notify_owner"
+        );
+        let k8s = |user: &str| {
+            format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"3b9c1b4e-0000-4000-8000-000000000001","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{{"username":"{user}"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"pods"}},"responseStatus":{{"code":200}},"requestReceivedTimestamp":"2026-01-05T10:00:00Z","stageTimestamp":"2026-01-05T10:00:00Z"}}"#
+            )
+        };
+        assert_eq!(
+            action(&k8s("system:serviceaccount:ns:sa")),
+            "revoke_service_account_tokens"
+        );
+        assert_eq!(action(&k8s("system:node:ip-10-0-0-1")), "notify_owner");
+        assert_eq!(action(&k8s("alice@example.com")), "notify_owner");
+    }
 }

@@ -65,9 +65,9 @@ pub struct Outgoing {
 ///
 /// `ce_id` is stable across replays (the finding uid and its count, or the command id), so a
 /// consumer deduplicating on `ce_source` + `ce_id` drops the duplicates at-least-once delivery
-/// can cause.
-pub fn decision(d: &Decision, source: &str) -> Outgoing {
-    let body = render(d);
+/// can cause. `now_ms` stamps a command's issue and expiry ([`render`]).
+pub fn decision(d: &Decision, source: &str, now_ms: i64) -> Outgoing {
+    let body = render(d, now_ms);
     let (route, ty, id, key, time_ms, schema) = match d {
         Decision::Alert(a) => (
             Route::Alerts,
@@ -82,8 +82,8 @@ pub fn decision(d: &Decision, source: &str) -> Outgoing {
             COMMAND_TYPE,
             c.command_id.clone(),
             c.identity_key.as_str(),
-            c.issued_at_ms,
-            command::SCHEMA,
+            c.event_time_ms,
+            command::SCHEMA_URI,
         ),
     };
     Outgoing {

@@ -35,10 +35,11 @@ pub enum EmitError {
     },
 }
 
-/// The JSON message for a decision.
-pub fn render(d: &Decision) -> Value {
+/// The JSON message for a decision, emitted at `now_ms` (the wall clock, in the service and
+/// replay; a command's validity runs from then). Alerts do not depend on it.
+pub fn render(d: &Decision, now_ms: i64) -> Value {
     match d {
         Decision::Alert(a) => ocsf::detection_finding(a),
-        Decision::Command(c) => command::revocation_command(c),
+        Decision::Command(c) => command::revocation_command(c, now_ms),
     }
 }

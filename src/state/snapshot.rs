@@ -1139,7 +1139,7 @@ mod tests {
         let render = |e: &Engine| -> Vec<String> {
             rest.iter()
                 .flat_map(|ev| e.process(ev))
-                .map(|d| crate::emit::render(&d).to_string())
+                .map(|d| crate::emit::render(&d, 0).to_string())
                 .collect()
         };
         let (a, b) = (render(&original), render(&restored));
@@ -1190,7 +1190,7 @@ mod tests {
             all[n..]
                 .iter()
                 .flat_map(|ev| e.process_owned(ev, 1))
-                .map(|d| crate::emit::render(&d).to_string())
+                .map(|d| crate::emit::render(&d, 0).to_string())
                 .collect()
         };
         let (a, b) = (render(&original), render(&restored));

@@ -9,8 +9,8 @@
 //!   identity's warm-up (`warmup_days` after the later of its first event and the window start);
 //! - identity-days are counted over the same post-warm-up spans, within `[start, end]`;
 //! - a revocation command is outside the attacks when no attack on its target identity has a
-//!   window (plus grace) holding the command's event time (`issued_at`); warm-up does not
-//!   excuse a command.
+//!   window (plus grace) holding the command's `event_time` (the triggering record's); warm-up
+//!   does not excuse a command.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -34,7 +34,7 @@ pub struct AlertPoint {
 /// Extracts target identity and event time from a revocation command.
 pub fn command_point(v: &Value) -> Option<AlertPoint> {
     let identity = v["target"]["identity"]["key"].as_str()?.to_owned();
-    let time_ms = crate::decode::time::parse_timestamp_ms(v["issued_at"].as_str()?)?;
+    let time_ms = crate::decode::time::parse_timestamp_ms(v["event_time"].as_str()?)?;
     Some(AlertPoint {
         identity,
         time_ms,
@@ -176,7 +176,10 @@ pub fn score_files(
                 })?);
             } else if v["schema"] == "driftwatch.revocation-command.v1" {
                 issued.push(command_point(&v).with_context(|| {
-                    format!("{}: command without target.identity.key or issued_at", at())
+                    format!(
+                        "{}: command without target.identity.key or event_time",
+                        at()
+                    )
                 })?);
             }
         }
@@ -369,7 +372,7 @@ mod tests {
             serde_json::json!({
                 "schema": "driftwatch.revocation-command.v1",
                 "target": {"identity": {"key": id}},
-                "issued_at": crate::decode::time::format_rfc3339_ms(t),
+                "event_time": crate::decode::time::format_rfc3339_ms(t),
             })
             .to_string()
         };

@@ -182,7 +182,9 @@ pub fn run_with(events: &[AccessEvent], rules: Rules) -> (Engine, Outputs) {
     let mut out = Outputs::default();
     for e in events {
         for d in engine.process(e) {
-            let v = emit::render(&d);
+            // Emitted as its record happens: commands are stamped with event time here, so that
+            // two runs over the same events compare equal.
+            let v = emit::render(&d, e.time_ms);
             match d {
                 Decision::Alert(_) => out.alerts.push(v),
                 Decision::Command(_) => out.commands.push(v),
