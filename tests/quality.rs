@@ -3,23 +3,31 @@
 //! Targets (from the detection-engine issue): at least 95% of attack scenarios detected, and at
 //! most 5 false alert-hours per 1,000 identity-days after warm-up. The figures are printed.
 
-use crate::common::{assert_valid, decode_all, run, schema};
+use crate::common::{Outputs, assert_valid, decode_all, run, schema};
+use driftwatch::engine::Engine;
 use driftwatch::tools::evaluate::{alert_point, command_point, score, under_attack};
-use driftwatch::tools::simulate::{AttackKind, SimConfig, generate};
+use driftwatch::tools::simulate::{AttackKind, Labels, SimConfig, generate};
 
 const HOUR_MS: i64 = 3_600_000;
 
-#[test]
-fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
+/// A simulated fleet run through one engine in event-time order: the engine, what it emitted,
+/// the fleet's labels and the events.
+fn simulated(identities: usize, days: u32, seed: u64) -> (Engine, Outputs, Labels, usize) {
     let cfg = SimConfig {
-        identities: 240,
-        days: 21,
-        seed: 20261122,
+        identities,
+        days,
+        seed,
         ..SimConfig::default()
     };
     let (ct, k8s, labels) = generate(&cfg);
     let events = decode_all(ct.iter().chain(k8s.iter()).map(String::as_str));
     let (engine, out) = run(&events, None);
+    (engine, out, labels, events.len())
+}
+
+#[test]
+fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
+    let (engine, out, labels, events) = simulated(240, 21, 20261122);
     let points: Vec<_> = out
         .alerts
         .iter()
@@ -30,7 +38,7 @@ fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
     eprintln!(
         "fleet: {} identities, {} events, {} attacks; {:.0} bytes of baseline per identity\n{report}",
         labels.identities.len(),
-        events.len(),
+        events,
         labels.attacks.len(),
         bytes_per_identity
     );
@@ -119,15 +127,7 @@ fn every_alert_and_command_from_a_simulated_fleet_matches_its_schema() {
 /// rejected, while the alert as written passes.
 #[test]
 fn the_official_ocsf_class_rejects_what_our_alerts_once_got_wrong() {
-    let cfg = SimConfig {
-        identities: 60,
-        days: 14,
-        seed: 5,
-        ..SimConfig::default()
-    };
-    let (ct, k8s, _) = generate(&cfg);
-    let events = decode_all(ct.iter().chain(k8s.iter()).map(String::as_str));
-    let (_, out) = run(&events, None);
+    let (_, out, _, _) = simulated(60, 14, 5);
     let official = crate::common::load_schema("ocsf-1.1.0/detection_finding.schema.json");
     let aws = out
         .alerts

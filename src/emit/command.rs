@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
+use super::put;
+
 use crate::decide::Command;
 use crate::decode::time::format_rfc3339_ms;
 
@@ -49,20 +51,13 @@ fn last_segment(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 
-/// Inserts `value` under `key` unless it is `None`: attributes are left out, never null.
-fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(v) = value {
-        obj.insert(key.to_owned(), v);
-    }
-}
-
 /// What the playbook needs to find the thing to revoke, by provider: the role or user and the
 /// session for AWS, namespace, service account and bound pod for Kubernetes, project and
 /// service account for GCP.
 fn target(c: &Command, issued_at: &str) -> Value {
     let mut t = Map::new();
     t.insert("provider".into(), json!(c.provider));
-    put(&mut t, "tenant", c.tenant.as_ref().map(|x| json!(x)));
+    put(&mut t, "tenant", c.tenant.as_ref());
     t.insert(
         "identity".into(),
         json!({"key": c.identity_key, "type": c.identity_type.as_str(), "name": last_segment(&c.identity_key)}),
@@ -73,7 +68,7 @@ fn target(c: &Command, issued_at: &str) -> Value {
         c.credential_id.as_ref().map(|id| {
             let mut cred = Map::new();
             cred.insert("id".into(), json!(id));
-            put(&mut cred, "type", c.credential_type.map(|k| json!(k)));
+            put(&mut cred, "type", c.credential_type);
             Value::Object(cred)
         }),
     );
@@ -84,11 +79,7 @@ fn target(c: &Command, issued_at: &str) -> Value {
             if let Some(s) = &c.session {
                 aws.insert("session".into(), json!({"arn": s, "name": last_segment(s)}));
             }
-            put(
-                &mut aws,
-                "instance_id",
-                w.instance.as_ref().map(|i| json!(i)),
-            );
+            put(&mut aws, "instance_id", w.instance.as_ref());
             if matches!(c.action, "revoke_role_sessions" | "revoke_user_sessions") {
                 aws.insert("token_issued_before".into(), json!(issued_at));
             }
@@ -98,7 +89,7 @@ fn target(c: &Command, issued_at: &str) -> Value {
         }
         "kubernetes" => {
             let mut k8s = Map::new();
-            put(&mut k8s, "cluster", w.cluster.as_ref().map(|x| json!(x)));
+            put(&mut k8s, "cluster", w.cluster.as_ref());
             // system:serviceaccount:NAMESPACE:NAME
             let mut parts = c.identity_key.splitn(4, ':').skip(2);
             if let (Some(ns), Some(name)) = (parts.next(), parts.next()) {
@@ -106,14 +97,14 @@ fn target(c: &Command, issued_at: &str) -> Value {
                 k8s.insert("service_account".into(), json!(name));
             }
             put(&mut k8s, "pod", w.pod.as_ref().map(|p| json!({"name": p})));
-            put(&mut k8s, "node", w.node.as_ref().map(|n| json!(n)));
+            put(&mut k8s, "node", w.node.as_ref());
             if !k8s.is_empty() {
                 t.insert("kubernetes".into(), Value::Object(k8s));
             }
         }
         "gcp" => {
             let mut gcp = Map::new();
-            put(&mut gcp, "project", c.tenant.as_ref().map(|p| json!(p)));
+            put(&mut gcp, "project", c.tenant.as_ref());
             if c.identity_key.ends_with(".gserviceaccount.com") {
                 gcp.insert("service_account_email".into(), json!(c.identity_key));
             }
@@ -132,7 +123,7 @@ fn target(c: &Command, issued_at: &str) -> Value {
 pub fn revocation_command(c: &Command, now_ms: i64) -> Value {
     let issued_at = format_rfc3339_ms(now_ms);
     let mut governance = Map::new();
-    put(&mut governance, "owner", c.owner.as_ref().map(|o| json!(o)));
+    put(&mut governance, "owner", c.owner.as_ref());
     governance.insert("severity".into(), json!(c.severity.name()));
     governance.insert("severity_id".into(), json!(c.severity.id()));
     governance.insert(
@@ -162,7 +153,7 @@ pub fn revocation_command(c: &Command, now_ms: i64) -> Value {
         },
         "evidence": c.evidence.iter().map(|e| {
             let mut ev = Map::new();
-            put(&mut ev, "event_uid", e.event_id.as_ref().map(|u| json!(u)));
+            put(&mut ev, "event_uid", e.event_id.as_ref());
             ev.insert("event_time".into(), json!(format_rfc3339_ms(e.time_ms)));
             ev.insert("detector".into(), json!(e.detector.as_str()));
             Value::Object(ev)

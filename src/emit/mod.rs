@@ -13,7 +13,8 @@ use std::io;
 use std::path::PathBuf;
 
 use rdkafka::error::KafkaError;
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::decide::Decision;
 
@@ -33,6 +34,14 @@ pub enum EmitError {
         attempts: u32,
         source: KafkaError,
     },
+}
+
+/// Inserts `value` under `key` when there is one: optional attributes of our messages are left
+/// out, never null.
+pub(crate) fn put<T: Serialize>(obj: &mut Map<String, Value>, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        obj.insert(key.to_owned(), serde_json::json!(v));
+    }
 }
 
 /// The JSON message for a decision, emitted at `now_ms` (the wall clock, in the service and

@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
+use super::put;
+
 use crate::decide::{Activity, Alert, Severity};
 use crate::detect::Detector;
 use crate::event::{AccessEvent, SourceFormat};
@@ -119,13 +121,6 @@ fn confidence(a: &Alert) -> (u8, &'static str) {
     }
 }
 
-/// Inserts `value` under `key` unless it is `None`: OCSF attributes are left out, never null.
-fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(v) = value {
-        obj.insert(key.to_owned(), v);
-    }
-}
-
 /// The OCSF 1.1.0 Detection Finding of an alert. Attributes the alert has no value for are left
 /// out (never null); a source that names a cloud account declares the `cloud` profile and
 /// carries `cloud`. Valid against the official schema (`schemas/ocsf-1.1.0/`).
@@ -175,16 +170,8 @@ pub fn detection_finding(a: &Alert) -> Value {
     data.insert("detector".into(), json!("triggering_event"));
     data.insert("action".into(), json!(ev.action));
     data.insert("event_time".into(), json!(ev.time_ms));
-    put(
-        &mut data,
-        "event_uid",
-        ev.event_id.as_ref().map(|u| json!(u)),
-    );
-    put(
-        &mut data,
-        "resource",
-        ev.resource.as_ref().map(|r| json!(r)),
-    );
+    put(&mut data, "event_uid", ev.event_id.as_ref());
+    put(&mut data, "resource", ev.resource.as_ref());
     data.insert(
         "outcome".into(),
         json!(if ev.outcome.success {
@@ -193,17 +180,9 @@ pub fn detection_finding(a: &Alert) -> Value {
             "failure"
         }),
     );
-    put(
-        &mut data,
-        "error_code",
-        ev.outcome.error_code.as_ref().map(|c| json!(c)),
-    );
+    put(&mut data, "error_code", ev.outcome.error_code.as_ref());
     // OCSF 1.1.0's evidence has no HTTP request: the user agent is part of the event's data.
-    put(
-        &mut data,
-        "user_agent",
-        ev.origin.user_agent.as_ref().map(|u| json!(u)),
-    );
+    put(&mut data, "user_agent", ev.origin.user_agent.as_ref());
     let mut latest = Map::new();
     latest.insert("actor".into(), json!({"user": user}));
     latest.insert("api".into(), api(ev));
@@ -243,11 +222,7 @@ pub fn detection_finding(a: &Alert) -> Value {
         json!({"name": "driftwatch", "vendor_name": "driftwatch", "version": env!("CARGO_PKG_VERSION")}),
     );
     metadata.insert("log_name".into(), json!(ev.format.as_str()));
-    put(
-        &mut metadata,
-        "tenant_uid",
-        ev.tenant.as_ref().map(|t| json!(t)),
-    );
+    put(&mut metadata, "tenant_uid", ev.tenant.as_ref());
 
     let mut unmapped = Map::new();
     unmapped.insert(
@@ -266,20 +241,12 @@ pub fn detection_finding(a: &Alert) -> Value {
         "credential_type",
         ev.credential.as_ref().map(|c| json!(c.kind)),
     );
-    put(
-        &mut unmapped,
-        "session_uid",
-        ev.session_id.as_ref().map(|s| json!(s)),
-    );
-    put(
-        &mut unmapped,
-        "command_id",
-        a.command_id.as_ref().map(|c| json!(c)),
-    );
+    put(&mut unmapped, "session_uid", ev.session_id.as_ref());
+    put(&mut unmapped, "command_id", a.command_id.as_ref());
     put(
         &mut unmapped,
         "command_withheld",
-        a.command_withheld.as_ref().map(|c| json!(c)),
+        a.command_withheld.as_ref(),
     );
     unmapped.insert("raw_source".into(), json!(ev.raw.source_label()));
     unmapped.insert("raw_position".into(), json!(ev.raw.position));
