@@ -40,6 +40,6 @@ ENV DRIFTWATCH_METRICS_ADDR=0.0.0.0:9464
 EXPOSE 9464
 # Alive = the endpoint answers; readiness (/readyz) is for orchestrators that route or wait.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s \
-  CMD ["/usr/local/bin/driftwatch", "probe", "--addr", "127.0.0.1:9464", "--path", "/healthz"]
+  CMD ["/usr/local/bin/driftwatch", "probe", "--path", "/healthz"]
 ENTRYPOINT ["/usr/local/bin/driftwatch"]
 CMD ["run"]

@@ -287,8 +287,9 @@ pub struct InspectArgs {
 
 #[derive(clap::Args)]
 pub struct ProbeArgs {
-    /// Address of the metrics endpoint (--metrics-addr of `run`).
-    #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+    /// Address of the metrics endpoint (--metrics-addr of `run`, so by default the same
+    /// DRIFTWATCH_METRICS_ADDR; an unspecified address such as 0.0.0.0 is probed on loopback).
+    #[arg(long, env = "DRIFTWATCH_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub addr: SocketAddr,
     /// /healthz (alive), /readyz (partitions assigned and baselines rebuilt) or /metrics.
     #[arg(long, default_value = "/readyz")]

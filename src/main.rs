@@ -12,7 +12,8 @@ use driftwatch::cli::{
 use driftwatch::config::settings::KafkaProperty;
 use driftwatch::config::{ConfigError, Model, Rules};
 use driftwatch::replay::{self, ReplayOptions};
-use driftwatch::service::Service;
+use driftwatch::service::{Service, ServiceError};
+use driftwatch::telemetry::logging::LogFormat;
 use driftwatch::telemetry::{http, logging, metrics};
 use driftwatch::tools::simulate::{self, SimConfig};
 use driftwatch::tools::{bench_kafka, demo, evaluate, inspect, produce};
@@ -27,26 +28,83 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    logging::init(cli.log_format, level);
+    let format = cli.log_format;
+    logging::init(format, level);
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            if let Some(c) = e.downcast_ref::<ConfigError>() {
-                eprintln!("error: {c}");
-                return ExitCode::from(2);
+        Err(e) => fail(format, &e),
+    }
+}
+
+/// The configuration problem behind `e`, if that is what it is (bad files, flags or a property
+/// librdkafka rejects when the service creates its clients).
+fn config_error(e: &anyhow::Error) -> Option<&ConfigError> {
+    e.downcast_ref::<ConfigError>()
+        .or_else(|| match e.downcast_ref::<ServiceError>() {
+            Some(ServiceError::Config(c)) => Some(c),
+            _ => None,
+        })
+}
+
+/// Reports a fatal error once, as text or (with `--log-format json`) as one JSON log line, and
+/// returns the exit code: 2 for a configuration problem, 1 for anything else.
+fn fail(format: LogFormat, e: &anyhow::Error) -> ExitCode {
+    let config = config_error(e);
+    let code: u8 = if config.is_some() { 2 } else { 1 };
+    match format {
+        LogFormat::Text => match config {
+            Some(c) => eprintln!("error: {c}"),
+            None => eprintln!("error: {e:#}"),
+        },
+        LogFormat::Json => {
+            let mut line = serde_json::json!({
+                "timestamp": driftwatch::decode::time::format_rfc3339_ms(driftwatch::telemetry::now_ms()),
+                "level": "ERROR",
+                "message": format!("{e:#}"),
+                "exit_code": code,
+                "target": "driftwatch",
+            });
+            if let Some(c) = config {
+                line["message"] = serde_json::json!(format!(
+                    "{} configuration problem(s) in {}",
+                    c.problems.len(),
+                    c.file
+                ));
+                line["problems"] = c
+                    .problems
+                    .iter()
+                    .map(|p| serde_json::json!({"file": c.file, "key": p.key, "why": p.why}))
+                    .collect();
             }
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("{line}");
         }
+    }
+    ExitCode::from(code)
+}
+
+/// Prints a command's closing summary: its text, or one JSON log line carrying it as an object.
+fn report(format: LogFormat, what: &str, summary: &(impl std::fmt::Display + serde::Serialize)) {
+    match format {
+        LogFormat::Text => eprintln!("{summary}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": driftwatch::decode::time::format_rfc3339_ms(driftwatch::telemetry::now_ms()),
+                "level": "INFO",
+                "message": format!("{what} finished"),
+                "summary": summary,
+                "target": "driftwatch",
+            })
+        ),
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay(a) => replay(&a),
+        Command::Replay(a) => replay(&a, cli.log_format),
         Command::Simulate(a) => simulate(&a),
         Command::Evaluate(a) => evaluate(&a),
-        Command::Run(a) => run_service(&a),
+        Command::Run(a) => run_service(&a, cli.log_format),
         Command::Produce(a) => produce(&a),
         Command::Demo(a) => demo(&a),
         Command::BenchKafka(a) => bench_kafka(&a),
@@ -89,7 +147,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn replay(a: &ReplayArgs) -> anyhow::Result<ExitCode> {
+fn replay(a: &ReplayArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
     let rules = with_ranges(
         Rules::load(a.model.as_deref(), a.identities.as_deref())?,
         &a.ip_ranges,
@@ -107,7 +165,7 @@ fn replay(a: &ReplayArgs) -> anyhow::Result<ExitCode> {
         max_record_bytes: a.max_record_bytes,
     };
     let summary = replay::run(&opts, rules)?;
-    eprintln!("{summary}");
+    report(format, "driftwatch replay", &summary);
     // Every readable input was replayed; one that could not be is still a failure.
     Ok(if summary.input_errors.is_empty() {
         ExitCode::SUCCESS
@@ -234,7 +292,7 @@ impl Reload {
     }
 }
 
-fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
+fn run_service(a: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
     let cfg = a.resolve()?;
     let rules = with_ranges(
         Rules::load(cfg.model.as_deref(), cfg.identities.as_deref())?,
@@ -271,7 +329,7 @@ fn run_service(a: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(summary?)
     })?;
-    eprintln!("{summary}");
+    report(format, "driftwatch run", &summary);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -360,13 +418,21 @@ fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn probe(a: &ProbeArgs) -> anyhow::Result<ExitCode> {
-    Ok(match runtime()?.block_on(http::get(a.addr, &a.path)) {
+    // A service listening on every address (0.0.0.0:9464 in the image) answers on loopback.
+    let mut addr = a.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(match runtime()?.block_on(http::get(addr, &a.path)) {
         Ok((200, body)) => {
             println!("{}", body.trim_end());
             ExitCode::SUCCESS
         }
         Ok((status, body)) => {
-            eprintln!("http://{}{}: {status} {}", a.addr, a.path, body.trim_end());
+            eprintln!("http://{}{}: {status} {}", addr, a.path, body.trim_end());
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::Rules;
 use crate::decide::Decision;
@@ -70,8 +70,14 @@ pub enum ReplayError {
     State(#[from] StateError),
 }
 
-/// Totals of one replay, printed to stderr by the CLI.
-#[derive(Debug, Clone, Default)]
+/// Pairs as a JSON object, in their order.
+fn as_map<S: serde::Serializer>(pairs: &[(Detector, u64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(d, n)| (d.as_str(), n)))
+}
+
+/// Totals of one replay, printed to stderr by the CLI (as text, or as JSON with
+/// `--log-format json`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
     pub records: u64,
     pub events: u64,
@@ -90,6 +96,7 @@ pub struct Summary {
     pub alerts_updated: u64,
     pub alerts_by_cause: BTreeMap<&'static str, u64>,
     pub alerts_by_severity: BTreeMap<&'static str, u64>,
+    #[serde(serialize_with = "as_map")]
     pub findings_by_detector: Vec<(Detector, u64)>,
     pub commands: u64,
     pub merged: u64,
@@ -101,6 +108,10 @@ pub struct Summary {
     pub restored: Option<Loaded>,
     /// What `--state` saved.
     pub saved: Option<Saved>,
+    #[serde(
+        rename = "elapsed_seconds",
+        serialize_with = "crate::telemetry::serialize_seconds"
+    )]
     pub elapsed: Duration,
 }
 
@@ -550,7 +561,8 @@ pub fn merge_inputs<E>(
                 summary.rejected_not_written += n;
             }
             if let Some(e) = batch.error {
-                warn!(error = %e, "An input could not be read to its end; the others replay on.");
+                // Reported once, in the summary; here only for whoever debugs a long replay.
+                debug!(error = %e, "An input could not be read to its end; the others replay on.");
                 summary.input_errors.push(e.to_string());
             }
             for event in batch.events {

@@ -68,8 +68,8 @@ pub enum ServiceError {
     ShutdownTimeout { grace: Duration, pending: u64 },
 }
 
-/// Totals printed when the service stops.
-#[derive(Debug, Clone, Default)]
+/// Totals printed when the service stops (as text, or as JSON with `--log-format json`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RunSummary {
     pub consumed: u64,
     pub rebuilt: u64,
@@ -79,6 +79,10 @@ pub struct RunSummary {
     pub commands: u64,
     pub dead_lettered: u64,
     pub identities: usize,
+    #[serde(
+        rename = "elapsed_seconds",
+        serialize_with = "crate::telemetry::serialize_seconds"
+    )]
     pub elapsed: Duration,
 }
 

@@ -377,15 +377,50 @@ fn json_log_format_writes_one_json_object_per_log_line() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
+    // Every line of stderr is a JSON object: the logs and the closing summary alike.
     let logs: Vec<serde_json::Value> = err
         .lines()
-        .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
         logs.iter()
             .any(|l| l["level"] == "WARN" && l["message"].is_string()),
         "the bad record is logged as JSON:\n{err}"
+    );
+    let summary = &logs.last().unwrap()["summary"];
+    assert_eq!(summary["records"], 1, "{err}");
+    assert_eq!(summary["rejected"]["invalid_json"], 1, "{err}");
+    assert!(summary["findings_by_detector"]["new_origin"].is_u64());
+
+    // A fatal error is one JSON line too, naming every problem, with the exit code.
+    let out = driftwatch(&[
+        "run",
+        "--log-format",
+        "json",
+        "--brokers",
+        "127.0.0.1:1",
+        "--metrics-addr",
+        "off",
+        "--kafka-property",
+        "compression.type=bogus",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a property librdkafka rejects is a configuration problem"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line: Value = serde_json::from_str(err.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["exit_code"], 2);
+    assert_eq!(line["problems"][0]["key"], "--kafka-property");
+    assert!(
+        line["problems"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("compression"),
+        "{line}"
     );
 }
 

@@ -240,12 +240,15 @@ fn metrics_are_served_where_prometheus_scrapes_and_the_healthcheck_probes() {
         "the binary the image installs"
     );
     match parse(&test[2..]).command {
-        Command::Probe(p) => {
-            assert_eq!(p.addr.port(), port);
-            assert_eq!(p.path, "/readyz");
-        }
+        Command::Probe(p) => assert_eq!(p.path, "/readyz"),
         _ => panic!("the healthcheck does not run `driftwatch probe`"),
     }
+    // The probe takes its address from DRIFTWATCH_METRICS_ADDR, as `run` does, so moving the
+    // endpoint cannot leave the healthcheck probing the old one.
+    assert!(
+        !test.iter().any(|a| a == "--addr"),
+        "the healthcheck names an address of its own: {test:?}"
+    );
     let prometheus = yaml("deploy/prometheus/prometheus.yml");
     let targets = strings(&prometheus["scrape_configs"][0]["static_configs"][0]["targets"]);
     assert_eq!(targets, [format!("driftwatch:{port}")]);
@@ -273,6 +276,16 @@ fn the_image_is_multi_stage_non_root_and_serves_metrics_beyond_loopback() {
     );
     assert!(dockerfile.contains("ENV DRIFTWATCH_METRICS_ADDR=0.0.0.0:9464"));
     assert!(dockerfile.contains("EXPOSE 9464"));
+    // The image's HEALTHCHECK probes wherever DRIFTWATCH_METRICS_ADDR puts the endpoint.
+    let health = dockerfile
+        .split("HEALTHCHECK")
+        .nth(1)
+        .and_then(|rest| rest.lines().take(3).find(|l| l.contains("CMD")))
+        .expect("a HEALTHCHECK with a command");
+    assert!(
+        health.contains("\"probe\"") && !health.contains("--addr"),
+        "{health}"
+    );
     for l in dockerfile
         .lines()
         .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))

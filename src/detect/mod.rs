@@ -59,6 +59,11 @@ macro_rules! detectors {
                 }
             }
         }
+        impl serde::Serialize for Detector {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
     };
 }
 

@@ -33,7 +33,7 @@ pub enum StateError {
 }
 
 /// What a load restored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Loaded {
     pub identities: usize,
     /// Identities whose snapshots were written under another format or model fingerprint, and
@@ -43,7 +43,7 @@ pub struct Loaded {
 }
 
 /// What a save wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Saved {
     pub identities: usize,
     pub bytes: u64,

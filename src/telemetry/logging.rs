@@ -27,8 +27,12 @@ pub fn init(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in files or log collectors.
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colours only for a person at a terminal who has not asked for none (NO_COLOR), not
+        // in files or log collectors.
+        .with_ansi(colours_wanted(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -39,5 +43,25 @@ pub fn init(format: LogFormat, default_level: &str) {
     }
     if let Some((value, error)) = bad {
         tracing::warn!(value, %error, default_level, "RUST_LOG is not a valid filter; using the default level.");
+    }
+}
+
+/// Whether to colour log lines: only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (https://no-color.org).
+fn colours_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_color_set_to_anything_turns_colours_off_and_pipes_never_get_them() {
+        use std::ffi::OsStr;
+        assert!(colours_wanted(true, None));
+        assert!(colours_wanted(true, Some(OsStr::new(""))));
+        assert!(!colours_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colours_wanted(false, None));
     }
 }

@@ -6,7 +6,7 @@ pub mod logging;
 pub mod metrics;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use metrics::{EngineCollector, Metrics};
 
@@ -66,6 +66,11 @@ impl RateLimit {
         }
         Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
+}
+
+/// Serialises a duration as seconds (for summaries printed as JSON).
+pub fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 #[cfg(test)]
