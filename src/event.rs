@@ -230,6 +230,9 @@ pub struct AccessEvent {
     pub event_id: Option<String>,
     /// Account, project or cluster, when known.
     pub tenant: Option<String>,
+    /// The cloud region (or zone) the call was made in: CloudTrail's `awsRegion`, a GCP
+    /// resource's location. Kept only with a region's shape.
+    pub region: Option<String>,
     /// The identity whose baseline this event updates (see `schemas/README.md`).
     pub principal: String,
     pub principal_type: PrincipalType,
@@ -350,6 +353,13 @@ impl AccessEvent {
         {
             scrub_string(t);
         }
+        if self
+            .region
+            .as_deref()
+            .is_some_and(|r| !shape::cloud_region(r))
+        {
+            self.region = None;
+        }
         for s in self.open_text() {
             scrub_string(s);
         }
@@ -380,6 +390,7 @@ mod tests {
             format: SourceFormat::Native,
             event_id: None,
             tenant: None,
+            region: None,
             principal: format!("{}a", "p".repeat(1_000_000)),
             principal_type: PrincipalType::Other,
             credential: None,

@@ -578,6 +578,18 @@ pub mod shape {
             })
     }
 
+    /// A cloud region or zone name: 2 to 32 lower-case letters, digits and hyphens, starting
+    /// with a letter (AWS `eu-west-1`, `us-gov-west-1`; GCP `europe-west1`, `us-central1-a`,
+    /// `global`).
+    pub fn cloud_region(s: &str) -> bool {
+        (2..=32).contains(&s.len())
+            && s.as_bytes()[0].is_ascii_lowercase()
+            && !s.ends_with('-')
+            && all(s, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
+            })
+    }
+
     /// A GCP service-account key id: 40 hex digits.
     pub fn gcp_key_id(s: &str) -> bool {
         s.len() == 40 && all(s, |c| c.is_ascii_hexdigit())

@@ -37,6 +37,8 @@ struct Record<'a> {
     #[serde(borrow)]
     recipient_account_id: Option<Str<'a>>,
     #[serde(borrow)]
+    aws_region: Option<Str<'a>>,
+    #[serde(borrow)]
     vpc_endpoint_id: Option<Str<'a>>,
     #[serde(borrow)]
     user_identity: Option<UserIdentity<'a>>,
@@ -185,6 +187,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             .as_deref()
             .or(ui.account_id.as_deref())
             .map(str::to_owned),
+        region: r.aws_region.as_deref().map(str::to_owned),
         principal,
         principal_type,
         credential,
@@ -362,6 +365,23 @@ mod tests {
         assert_eq!(e.volume.bytes_out, Some(1024));
         assert_eq!(e.resource.as_deref(), Some("s3://data/a.csv"));
         assert_eq!(e.tenant.as_deref(), Some("111122223333"));
+    }
+
+    #[test]
+    fn the_region_is_kept_only_when_it_has_a_regions_shape() {
+        // As every decoder's events are: through the sanitising boundary.
+        let with = |region: &str| {
+            let mut e = decode_str(&format!(
+                r#"{{"eventTime":"2024-07-31T12:36:52Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity",
+                "awsRegion":"{region}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u"}}}}"#
+            ));
+            e.sanitize(crate::event::MAX_FIELD_BYTES);
+            e.region
+        };
+        assert_eq!(with("eu-west-1").as_deref(), Some("eu-west-1"));
+        assert_eq!(with("us-gov-west-1").as_deref(), Some("us-gov-west-1"));
+        assert_eq!(with("AKIAIOSFODNN7EXAMPLE"), None);
+        assert_eq!(with("eu west 1; drop"), None);
     }
 
     #[test]

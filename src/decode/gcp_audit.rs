@@ -44,6 +44,12 @@ struct MonitoredResource<'a> {
 struct Labels<'a> {
     #[serde(borrow)]
     project_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    location: Option<Str<'a>>,
+    #[serde(borrow)]
+    region: Option<Str<'a>>,
+    #[serde(borrow)]
+    zone: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +140,17 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             let rest = name.strip_prefix("projects/")?;
             Some(rest.split('/').next()?.to_owned())
         });
+    let region = e
+        .resource
+        .as_ref()
+        .and_then(|r| r.labels.as_ref())
+        .and_then(|l| {
+            l.location
+                .as_ref()
+                .or(l.region.as_ref())
+                .or(l.zone.as_ref())
+        })
+        .map(|s| s.to_string());
     let meta = p.request_metadata.as_ref();
     let caller = meta.and_then(|m| m.caller_ip.as_deref());
     let (ip, origin_service) = match caller {
@@ -149,6 +166,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         format: SourceFormat::GcpAudit,
         event_id: e.insert_id.as_deref().map(str::to_owned),
         tenant,
+        region,
         principal: principal.to_owned(),
         principal_type,
         credential: auth

@@ -166,6 +166,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         format: SourceFormat::K8sAudit,
         event_id: e.audit_id.as_deref().map(str::to_owned),
         tenant: None,
+        region: None,
         principal: username.to_owned(),
         principal_type,
         credential: credential_id.as_deref().map(|id| Credential {

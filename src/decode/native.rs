@@ -22,6 +22,8 @@ struct Native<'a> {
     event_id: Option<Str<'a>>,
     #[serde(default, borrow)]
     tenant: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    region: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "super::object::required")]
     principal: Principal<'a>,
     #[serde(default, borrow, deserialize_with = "super::object::optional")]
@@ -204,6 +206,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         format: SourceFormat::Native,
         event_id: n.event_id.as_deref().map(str::to_owned),
         tenant: n.tenant.as_deref().map(str::to_owned),
+        region: n.region.as_deref().map(str::to_owned),
         principal: n.principal.key.0.into_owned(),
         principal_type: n
             .principal

@@ -45,10 +45,11 @@ pub(crate) fn put<T: Serialize>(obj: &mut Map<String, Value>, key: &str, value: 
 }
 
 /// The JSON message for a decision, emitted at `now_ms` (the wall clock, in the service and
-/// replay; a command's validity runs from then). Alerts do not depend on it.
+/// replay): an alert's `finding_info.created_time`/`modified_time`, a command's validity. All
+/// else is event time, so the same events give the same messages but for these.
 pub fn render(d: &Decision, now_ms: i64) -> Value {
     match d {
-        Decision::Alert(a) => ocsf::detection_finding(a),
+        Decision::Alert(a) => ocsf::detection_finding(a, now_ms),
         Decision::Command(c) => command::revocation_command(c, now_ms),
     }
 }

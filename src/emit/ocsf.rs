@@ -121,10 +121,12 @@ fn confidence(a: &Alert) -> (u8, &'static str) {
     }
 }
 
-/// The OCSF 1.1.0 Detection Finding of an alert. Attributes the alert has no value for are left
-/// out (never null); a source that names a cloud account declares the `cloud` profile and
-/// carries `cloud`. Valid against the official schema (`schemas/ocsf-1.1.0/`).
-pub fn detection_finding(a: &Alert) -> Value {
+/// The OCSF 1.1.0 Detection Finding of an alert, emitted at `now_ms` (wall clock:
+/// `finding_info.modified_time`, and `created_time` when it opens the finding; every other time
+/// is event time). Attributes the alert has no value for are left out (never null); a source
+/// that names a cloud account declares the `cloud` profile and carries `cloud`. Valid against
+/// the official schema (`schemas/ocsf-1.1.0/`).
+pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     let (activity_id, activity_name) = match a.activity {
         Activity::Create => (1, "Create"),
         Activity::Update => (2, "Update"),
@@ -288,8 +290,10 @@ pub fn detection_finding(a: &Alert) -> Value {
         "observables": observables,
         "unmapped": unmapped,
     });
+    finding["finding_info"]["modified_time"] = json!(now_ms);
     // The finding's status belongs to whoever triages it: set once, when it is created.
     if a.activity == Activity::Create {
+        finding["finding_info"]["created_time"] = json!(now_ms);
         finding["status_id"] = json!(1);
         finding["status"] = json!("New");
     }
@@ -301,6 +305,7 @@ pub fn detection_finding(a: &Alert) -> Value {
             "account",
             ev.tenant.as_ref().map(|t| json!({"uid": t})),
         );
+        put(&mut cloud, "region", ev.region.as_ref());
         finding["cloud"] = Value::Object(cloud);
         finding["metadata"]["profiles"] = json!(["cloud"]);
     }
