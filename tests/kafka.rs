@@ -468,6 +468,16 @@ fn give_up(child: Child, why: &str) -> ! {
     panic!("{why}; its log ends:\n{}", tail.join("\n"));
 }
 
+/// The totals `run` prints when it stops: with `--log-format json`, the `summary` object of its
+/// closing log line.
+fn run_summary(log: &str) -> Value {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "driftwatch run finished")
+        .map(|l| l["summary"].clone())
+        .unwrap_or_else(|| panic!("no closing summary in the log:\n{log}"))
+}
+
 fn topic_len(topic: &str) -> usize {
     read_all(topic, 0).len()
 }
@@ -509,7 +519,10 @@ async fn killed_mid_stream_and_restarted_it_loses_no_record_and_repeated_command
     let second = driftwatch_run(&t, &group);
     let second = await_committed(&brokers(), &group, &t.input, partitions, n, second, 240).await;
     let log = stop_cleanly(second);
-    assert!(log.contains("replayed to rebuild baselines"), "{log}");
+    assert!(
+        run_summary(&log)["consumed"].as_u64().unwrap() > 0,
+        "the successor processed the rest: {log}"
+    );
 
     let alerts = read_all(&t.alerts, 0);
     let caught = detected(&labels, &alert_points(&alerts));
@@ -693,14 +706,9 @@ async fn one_of_two_instances_killed_its_partitions_are_restored_from_the_state_
         !log.contains("rebuilding its baselines"),
         "nothing rebuilt from history: {log}"
     );
-    let summary = log
-        .lines()
-        .find(|l| l.starts_with("driftwatch run:"))
-        .expect("summary line");
-    let words: Vec<&str> = summary.split_whitespace().collect();
-    let consumed: i64 = words[2].parse().unwrap();
-    let replayed: i64 = words[5].trim_start_matches('(').parse().unwrap();
-    assert_eq!(replayed, 0, "{summary}");
+    let summary = run_summary(&log);
+    let consumed = summary["consumed"].as_i64().unwrap();
+    assert_eq!(summary["rebuilt"], 0, "{summary}");
     // At most its own partitions in full and the moved ones after their last commit: what the
     // killed instance had committed is not read again, to rebuild or otherwise.
     let not_reread: i64 = moved.iter().map(|p| at_kill[*p as usize]).sum();
@@ -861,16 +869,11 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
         "within the grace period"
     );
     let log = String::from_utf8_lossy(&out.stderr);
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("driftwatch run:"))
-        .expect("summary line");
-    let consumed: i64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
-    // With --log-format json every log line is one JSON object; the first ones state the
-    // effective configuration and where the metrics are served.
+    let consumed = run_summary(&log)["consumed"].as_i64().unwrap();
+    // With --log-format json every line is one JSON object, the closing summary too; the first
+    // ones state the effective configuration and where the metrics are served.
     let logs: Vec<Value> = log
         .lines()
-        .filter(|l| !l.starts_with("driftwatch run:"))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     let started_line = logs
@@ -902,7 +905,7 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
     assert_eq!(
         committed_total(&group, &t.input, partitions),
         consumed,
-        "{line}"
+        "{log}"
     );
 
     let (stats, stop, handle) = spawn_service(run_config(&t, &group));
