@@ -51,6 +51,15 @@ fn last_segment(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 
+/// The identity's own name: an ARN's last path segment (role or user name), a Kubernetes
+/// user's last `:` segment (the service account or node name), a GCP principal as it is.
+fn identity_name(c: &Command) -> &str {
+    match c.provider {
+        "kubernetes" => c.identity_key.rsplit(':').next().unwrap_or(&c.identity_key),
+        _ => last_segment(&c.identity_key),
+    }
+}
+
 /// What the playbook needs to find the thing to revoke, by provider: the role or user and the
 /// session for AWS, namespace, service account and bound pod for Kubernetes, project and
 /// service account for GCP.
@@ -60,7 +69,7 @@ fn target(c: &Command, issued_at: &str) -> Value {
     put(&mut t, "tenant", c.tenant.as_ref());
     t.insert(
         "identity".into(),
-        json!({"key": c.identity_key, "type": c.identity_type.as_str(), "name": last_segment(&c.identity_key)}),
+        json!({"key": c.identity_key, "type": c.identity_type.as_str(), "name": identity_name(c)}),
     );
     put(
         &mut t,
@@ -221,7 +230,9 @@ mod tests {
             pod: Some("api-7d9f-abcde".into()),
             ..Workload::default()
         };
-        let t = &revocation_command(&c, 0)["target"]["kubernetes"];
+        let v = revocation_command(&c, 0);
+        assert_eq!(v["target"]["identity"]["name"], "api");
+        let t = &v["target"]["kubernetes"];
         assert_eq!(t["cluster"], "prod-eu");
         assert_eq!(t["namespace"], "payments");
         assert_eq!(t["service_account"], "api");
