@@ -138,6 +138,9 @@ pub struct Workload {
     pub namespace: Option<String>,
     pub node: Option<String>,
     pub pod: Option<String>,
+    /// The bound pod's uid (Kubernetes `authentication.kubernetes.io/pod-uid`), kept only with
+    /// a UUID's shape.
+    pub pod_uid: Option<String>,
     /// AWS instance id or other workload instance identifier.
     pub instance: Option<String>,
 }
@@ -359,6 +362,10 @@ impl AccessEvent {
             .is_some_and(|r| !shape::cloud_region(r))
         {
             self.region = None;
+        }
+        let w = &mut self.origin.workload;
+        if w.pod_uid.as_deref().is_some_and(|u| !shape::uuid(u)) {
+            w.pod_uid = None;
         }
         for s in self.open_text() {
             scrub_string(s);

@@ -65,6 +65,8 @@ struct Annotations<'a> {
 struct Extra<'a> {
     #[serde(borrow, rename = "authentication.kubernetes.io/pod-name", default)]
     pod_name: Vec<Str<'a>>,
+    #[serde(borrow, rename = "authentication.kubernetes.io/pod-uid", default)]
+    pod_uid: Vec<Str<'a>>,
     #[serde(borrow, rename = "authentication.kubernetes.io/node-name", default)]
     node_name: Vec<Str<'a>>,
     #[serde(borrow, rename = "authentication.kubernetes.io/credential-id", default)]
@@ -113,13 +115,14 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let verb = required(e.verb.as_deref(), F, "verb")?;
 
     let first = |v: &[Str<'_>]| -> Option<String> { v.first().map(|s| s.to_string()) };
-    let (pod, node, credential_id) = match &user.extra {
+    let (pod, pod_uid, node, credential_id) = match &user.extra {
         Some(x) => (
             first(&x.pod_name),
+            first(&x.pod_uid),
             first(&x.node_name),
             first(&x.credential_id),
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let (principal_type, sa_namespace) = match username.strip_prefix("system:serviceaccount:") {
         Some(rest) => (PrincipalType::K8sServiceAccount, rest.split(':').next()),
@@ -194,6 +197,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
                 namespace: sa_namespace.map(str::to_owned),
                 node,
                 pod,
+                pod_uid,
                 instance: None,
             },
         },
@@ -213,6 +217,7 @@ mod tests {
             "requestURI":"/api/v1/namespaces/payments/secrets/db","verb":"get",
             "user":{"username":"system:serviceaccount:payments:api","extra":{
               "authentication.kubernetes.io/pod-name":["api-7d9f8b6c5-x2k4p"],
+              "authentication.kubernetes.io/pod-uid":["5e3c1a2b-7d4f-4a8e-9b1c-2f6d8e0a4c11"],
               "authentication.kubernetes.io/node-name":["node-3"],
               "authentication.kubernetes.io/credential-id":["JTI=0b0a5a4e-1f5c-4f7e-9d3a-3c2c8a6f2d11"]}},
             "sourceIPs":["10.244.3.17"],"userAgent":"api/v1.4.2 (linux/amd64) kubernetes/$Format",
@@ -233,7 +238,16 @@ mod tests {
             Some("api-7d9f8b6c5-x2k4p")
         );
         assert_eq!(e.origin.workload.namespace.as_deref(), Some("payments"));
+        assert_eq!(
+            e.origin.workload.pod_uid.as_deref(),
+            Some("5e3c1a2b-7d4f-4a8e-9b1c-2f6d8e0a4c11")
+        );
         assert!(e.origin.workload.is_bound());
+        // At the sanitising boundary a pod uid without a UUID's shape is dropped.
+        let mut odd = (*e).clone();
+        odd.origin.workload.pod_uid = Some("AKIAIOSFODNN7EXAMPLE".into());
+        odd.sanitize(crate::event::MAX_FIELD_BYTES);
+        assert_eq!(odd.origin.workload.pod_uid, None);
         assert!(e.outcome.denied);
         assert!(e.origin.ip_trusted);
         assert_eq!(

@@ -240,6 +240,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
                 namespace: w.and_then(|w| w.namespace.as_deref()).map(str::to_owned),
                 node: w.and_then(|w| w.node.as_deref()).map(str::to_owned),
                 pod: w.and_then(|w| w.pod.as_deref()).map(str::to_owned),
+                pod_uid: None,
                 instance: w.and_then(|w| w.instance.as_deref()).map(str::to_owned),
             },
         },

@@ -105,7 +105,16 @@ fn target(c: &Command, issued_at: &str) -> Value {
                 k8s.insert("namespace".into(), json!(ns));
                 k8s.insert("service_account".into(), json!(name));
             }
-            put(&mut k8s, "pod", w.pod.as_ref().map(|p| json!({"name": p})));
+            put(
+                &mut k8s,
+                "pod",
+                w.pod.as_ref().map(|p| {
+                    let mut pod = Map::new();
+                    pod.insert("name".into(), json!(p));
+                    put(&mut pod, "uid", w.pod_uid.as_ref());
+                    Value::Object(pod)
+                }),
+            );
             put(&mut k8s, "node", w.node.as_ref());
             if !k8s.is_empty() {
                 t.insert("kubernetes".into(), Value::Object(k8s));
@@ -228,6 +237,7 @@ mod tests {
         c.workload = Workload {
             cluster: Some("prod-eu".into()),
             pod: Some("api-7d9f-abcde".into()),
+            pod_uid: Some("3b9c1b4e-0000-4000-8000-0000000000a1".into()),
             ..Workload::default()
         };
         let v = revocation_command(&c, 0);
@@ -237,6 +247,7 @@ mod tests {
         assert_eq!(t["namespace"], "payments");
         assert_eq!(t["service_account"], "api");
         assert_eq!(t["pod"]["name"], "api-7d9f-abcde");
+        assert_eq!(t["pod"]["uid"], "3b9c1b4e-0000-4000-8000-0000000000a1");
     }
 
     #[test]
