@@ -285,11 +285,6 @@ fn cut_keyed(s: &mut String, max: usize) {
 }
 
 impl AccessEvent {
-    /// The service part of the action (before the first `:`).
-    pub fn service(&self) -> &str {
-        self.action.split_once(':').map_or("", |(s, _)| s)
-    }
-
     /// Caps every string the event carries at `max` bytes (see [`MAX_FIELD_BYTES`]).
     pub fn cap_strings(&mut self, max: usize) {
         cut_keyed(&mut self.principal, max);

@@ -57,19 +57,19 @@ fn fail(format: LogFormat, e: &anyhow::Error) -> ExitCode {
             None => eprintln!("error: {e:#}"),
         },
         LogFormat::Json => {
-            let mut line = serde_json::json!({
-                "timestamp": driftwatch::decode::time::format_rfc3339_ms(driftwatch::telemetry::now_ms()),
-                "level": "ERROR",
-                "message": format!("{e:#}"),
-                "exit_code": code,
-                "target": "driftwatch",
-            });
+            let mut line = match config {
+                Some(c) => json_log_line(
+                    "ERROR",
+                    format!(
+                        "{} configuration problem(s) in {}",
+                        c.problems.len(),
+                        c.file
+                    ),
+                ),
+                None => json_log_line("ERROR", format!("{e:#}")),
+            };
+            line["exit_code"] = serde_json::json!(code);
             if let Some(c) = config {
-                line["message"] = serde_json::json!(format!(
-                    "{} configuration problem(s) in {}",
-                    c.problems.len(),
-                    c.file
-                ));
                 line["problems"] = c
                     .problems
                     .iter()
@@ -86,17 +86,23 @@ fn fail(format: LogFormat, e: &anyhow::Error) -> ExitCode {
 fn report(format: LogFormat, what: &str, summary: &(impl std::fmt::Display + serde::Serialize)) {
     match format {
         LogFormat::Text => eprintln!("{summary}"),
-        LogFormat::Json => eprintln!(
-            "{}",
-            serde_json::json!({
-                "timestamp": driftwatch::decode::time::format_rfc3339_ms(driftwatch::telemetry::now_ms()),
-                "level": "INFO",
-                "message": format!("{what} finished"),
-                "summary": summary,
-                "target": "driftwatch",
-            })
-        ),
+        LogFormat::Json => {
+            let mut line = json_log_line("INFO", format!("{what} finished"));
+            line["summary"] = serde_json::json!(summary);
+            eprintln!("{line}");
+        }
     }
+}
+
+/// A log line of our own in the shape `--log-format json` gives tracing's (timestamp, level,
+/// message, target), for what is printed after or outside the subscriber.
+fn json_log_line(level: &str, message: String) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": driftwatch::decode::time::format_rfc3339_ms(driftwatch::telemetry::now_ms()),
+        "level": level,
+        "message": message,
+        "target": "driftwatch",
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

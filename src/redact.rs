@@ -568,9 +568,10 @@ pub mod shape {
             })
     }
 
-    /// A GCP project id: 6 to 30 lower-case letters, digits and hyphens, starting with a letter.
-    pub fn gcp_project_id(s: &str) -> bool {
-        (6..=30).contains(&s.len())
+    /// A cloud name of `len` lower-case letters, digits and hyphens, starting with a letter and
+    /// not ending with a hyphen.
+    fn lowercase_name(s: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+        len.contains(&s.len())
             && s.as_bytes()[0].is_ascii_lowercase()
             && !s.ends_with('-')
             && all(s, |c| {
@@ -578,16 +579,16 @@ pub mod shape {
             })
     }
 
+    /// A GCP project id: 6 to 30 lower-case letters, digits and hyphens, starting with a letter.
+    pub fn gcp_project_id(s: &str) -> bool {
+        lowercase_name(s, 6..=30)
+    }
+
     /// A cloud region or zone name: 2 to 32 lower-case letters, digits and hyphens, starting
     /// with a letter (AWS `eu-west-1`, `us-gov-west-1`; GCP `europe-west1`, `us-central1-a`,
     /// `global`).
     pub fn cloud_region(s: &str) -> bool {
-        (2..=32).contains(&s.len())
-            && s.as_bytes()[0].is_ascii_lowercase()
-            && !s.ends_with('-')
-            && all(s, |c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
-            })
+        lowercase_name(s, 2..=32)
     }
 
     /// A GCP service-account key id: 40 hex digits.

@@ -441,7 +441,7 @@ fn comparable(path: &Path) -> Vec<Value> {
                 f.remove("created_time");
                 f.remove("modified_time");
             }
-            if v["schema"] == "driftwatch.revocation-command.v1" {
+            if v["schema"] == driftwatch::emit::command::SCHEMA {
                 let c = v.as_object_mut().unwrap();
                 c.remove("issued_at");
                 c.remove("expires_at");

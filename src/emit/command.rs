@@ -81,32 +81,29 @@ fn target(c: &Command, issued_at: &str) -> Value {
             Value::Object(cred)
         }),
     );
+    // Under the provider's own name: what a playbook for that provider acts on.
     let w = &c.workload;
+    let mut own = Map::new();
     match c.provider {
         "aws" => {
-            let mut aws = Map::new();
             if let Some(s) = &c.session {
-                aws.insert("session".into(), json!({"arn": s, "name": last_segment(s)}));
+                own.insert("session".into(), json!({"arn": s, "name": last_segment(s)}));
             }
-            put(&mut aws, "instance_id", w.instance.as_ref());
+            put(&mut own, "instance_id", w.instance.as_ref());
             if matches!(c.action, "revoke_role_sessions" | "revoke_user_sessions") {
-                aws.insert("token_issued_before".into(), json!(issued_at));
-            }
-            if !aws.is_empty() {
-                t.insert("aws".into(), Value::Object(aws));
+                own.insert("token_issued_before".into(), json!(issued_at));
             }
         }
         "kubernetes" => {
-            let mut k8s = Map::new();
-            put(&mut k8s, "cluster", w.cluster.as_ref());
+            put(&mut own, "cluster", w.cluster.as_ref());
             // system:serviceaccount:NAMESPACE:NAME
             let mut parts = c.identity_key.splitn(4, ':').skip(2);
             if let (Some(ns), Some(name)) = (parts.next(), parts.next()) {
-                k8s.insert("namespace".into(), json!(ns));
-                k8s.insert("service_account".into(), json!(name));
+                own.insert("namespace".into(), json!(ns));
+                own.insert("service_account".into(), json!(name));
             }
             put(
-                &mut k8s,
+                &mut own,
                 "pod",
                 w.pod.as_ref().map(|p| {
                     let mut pod = Map::new();
@@ -115,22 +112,18 @@ fn target(c: &Command, issued_at: &str) -> Value {
                     Value::Object(pod)
                 }),
             );
-            put(&mut k8s, "node", w.node.as_ref());
-            if !k8s.is_empty() {
-                t.insert("kubernetes".into(), Value::Object(k8s));
-            }
+            put(&mut own, "node", w.node.as_ref());
         }
         "gcp" => {
-            let mut gcp = Map::new();
-            put(&mut gcp, "project", c.tenant.as_ref());
+            put(&mut own, "project", c.tenant.as_ref());
             if c.identity_key.ends_with(".gserviceaccount.com") {
-                gcp.insert("service_account_email".into(), json!(c.identity_key));
-            }
-            if !gcp.is_empty() {
-                t.insert("gcp".into(), Value::Object(gcp));
+                own.insert("service_account_email".into(), json!(c.identity_key));
             }
         }
         _ => {}
+    }
+    if !own.is_empty() {
+        t.insert(c.provider.into(), Value::Object(own));
     }
     Value::Object(t)
 }

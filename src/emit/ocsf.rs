@@ -166,7 +166,7 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     put(
         &mut user,
         "credential_uid",
-        ev.credential.as_ref().map(|c| json!(c.id)),
+        ev.credential.as_ref().map(|c| &c.id),
     );
     let mut data = Map::new();
     data.insert("detector".into(), json!("triggering_event"));
@@ -241,7 +241,7 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     put(
         &mut unmapped,
         "credential_type",
-        ev.credential.as_ref().map(|c| json!(c.kind)),
+        ev.credential.as_ref().map(|c| c.kind),
     );
     put(&mut unmapped, "session_uid", ev.session_id.as_ref());
     put(&mut unmapped, "command_id", a.command_id.as_ref());

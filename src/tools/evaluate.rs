@@ -174,7 +174,7 @@ pub fn score_files(
                 points.push(alert_point(&v).with_context(|| {
                     format!("{}: alert without resources[0].uid or time", at())
                 })?);
-            } else if v["schema"] == "driftwatch.revocation-command.v1" {
+            } else if v["schema"] == crate::emit::command::SCHEMA {
                 issued.push(command_point(&v).with_context(|| {
                     format!(
                         "{}: command without target.identity.key or event_time",
@@ -370,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let command = |id: &str, t: i64| {
             serde_json::json!({
-                "schema": "driftwatch.revocation-command.v1",
+                "schema": crate::emit::command::SCHEMA,
                 "target": {"identity": {"key": id}},
                 "event_time": crate::decode::time::format_rfc3339_ms(t),
             })
