@@ -74,6 +74,11 @@ pub struct ReplayArgs {
     /// Record format; `auto` detects it per record.
     #[arg(long, default_value = "auto", value_parser = parse_format, env = "DRIFTWATCH_FORMAT")]
     pub format: FormatHint,
+    /// The Kubernetes cluster the inputs' audit records come from: it qualifies their
+    /// principal keys (`CLUSTER/system:serviceaccount:NS:NAME`) and is named in alerts and
+    /// commands. Records from an EKS log group keep the group's cluster.
+    #[arg(long, value_parser = parse_cluster, env = "DRIFTWATCH_CLUSTER")]
+    pub cluster: Option<String>,
     /// Detection model laid over the embedded default (models/default.toml).
     #[arg(long, env = "DRIFTWATCH_MODEL")]
     pub model: Option<PathBuf>,
@@ -177,6 +182,10 @@ pub struct ProduceArgs {
     /// Record format used to find each record's principal key.
     #[arg(long, default_value = "auto", value_parser = parse_format)]
     pub format: FormatHint,
+    /// The Kubernetes cluster of the records, as the consuming service's `--input
+    /// TOPIC=FORMAT@CLUSTER` declares it, so keys match the principal keys it computes.
+    #[arg(long, value_parser = parse_cluster)]
+    pub cluster: Option<String>,
     /// librdkafka producer property, name=value (repeatable), e.g. security.protocol=SASL_SSL.
     #[arg(long = "kafka-property", value_name = "NAME=VALUE", value_parser = KafkaProperty::parse)]
     pub kafka_property: Vec<KafkaProperty>,
@@ -316,6 +325,18 @@ pub enum ModelsCommand {
 pub fn parse_format(s: &str) -> Result<FormatHint, String> {
     s.parse()
 }
+
+pub fn parse_cluster(s: &str) -> Result<String, String> {
+    if crate::redact::shape::cluster_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(CLUSTER_NAME_RULE.to_owned())
+    }
+}
+
+/// Why a cluster name was refused, in every message that refuses one.
+pub const CLUSTER_NAME_RULE: &str =
+    "a cluster name is 1 to 100 letters, digits, `-`, `_` and `.`, starting with a letter or digit";
 
 /// The command line as `driftwatch` parses it, with each `run` setting's default (from
 /// [`Settings::defaults`]) appended to its help.

@@ -112,6 +112,14 @@ pub struct Credential {
     pub id: String,
     /// e.g. `aws_access_key`, `aws_session_key`, `k8s_token`, `gcp_service_account_key`.
     pub kind: &'static str,
+    /// When a temporary credential was issued: an AWS session's
+    /// `sessionContext.attributes.creationDate` (what `aws:TokenIssueTime` compares).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_ms: Option<i64>,
+    /// The caller id a policy scoped to this one session names (`aws:userid`): an assumed-role
+    /// session's `principalId`, `AROA…:SESSION`; kept only with that shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_user_id: Option<String>,
 }
 
 /// Where a call came from.
@@ -284,7 +292,35 @@ fn cut_keyed(s: &mut String, max: usize) {
     }
 }
 
+/// A Kubernetes principal key without its cluster: `prod-eu/system:serviceaccount:ns:sa` in
+/// `prod-eu` is `system:serviceaccount:ns:sa` (see [`AccessEvent::place_in_cluster`]).
+pub fn unqualified_principal<'k>(key: &'k str, cluster: Option<&str>) -> &'k str {
+    cluster
+        .and_then(|c| key.strip_prefix(c))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(key)
+}
+
 impl AccessEvent {
+    /// Places a Kubernetes event in `cluster` when its record named none (audit records never
+    /// do; an EKS log group or the input's declaration does): the cluster becomes its
+    /// workload's cluster and its tenant, and qualifies its principal key as `CLUSTER/USERNAME`,
+    /// so two clusters' service accounts of the same name keep apart baselines, alerts, commands
+    /// and idempotency keys. `cluster` has a cluster name's shape (checked where it is read).
+    pub fn place_in_cluster(&mut self, cluster: &str) {
+        if self.format != SourceFormat::K8sAudit || self.origin.workload.cluster.is_some() {
+            return;
+        }
+        debug_assert!(crate::redact::shape::cluster_name(cluster));
+        self.origin.workload.cluster = Some(cluster.to_owned());
+        if self.tenant.is_none() {
+            self.tenant = Some(cluster.to_owned());
+        }
+        self.principal.insert(0, '/');
+        self.principal.insert_str(0, cluster);
+        cut_keyed(&mut self.principal, MAX_FIELD_BYTES);
+    }
+
     /// Caps every string the event carries at `max` bytes (see [`MAX_FIELD_BYTES`]).
     pub fn cap_strings(&mut self, max: usize) {
         cut_keyed(&mut self.principal, max);
@@ -366,6 +402,12 @@ impl AccessEvent {
             scrub_string(s);
         }
         if let Some(c) = &mut self.credential {
+            if c.session_user_id
+                .as_deref()
+                .is_some_and(|u| !shape::aws_session_user_id(u))
+            {
+                c.session_user_id = None;
+            }
             let trusted = match c.kind {
                 "aws_access_key" | "aws_session_key" => Some(shape::aws_access_key_id(&c.id)),
                 "gcp_service_account_key" => Some(shape::gcp_key_id(&c.id)),

@@ -162,6 +162,7 @@ fn replay(a: &ReplayArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
     let opts = ReplayOptions {
         inputs: a.inputs.clone(),
         format: a.format,
+        cluster: a.cluster.clone(),
         alerts: a.alerts.clone(),
         commands: a.commands.clone(),
         dead_letter: a.dead_letter.clone(),

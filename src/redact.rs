@@ -591,6 +591,35 @@ pub mod shape {
         lowercase_name(s, 2..=32)
     }
 
+    /// A Kubernetes cluster name as EKS, GKE and AKS allow them and as `--input
+    /// TOPIC=FORMAT@CLUSTER` declares them: 1 to 100 letters, digits, `-`, `_` and `.`, starting
+    /// with a letter or digit. No `/` or `:`, so a cluster-qualified principal key
+    /// (`CLUSTER/USERNAME`) splits in one way only.
+    pub fn cluster_name(s: &str) -> bool {
+        (1..=100).contains(&s.len())
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && all(s, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')
+            })
+    }
+
+    /// An assumed-role session's caller id (`aws:userid`): the role's unique id (`AROA` and 16
+    /// to 32 upper-case letters or digits), `:`, and a session name (2 to 64 of letters, digits
+    /// and `_+=,.@-`, as STS allows).
+    pub fn aws_session_user_id(s: &str) -> bool {
+        let Some((role, session)) = s.split_once(':') else {
+            return false;
+        };
+        role.strip_prefix("AROA").is_some_and(|id| {
+            (16..=32).contains(&id.len())
+                && all(id, |c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        }) && (2..=64).contains(&session.len())
+            && all(session, |c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(c, b'_' | b'+' | b'=' | b',' | b'.' | b'@' | b'-')
+            })
+    }
+
     /// A GCP service-account key id: 40 hex digits.
     pub fn gcp_key_id(s: &str) -> bool {
         s.len() == 40 && all(s, |c| c.is_ascii_hexdigit())

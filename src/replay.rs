@@ -39,6 +39,9 @@ use crate::state::{
 pub struct ReplayOptions {
     pub inputs: Vec<String>,
     pub format: FormatHint,
+    /// The Kubernetes cluster the inputs' audit records come from (those whose envelope names
+    /// none), which qualifies their principal keys.
+    pub cluster: Option<String>,
     /// Alerts JSONL; standard output when `None`.
     pub alerts: Option<PathBuf>,
     /// Commands JSONL; standard output when `None`.
@@ -343,7 +346,7 @@ fn read_input(
 }
 
 /// Decodes a batch of records.
-fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
+fn decode_batch(raw: RawBatch, format: FormatHint, cluster: Option<&str>) -> Batch {
     let mut batch = Batch {
         records: (raw.records.len() + raw.rejected.len()) as u64,
         rejected: raw.rejected,
@@ -356,6 +359,7 @@ fn decode_batch(raw: RawBatch, format: FormatHint) -> Batch {
         decode::decode_record(
             &raw.data[range],
             format,
+            cluster,
             &at,
             &mut |element, at, r| match r {
                 Ok(Decoded::Event(e)) => batch.events.push(e),
@@ -516,13 +520,14 @@ pub fn merge_inputs<E>(
             let job_rx = job_rx.clone();
             let results = results.clone();
             let format = opts.format;
+            let cluster = opts.cluster.as_deref();
             scope.spawn(move || {
                 loop {
                     let job = match job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
                         Ok(job) => job,
                         Err(_) => return,
                     };
-                    let batch = decode_batch(job.raw, format);
+                    let batch = decode_batch(job.raw, format, cluster);
                     let _ = results[job.input].send((job.seq, batch));
                 }
             });

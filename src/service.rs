@@ -372,6 +372,7 @@ impl Service {
                             Some(part) => batch.push(
                                 part.topic.clone(),
                                 part.format,
+                                part.cluster.clone(),
                                 partition,
                                 offset,
                                 m.key(),

@@ -229,6 +229,70 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
 }
 
 #[test]
+fn a_declared_cluster_qualifies_kubernetes_keys_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = simulate(dir.path(), 40, 12, 3);
+    let k8s = fleet.join("k8s-audit.jsonl");
+    let (bare, _) = replay_files(dir.path(), "bare", &[], &[&k8s]);
+    let (east, _) = replay_files(dir.path(), "east", &["--cluster", "prod-east"], &[&k8s]);
+    assert!(!bare.is_empty(), "the fleet's Kubernetes attacks alert");
+    // The same detections, each on the cluster-qualified identity.
+    let what = |alerts: &[Value], prefix: &str| -> Vec<String> {
+        alerts
+            .iter()
+            .filter(|a| a["class_uid"] == 2004)
+            .map(|a| {
+                let key = a["resources"][0]["uid"].as_str().unwrap();
+                let bare_key = key.strip_prefix(prefix).unwrap_or_else(|| panic!("{key}"));
+                format!("{bare_key} {} {}", a["time"], a["finding_info"]["types"])
+            })
+            .collect()
+    };
+    assert_eq!(what(&east, "prod-east/"), what(&bare, ""));
+    let alert = east.iter().find(|a| a["class_uid"] == 2004).unwrap();
+    assert_eq!(alert["metadata"]["tenant_uid"], "prod-east");
+    assert!(
+        alert["resources"][0]["labels"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("cluster:prod-east")),
+        "{alert}"
+    );
+    let commands: Vec<&Value> = east
+        .iter()
+        .filter(|m| m.get("command_id").is_some())
+        .collect();
+    assert!(!commands.is_empty());
+    for c in &commands {
+        assert_eq!(c["target"]["kubernetes"]["cluster"], "prod-east", "{c}");
+        let key = c["target"]["identity"]["key"].as_str().unwrap();
+        let sa = key.rsplit(':').next().unwrap();
+        assert_eq!(c["target"]["identity"]["name"], sa);
+        if key.contains(":serviceaccount:") {
+            assert_eq!(c["target"]["kubernetes"]["service_account"], sa);
+        }
+    }
+    let bare_keys: Vec<&Value> = bare
+        .iter()
+        .filter_map(|m| m.get("idempotency_key"))
+        .collect();
+    assert!(
+        commands
+            .iter()
+            .all(|c| !bare_keys.contains(&&c["idempotency_key"])),
+        "idempotency keys name the cluster"
+    );
+
+    let out = driftwatch(&["replay", "--cluster", "a/b", k8s.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cluster") && err.contains("a cluster name is"),
+        "{err}"
+    );
+}
+
+#[test]
 fn secrets_in_records_never_reach_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2E6eCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";

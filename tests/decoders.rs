@@ -26,11 +26,17 @@ fn decode_file(path: &Path) -> Decoded_ {
         rejected: Vec::new(),
     };
     split_records(&data, "fixture", |bytes, raw| {
-        decode::decode_record(bytes, FormatHint::Auto, &raw, &mut |_, _, r| match r {
-            Ok(Decoded::Event(e)) => out.events.push(*e),
-            Ok(Decoded::Skipped(_)) => out.skipped += 1,
-            Err(e) => out.rejected.push(e),
-        })
+        decode::decode_record(
+            bytes,
+            FormatHint::Auto,
+            None,
+            &raw,
+            &mut |_, _, r| match r {
+                Ok(Decoded::Event(e)) => out.events.push(*e),
+                Ok(Decoded::Skipped(_)) => out.skipped += 1,
+                Err(e) => out.rejected.push(e),
+            },
+        )
     });
     out
 }
@@ -201,6 +207,7 @@ fn cloudtrail_delivery_file_gzip_and_records_container_are_expanded() {
     decode::decode_record(
         delivery.as_bytes(),
         FormatHint::Auto,
+        None,
         &RawRef::new("f".into(), 0),
         &mut |_, _, r| {
             if let Ok(Decoded::Event(e)) = r {
@@ -227,6 +234,7 @@ fn decode_bytes(bytes: &[u8], out: &mut Vec<Result<Decoded, DecodeError>>) {
     decode::decode_record(
         bytes,
         FormatHint::Auto,
+        None,
         &RawRef::default(),
         &mut |_, _, r| {
             out.push(r.map(|d| match d {
@@ -303,8 +311,10 @@ fn cloudwatch_logs_subscriptions_decode_alike_as_json_gzip_and_base64_gzip() {
             r.map(|d| match d {
                 Decoded::Event(mut e) => {
                     assert_eq!(e.origin.workload.cluster, None);
-                    e.origin.workload.cluster = Some("perfspec".to_owned());
-                    e.tenant = Some("perfspec".to_owned());
+                    let username = e.principal.clone();
+                    e.place_in_cluster("perfspec");
+                    assert_eq!(e.principal, format!("perfspec/{username}"));
+                    assert_eq!(e.tenant.as_deref(), Some("perfspec"));
                     Decoded::Event(e)
                 }
                 other => other,

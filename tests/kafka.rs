@@ -329,6 +329,105 @@ async fn attacks_produced_in_come_out_as_keyed_alerts_and_commands_with_cloudeve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_on_two_inputs_keep_service_accounts_of_the_same_name_apart() {
+    // The same Kubernetes audit history arrives from two clusters, each on its own input.
+    let east = create_topics("east", 2).await;
+    let west = unique("west-in");
+    produce::create_topics(&brokers(), &[(&west, 2)])
+        .await
+        .expect("create topics");
+    let cfg = SimConfig {
+        identities: 40,
+        days: 8,
+        seed: 23,
+        ..SimConfig::default()
+    };
+    let (_, k8s, _) = driftwatch::tools::simulate::generate(&cfg);
+    let lines: Vec<&[u8]> = k8s.iter().map(|l| l.as_bytes()).collect();
+    let auto = driftwatch::decode::FormatHint::Auto;
+    let n = produce(
+        &east.input,
+        &produce::keyed_records(lines.iter().copied(), auto, Some("east")),
+    )
+    .await
+        + produce(
+            &west,
+            &produce::keyed_records(lines.iter().copied(), auto, Some("west")),
+        )
+        .await;
+    let cfg = RunConfig::resolve(
+        Settings {
+            brokers: Some(brokers()),
+            group: Some(unique("clusters")),
+            inputs: Some(vec![
+                format!("{}=k8s-audit@east", east.input),
+                format!("{west}=k8s-audit@west"),
+            ]),
+            alerts_topic: Some(east.alerts.clone()),
+            commands_topic: Some(east.commands.clone()),
+            dead_letter_topic: Some(east.dead_letter.clone()),
+            ..Settings::default()
+        },
+        None,
+    )
+    .unwrap();
+    let (stats, stop, handle) = spawn_service(cfg);
+    wait_for(
+        "every record acknowledged",
+        Duration::from_secs(240),
+        || stats.records_acknowledged.get() >= n,
+    )
+    .await;
+    stop.send(()).unwrap();
+    let summary = handle.await.unwrap().expect("clean shutdown");
+    assert_eq!(summary.rejected, 0);
+
+    let alerts = read_all(&east.alerts, summary.alerts as usize);
+    let mut alerted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for a in &alerts {
+        let v = a.json();
+        let key = v["resources"][0]["uid"].as_str().unwrap().to_owned();
+        let (cluster, username) = key.split_once('/').expect("a cluster-qualified key");
+        assert!(username.starts_with("system:"), "{key}");
+        let cluster = match cluster {
+            "east" => "east",
+            "west" => "west",
+            other => panic!("cluster {other:?} in {key}"),
+        };
+        assert_eq!(
+            a.key.as_deref(),
+            Some(key.as_str()),
+            "keyed by the qualified key"
+        );
+        assert_eq!(v["metadata"]["tenant_uid"], cluster);
+        let labels = v["resources"][0]["labels"].to_string();
+        assert!(labels.contains(&format!("cluster:{cluster}")), "{labels}");
+        alerted
+            .entry(cluster)
+            .or_default()
+            .insert(username.to_owned());
+    }
+    assert_eq!(
+        alerted.keys().copied().collect::<Vec<_>>(),
+        ["east", "west"],
+        "both clusters alert: {alerted:?}"
+    );
+    let commands = read_all(&east.commands, summary.commands as usize);
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    for c in &commands {
+        let v = c.json();
+        let key = v["target"]["identity"]["key"].as_str().unwrap();
+        let cluster = key.split_once('/').expect("a cluster-qualified key").0;
+        assert_eq!(v["target"]["kubernetes"]["cluster"], cluster, "{v}");
+        assert_eq!(v["target"]["tenant"], cluster, "{v}");
+        let idempotency = v["idempotency_key"].as_str().unwrap().to_owned();
+        if let Some(other) = keys.insert(idempotency, cluster.to_owned()) {
+            assert_eq!(other, cluster, "an idempotency key shared across clusters");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_with_its_reason_and_the_records_after_it_are_processed() {
     let t = create_topics("poison", 1).await;
     let good = |i: u32| {

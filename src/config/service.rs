@@ -6,11 +6,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::settings::{self, KafkaProperty, Settings};
 use super::{ConfigError, Problem};
+use crate::cli::CLUSTER_NAME_RULE;
 use crate::decode::FormatHint;
+use crate::redact::shape;
 
 /// librdkafka properties driftwatch sets itself: overriding them would break at-least-once.
 const RESERVED: [(&str, &str); 6] = [
@@ -34,11 +37,13 @@ const RESERVED: [(&str, &str); 6] = [
     ),
 ];
 
-/// One input topic and the format of its records.
+/// One input topic, the format of its records and, for Kubernetes audit logs, the cluster
+/// they come from (`TOPIC=FORMAT@CLUSTER`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Input {
     pub topic: String,
     pub format: FormatHint,
+    pub cluster: Option<Arc<str>>,
 }
 
 /// Which client a pass-through librdkafka property is for.
@@ -194,9 +199,23 @@ impl RunConfig {
         let (input_specs, input_key) = pick_defaulted!(inputs);
         let mut inputs: Vec<Input> = Vec::new();
         for spec in &input_specs {
-            let (topic, format) = match spec.split_once('=') {
+            // Topic names cannot hold `@` (Kafka allows letters, digits, `.`, `_`, `-`).
+            let (spec_no_cluster, cluster) = match spec.split_once('@') {
+                Some((s, c)) => (s, Some(c.trim())),
+                None => (spec.as_str(), None),
+            };
+            if let Some(c) = cluster
+                && !shape::cluster_name(c)
+            {
+                problems.push(Problem {
+                    key: input_key.clone(),
+                    why: format!("`{spec}`: {CLUSTER_NAME_RULE}"),
+                });
+                continue;
+            }
+            let (topic, format) = match spec_no_cluster.split_once('=') {
                 Some((t, f)) => (t.trim(), f.trim()),
-                None => (spec.trim(), "auto"),
+                None => (spec_no_cluster.trim(), "auto"),
             };
             if topic.is_empty() {
                 problems.push(Problem {
@@ -225,6 +244,7 @@ impl RunConfig {
             inputs.push(Input {
                 topic: topic.to_owned(),
                 format,
+                cluster: cluster.map(Arc::from),
             });
         }
         if input_specs.is_empty() {
@@ -400,7 +420,10 @@ impl RunConfig {
         let inputs: Vec<String> = self
             .inputs
             .iter()
-            .map(|i| format!("{}={}", i.topic, i.format.as_str()))
+            .map(|i| match &i.cluster {
+                Some(c) => format!("{}={}@{c}", i.topic, i.format.as_str()),
+                None => format!("{}={}", i.topic, i.format.as_str()),
+            })
             .collect();
         format!(
             "brokers={} group={} inputs=[{}] alerts={} commands={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
@@ -471,21 +494,36 @@ mod tests {
 
     #[test]
     fn input_formats_are_parsed_per_topic() {
-        let c = RunConfig::resolve(cli(&["ct=cloudtrail", "k8s=k8s-audit", "any"]), None).unwrap();
+        let c = RunConfig::resolve(
+            cli(&[
+                "ct=cloudtrail",
+                "k8s=k8s-audit@prod-eu",
+                "any",
+                "eks@dr.us-2",
+            ]),
+            None,
+        )
+        .unwrap();
         let got: Vec<_> = c
             .inputs
             .iter()
-            .map(|i| (i.topic.as_str(), i.format.as_str()))
+            .map(|i| (i.topic.as_str(), i.format.as_str(), i.cluster.as_deref()))
             .collect();
         assert_eq!(
             got,
-            [("ct", "cloudtrail"), ("k8s", "k8s-audit"), ("any", "auto")]
+            [
+                ("ct", "cloudtrail", None),
+                ("k8s", "k8s-audit", Some("prod-eu")),
+                ("any", "auto", None),
+                ("eks", "auto", Some("dr.us-2")),
+            ]
         );
+        assert!(c.redacted().contains("k8s=k8s-audit@prod-eu"));
     }
 
     #[test]
     fn every_problem_is_reported_with_its_flag() {
-        let mut s = cli(&["a=yaml", "a", "b", "=native"]);
+        let mut s = cli(&["a=yaml", "a", "b", "=native", "c=k8s-audit@x/y", "d@"]);
         s.alerts_topic = Some("b".into());
         s.shutdown_grace_seconds = Some(0.0);
         s.kafka = vec![
@@ -497,6 +535,8 @@ mod tests {
         for needle in [
             "--input: `a=yaml`: unknown format `yaml`",
             "--input: `=native` names no topic",
+            "--input: `c=k8s-audit@x/y`: a cluster name is 1 to 100 letters",
+            "--input: `d@`: a cluster name",
             "--alerts-topic: `b` is also an input topic",
             "--shutdown-grace-seconds: 0 is not",
             "--kafka-property enable.auto.commit: cannot be overridden",
@@ -504,7 +544,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(e.problems.len(), 6, "{text}");
+        assert_eq!(e.problems.len(), 8, "{text}");
     }
 
     #[test]

@@ -96,8 +96,10 @@ pub struct Settings {
     /// Consumer group; instances with the same group share the partitions.
     #[arg(long, env = "DRIFTWATCH_GROUP")]
     pub group: Option<String>,
-    /// Input topic, optionally with its format: TOPIC or TOPIC=FORMAT (auto, cloudtrail,
-    /// k8s-audit, gcp-audit, native); repeatable or comma-separated.
+    /// Input topic, optionally with its format and cluster: TOPIC, TOPIC=FORMAT (auto,
+    /// cloudtrail, k8s-audit, gcp-audit, native) or TOPIC=FORMAT@CLUSTER (Kubernetes audit
+    /// records from that cluster: it qualifies their principal keys); repeatable or
+    /// comma-separated.
     #[arg(long = "input", env = "DRIFTWATCH_INPUTS", value_delimiter = ',')]
     pub inputs: Option<Vec<String>>,
     /// Topic for alerts (OCSF Detection Findings).

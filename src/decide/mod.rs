@@ -178,6 +178,10 @@ pub struct Command {
     pub auto_approved: bool,
     /// The session the triggering record used (AWS role session ARN), if any.
     pub session: Option<String>,
+    /// That session's caller id (`aws:userid`, `AROA…:SESSION`) and issue time, when the
+    /// record carried them.
+    pub session_user_id: Option<String>,
+    pub session_issued_ms: Option<i64>,
     /// The workload the credential is bound to (cluster, namespace, node, pod, instance).
     pub workload: Workload,
     pub action: &'static str,
@@ -521,6 +525,8 @@ fn build_command(
         owner: meta.and_then(|m| m.owner.clone()),
         auto_approved: c.mode == CommandMode::Enforce && meta.is_some_and(|m| m.auto_approve),
         session: ev.session_id.clone(),
+        session_user_id: cred.and_then(|c| c.session_user_id.clone()),
+        session_issued_ms: cred.and_then(|c| c.issued_ms),
         workload: ev.origin.workload.clone(),
         action,
         provider,

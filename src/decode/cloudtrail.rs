@@ -75,6 +75,15 @@ struct SessionContext<'a> {
     session_issuer: Option<SessionIssuer<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
     ec2_role_delivery: Option<Str<'a>>,
+    #[serde(borrow, default, deserialize_with = "lenient::object")]
+    attributes: Option<SessionAttributes<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionAttributes<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    creation_date: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -140,24 +149,35 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     let (principal, principal_type) = principal_of(kind, &ui)?;
 
     let access_key = ui.access_key_id.as_deref().filter(|k| !k.is_empty());
-    let credential = access_key.map(|k| Credential {
-        id: k.to_owned(),
-        kind: if k.starts_with("ASIA") {
-            "aws_session_key"
-        } else {
-            "aws_access_key"
-        },
-    });
     let session_arn = if kind == "AssumedRole" {
         ui.arn.as_deref()
     } else {
         None
     };
+    let session = ui.session_context.as_ref();
+    // A malformed creation date costs the cutoff, not the event.
+    let issued_ms = session
+        .and_then(|c| c.attributes.as_ref())
+        .and_then(|a| a.creation_date.as_deref())
+        .and_then(super::time::parse_timestamp_ms);
+    let credential = access_key.map(|k| {
+        let temporary = k.starts_with("ASIA");
+        Credential {
+            id: k.to_owned(),
+            kind: if temporary {
+                "aws_session_key"
+            } else {
+                "aws_access_key"
+            },
+            issued_ms: issued_ms.filter(|_| temporary),
+            // Checked for its shape when the event is sanitised.
+            session_user_id: session_arn
+                .and(ui.principal_id.as_deref())
+                .map(str::to_owned),
+        }
+    });
     let session_name = session_arn.and_then(|a| a.rsplit('/').next());
-    let delivered_to_instance = ui
-        .session_context
-        .as_ref()
-        .is_some_and(|c| c.ec2_role_delivery.is_some());
+    let delivered_to_instance = session.is_some_and(|c| c.ec2_role_delivery.is_some());
     // An ECS task-role session is named after the task; a 32-hex name alone could be any
     // caller's, so the client must also say it runs in ECS (the SDKs add `exec-env/AWS_ECS_*`).
     let in_ecs = r
@@ -365,6 +385,31 @@ mod tests {
         assert_eq!(e.volume.bytes_out, Some(1024));
         assert_eq!(e.resource.as_deref(), Some("s3://data/a.csv"));
         assert_eq!(e.tenant.as_deref(), Some("111122223333"));
+    }
+
+    #[test]
+    fn a_role_sessions_caller_id_and_issue_time_are_kept_for_a_session_scoped_revocation() {
+        let with = |principal_id: &str, created: &str| {
+            let mut e = decode_str(&format!(
+                r#"{{"eventTime":"2024-07-31T12:36:52Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets",
+                "userIdentity":{{"type":"AssumedRole","principalId":"{principal_id}",
+                  "arn":"arn:aws:sts::111122223333:assumed-role/app/deploy-42","accessKeyId":"ASIAY34FZKBOKMUTVV7A",
+                  "sessionContext":{{"sessionIssuer":{{"arn":"arn:aws:iam::111122223333:role/app"}},
+                    "attributes":{{"creationDate":"{created}","mfaAuthenticated":"false"}}}}}}}}"#
+            ));
+            e.sanitize(crate::event::MAX_FIELD_BYTES);
+            e.credential.unwrap()
+        };
+        let c = with("AROAY34FZKBOKMUTVV7A1:deploy-42", "2024-07-31T12:01:00Z");
+        assert_eq!(
+            c.session_user_id.as_deref(),
+            Some("AROAY34FZKBOKMUTVV7A1:deploy-42")
+        );
+        assert_eq!(c.issued_ms, Some(1_722_427_260_000));
+        // Record text without the shape is not carried; a bad date costs the cutoff only.
+        let c = with("ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3b5D", "yesterday");
+        assert_eq!(c.session_user_id, None);
+        assert_eq!(c.issued_ms, None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{DecodeError, Str};
+use crate::redact::shape;
 
 /// Most bytes one record may expand to, all its compressed layers and elements together: a
 /// CloudWatch Logs subscription batch is at most 1 MiB compressed and tens of MiB expanded; a
@@ -208,22 +209,14 @@ fn wrong(envelope: &'static str, field: &'static str, expected: &str) -> DecodeE
     }
 }
 
-/// The EKS cluster a CloudWatch Logs group belongs to (`/aws/eks/NAME/cluster`), when NAME is a
-/// valid EKS cluster name (1 to 100 letters, digits, `-` and `_`, starting with a letter or
-/// digit): the group is record text, and it reaches alerts and commands.
+/// The EKS cluster a CloudWatch Logs group belongs to (`/aws/eks/NAME/cluster`), when NAME has
+/// a cluster name's shape ([`shape::cluster_name`]): the group is record text, and it reaches
+/// principal keys, alerts and commands.
 pub fn eks_cluster(log_group: &str) -> Option<&str> {
     let name = log_group
         .strip_prefix("/aws/eks/")?
         .strip_suffix("/cluster")?;
-    let valid = (1..=100).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    valid.then_some(name)
+    shape::cluster_name(name).then_some(name)
 }
 
 #[cfg(test)]

@@ -175,6 +175,8 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
             .map(|k| Credential {
                 id: k.rsplit('/').next().unwrap_or(k).to_owned(),
                 kind: "gcp_service_account_key",
+                issued_ms: None,
+                session_user_id: None,
             }),
         session_id: None,
         action: super::concat(&[service, ":", method]),

@@ -175,6 +175,8 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         credential: credential_id.as_deref().map(|id| Credential {
             id: id.to_owned(),
             kind: "k8s_token",
+            issued_ms: None,
+            session_user_id: None,
         }),
         session_id: None,
         action,

@@ -204,10 +204,28 @@ pub type ElementSink<'s> = dyn FnMut(&[u8], &RawRef, Result<Decoded, DecodeError
 /// own bytes (so a bad element can be dead-lettered alone).
 ///
 /// `raw` names where the record came from; an element of a container keeps the record's source
-/// and position and has its index in [`RawRef::element`].
-pub fn decode_record(bytes: &[u8], hint: FormatHint, raw: &RawRef, out: &mut ElementSink<'_>) {
+/// and position and has its index in [`RawRef::element`]. `cluster` is the Kubernetes cluster
+/// the input's records come from, when it is declared (`--input TOPIC=FORMAT@CLUSTER`, `replay
+/// --cluster`): Kubernetes events that name no cluster of their own are placed in it.
+pub fn decode_record(
+    bytes: &[u8],
+    hint: FormatHint,
+    cluster: Option<&str>,
+    raw: &RawRef,
+    out: &mut ElementSink<'_>,
+) {
     let mut budget = envelope::MAX_EXPANDED_BYTES;
-    decode_at(bytes, hint, raw, out, 0, &mut budget);
+    match cluster {
+        None => decode_at(bytes, hint, raw, out, 0, &mut budget),
+        Some(c) => decode_at(
+            bytes,
+            hint,
+            raw,
+            &mut |b, r, res| out(b, r, res.map(|d| in_cluster(d, Some(c)))),
+            0,
+            &mut budget,
+        ),
+    }
 }
 
 /// [`decode_record`] of a record found `depth` envelopes deep, with `budget` bytes left that
@@ -337,18 +355,12 @@ fn decode_object(
     }
 }
 
-/// A Kubernetes event from an EKS cluster's log group, which names the cluster the audit
-/// record itself does not.
+/// A Kubernetes event from an EKS cluster's log group, or from an input declared to hold one
+/// cluster's records, placed in that cluster ([`AccessEvent::place_in_cluster`]); an event
+/// already placed (by its log group) stays where it is.
 fn in_cluster(mut d: Decoded, cluster: Option<&str>) -> Decoded {
-    if let (Decoded::Event(e), Some(c)) = (&mut d, cluster)
-        && e.format == SourceFormat::K8sAudit
-    {
-        if e.origin.workload.cluster.is_none() {
-            e.origin.workload.cluster = Some(c.to_owned());
-        }
-        if e.tenant.is_none() {
-            e.tenant = Some(c.to_owned());
-        }
+    if let (Decoded::Event(e), Some(c)) = (&mut d, cluster) {
+        e.place_in_cluster(c);
     }
     d
 }
@@ -662,10 +674,72 @@ mod tests {
         decode_record(
             bytes,
             FormatHint::Auto,
+            None,
             &RawRef::default(),
             &mut |_, _, r| v.push(r),
         );
         v
+    }
+
+    fn events_in(bytes: &[u8], cluster: Option<&str>) -> Vec<AccessEvent> {
+        let mut v = Vec::new();
+        decode_record(
+            bytes,
+            FormatHint::Auto,
+            cluster,
+            &RawRef::default(),
+            &mut |_, _, r| {
+                if let Ok(Decoded::Event(e)) = r {
+                    v.push(*e);
+                }
+            },
+        );
+        v
+    }
+
+    const AUDIT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","verb":"get","user":{"username":"system:serviceaccount:payments:api"},"requestURI":"/api/v1/pods","objectRef":{"resource":"pods"},"requestReceivedTimestamp":"2026-01-05T10:00:00Z"}"#;
+
+    #[test]
+    fn a_declared_cluster_qualifies_kubernetes_principals_and_only_theirs() {
+        let bare = events_in(AUDIT.as_bytes(), None);
+        assert_eq!(bare[0].principal, "system:serviceaccount:payments:api");
+        let east = events_in(AUDIT.as_bytes(), Some("prod-east"));
+        let west = events_in(AUDIT.as_bytes(), Some("prod-west"));
+        assert_eq!(
+            east[0].principal,
+            "prod-east/system:serviceaccount:payments:api"
+        );
+        assert_eq!(east[0].tenant.as_deref(), Some("prod-east"));
+        assert_eq!(
+            east[0].origin.workload.cluster.as_deref(),
+            Some("prod-east")
+        );
+        assert_ne!(east[0].principal, west[0].principal);
+        assert_eq!(
+            crate::event::unqualified_principal(&east[0].principal, Some("prod-east")),
+            bare[0].principal
+        );
+        // A CloudTrail record on the same input is not a Kubernetes identity.
+        let ct = r#"{"eventVersion":"1.08","eventSource":"s3.amazonaws.com","eventName":"GetObject","eventTime":"2026-01-05T10:00:00Z","awsRegion":"eu-west-1","sourceIPAddress":"203.0.113.7","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::123456789012:user/ci","accountId":"123456789012"}}"#;
+        let e = &events_in(ct.as_bytes(), Some("prod-east"))[0];
+        assert_eq!(e.principal, "arn:aws:iam::123456789012:user/ci");
+        assert_eq!(e.origin.workload.cluster, None);
+    }
+
+    #[test]
+    fn an_eks_log_group_names_the_cluster_over_the_inputs_declaration() {
+        let escaped = AUDIT.replace('"', "\\\"");
+        let cw = format!(
+            r#"{{"messageType":"DATA_MESSAGE","logGroup":"/aws/eks/payments-eu/cluster","logEvents":[{{"message":"{escaped}"}}]}}"#
+        );
+        for declared in [None, Some("prod-east")] {
+            let e = &events_in(cw.as_bytes(), declared)[0];
+            assert_eq!(
+                e.principal,
+                "payments-eu/system:serviceaccount:payments:api"
+            );
+            assert_eq!(e.tenant.as_deref(), Some("payments-eu"));
+        }
     }
 
     #[test]

@@ -216,6 +216,8 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         credential: n.credential.map(|c| Credential {
             id: c.id.to_string(),
             kind: credential_kind(c.kind.as_deref()),
+            issued_ms: None,
+            session_user_id: None,
         }),
         session_id: n.session_id.as_deref().map(str::to_owned),
         action: n.action.0.into_owned(),

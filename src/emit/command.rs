@@ -6,6 +6,7 @@ use super::put;
 
 use crate::decide::Command;
 use crate::decode::time::format_rfc3339_ms;
+use crate::event::unqualified_principal;
 
 /// The `schema` field's value: names the message kind and its major version.
 pub const SCHEMA: &str = "driftwatch.revocation-command.v1";
@@ -55,7 +56,10 @@ fn last_segment(s: &str) -> &str {
 /// user's last `:` segment (the service account or node name), a GCP principal as it is.
 fn identity_name(c: &Command) -> &str {
     match c.provider {
-        "kubernetes" => c.identity_key.rsplit(':').next().unwrap_or(&c.identity_key),
+        "kubernetes" => {
+            let username = unqualified_principal(&c.identity_key, c.workload.cluster.as_deref());
+            username.rsplit(':').next().unwrap_or(username)
+        }
         _ => last_segment(&c.identity_key),
     }
 }
@@ -87,7 +91,16 @@ fn target(c: &Command, issued_at: &str) -> Value {
     match c.provider {
         "aws" => {
             if let Some(s) = &c.session {
-                own.insert("session".into(), json!({"arn": s, "name": last_segment(s)}));
+                let mut session = Map::new();
+                session.insert("arn".into(), json!(s));
+                session.insert("name".into(), json!(last_segment(s)));
+                put(&mut session, "user_id", c.session_user_id.as_ref());
+                put(
+                    &mut session,
+                    "issued_at",
+                    c.session_issued_ms.map(format_rfc3339_ms),
+                );
+                own.insert("session".into(), Value::Object(session));
             }
             put(&mut own, "instance_id", w.instance.as_ref());
             if matches!(c.action, "revoke_role_sessions" | "revoke_user_sessions") {
@@ -96,8 +109,13 @@ fn target(c: &Command, issued_at: &str) -> Value {
         }
         "kubernetes" => {
             put(&mut own, "cluster", w.cluster.as_ref());
-            // system:serviceaccount:NAMESPACE:NAME
-            let mut parts = c.identity_key.splitn(4, ':').skip(2);
+            // system:serviceaccount:NAMESPACE:NAME, after the cluster's qualifier
+            let username = unqualified_principal(&c.identity_key, w.cluster.as_deref());
+            let mut parts = username
+                .strip_prefix("system:serviceaccount:")
+                .map(|sa| sa.splitn(2, ':'))
+                .into_iter()
+                .flatten();
             if let (Some(ns), Some(name)) = (parts.next(), parts.next()) {
                 own.insert("namespace".into(), json!(ns));
                 own.insert("service_account".into(), json!(name));
@@ -191,6 +209,8 @@ mod tests {
             owner: None,
             auto_approved: false,
             session: None,
+            session_user_id: None,
+            session_issued_ms: None,
             workload: Workload::default(),
             action,
             provider,
@@ -222,9 +242,10 @@ mod tests {
 
     #[test]
     fn kubernetes_targets_name_namespace_service_account_and_bound_pod() {
+        // A service account in a known cluster is keyed `CLUSTER/USERNAME`.
         let mut c = command(
             "kubernetes",
-            "system:serviceaccount:payments:api",
+            "prod-eu/system:serviceaccount:payments:api",
             "revoke_service_account_tokens",
         );
         c.workload = Workload {
@@ -251,9 +272,14 @@ mod tests {
             "revoke_role_sessions",
         );
         c.session = Some("arn:aws:sts::111122223333:assumed-role/app/i-0abc".into());
+        c.session_user_id = Some("AROAY34FZKBOKMUTVV7A1:i-0abc".into());
+        c.session_issued_ms = Some(6_000_000);
         let v = revocation_command(&c, 7_000_000);
         let aws = &v["target"]["aws"];
         assert_eq!(aws["session"]["name"], "i-0abc");
+        // Enough for a deny that stops this session alone: aws:userid and aws:TokenIssueTime.
+        assert_eq!(aws["session"]["user_id"], "AROAY34FZKBOKMUTVV7A1:i-0abc");
+        assert_eq!(aws["session"]["issued_at"], "1970-01-01T01:40:00.000Z");
         assert_eq!(aws["token_issued_before"], v["issued_at"]);
         assert_eq!(v["target"]["identity"]["name"], "app");
         assert_eq!(v["governance"]["rollback"]["action"], "remove_deny_policy");
@@ -267,6 +293,7 @@ mod tests {
             decode::decode_record(
                 line.as_bytes(),
                 FormatHint::Auto,
+                None,
                 &RawRef::new("test".into(), 1),
                 &mut |_, _, r| {
                     if let Ok(Decoded::Event(e)) = r {

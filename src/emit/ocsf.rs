@@ -205,6 +205,14 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
         "owner",
         a.owner.as_ref().map(|o| json!({"name": o})),
     );
+    let w = &ev.origin.workload;
+    let labels: Vec<String> = [("cluster", &w.cluster), ("namespace", &w.namespace)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}:{v}")))
+        .collect();
+    if !labels.is_empty() {
+        resource.insert("labels".into(), json!(labels));
+    }
 
     let mut observables = vec![
         json!({"name": "actor.user.uid", "type_id": 21, "type": "User", "value": ev.principal}),

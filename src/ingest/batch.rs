@@ -29,6 +29,8 @@ pub struct Received {
     /// Input topic (shared with every record of it).
     pub topic: Arc<str>,
     format: FormatHint,
+    /// The Kubernetes cluster the input declares.
+    cluster: Option<Arc<str>>,
     pub partition: i32,
     pub offset: i64,
     pub received: Instant,
@@ -94,6 +96,7 @@ impl Batch {
         &mut self,
         topic: Arc<str>,
         format: FormatHint,
+        cluster: Option<Arc<str>>,
         partition: i32,
         offset: i64,
         key: Option<&[u8]>,
@@ -110,6 +113,7 @@ impl Batch {
         self.records.push(Received {
             topic,
             format,
+            cluster,
             partition,
             offset,
             received: Instant::now(),
@@ -131,6 +135,7 @@ impl Batch {
             decode::decode_record(
                 &data[rec.payload.clone()],
                 rec.format,
+                rec.cluster.as_deref(),
                 &raw,
                 &mut |bytes, at, result| {
                     // Elements are slices of the record's payload, so of the buffer.
@@ -279,6 +284,7 @@ mod tests {
             b.push(
                 topic.clone(),
                 FormatHint::Auto,
+                None,
                 3,
                 100 + i as i64,
                 Some(key.as_bytes()),
@@ -332,7 +338,7 @@ mod tests {
         gz.write_all(cw.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
         let mut b = Batch::new();
-        b.push(Arc::from("in"), FormatHint::Auto, 0, 5, None, &gz, 0);
+        b.push(Arc::from("in"), FormatHint::Auto, None, 0, 5, None, &gz, 0);
         b.decode();
         let recs: Vec<_> = b.drain().collect();
         let e = &recs[0].elements;
@@ -349,14 +355,14 @@ mod tests {
         let mut b = Batch::new();
         let topic: Arc<str> = Arc::from("in");
         while !b.is_full() {
-            b.push(topic.clone(), FormatHint::Auto, 0, 0, None, b"{}", 0);
+            b.push(topic.clone(), FormatHint::Auto, None, 0, 0, None, b"{}", 0);
         }
         assert_eq!(b.len(), BATCH_RECORDS);
         let mut b = Batch::new();
         let big = vec![b' '; BATCH_BYTES / 2];
-        b.push(topic.clone(), FormatHint::Auto, 0, 0, None, &big, 0);
+        b.push(topic.clone(), FormatHint::Auto, None, 0, 0, None, &big, 0);
         assert!(!b.is_full());
-        b.push(topic, FormatHint::Auto, 0, 1, None, &big, 0);
+        b.push(topic, FormatHint::Auto, None, 0, 1, None, &big, 0);
         assert!(b.is_full());
     }
 }

@@ -430,6 +430,8 @@ pub struct Assigned {
     pub partition: i32,
     pub info: PartitionInfo,
     pub format: FormatHint,
+    /// The Kubernetes cluster the input declares (`TOPIC=FORMAT@CLUSTER`).
+    pub cluster: Option<Arc<str>>,
     pub consumed: IntCounter,
     pub replayed: IntCounter,
     pub decoded: IntCounter,
@@ -464,16 +466,16 @@ impl AssignedView {
         self.entries = t
             .assigned()
             .map(|(topic, partition, info)| {
-                let format = inputs
-                    .iter()
-                    .find(|inp| inp.topic == topic)
-                    .map_or(FormatHint::Auto, |inp| inp.format);
+                let input = inputs.iter().find(|inp| inp.topic == topic);
+                let format = input.map_or(FormatHint::Auto, |inp| inp.format);
+                let cluster = input.and_then(|inp| inp.cluster.clone());
                 let labels = [topic, format.as_str()];
                 Assigned {
                     topic: Arc::from(topic),
                     partition,
                     info,
                     format,
+                    cluster,
                     consumed: m.records_consumed.with_label_values(&labels),
                     replayed: m.records_replayed.with_label_values(&[topic]),
                     decoded: m.events_decoded.with_label_values(&labels),

@@ -19,15 +19,21 @@ pub fn decode(data: &[u8]) {
         FormatHint::Forced(SourceFormat::Native),
     ];
     for hint in hints {
-        decode::decode_record(data, hint, &RawRef::default(), &mut |_, _, r| match r {
-            Ok(Decoded::Event(e)) => event_is_clean(&e),
-            Ok(Decoded::Skipped(_)) => {}
-            Err(e) => {
-                assert!(!e.code().is_empty());
-                let msg = e.to_string();
-                assert!(msg.len() < 4096, "an error message of {} bytes", msg.len());
-            }
-        });
+        decode::decode_record(
+            data,
+            hint,
+            None,
+            &RawRef::default(),
+            &mut |_, _, r| match r {
+                Ok(Decoded::Event(e)) => event_is_clean(&e),
+                Ok(Decoded::Skipped(_)) => {}
+                Err(e) => {
+                    assert!(!e.code().is_empty());
+                    let msg = e.to_string();
+                    assert!(msg.len() < 4096, "an error message of {} bytes", msg.len());
+                }
+            },
+        );
     }
 }
 

@@ -56,7 +56,11 @@ pub async fn run(args: &ProduceArgs) -> anyhow::Result<u64> {
             let bytes = file::read_input(input)?;
             file::split_records(&bytes, input, |rec, _| data.push(rec.to_vec()));
         }
-        keyed_records(data.iter().map(Vec::as_slice), args.format)
+        keyed_records(
+            data.iter().map(Vec::as_slice),
+            args.format,
+            args.cluster.as_deref(),
+        )
     };
     let producer = loader(
         &args.brokers,
@@ -73,7 +77,7 @@ pub async fn run(args: &ProduceArgs) -> anyhow::Result<u64> {
 pub fn simulated_fleet(cfg: &SimConfig) -> (Vec<KeyedRecord>, Labels) {
     let (ct, k8s, labels) = simulate::generate(cfg);
     let lines: Vec<&[u8]> = ct.iter().chain(&k8s).map(|l| l.as_bytes()).collect();
-    (keyed_records(lines, FormatHint::Auto), labels)
+    (keyed_records(lines, FormatHint::Auto, None), labels)
 }
 
 /// Creates topics (name, partitions) with replication factor 1, for tests and benchmarks.
@@ -108,13 +112,14 @@ pub struct KeyedRecord {
 pub fn keyed_records<'a>(
     records: impl IntoIterator<Item = &'a [u8]>,
     format: FormatHint,
+    cluster: Option<&str>,
 ) -> Vec<KeyedRecord> {
     let mut out = Vec::new();
     let mut last_time = i64::MIN;
     let raw = RawRef::default();
     for bytes in records {
         let mut first: Option<(String, i64)> = None;
-        decode::decode_record(bytes, format, &raw, &mut |_, _, r| {
+        decode::decode_record(bytes, format, cluster, &raw, &mut |_, _, r| {
             if let (None, Ok(Decoded::Event(e))) = (&first, r) {
                 first = Some((e.principal.clone(), e.time_ms));
             }
@@ -225,7 +230,7 @@ mod tests {
         let late = br#"{"time":"2026-01-05T10:00:00Z","principal":{"key":"svc-b"},"action":"s3:GetObject"}"#;
         let early = br#"{"time":"2026-01-05T09:00:00Z","principal":{"key":"svc-a"},"action":"s3:GetObject"}"#;
         let bad = b"not json";
-        let got = keyed_records([&late[..], &bad[..], &early[..]], FormatHint::Auto);
+        let got = keyed_records([&late[..], &bad[..], &early[..]], FormatHint::Auto, None);
         let keys: Vec<_> = got.iter().map(|r| r.key.as_deref()).collect();
         assert_eq!(keys, [Some("svc-a"), Some("svc-b"), None]);
         assert_eq!(got[2].bytes, bad, "bytes are unchanged");

@@ -124,6 +124,7 @@ pub fn decode_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<AccessEve
         decode::decode_record(
             line.as_bytes(),
             FormatHint::Auto,
+            None,
             &raw,
             &mut |_, _, r| match r {
                 Ok(Decoded::Event(e)) => out.push(*e),
