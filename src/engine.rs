@@ -241,6 +241,7 @@ pub struct EngineCounters {
     pub findings: [AtomicU64; Detector::COUNT],
     pub alerts_created: AtomicU64,
     pub alerts_updated: AtomicU64,
+    pub alerts_closed: AtomicU64,
     /// By severity, in [`Severity::ALL`] order.
     pub alerts_by_severity: [AtomicU64; Severity::ALL.len()],
     pub commands: AtomicU64,
@@ -411,6 +412,10 @@ impl Engine {
                         }
                         decide::Activity::Update => {
                             c.alerts_updated.fetch_add(1, Ordering::Relaxed)
+                        }
+                        decide::Activity::Close => {
+                            c.alerts_closed.fetch_add(1, Ordering::Relaxed);
+                            continue;
                         }
                     };
                     c.alerts_by_severity[a.severity.index()].fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::config::Rules;
-use crate::decide::Decision;
+use crate::decide::{Activity, Decision};
 use crate::decode::{self, DecodeError, Decoded, FormatHint};
 use crate::detect::Detector;
 use crate::emit::{self, EmitError, dead_letter, sink::JsonlSink};
@@ -97,6 +97,7 @@ pub struct Summary {
     pub rejected: BTreeMap<&'static str, u64>,
     pub alerts_created: u64,
     pub alerts_updated: u64,
+    pub alerts_closed: u64,
     pub alerts_by_cause: BTreeMap<&'static str, u64>,
     pub alerts_by_severity: BTreeMap<&'static str, u64>,
     #[serde(serialize_with = "as_map")]
@@ -136,8 +137,8 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  alerts: {} raised, {} escalating updates, {} repeats merged into open alerts",
-            self.alerts_created, self.alerts_updated, self.merged
+            "  alerts: {} raised, {} escalating updates, {} repeats merged into open alerts, {} closed",
+            self.alerts_created, self.alerts_updated, self.merged, self.alerts_closed
         )?;
         let join = |m: &BTreeMap<&'static str, u64>| {
             m.iter()
@@ -651,7 +652,9 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
                 match (&d, commands.as_mut()) {
                     (Decision::Command(_), Some(c)) => c.write(&msg)?,
                     (Decision::Alert(a), _) => {
-                        *by_cause.entry(a.cause.as_str()).or_default() += 1;
+                        if a.activity != Activity::Close {
+                            *by_cause.entry(a.cause.as_str()).or_default() += 1;
+                        }
                         alerts.write(&msg)?;
                     }
                     (Decision::Command(_), None) => alerts.write(&msg)?,
@@ -696,6 +699,7 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     summary.forgotten = c.forgotten.load(Relaxed);
     summary.alerts_created = c.alerts_created.load(Relaxed);
     summary.alerts_updated = c.alerts_updated.load(Relaxed);
+    summary.alerts_closed = c.alerts_closed.load(Relaxed);
     summary.commands = c.commands.load(Relaxed);
     summary.merged = c.merged.load(Relaxed);
     summary.withheld = c.withheld.load(Relaxed);

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Problem, Rules, RunConfig};
-use crate::decide::{Activity, Decision};
+use crate::decide::Decision;
 use crate::decode::Decoded;
 use crate::emit::kafka::{
     self as out, Ack, Outgoing, OutputProducer, Pending, SourcePosition, Topics,
@@ -534,15 +534,11 @@ impl Service {
                     for d in decisions {
                         match &d {
                             Decision::Alert(a) => {
-                                let activity = match a.activity {
-                                    Activity::Create => "create",
-                                    Activity::Update => "update",
-                                };
                                 m.alerts
                                     .with_label_values(&[
                                         a.cause.as_str(),
                                         a.severity.name(),
-                                        activity,
+                                        a.activity.as_str(),
                                     ])
                                     .inc();
                             }

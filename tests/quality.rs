@@ -5,7 +5,7 @@
 
 use crate::common::{Outputs, assert_valid, decode_all, run, schema};
 use driftwatch::engine::Engine;
-use driftwatch::tools::evaluate::{alert_point, command_point, score, under_attack};
+use driftwatch::tools::evaluate::{alert_point, command_point, is_close, score, under_attack};
 use driftwatch::tools::simulate::{AttackKind, Labels, SimConfig, generate};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -31,6 +31,7 @@ fn simulated_fleet_attacks_are_caught_and_benign_churn_stays_quiet() {
     let points: Vec<_> = out
         .alerts
         .iter()
+        .filter(|a| !is_close(a))
         .map(|a| alert_point(a).expect("alert has identity and time"))
         .collect();
     let report = score(&labels, &points, HOUR_MS);
@@ -109,12 +110,25 @@ fn every_alert_and_command_from_a_simulated_fleet_matches_its_schema() {
     );
     let alert_schema = schema("alert.v1.json");
     let command_schema = schema("revocation-command.v1.json");
+    let mut opened = std::collections::BTreeSet::new();
+    let mut closed = 0;
     for a in &out.alerts {
         assert_valid(&alert_schema, a, "alert");
         let first = a["finding_info"]["first_seen_time"].as_i64().unwrap();
         let last = a["finding_info"]["last_seen_time"].as_i64().unwrap();
         assert!(first <= last, "first_seen_time after last_seen_time");
+        let uid = a["finding_info"]["uid"].as_str().unwrap();
+        if is_close(a) {
+            // Closes a finding opened before, after its last finding, never twice.
+            assert!(opened.remove(uid), "a close of a finding not open: {a}");
+            assert!(a["time"].as_i64().unwrap() > last, "{a}");
+            assert!(a.get("evidences").is_none(), "{a}");
+            closed += 1;
+        } else if a["activity_id"] == 1 {
+            assert!(opened.insert(uid.to_owned()), "a finding opened twice");
+        }
     }
+    assert!(closed > 0, "a fleet of 14 days closes some of its alerts");
     for c in &out.commands {
         assert_valid(&command_schema, c, "command");
         assert_eq!(c["mode"], "dry_run", "commands are dry-run by default");

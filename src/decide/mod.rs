@@ -127,11 +127,25 @@ pub struct OpenAlert {
     pub command_withheld: Option<String>,
 }
 
-/// Whether an alert message opens a finding or updates it (OCSF activity_id 1 / 2).
+/// Whether an alert message opens a finding, updates it, or closes it (OCSF activity_id 1, 2,
+/// 3): a finding closes when its identity has gone `suppression_window_hours` of event time
+/// without another finding for it, noticed at the identity's next event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {
     Create,
     Update,
+    Close,
+}
+
+impl Activity {
+    /// Lower-case name, as metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Create => "create",
+            Activity::Update => "update",
+            Activity::Close => "close",
+        }
+    }
 }
 
 /// An alert as decided; `emit` renders it as an OCSF Detection Finding.
@@ -297,7 +311,48 @@ pub fn revocation_action(ev: &AccessEvent) -> &'static str {
     }
 }
 
-/// Adds `findings` to the identity's risk and decides what to emit.
+fn detectors_of(mask: u16) -> Vec<Detector> {
+    Detector::ALL
+        .iter()
+        .copied()
+        .filter(|d| mask & d.bit() != 0)
+        .collect()
+}
+
+/// The message closing open alert `o`, which expired `window_ms` after it was last seen; `ev`
+/// (the identity's event that found it expired) lends only what belongs to the identity.
+fn closed(
+    o: &OpenAlert,
+    window_ms: i64,
+    ev: &AccessEvent,
+    ctx: &IdentityContext,
+    r: &Rules,
+) -> Alert {
+    Alert {
+        uid: o.uid.clone(),
+        activity: Activity::Close,
+        time_ms: o.last_seen_ms.saturating_add(window_ms),
+        first_seen_ms: o.first_seen_ms,
+        last_seen_ms: o.last_seen_ms,
+        count: o.count,
+        risk_score: o.score,
+        severity: o.severity,
+        cause: o.cause,
+        types: detectors_of(o.types),
+        findings: Vec::new(),
+        maturity: ctx.maturity,
+        mature: ctx.mature,
+        identity_events: ctx.events,
+        identity_first_seen_ms: ctx.first_seen_ms,
+        owner: r.inventory.get(&ev.principal).and_then(|m| m.owner.clone()),
+        event: ev.clone(),
+        command_id: o.command_id.clone(),
+        command_withheld: o.command_withheld.clone(),
+    }
+}
+
+/// Adds `findings` to the identity's risk and decides what to emit: messages closing the
+/// identity's expired alerts first, then an alert (and a command) if the findings call for one.
 pub fn decide(
     risk: &mut RiskState,
     findings: Vec<Finding>,
@@ -315,8 +370,20 @@ pub fn decide(
     // Findings older than four half-lives contribute under 7% and leave the explanation.
     let horizon = ev.time_ms - (4.0 * half_life_ms) as i64;
     risk.recent.retain(|f| f.time_ms >= horizon);
+    let window_ms = s.suppression_window_hours * 3_600_000.0;
+    let mut out = Vec::new();
     risk.open.retain(|o| {
-        (ev.time_ms - o.last_seen_ms) as f64 <= s.suppression_window_hours * 3_600_000.0
+        let open = (ev.time_ms - o.last_seen_ms) as f64 <= window_ms;
+        if !open {
+            out.push(Decision::Alert(Box::new(closed(
+                o,
+                window_ms as i64,
+                ev,
+                ctx,
+                r,
+            ))));
+        }
+        open
     });
     // Quiet again: give the room back (a findings list holds ~2 KB at its cap, and most
     // identities are quiet most of the time).
@@ -327,7 +394,7 @@ pub fn decide(
         risk.open = Vec::new();
     }
     if findings.is_empty() {
-        return Vec::new();
+        return out;
     }
     // A trace of surprise (a CI runner's new address, say) must not re-raise an alert on the
     // strength of evidence that earlier findings left behind.
@@ -354,7 +421,7 @@ pub fn decide(
     }
     let score = risk_score(risk.evidence, s.evidence_scale_bits);
     if score < s.alert_min_score || event_bits < s.min_event_bits {
-        return Vec::new();
+        return out;
     }
     let cause = risk
         .recent
@@ -387,7 +454,7 @@ pub fn decide(
             o.types |= types_mask;
             if !escalates {
                 stats.merged += 1;
-                return Vec::new();
+                return out;
             }
             (i, Activity::Update)
         }
@@ -419,7 +486,6 @@ pub fn decide(
         }
     };
 
-    let mut out = Vec::with_capacity(2);
     let mut command = None;
     if want_command
         && risk.open[idx].command_id.is_none()
@@ -438,11 +504,7 @@ pub fn decide(
         }
     }
     let o = &risk.open[idx];
-    let types: Vec<Detector> = Detector::ALL
-        .iter()
-        .copied()
-        .filter(|d| o.types & d.bit() != 0)
-        .collect();
+    let types = detectors_of(o.types);
     let alert = Alert {
         uid: o.uid.clone(),
         activity,
@@ -553,6 +615,71 @@ fn build_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_alert_closes_at_its_identitys_first_event_after_the_suppression_window() {
+        use crate::detect::{Evidence, Finding};
+        let r = Rules::new(crate::config::Model::embedded());
+        let window_ms = (r.model.scoring.suppression_window_hours * 3_600_000.0) as i64;
+        let guard = Guardrails::new();
+        let ctx = IdentityContext {
+            maturity: 1.0,
+            mature: true,
+            events: 1_000,
+            first_seen_ms: 0,
+            fleet_size: 100,
+            owner: 0,
+        };
+        let mut ev = crate::decode::decode_one(
+            br#"{"eventVersion":"1.09","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333"},"eventTime":"2026-01-05T10:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateAccessKey","sourceIPAddress":"198.51.100.7","eventID":"e1"}"#,
+            crate::decode::FormatHint::Auto,
+            crate::event::RawRef::default(),
+        )
+        .map(|d| match d {
+            crate::decode::Decoded::Event(e) => *e,
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+        let t0 = ev.time_ms;
+        let finding = |t: i64| Finding {
+            detector: Detector::NewEndpoint,
+            bits: 40.0,
+            probability: 1e-12,
+            summary: "new endpoint".into(),
+            baseline: Evidence::new(&serde_json::json!({})),
+            observed: Evidence::new(&serde_json::json!({})),
+            time_ms: t,
+            event_id: None,
+        };
+        let mut risk = RiskState::default();
+        let mut stats = DecideStats::default();
+        let mut at = |risk: &mut RiskState, t: i64, findings: Vec<Finding>| {
+            ev.time_ms = t;
+            decide(risk, findings, &ev, &ctx, &r, &guard, &mut stats)
+                .into_iter()
+                .filter_map(|d| match d {
+                    Decision::Alert(a) => Some((a.activity, a.time_ms, a.uid.clone())),
+                    Decision::Command(_) => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let opened = at(&mut risk, t0, vec![finding(t0)]);
+        assert_eq!(opened.len(), 1);
+        assert_eq!(opened[0].0, Activity::Create);
+        // Quiet events inside the window close nothing.
+        assert!(at(&mut risk, t0 + window_ms, Vec::new()).is_empty());
+        // The first event past it closes the alert, timed when the window ran out.
+        let closed = at(&mut risk, t0 + window_ms + 1, Vec::new());
+        assert_eq!(
+            closed,
+            [(Activity::Close, t0 + window_ms, opened[0].2.clone())]
+        );
+        assert!(risk.open.is_empty());
+        assert!(
+            at(&mut risk, t0 + 2 * window_ms, Vec::new()).is_empty(),
+            "closed once"
+        );
+    }
 
     #[test]
     fn risk_score_is_monotone_and_bounded() {

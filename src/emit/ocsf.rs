@@ -124,13 +124,16 @@ fn confidence(a: &Alert) -> (u8, &'static str) {
 /// The OCSF 1.1.0 Detection Finding of an alert, emitted at `now_ms` (wall clock:
 /// `finding_info.modified_time`, and `created_time` when it opens the finding; every other time
 /// is event time). Attributes the alert has no value for are left out (never null); a source
-/// that names a cloud account declares the `cloud` profile and carries `cloud`. Valid against
-/// the official schema (`schemas/ocsf-1.1.0/`).
+/// that names a cloud account declares the `cloud` profile and carries `cloud`. A Close says
+/// which finding ended and when, with the identity but no record: no evidences, no record's
+/// address, region or position. Valid against the official schema (`schemas/ocsf-1.1.0/`).
 pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     let (activity_id, activity_name) = match a.activity {
         Activity::Create => (1, "Create"),
         Activity::Update => (2, "Update"),
+        Activity::Close => (3, "Close"),
     };
+    let closing = a.activity == Activity::Close;
     let ev = &a.event;
     let top = a.findings.iter().max_by(|x, y| x.bits.total_cmp(&y.bits));
     let title = format!(
@@ -138,12 +141,18 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
         ev.principal,
         a.cause.as_str().replace('_', " ")
     );
-    let desc = a
-        .findings
-        .iter()
-        .map(|f| f.summary.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
+    let desc = if closing {
+        format!(
+            "No finding on this identity for {} hours after the last one: closed.",
+            (a.time_ms - a.last_seen_ms) / 3_600_000
+        )
+    } else {
+        a.findings
+            .iter()
+            .map(|f| f.summary.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let (risk_level_id, risk_level_name) = risk_level(a.severity);
     let (confidence_id, confidence_name) = confidence(a);
     let evidences = a.findings.iter().map(|f| {
@@ -166,7 +175,7 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     put(
         &mut user,
         "credential_uid",
-        ev.credential.as_ref().map(|c| &c.id),
+        ev.credential.as_ref().map(|c| &c.id).filter(|_| !closing),
     );
     let mut data = Map::new();
     data.insert("detector".into(), json!("triggering_event"));
@@ -217,10 +226,10 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     let mut observables = vec![
         json!({"name": "actor.user.uid", "type_id": 21, "type": "User", "value": ev.principal}),
     ];
-    if let Some(ip) = ev.origin.ip {
+    if let Some(ip) = ev.origin.ip.filter(|_| !closing) {
         observables.push(json!({"name": "evidences.src_endpoint.ip", "type_id": 2, "type": "IP Address", "value": ip.to_string()}));
     }
-    if let Some(r) = &ev.resource {
+    if let Some(r) = ev.resource.as_ref().filter(|_| !closing) {
         observables.push(json!({"name": "evidences.data.resource", "type_id": 10, "type": "Resource UID", "value": r}));
     }
 
@@ -249,17 +258,23 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     put(
         &mut unmapped,
         "credential_type",
-        ev.credential.as_ref().map(|c| c.kind),
+        ev.credential.as_ref().map(|c| c.kind).filter(|_| !closing),
     );
-    put(&mut unmapped, "session_uid", ev.session_id.as_ref());
+    put(
+        &mut unmapped,
+        "session_uid",
+        ev.session_id.as_ref().filter(|_| !closing),
+    );
     put(&mut unmapped, "command_id", a.command_id.as_ref());
     put(
         &mut unmapped,
         "command_withheld",
         a.command_withheld.as_ref(),
     );
-    unmapped.insert("raw_source".into(), json!(ev.raw.source_label()));
-    unmapped.insert("raw_position".into(), json!(ev.raw.position));
+    if !closing {
+        unmapped.insert("raw_source".into(), json!(ev.raw.source_label()));
+        unmapped.insert("raw_position".into(), json!(ev.raw.position));
+    }
 
     let mut finding = json!({
         "class_uid": 2004,
@@ -281,7 +296,10 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
         "count": a.count,
         "start_time": a.first_seen_ms,
         "end_time": a.last_seen_ms,
-        "message": top.map(|f| f.summary.clone()).unwrap_or_default(),
+        "message": match top {
+            Some(f) => f.summary.clone(),
+            None => desc.clone(),
+        },
         "metadata": metadata,
         "finding_info": {
             "uid": a.uid,
@@ -299,6 +317,12 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
         "unmapped": unmapped,
     });
     finding["finding_info"]["modified_time"] = json!(now_ms);
+    if closing {
+        // The finding's records were in its earlier messages; this one ends it.
+        if let Some(f) = finding.as_object_mut() {
+            f.remove("evidences");
+        }
+    }
     // The finding's status belongs to whoever triages it: set once, when it is created.
     if a.activity == Activity::Create {
         finding["finding_info"]["created_time"] = json!(now_ms);
@@ -313,7 +337,11 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
             "account",
             ev.tenant.as_ref().map(|t| json!({"uid": t})),
         );
-        put(&mut cloud, "region", ev.region.as_ref());
+        put(
+            &mut cloud,
+            "region",
+            ev.region.as_ref().filter(|_| !closing),
+        );
         finding["cloud"] = Value::Object(cloud);
         finding["metadata"]["profiles"] = json!(["cloud"]);
     }
@@ -323,5 +351,8 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
 /// The message's own uid: one per alert message (a finding and its count), the same as its
 /// CloudEvents `ce_id`, so consumers of the JSON body deduplicate as header readers do.
 pub fn message_uid(a: &Alert) -> String {
-    format!("{}/{}", a.uid, a.count)
+    match a.activity {
+        Activity::Close => format!("{}/closed", a.uid),
+        _ => format!("{}/{}", a.uid, a.count),
+    }
 }

@@ -61,7 +61,7 @@ pub struct Metrics {
     /// Record received to all its outputs acknowledged by the brokers, in seconds (records
     /// with at least one alert, command or dead letter).
     pub delivery_seconds: Histogram,
-    /// Alerts emitted, by the detector that caused them, severity and activity (create/update).
+    /// Alerts emitted, by the detector that caused them, severity and activity (create/update/close).
     pub alerts: IntCounterVec,
     /// Revocation commands emitted, by action and mode (dry_run/enforce).
     pub commands: IntCounterVec,

@@ -42,8 +42,17 @@ pub fn command_point(v: &Value) -> Option<AlertPoint> {
     })
 }
 
-/// Extracts identity, event time and detector names from an OCSF alert.
+/// Whether an OCSF alert message closes a finding (activity 3): it raises nothing.
+pub fn is_close(v: &Value) -> bool {
+    v["activity_id"] == 3
+}
+
+/// Extracts identity, event time and detector names from an OCSF alert; `None` for a Close
+/// ([`is_close`]) and for a message without an identity or a time.
 pub fn alert_point(v: &Value) -> Option<AlertPoint> {
+    if is_close(v) {
+        return None;
+    }
     let identity = v["resources"][0]["uid"].as_str()?.to_owned();
     let time_ms = v["time"].as_i64()?;
     let detectors = v["finding_info"]["types"]
@@ -170,7 +179,9 @@ pub fn score_files(
             let at = || format!("{}:{}", path.display(), i + 1);
             let v: Value =
                 serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
-            if v.get("class_uid").is_some() {
+            if is_close(&v) {
+                continue;
+            } else if v.get("class_uid").is_some() {
                 points.push(alert_point(&v).with_context(|| {
                     format!("{}: alert without resources[0].uid or time", at())
                 })?);
