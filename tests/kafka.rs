@@ -338,8 +338,8 @@ async fn two_clusters_on_two_inputs_keep_service_accounts_of_the_same_name_apart
         .expect("create topics");
     let cfg = SimConfig {
         identities: 40,
-        days: 8,
-        seed: 23,
+        days: 12,
+        seed: 3,
         ..SimConfig::default()
     };
     let (_, k8s, _) = driftwatch::tools::simulate::generate(&cfg);
