@@ -82,6 +82,10 @@ pub struct ReplayArgs {
     /// Detection model laid over the embedded default (models/default.toml).
     #[arg(long, env = "DRIFTWATCH_MODEL")]
     pub model: Option<PathBuf>,
+    /// How alerts are written: `ocsf` (OCSF 1.1.0 Detection Findings, canonical) or `ecs`
+    /// (Elastic Common Schema 8.x `event.kind: alert` documents).
+    #[arg(long, default_value = "ocsf", env = "DRIFTWATCH_ALERT_FORMAT")]
+    pub alert_format: crate::emit::AlertFormat,
     /// Write alerts (OCSF Detection Findings) here instead of stdout.
     #[arg(long)]
     pub alerts: Option<PathBuf>,

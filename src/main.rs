@@ -164,6 +164,7 @@ fn replay(a: &ReplayArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         format: a.format,
         cluster: a.cluster.clone(),
         alerts: a.alerts.clone(),
+        alert_format: a.alert_format,
         commands: a.commands.clone(),
         dead_letter: a.dead_letter.clone(),
         state: a.state.clone(),

@@ -44,6 +44,7 @@ pub struct ReplayOptions {
     pub cluster: Option<String>,
     /// Alerts JSONL; standard output when `None`.
     pub alerts: Option<PathBuf>,
+    pub alert_format: crate::emit::AlertFormat,
     /// Commands JSONL; standard output when `None`.
     pub commands: Option<PathBuf>,
     /// Rejected records with their reasons, JSONL; only counted and logged when `None`.
@@ -648,7 +649,7 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         &mut summary,
         |ev| -> Result<(), ReplayError> {
             for d in engine.process(ev) {
-                let msg = emit::render(&d, crate::telemetry::now_ms());
+                let msg = emit::render_as(&d, crate::telemetry::now_ms(), opts.alert_format);
                 match (&d, commands.as_mut()) {
                     (Decision::Command(_), Some(c)) => c.write(&msg)?,
                     (Decision::Alert(a), _) => {

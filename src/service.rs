@@ -548,7 +548,12 @@ impl Service {
                                     .inc();
                             }
                         }
-                        outgoing.push(out::decision(&d, &self.cfg.source, now));
+                        outgoing.push(out::decision(
+                            &d,
+                            &self.cfg.source,
+                            now,
+                            self.cfg.alert_format,
+                        ));
                     }
                 }
                 Ok(Decoded::Skipped(_)) => part.skipped.inc(),

@@ -293,6 +293,74 @@ fn a_declared_cluster_qualifies_kubernetes_keys_and_changes_nothing_else() {
 }
 
 #[test]
+fn alerts_as_ecs_documents_say_what_the_ocsf_findings_say_and_match_their_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = simulate(dir.path(), 40, 12, 3);
+    let inputs = [
+        fleet.join("cloudtrail.jsonl"),
+        fleet.join("k8s-audit.jsonl"),
+    ];
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let (ocsf, _) = replay_files(dir.path(), "ocsf", &[], &inputs);
+    let (ecs, _) = replay_files(dir.path(), "ecs", &["--alert-format", "ecs"], &inputs);
+    let ecs_schema = schema("alert-ecs.v1.json");
+    let ocsf_alerts: Vec<&Value> = ocsf
+        .iter()
+        .filter(|m| m.get("class_uid").is_some())
+        .collect();
+    let ecs_alerts: Vec<&Value> = ecs.iter().filter(|m| m.get("ecs").is_some()).collect();
+    assert!(!ecs_alerts.is_empty());
+    assert_eq!(
+        ecs_alerts.len(),
+        ocsf_alerts.len(),
+        "one document per finding message"
+    );
+    let activity = ["", "start", "info", "end"];
+    for (e, o) in ecs_alerts.iter().zip(&ocsf_alerts) {
+        assert_valid(&ecs_schema, e, "ECS alert");
+        assert_eq!(e["event"]["kind"], "alert");
+        assert_eq!(e["event"]["id"], o["metadata"]["uid"]);
+        assert_eq!(e["user"]["id"], o["resources"][0]["uid"]);
+        assert_eq!(
+            e["event"]["type"][0],
+            activity[o["activity_id"].as_u64().unwrap() as usize]
+        );
+        assert_eq!(e["event"]["severity"], o["severity_id"]);
+        assert_eq!(e["event"]["risk_score"], o["risk_score"]);
+        assert_eq!(e["rule"]["name"], o["finding_info"]["title"]);
+        assert_eq!(
+            e["threat"]["technique"][0]["id"],
+            o["finding_info"]["attacks"][0]["technique"]["uid"]
+        );
+        assert_eq!(
+            driftwatch::decode::time::parse_timestamp_ms(e["@timestamp"].as_str().unwrap()),
+            o["time"].as_i64()
+        );
+    }
+    // Commands are the same whichever alert format.
+    let commands = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .filter(|m| m.get("command_id").is_some())
+            .cloned()
+            .collect()
+    };
+    assert_eq!(commands(&ecs), commands(&ocsf));
+
+    let out = driftwatch(&[
+        "replay",
+        "--alert-format",
+        "xml",
+        inputs[0].to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--alert-format") && err.contains("ocsf, ecs"),
+        "{err}"
+    );
+}
+
+#[test]
 fn secrets_in_records_never_reach_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2E6eCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";

@@ -13,6 +13,7 @@ use super::settings::{self, KafkaProperty, Settings};
 use super::{ConfigError, Problem};
 use crate::cli::CLUSTER_NAME_RULE;
 use crate::decode::FormatHint;
+use crate::emit::AlertFormat;
 use crate::redact::shape;
 
 /// librdkafka properties driftwatch sets itself: overriding them would break at-least-once.
@@ -61,6 +62,7 @@ pub struct RunConfig {
     pub group_id: String,
     pub inputs: Vec<Input>,
     pub alerts_topic: String,
+    pub alert_format: AlertFormat,
     pub commands_topic: String,
     pub dead_letter_topic: String,
     /// Pass-through librdkafka properties (TLS, SASL, tuning).
@@ -345,6 +347,11 @@ impl RunConfig {
             }
             None => Some(format!("{group_id}.state")),
         };
+        let (format, k) = pick_defaulted!(alert_format);
+        let alert_format = format.parse::<AlertFormat>().unwrap_or_else(|why| {
+            problems.push(Problem { key: k, why });
+            AlertFormat::default()
+        });
         let (addr, k) = pick_defaulted!(metrics_addr);
         let metrics_addr = parse_metrics_addr(&addr).unwrap_or_else(|why| {
             problems.push(Problem { key: k, why });
@@ -379,6 +386,7 @@ impl RunConfig {
             state_topic,
             commit_interval,
             metrics_addr,
+            alert_format,
             model,
             identities,
             ip_ranges,
@@ -426,11 +434,12 @@ impl RunConfig {
             })
             .collect();
         format!(
-            "brokers={} group={} inputs=[{}] alerts={} commands={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
+            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
             self.brokers,
             self.group_id,
             inputs.join(","),
             self.alerts_topic,
+            self.alert_format.as_str(),
             self.commands_topic,
             self.dead_letter_topic,
             self.state_topic.as_deref().unwrap_or("off"),
@@ -524,6 +533,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_flag() {
         let mut s = cli(&["a=yaml", "a", "b", "=native", "c=k8s-audit@x/y", "d@"]);
+        s.alert_format = Some("xml".into());
         s.alerts_topic = Some("b".into());
         s.shutdown_grace_seconds = Some(0.0);
         s.kafka = vec![
@@ -537,6 +547,7 @@ mod tests {
             "--input: `=native` names no topic",
             "--input: `c=k8s-audit@x/y`: a cluster name is 1 to 100 letters",
             "--input: `d@`: a cluster name",
+            "--alert-format: unknown alert format `xml` (ocsf, ecs)",
             "--alerts-topic: `b` is also an input topic",
             "--shutdown-grace-seconds: 0 is not",
             "--kafka-property enable.auto.commit: cannot be overridden",
@@ -544,7 +555,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(e.problems.len(), 8, "{text}");
+        assert_eq!(e.problems.len(), 9, "{text}");
     }
 
     #[test]

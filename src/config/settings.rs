@@ -105,6 +105,10 @@ pub struct Settings {
     /// Topic for alerts (OCSF Detection Findings).
     #[arg(long, env = "DRIFTWATCH_ALERTS_TOPIC")]
     pub alerts_topic: Option<String>,
+    /// How alerts are written: `ocsf` (OCSF 1.1.0 Detection Findings, canonical) or `ecs`
+    /// (Elastic Common Schema 8.x `event.kind: alert` documents).
+    #[arg(long, env = "DRIFTWATCH_ALERT_FORMAT")]
+    pub alert_format: Option<String>,
     /// Topic for revocation commands.
     #[arg(long, env = "DRIFTWATCH_COMMANDS_TOPIC")]
     pub commands_topic: Option<String>,
@@ -176,6 +180,7 @@ impl Settings {
             group: Some("driftwatch".into()),
             inputs: Some(vec!["driftwatch.access-logs".into()]),
             alerts_topic: Some("driftwatch.alerts".into()),
+            alert_format: Some("ocsf".into()),
             commands_topic: Some("driftwatch.commands".into()),
             dead_letter_topic: Some("driftwatch.dead-letter".into()),
             kafka: Vec::new(),

@@ -20,7 +20,7 @@ use rdkafka::statistics::Statistics;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::{EmitError, command, render};
+use super::{AlertFormat, EmitError, command, render_as};
 use crate::config::RunConfig;
 use crate::config::service::ClientKind;
 use crate::decide::Decision;
@@ -30,6 +30,10 @@ use crate::telemetry::Metrics;
 
 /// CloudEvents `type` of alerts.
 pub const ALERT_TYPE: &str = "dev.driftwatch.detection_finding.v1";
+/// `ce_type` of alerts written as ECS documents (`--alert-format ecs`).
+pub const ECS_ALERT_TYPE: &str = "dev.driftwatch.alert.ecs.v1";
+/// `ce_dataschema` of ECS alerts.
+pub const ECS_SCHEMA_URI: &str = "https://driftwatch.dev/schemas/alert-ecs.v1.json";
 /// CloudEvents `type` of revocation commands.
 pub const COMMAND_TYPE: &str = "dev.driftwatch.revocation_command.v1";
 
@@ -65,17 +69,24 @@ pub struct Outgoing {
 ///
 /// `ce_id` is stable across replays (the finding uid and its count, or the command id), so a
 /// consumer deduplicating on `ce_source` + `ce_id` drops the duplicates at-least-once delivery
-/// can cause. `now_ms` stamps a command's issue and expiry ([`render`]).
-pub fn decision(d: &Decision, source: &str, now_ms: i64) -> Outgoing {
-    let body = render(d, now_ms);
+/// can cause. `now_ms` stamps a command's issue and expiry ([`render_as`]); alerts are written
+/// in `format`.
+pub fn decision(d: &Decision, source: &str, now_ms: i64, format: AlertFormat) -> Outgoing {
+    let body = render_as(d, now_ms, format);
     let (route, ty, id, key, time_ms, schema) = match d {
         Decision::Alert(a) => (
             Route::Alerts,
-            ALERT_TYPE,
+            match format {
+                AlertFormat::Ocsf => ALERT_TYPE,
+                AlertFormat::Ecs => ECS_ALERT_TYPE,
+            },
             super::ocsf::message_uid(a),
             a.event.principal.as_str(),
             a.time_ms,
-            "https://schema.ocsf.io/1.1.0/classes/detection_finding",
+            match format {
+                AlertFormat::Ocsf => "https://schema.ocsf.io/1.1.0/classes/detection_finding",
+                AlertFormat::Ecs => ECS_SCHEMA_URI,
+            },
         ),
         Decision::Command(c) => (
             Route::Commands,

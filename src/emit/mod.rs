@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod dead_letter;
+pub mod ecs;
 pub mod kafka;
 pub mod ocsf;
 pub mod sink;
@@ -44,12 +45,47 @@ pub(crate) fn put<T: Serialize>(obj: &mut Map<String, Value>, key: &str, value: 
     }
 }
 
+/// How alerts are written: OCSF 1.1.0 Detection Findings (the default and canonical format,
+/// `schemas/alert.v1.json`) or Elastic Common Schema documents (`schemas/alert-ecs.v1.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AlertFormat {
+    #[default]
+    Ocsf,
+    Ecs,
+}
+
+impl AlertFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertFormat::Ocsf => "ocsf",
+            AlertFormat::Ecs => "ecs",
+        }
+    }
+}
+
+impl std::str::FromStr for AlertFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ocsf" => Ok(AlertFormat::Ocsf),
+            "ecs" => Ok(AlertFormat::Ecs),
+            other => Err(format!("unknown alert format `{other}` (ocsf, ecs)")),
+        }
+    }
+}
+
 /// The JSON message for a decision, emitted at `now_ms` (the wall clock, in the service and
 /// replay): an alert's `finding_info.created_time`/`modified_time`, a command's validity. All
 /// else is event time, so the same events give the same messages but for these.
 pub fn render(d: &Decision, now_ms: i64) -> Value {
-    match d {
-        Decision::Alert(a) => ocsf::detection_finding(a, now_ms),
-        Decision::Command(c) => command::revocation_command(c, now_ms),
+    render_as(d, now_ms, AlertFormat::Ocsf)
+}
+
+/// [`render`], with alerts in `format`.
+pub fn render_as(d: &Decision, now_ms: i64, format: AlertFormat) -> Value {
+    match (d, format) {
+        (Decision::Alert(a), AlertFormat::Ocsf) => ocsf::detection_finding(a, now_ms),
+        (Decision::Alert(a), AlertFormat::Ecs) => ecs::alert_document(a, now_ms),
+        (Decision::Command(c), _) => command::revocation_command(c, now_ms),
     }
 }

@@ -20,7 +20,7 @@ fn risk_level(severity: Severity) -> (u8, &'static str) {
 }
 
 /// A MITRE ATT&CK technique: (technique id, technique name, tactic id, tactic name).
-type Technique = (&'static str, &'static str, &'static str, &'static str);
+pub(crate) type Technique = (&'static str, &'static str, &'static str, &'static str);
 
 const VALID_CLOUD_ACCOUNTS: Technique = (
     "T1078.004",
@@ -30,7 +30,7 @@ const VALID_CLOUD_ACCOUNTS: Technique = (
 );
 
 /// The ATT&CK technique a detector's finding is evidence of, for the event's kind of source.
-fn technique(d: Detector, format: SourceFormat) -> Technique {
+pub(crate) fn technique(d: Detector, format: SourceFormat) -> Technique {
     match d {
         Detector::OutsideWorkload if format == SourceFormat::K8sAudit => (
             "T1550.001",
@@ -68,26 +68,40 @@ fn technique(d: Detector, format: SourceFormat) -> Technique {
 }
 
 /// The ATT&CK techniques of an alert's detectors, each once, in the order of `types`.
-fn attacks(a: &Alert) -> Vec<Value> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut out = Vec::new();
+pub(crate) fn techniques(a: &Alert) -> Vec<Technique> {
+    let mut out: Vec<Technique> = Vec::new();
     for d in &a.types {
-        let (uid, name, tactic_uid, tactic) = technique(*d, a.event.format);
-        if seen.contains(&uid) {
-            continue;
+        let t = technique(*d, a.event.format);
+        if !out.iter().any(|o| o.0 == t.0) {
+            out.push(t);
         }
-        seen.push(uid);
-        out.push(json!({
-            "technique": {"uid": uid, "name": name, "src_url": format!("https://attack.mitre.org/techniques/{}/", uid.replace('.', "/"))},
-            "tactic": {"uid": tactic_uid, "name": tactic},
-            "version": ATTACK_VERSION,
-        }));
     }
     out
 }
 
+/// A technique's page on attack.mitre.org.
+pub(crate) fn technique_url(uid: &str) -> String {
+    format!(
+        "https://attack.mitre.org/techniques/{}/",
+        uid.replace('.', "/")
+    )
+}
+
+fn attacks(a: &Alert) -> Vec<Value> {
+    techniques(a)
+        .into_iter()
+        .map(|(uid, name, tactic_uid, tactic)| {
+            json!({
+                "technique": {"uid": uid, "name": name, "src_url": technique_url(uid)},
+                "tactic": {"uid": tactic_uid, "name": tactic},
+                "version": ATTACK_VERSION,
+            })
+        })
+        .collect()
+}
+
 /// The ATT&CK release the technique names are taken from.
-const ATTACK_VERSION: &str = "v16";
+pub(crate) const ATTACK_VERSION: &str = "v16";
 
 /// OCSF `cloud.provider` for a source whose records name a cloud account.
 fn cloud_provider(format: SourceFormat) -> Option<&'static str> {
@@ -113,11 +127,36 @@ fn api(ev: &AccessEvent) -> Value {
 
 /// How sure the finding is: an identity still learning its baseline judges on little (Low);
 /// a mature one at High or Critical severity is sure (High); otherwise Medium.
-fn confidence(a: &Alert) -> (u8, &'static str) {
+pub(crate) fn confidence(a: &Alert) -> (u8, &'static str) {
     match (a.mature, a.severity) {
         (false, _) => (1, "Low"),
         (true, Severity::High | Severity::Critical) => (3, "High"),
         (true, Severity::Medium) => (2, "Medium"),
+    }
+}
+
+/// An alert's one-line title: whose behaviour drifted, and how.
+pub(crate) fn title(a: &Alert) -> String {
+    format!(
+        "Behaviour drift of {}: {}",
+        a.event.principal,
+        a.cause.as_str().replace('_', " ")
+    )
+}
+
+/// What the alert's findings say, or for a Close, why it closed.
+pub(crate) fn description(a: &Alert) -> String {
+    if a.activity == Activity::Close {
+        format!(
+            "No finding on this identity for {} hours after the last one: closed.",
+            (a.time_ms - a.last_seen_ms) / 3_600_000
+        )
+    } else {
+        a.findings
+            .iter()
+            .map(|f| f.summary.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -136,23 +175,8 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     let closing = a.activity == Activity::Close;
     let ev = &a.event;
     let top = a.findings.iter().max_by(|x, y| x.bits.total_cmp(&y.bits));
-    let title = format!(
-        "Behaviour drift of {}: {}",
-        ev.principal,
-        a.cause.as_str().replace('_', " ")
-    );
-    let desc = if closing {
-        format!(
-            "No finding on this identity for {} hours after the last one: closed.",
-            (a.time_ms - a.last_seen_ms) / 3_600_000
-        )
-    } else {
-        a.findings
-            .iter()
-            .map(|f| f.summary.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let title = title(a);
+    let desc = description(a);
     let (risk_level_id, risk_level_name) = risk_level(a.severity);
     let (confidence_id, confidence_name) = confidence(a);
     let evidences = a.findings.iter().map(|f| {
