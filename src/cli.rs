@@ -19,7 +19,7 @@ use crate::telemetry::logging::LogFormat;
 #[command(name = "driftwatch", version, about, long_about = None)]
 pub struct Cli {
     /// Log lines as human-readable text or one JSON object per line; the level comes from
-    /// RUST_LOG (default: info for `run`, warn otherwise).
+    /// RUST_LOG (default: info for `run` and `forward`, warn otherwise).
     #[arg(
         long,
         global = true,
