@@ -51,19 +51,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Polls `done` every 50 ms; panics with `what` (and `context()`, e.g. a log) after `limit`.
-fn wait_until(what: &str, limit: Duration, context: impl Fn() -> String, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The scripted webhook.
 
@@ -410,6 +397,33 @@ impl Forwarding {
         }
     }
 
+    /// Polls `done` every 50 ms for up to `limit`; panics with `what` and `context()` when the
+    /// time is up, or with the forwarder's log if it exits meanwhile.
+    fn wait_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        context: impl Fn() -> String,
+        done: impl Fn() -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let stderr = self.stderr.take().unwrap().join().unwrap();
+                panic!(
+                    "driftwatch forward exited ({status}) while waiting for {what}:\n{}",
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}\n{}",
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then its exit within 20 s (killed after that).
     fn stop(mut self) -> Finished {
         let mut child = self.child.take().unwrap();
@@ -509,13 +523,12 @@ fn forward_command(s: &Setup, group: &str, url: &str, extra: &[&str]) -> Command
         s.secret_file.path().to_str().unwrap(),
         "--header",
         "Authorization=Bearer header-token-not-logged",
-        "--metrics-addr",
-        "off",
         "--log-format",
         "json",
     ])
     .args(extra)
     .env("RUST_LOG", "debug")
+    .env("DRIFTWATCH_FORWARD_METRICS_ADDR", "off")
     .env_remove("DRIFTWATCH_FORWARD_SECRET")
     .env_remove("DRIFTWATCH_FORWARD_URL");
     cmd
@@ -581,14 +594,14 @@ fn a_webhook_that_fails_then_hangs_gets_every_message_once_in_order_signed_under
         "--max-backoff-seconds",
         "0.3",
     ];
-    let run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
-    wait_until(
+    let mut run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
+    run.wait_until(
         "all 6 messages delivered",
         Duration::from_secs(40),
         || format!("{:#?}", hook.hits()),
         || hook.delivered().len() >= 6,
     );
-    wait_until(
+    run.wait_until(
         "the 6 offsets committed",
         Duration::from_secs(15),
         String::new,
@@ -656,8 +669,8 @@ fn a_webhook_that_fails_then_hangs_gets_every_message_once_in_order_signed_under
 
     // A second run in the same group forwards only what is new.
     let later = produce_messages(&s.from, "cmd", 6..7, s.partitions);
-    let run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
-    wait_until(
+    let mut run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
+    run.wait_until(
         "the new message delivered",
         Duration::from_secs(30),
         || format!("{:#?}", hook.hits()),
@@ -694,20 +707,56 @@ fn a_refused_message_is_dead_lettered_at_once_one_that_keeps_failing_after_its_a
     let token = unique("tok");
     let url = format!("http://{}{}", hook.addr, secret_path(&token));
     let group = unique("fwd-dlq");
-    let args = ["--max-attempts", "3", "--max-backoff-seconds", "0.2"];
-    let run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
-    wait_until(
+    let metrics: SocketAddr = format!("127.0.0.1:{}", crate::common::free_port())
+        .parse()
+        .unwrap();
+    let metrics_addr = metrics.to_string();
+    let args = [
+        "--max-attempts",
+        "3",
+        "--max-backoff-seconds",
+        "0.2",
+        "--metrics-addr",
+        &metrics_addr,
+    ];
+    let mut run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
+    run.wait_until(
         "the last message delivered",
         Duration::from_secs(40),
         || format!("{:#?}", hook.hits()),
         || hook.delivered().contains(&sent[4].id),
     );
     let dead = read_topic(&s.dead_letter, 2);
-    wait_until(
+    run.wait_until(
         "the 5 offsets committed",
         Duration::from_secs(15),
         String::new,
         || committed(&group, &s.from, 1) >= 5,
+    );
+    // The metrics count each attempt by how it ended, and never name the webhook.
+    let (status, text) = block_on(driftwatch::telemetry::http::get(metrics, "/metrics")).unwrap();
+    assert_eq!(status, 200);
+    for series in [
+        "driftwatch_forward_attempts_total{result=\"delivered\"} 3",
+        "driftwatch_forward_attempts_total{result=\"permanent_failure\"} 1",
+        "driftwatch_forward_attempts_total{result=\"retried\"} 2",
+        "driftwatch_forward_attempts_total{result=\"gave_up\"} 1",
+        "driftwatch_forward_failures_total{kind=\"http_4xx\"} 1",
+        "driftwatch_forward_failures_total{kind=\"http_5xx\"} 3",
+        "driftwatch_forward_dead_letters_total 2",
+        "driftwatch_forward_request_seconds_count 7",
+    ] {
+        assert!(text.contains(series), "no `{series}` in\n{text}");
+    }
+    assert!(
+        !text.contains(&token) && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    assert_eq!(
+        block_on(driftwatch::telemetry::http::get(metrics, "/readyz"))
+            .unwrap()
+            .0,
+        200
     );
     let done = run.stop();
     assert_eq!(done.code, Some(0), "{}", done.stderr);
@@ -830,13 +879,13 @@ fn over_https_the_certificate_is_verified_an_untrusted_one_is_dead_lettered_and_
 
     // With it, the same message arrives, verified against `localhost`.
     let ca_file = ca.path().to_str().unwrap().to_owned();
-    let trusting = Forwarding::start(&mut forward_command(
+    let mut trusting = Forwarding::start(&mut forward_command(
         &s,
         &unique("fwd-tls-b"),
         &url,
         &["--ca-file", &ca_file],
     ));
-    wait_until(
+    trusting.wait_until(
         "delivery over TLS",
         Duration::from_secs(30),
         || format!("{:#?}", hook.hits()),
@@ -907,8 +956,8 @@ fn sigterm_during_a_hanging_request_exits_zero_at_once_and_the_next_run_delivers
     let url = format!("http://{}{}", hook.addr, secret_path(&token));
     let group = unique("fwd-stop");
     let args = ["--timeout-seconds", "25"];
-    let run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
-    wait_until(
+    let mut run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
+    run.wait_until(
         "the first request",
         Duration::from_secs(30),
         || format!("{:#?}", hook.hits()),
@@ -929,8 +978,8 @@ fn sigterm_during_a_hanging_request_exits_zero_at_once_and_the_next_run_delivers
         "nothing was done, nothing committed"
     );
 
-    let run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
-    wait_until(
+    let mut run = Forwarding::start(&mut forward_command(&s, &group, &url, &args));
+    run.wait_until(
         "both messages delivered by the next run",
         Duration::from_secs(30),
         || format!("{:#?}", hook.hits()),

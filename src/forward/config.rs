@@ -276,7 +276,16 @@ impl ForwardConfig {
                 Err(e) => problem("--ca-file", format!("cannot read {}: {e}", ca.display())),
             }
         }
+        let before = problems.len();
         let kafka = kafka_properties(&args.kafka_property, false, &mut problems);
+        for p in &mut problems[before..] {
+            // `run`'s reason names its commit points; forward commits per message.
+            if p.key.ends_with(" enable.auto.commit")
+                || p.key.ends_with(" enable.auto.offset.store")
+            {
+                p.why = "cannot be overridden: forward stores a message's offset only once it is delivered or dead-lettered, and commits the stored offsets itself".into();
+            }
+        }
         let metrics_addr = match parse_metrics_addr(&args.metrics_addr) {
             Ok(a) => a,
             Err(why) => {
@@ -487,6 +496,15 @@ mod tests {
             assert!(keys.contains(&key), "{key} not in {keys:?}");
         }
         assert_eq!(keys.iter().filter(|k| **k == "--header").count(), 3);
+        let commit = e
+            .problems
+            .iter()
+            .find(|p| p.key == "--kafka-property enable.auto.commit")
+            .unwrap();
+        assert!(
+            commit.why.contains("delivered or dead-lettered"),
+            "{commit:?}"
+        );
         let text = e.to_string();
         for secret in ["url-token", "value-token-1", "value-token-2"] {
             assert!(!text.contains(secret), "{text}");
