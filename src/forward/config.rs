@@ -102,19 +102,21 @@ impl Target {
                 "is plain http:// to {host}, which is not a loopback address: the signature, headers and alerts would cross the network unencrypted; use https://, or pass --allow-insecure-http to accept that"
             ));
         }
-        let path_and_query = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        // The request target in origin form: always from `/` (`https://h?x=1` asks for `/?x=1`).
+        let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
+            Some(p) if p.starts_with('/') => p.to_owned(),
+            Some(p) => format!("/{p}"),
+            None => "/".to_owned(),
+        };
+        if path_and_query.parse::<Uri>().is_err() {
+            return Err("has a path or query that is not a valid request target".into());
+        }
         Ok(Target {
             scheme,
             host,
             port,
             authority: authority.as_str().to_owned(),
-            path_and_query: if path_and_query.is_empty() {
-                "/".into()
-            } else {
-                path_and_query
-            },
+            path_and_query,
         })
     }
 }
@@ -397,6 +399,9 @@ mod tests {
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 8080));
         assert_eq!(v6.to_string(), "http://[::1]:8080");
         assert_eq!(v6.path_and_query, "/");
+        let query_only = Target::parse("https://h.example?token=t", false).unwrap();
+        assert_eq!(query_only.path_and_query, "/?token=t");
+        assert!(query_only.path_and_query.parse::<Uri>().is_ok());
     }
 
     #[test]
