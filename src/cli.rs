@@ -19,7 +19,7 @@ use crate::telemetry::logging::LogFormat;
 #[command(name = "driftwatch", version, about, long_about = None)]
 pub struct Cli {
     /// Log lines as human-readable text or one JSON object per line; the level comes from
-    /// RUST_LOG (default: info for `run`, warn otherwise).
+    /// RUST_LOG (default: info for `run` and `forward`, warn otherwise).
     #[arg(
         long,
         global = true,
@@ -59,6 +59,11 @@ pub enum Command {
     /// identity (riskiest first), or one in detail (endpoints, origins, active hours, volume,
     /// open alerts).
     Inspect(InspectArgs),
+    /// Deliver a topic (alerts, commands, or a dead-letter topic to replay) to a SOAR webhook:
+    /// each message POSTed as it is, signed (HMAC-SHA256) with an Idempotency-Key, retried with
+    /// backoff, dead-lettered after --max-attempts or a permanent refusal, at-least-once.
+    /// Stops cleanly on SIGTERM or Ctrl-C.
+    Forward(Box<ForwardArgs>),
     /// Check a running instance's endpoint, for container health checks: exits 0 if
     /// http://ADDR/PATH answers 200, 1 otherwise (printing the answer or the error).
     Probe(ProbeArgs),
@@ -308,6 +313,104 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "/readyz")]
     pub path: String,
 }
+
+/// Flags of `driftwatch forward`. The URL, headers and secret are never logged or printed.
+#[derive(clap::Args)]
+pub struct ForwardArgs {
+    /// Bootstrap brokers (host:port,...).
+    #[arg(long, env = "DRIFTWATCH_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic to deliver: driftwatch's alerts or commands topic, or a forward dead-letter topic
+    /// to deliver again.
+    #[arg(long, value_name = "TOPIC", env = "DRIFTWATCH_FORWARD_FROM")]
+    pub from: String,
+    /// Webhook URL: https://, or http:// to a loopback address. Only scheme, host and port are
+    /// ever logged: its path and query often hold a token (prefer the variable to the flag,
+    /// which other users can see in the process list).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DRIFTWATCH_FORWARD_URL",
+        hide_env_values = true
+    )]
+    pub to: String,
+    /// Consumer group; instances with the same group share the partitions [default:
+    /// driftwatch-forward-<from>].
+    #[arg(long, env = "DRIFTWATCH_FORWARD_GROUP")]
+    pub group: Option<String>,
+    /// File holding the shared secret that signs each request (X-Driftwatch-Signature-256);
+    /// or set DRIFTWATCH_FORWARD_SECRET to the secret itself. One of them is required unless
+    /// --unsigned.
+    #[arg(long, value_name = "FILE", env = "DRIFTWATCH_FORWARD_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Send requests without a signature: the receiver cannot tell them from forgeries.
+    #[arg(long)]
+    pub unsigned: bool,
+    /// A header sent with every request, NAME=VALUE (repeatable), e.g. an API token:
+    /// `Authorization=Bearer ...`, `ph-auth-token=...`. Values are never logged. In the
+    /// variable, one header per line.
+    #[arg(
+        long = "header",
+        value_name = "NAME=VALUE",
+        env = "DRIFTWATCH_FORWARD_HEADERS",
+        value_delimiter = '\n',
+        hide_env_values = true
+    )]
+    pub headers: Vec<String>,
+    /// Attempts per message, the first included; then it goes to the dead-letter topic.
+    #[arg(long, default_value_t = 8, env = "DRIFTWATCH_FORWARD_MAX_ATTEMPTS")]
+    pub max_attempts: u32,
+    /// Limit of one attempt (connect, TLS, request, response), in seconds.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        env = "DRIFTWATCH_FORWARD_TIMEOUT_SECONDS"
+    )]
+    pub timeout_seconds: f64,
+    /// Longest wait between attempts, in seconds (backoff doubles from 0.5 s; a Retry-After
+    /// header is honoured up to this).
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        env = "DRIFTWATCH_FORWARD_MAX_BACKOFF_SECONDS"
+    )]
+    pub max_backoff_seconds: f64,
+    /// Topic for messages the webhook did not take, with the reason in headers [default:
+    /// <from>.forward-dlq].
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        env = "DRIFTWATCH_FORWARD_DEAD_LETTER_TOPIC"
+    )]
+    pub dead_letter_topic: Option<String>,
+    /// PEM file of the CA certificates to trust instead of the system's (a private CA).
+    #[arg(long, value_name = "FILE", env = "DRIFTWATCH_FORWARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept an http:// URL to a host that is not loopback: alerts, commands and signatures
+    /// then cross the network unencrypted.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// librdkafka property NAME=VALUE for both clients, or consumer.NAME / producer.NAME for one
+    /// (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(
+        long = "kafka-property",
+        value_name = "NAME=VALUE",
+        env = "DRIFTWATCH_KAFKA_PROPERTIES",
+        value_delimiter = ';',
+        value_parser = KafkaProperty::parse
+    )]
+    pub kafka_property: Vec<KafkaProperty>,
+    /// Address for /metrics, /healthz and /readyz, or `off`.
+    #[arg(
+        long,
+        env = "DRIFTWATCH_FORWARD_METRICS_ADDR",
+        default_value = DEFAULT_FORWARD_METRICS_ADDR
+    )]
+    pub metrics_addr: String,
+}
+
+/// `forward`'s endpoint: next to `run`'s, so both fit on one host.
+pub const DEFAULT_FORWARD_METRICS_ADDR: &str = "127.0.0.1:9465";
 
 /// Flags of `driftwatch run`. Each falls back to its `DRIFTWATCH_*` environment variable, then to
 /// the `--config` file, then to the default shown.

@@ -28,6 +28,10 @@ pub enum Role<'a> {
     /// `driftwatch run`'s producer: idempotent, retrying through outages without a deadline
     /// (backpressure bounds memory instead); statistics.
     ServiceProducer,
+    /// `driftwatch forward`'s consumer: a message's offset is stored only once it is delivered
+    /// to the webhook or dead-lettered, and librdkafka commits the stored offsets every second
+    /// (and `forward` once more at shutdown).
+    Forwarder { group: &'a str },
     /// A producer loading records into a topic (`produce`, the demo, benchmarks, tests):
     /// idempotent, batched.
     Loader,
@@ -60,6 +64,13 @@ pub fn client_config<'p>(
                 // and idles for most of a second, a stall on every partition at once.
                 .set("fetch.queue.backoff.ms", "20")
                 .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        Role::Forwarder { group } => {
+            c.set("group.id", group)
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest");
         }
         Role::ServiceProducer => {
             c.set("enable.idempotence", "true")

@@ -4,7 +4,7 @@
 //!
 //! - [`ingest`] reads records: from files (JSONL, JSON arrays, gzip, stdin), or from Kafka for
 //!   the service (the consumer, its rebalance protocol, and the pure bookkeeping of assigned
-//!   partitions in [`ingest::partitions`]). Only `ingest`, `emit` and `state` perform I/O.
+//!   partitions in [`ingest::partitions`]). Only `ingest`, `emit`, `state` and `forward` perform I/O.
 //! - [`decode`] turns one record's bytes into normalised [`event::AccessEvent`]s: a pure function
 //!   per format (CloudTrail, Kubernetes audit, GCP audit, native), with typed errors that name the
 //!   field at fault. [`redact`] keeps secrets out of everything copied from a record. [`enrich`]
@@ -19,6 +19,10 @@
 //!   of the open one), or an alert and a revocation command within fleet-wide guardrails.
 //! - [`emit`] renders OCSF Detection Findings, revocation commands and dead letters, and writes
 //!   them: JSONL files, or Kafka (the producer and the acknowledger that gates offset commits).
+//!
+//! - [`forward`] delivers what `emit` wrote to Kafka (alerts, commands) to SOAR webhooks
+//!   (`driftwatch forward`): signed, retried with backoff, dead-lettered, at-least-once; the
+//!   request, signature and retry policy are pure, the HTTP client and the loop at the edge.
 //!
 //! [`engine`] ties baseline, detect and decide together per event over a `DashMap` of
 //! identities. Two drivers run it: [`replay`] over files in event-time order, and [`service`]
@@ -48,6 +52,8 @@ pub mod detect;
 pub mod decide;
 // alerts, commands, dead letters -> files and topics
 pub mod emit;
+// topics -> SOAR webhooks
+pub mod forward;
 
 // What runs the stages.
 pub mod engine;

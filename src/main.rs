@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use driftwatch::cli::{
-    self, BenchKafkaArgs, Cli, Command, DemoArgs, EvaluateArgs, InspectArgs, ModelsCommand,
-    ProbeArgs, ProduceArgs, ReplayArgs, RunArgs, SimulateArgs,
+    self, BenchKafkaArgs, Cli, Command, DemoArgs, EvaluateArgs, ForwardArgs, InspectArgs,
+    ModelsCommand, ProbeArgs, ProduceArgs, ReplayArgs, RunArgs, SimulateArgs,
 };
 use driftwatch::config::settings::KafkaProperty;
 use driftwatch::config::{ConfigError, Model, Rules};
+use driftwatch::forward::{self, ForwardConfig, Forwarder};
 use driftwatch::replay::{self, ReplayOptions};
 use driftwatch::service::{Service, ServiceError};
 use driftwatch::telemetry::logging::LogFormat;
@@ -23,7 +24,7 @@ use tracing::info;
 fn main() -> ExitCode {
     let cli = cli::parse();
     // A service logs its lifecycle; the one-shot commands print their results and only warn.
-    let level = if matches!(cli.command, Command::Run(_)) {
+    let level = if matches!(cli.command, Command::Run(_) | Command::Forward(_)) {
         "info"
     } else {
         "warn"
@@ -115,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo(&a),
         Command::BenchKafka(a) => bench_kafka(&a),
         Command::Inspect(a) => inspect(&a),
+        Command::Forward(a) => forward(&a, cli.log_format),
         Command::Probe(a) => probe(&a),
         Command::Models {
             command: ModelsCommand::Check { file },
@@ -338,6 +340,32 @@ fn run_service(a: &RunArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         anyhow::Ok(summary?)
     })?;
     report(format, "driftwatch run", &summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forward(a: &ForwardArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
+    let env_secret = std::env::var(forward::config::SECRET_ENV).ok();
+    let cfg = ForwardConfig::resolve(a, env_secret)?;
+    let registry = Registry::new();
+    metrics::register_process_metrics(&registry).context("registering process metrics")?;
+    let metrics_addr = cfg.metrics_addr;
+    let summary = runtime()?.block_on(async {
+        let forwarder = Forwarder::new(cfg, &registry)?;
+        let endpoint = match metrics_addr {
+            Some(addr) => {
+                let (bound, task) = http::serve_with(addr, registry, forwarder.readiness()).await?;
+                info!(%bound, "Serving /metrics, /healthz and /readyz.");
+                Some(task)
+            }
+            None => None,
+        };
+        let summary = forwarder.run(shutdown_signal()).await;
+        if let Some(t) = endpoint {
+            t.abort();
+        }
+        anyhow::Ok(summary?)
+    })?;
+    report(format, "driftwatch forward", &summary);
     Ok(ExitCode::SUCCESS)
 }
 

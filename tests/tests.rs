@@ -8,6 +8,7 @@ mod cli;
 mod decoders;
 mod deploy;
 mod enrich;
+mod forward;
 mod fuzz_smoke;
 mod golden;
 mod kafka;

@@ -33,10 +33,13 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// What `/readyz` asks: `Ok` when ready, else the reason.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// What the endpoint serves.
 struct Endpoint {
     registry: Registry,
-    metrics: Arc<Metrics>,
+    ready: Readiness,
 }
 
 impl Endpoint {
@@ -59,7 +62,7 @@ impl Endpoint {
                 r
             }
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
-            "/readyz" => match self.metrics.readiness() {
+            "/readyz" => match (self.ready)() {
                 Ok(()) => text(StatusCode::OK, "ready\n".into()),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -94,13 +97,25 @@ pub async fn serve(
     registry: Registry,
     metrics: Arc<Metrics>,
 ) -> Result<(SocketAddr, JoinHandle<()>), BindError> {
+    serve_with(addr, registry, Arc::new(move || metrics.readiness())).await
+}
+
+/// As [`serve`], with `/readyz` answered by `ready` (`driftwatch forward`'s own readiness).
+///
+/// # Errors
+/// [`BindError`] when the address cannot be bound.
+pub async fn serve_with(
+    addr: SocketAddr,
+    registry: Registry,
+    ready: Readiness,
+) -> Result<(SocketAddr, JoinHandle<()>), BindError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| BindError { addr, source })?;
-    let endpoint = Arc::new(Endpoint { registry, metrics });
+    let endpoint = Arc::new(Endpoint { registry, ready });
     let task = tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {

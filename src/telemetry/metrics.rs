@@ -3,9 +3,10 @@
 //! [`Metrics`] holds the counters, gauges and histograms the service updates as it works; they
 //! are registered on a [`Registry`] created in `main` and passed down. [`EngineCollector`] reads
 //! the engine's own counters and a census of its identities at scrape time, so the engine (a pure,
-//! synchronous core) knows nothing of Prometheus. No label takes unbounded values: labels are
-//! input topics and partitions (fixed by configuration), formats, detectors, severities, actions,
-//! modes and error codes. Identities, IPs and endpoints go to logs and alerts, never to labels.
+//! synchronous core) knows nothing of Prometheus. [`ForwardMetrics`] are `driftwatch forward`'s.
+//! No label takes unbounded values: labels are input topics and partitions (fixed by
+//! configuration), formats, detectors, severities, actions, modes, results and error kinds (never
+//! a webhook's URL). Identities, IPs and endpoints go to logs and alerts, never to labels.
 //!
 //! The README's "Operating" section documents each series; a test checks it lists every name.
 
@@ -142,9 +143,15 @@ pub mod names {
     pub const IDENTITIES_WOKEN: &str = "driftwatch_identities_woken_total";
     pub const IDENTITIES_FORGOTTEN: &str = "driftwatch_identities_forgotten_total";
     pub const IDENTITIES_EVICTED: &str = "driftwatch_identities_evicted_total";
+    // `driftwatch forward` (ForwardMetrics).
+    pub const FORWARD_ATTEMPTS: &str = "driftwatch_forward_attempts_total";
+    pub const FORWARD_FAILURES: &str = "driftwatch_forward_failures_total";
+    pub const FORWARD_DEAD_LETTERS: &str = "driftwatch_forward_dead_letters_total";
+    pub const FORWARD_REQUEST: &str = "driftwatch_forward_request_seconds";
+    pub const FORWARD_LAG: &str = "driftwatch_forward_lag_seconds";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 40] = [
+    pub const ALL: [&str; 45] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         EVENTS_DECODED,
@@ -185,6 +192,11 @@ pub mod names {
         IDENTITIES_WOKEN,
         IDENTITIES_FORGOTTEN,
         IDENTITIES_EVICTED,
+        FORWARD_ATTEMPTS,
+        FORWARD_FAILURES,
+        FORWARD_DEAD_LETTERS,
+        FORWARD_REQUEST,
+        FORWARD_LAG,
     ];
 }
 
@@ -222,6 +234,104 @@ fn histogram(
     Ok(h)
 }
 
+/// Registers `driftwatch_build_info`.
+fn build_info(r: &Registry) -> prometheus::Result<()> {
+    let build = IntGaugeVec::new(
+        Opts::new(
+            names::BUILD_INFO,
+            "Always 1; the version label says which driftwatch runs.",
+        ),
+        &["version"],
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    r.register(Box::new(build))
+}
+
+/// The metrics of `driftwatch forward` (its own process, its own registry). No label names a
+/// webhook, a URL or an identity.
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    /// Since when the message in hand has been failing; not a metric (readiness reports it).
+    pub failing: Arc<OutputWait>,
+    /// HTTP attempts by how they ended: `delivered` (2xx), `retried` (failed, another attempt
+    /// follows), `permanent_failure` (refused for good, dead-lettered at once), `gave_up` (failed
+    /// on the last allowed attempt, dead-lettered).
+    pub attempts: IntCounterVec,
+    /// Failed attempts by kind: `http_3xx`, `http_4xx`, `http_5xx`, `timeout`, `connect`, `tls`,
+    /// `protocol`.
+    pub failures: IntCounterVec,
+    /// Messages written to the dead-letter topic and acknowledged by the brokers.
+    pub dead_letters: IntCounter,
+    /// One attempt, connecting included, to its response (or failure), in seconds.
+    pub request_seconds: Histogram,
+    /// Kafka timestamp of a message to its delivery to the webhook, in seconds.
+    pub lag_seconds: Histogram,
+}
+
+impl ForwardMetrics {
+    /// Creates and registers the forwarder's metrics, with `driftwatch_build_info`.
+    ///
+    /// # Errors
+    /// Registering twice on the same registry.
+    pub fn register(r: &Registry) -> prometheus::Result<Arc<ForwardMetrics>> {
+        use names::*;
+        build_info(r)?;
+        Ok(Arc::new(ForwardMetrics {
+            failing: Arc::default(),
+            attempts: counter_vec(
+                r,
+                FORWARD_ATTEMPTS,
+                "Webhook delivery attempts by result: delivered, retried, permanent_failure, gave_up.",
+                &["result"],
+            )?,
+            failures: counter_vec(
+                r,
+                FORWARD_FAILURES,
+                "Failed webhook delivery attempts by kind (status class, timeout, connect, tls, protocol).",
+                &["kind"],
+            )?,
+            dead_letters: counter(
+                r,
+                FORWARD_DEAD_LETTERS,
+                "Messages the webhook did not take, written to the dead-letter topic.",
+            )?,
+            request_seconds: histogram(
+                r,
+                FORWARD_REQUEST,
+                "One webhook delivery attempt, connecting included.",
+                &LATENCY_BUCKETS,
+            )?,
+            lag_seconds: histogram(
+                r,
+                FORWARD_LAG,
+                "Kafka timestamp of a message to its delivery to the webhook.",
+                &EVENT_LAG_BUCKETS,
+            )?,
+        }))
+    }
+
+    /// Why the forwarder is not ready (`/readyz`): the message in hand has failed for longer
+    /// than [`OUTPUT_STALL`] (the webhook is down or refusing), or no partition is assigned.
+    ///
+    /// # Errors
+    /// The reason, for the 503 response body.
+    pub fn readiness(&self, assigned_partitions: usize) -> Result<(), String> {
+        if let Some(waited) = self
+            .failing
+            .longer_than(OUTPUT_STALL, std::time::Instant::now())
+        {
+            Err(format!(
+                "the webhook has not taken the current message for {}s; it is being retried",
+                waited.as_secs()
+            ))
+        } else if assigned_partitions == 0 {
+            Err("no partitions assigned yet".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl Metrics {
     /// Creates the service's metrics and registers them, with `driftwatch_build_info`.
     ///
@@ -229,15 +339,7 @@ impl Metrics {
     /// Registering twice on the same registry (a programming error) fails.
     pub fn register(r: &Registry) -> prometheus::Result<Arc<Metrics>> {
         use names::*;
-        let build = IntGaugeVec::new(
-            Opts::new(
-                BUILD_INFO,
-                "Always 1; the version label says which driftwatch runs.",
-            ),
-            &["version"],
-        )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        r.register(Box::new(build))?;
+        build_info(r)?;
         let topic_format = ["topic", "format"];
         Ok(Arc::new(Metrics {
             output_wait: Arc::default(),
@@ -782,8 +884,15 @@ mod tests {
         m.consumer_lag.with_label_values(&["t", "0"]).set(1);
         m.rebalances.with_label_values(&["assign"]).inc();
         m.kafka_errors.with_label_values(&["consumer"]).inc();
-        let mut gathered: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
+        let f = Registry::new();
+        let fm = ForwardMetrics::register(&f).unwrap();
+        fm.attempts.with_label_values(&["delivered"]).inc();
+        fm.failures.with_label_values(&["timeout"]).inc();
+        let mut gathered: Vec<String> = (r.gather().iter().chain(&f.gather()))
+            .map(|f| f.name().to_owned())
+            .collect();
         gathered.sort();
+        gathered.dedup();
         let mut all: Vec<String> = names::ALL.iter().map(|s| (*s).to_owned()).collect();
         all.sort();
         assert_eq!(gathered, all);

@@ -430,7 +430,8 @@ impl fmt::Display for IdentityView {
                     v.weight, v.fleet_users, v.last_seen, v.value
                 )?;
             }
-            Ok(())
+            // Named: with the openssl crate linked, `?` could also convert into other errors.
+            Ok::<(), fmt::Error>(())
         };
         table(f, "endpoints", &self.endpoints)?;
         for o in &self.origins {
