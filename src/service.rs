@@ -113,6 +113,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Undecodable records: a broken producer can send nothing else.
     bad_records: RateLimit,
+    /// Logs of records not keyed by principal key.
+    misroute_log: RateLimit,
 }
 
 impl Service {
@@ -129,6 +131,7 @@ impl Service {
             engine,
             metrics,
             bad_records: RateLimit::new(10_000),
+            misroute_log: RateLimit::new(60_000),
         })
     }
 
@@ -504,6 +507,46 @@ impl Service {
         })))
     }
 
+    /// Counts a record that holds events of an identity other than its key names, or has no
+    /// key: upstream did not key it by principal key, so with more than one instance the
+    /// identity's events may be split between instances. Logged at a rate limit, without the
+    /// key (raw record bytes, never validated) or the principals.
+    fn check_routing(&self, record: &DecodedRecord<'_>, part: &Assigned, at: SourcePosition<'_>) {
+        let mut principals = record.elements.iter().filter_map(|(r, _, _)| match r {
+            Ok(Decoded::Event(ev)) => Some(ev.principal.as_bytes()),
+            _ => None,
+        });
+        let reason = match record.key {
+            None if principals.next().is_some() => Some("unkeyed"),
+            Some(key) if principals.any(|p| p != key) => Some("key_mismatch"),
+            None | Some(_) => None,
+        };
+        if !record
+            .elements
+            .iter()
+            .any(|(r, _, _)| matches!(r, Ok(Decoded::Event(_))))
+        {
+            return;
+        }
+        self.metrics.misrouting.record(reason.is_some());
+        if let Some(reason) = reason {
+            self.metrics
+                .records_misrouted
+                .with_label_values(&[&part.topic, reason])
+                .inc();
+            if let Some(suppressed) = self.misroute_log.check(now_ms()) {
+                warn!(
+                    topic = at.topic,
+                    partition = at.partition,
+                    offset = at.offset,
+                    reason,
+                    suppressed,
+                    "An input record is not keyed by its identity's principal key: with more than one instance, its identity's events may be split between instances. Key records by principal key upstream."
+                );
+            }
+        }
+    }
+
     /// Detect for one decoded record (pure apart from engine state): fills `outgoing` with the
     /// alerts, commands and dead letters it leads to when `live`.
     fn detect(
@@ -516,6 +559,7 @@ impl Service {
     ) {
         let m = &self.metrics;
         let now = now_ms();
+        self.check_routing(record, part, at);
         for (result, r, element) in &record.elements {
             match result {
                 Ok(Decoded::Event(ev)) => {

@@ -428,6 +428,44 @@ async fn two_clusters_on_two_inputs_keep_service_accounts_of_the_same_name_apart
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_not_keyed_by_principal_key_are_processed_and_counted_as_misrouted() {
+    let t = create_topics("misrouted", 2).await;
+    let (mut records, _) = fleet(13);
+    records.truncate(600);
+    // Every third record keyed by someone else, every fifth not keyed; the rest as upstream
+    // should key them.
+    let (mut mismatched, mut unkeyed) = (0u64, 0u64);
+    for (i, r) in records.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            r.key = Some("arn:aws:iam::111122223333:user/someone-else".into());
+            mismatched += 1;
+        } else if i % 5 == 0 {
+            r.key = None;
+            unkeyed += 1;
+        }
+    }
+    let n = produce(&t.input, &records).await;
+    let (stats, stop, handle) = spawn_service(run_config(&t, &unique("misrouted")));
+    wait_for(
+        "every record acknowledged",
+        Duration::from_secs(120),
+        || stats.records_acknowledged.get() >= n,
+    )
+    .await;
+    stop.send(()).unwrap();
+    let summary = handle.await.unwrap().expect("clean shutdown");
+    assert_eq!(summary.consumed, n, "misrouted records are still processed");
+    let count = |reason: &str| {
+        stats
+            .records_misrouted
+            .with_label_values(&[&t.input, reason])
+            .get()
+    };
+    assert_eq!(count("key_mismatch"), mismatched);
+    assert_eq!(count("unkeyed"), unkeyed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_with_its_reason_and_the_records_after_it_are_processed() {
     let t = create_topics("poison", 1).await;
     let good = |i: u32| {

@@ -49,6 +49,11 @@ pub struct Metrics {
     pub records_consumed: IntCounterVec,
     /// Records read only to rebuild baselines after a partition was assigned, by topic.
     pub records_replayed: IntCounterVec,
+    /// Input records whose Kafka key is not the principal key of an event they hold
+    /// (`key_mismatch`) or that have no key (`unkeyed`), by topic and reason.
+    pub records_misrouted: IntCounterVec,
+    /// The share of recent records that were misrouted, for readiness (not a metric of its own).
+    pub misrouting: Arc<MisrouteWindow>,
     /// Access events decoded from input records (replayed ones included), by topic and format.
     pub events_decoded: IntCounterVec,
     /// Well-formed elements that deliberately yield no event (e.g. intermediate audit stages).
@@ -104,6 +109,7 @@ pub struct Metrics {
 pub mod names {
     pub const RECORDS_CONSUMED: &str = "driftwatch_records_consumed_total";
     pub const RECORDS_REPLAYED: &str = "driftwatch_records_replayed_total";
+    pub const RECORDS_MISROUTED: &str = "driftwatch_records_misrouted_total";
     pub const EVENTS_DECODED: &str = "driftwatch_events_decoded_total";
     pub const EVENTS_SKIPPED: &str = "driftwatch_events_skipped_total";
     pub const RECORDS_REJECTED: &str = "driftwatch_records_rejected_total";
@@ -151,9 +157,10 @@ pub mod names {
     pub const FORWARD_LAG: &str = "driftwatch_forward_lag_seconds";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 45] = [
+    pub const ALL: [&str; 46] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
+        RECORDS_MISROUTED,
         EVENTS_DECODED,
         EVENTS_SKIPPED,
         RECORDS_REJECTED,
@@ -355,6 +362,13 @@ impl Metrics {
                 "Input records read only to rebuild baselines after a partition assignment.",
                 &["topic"],
             )?,
+            records_misrouted: counter_vec(
+                r,
+                RECORDS_MISROUTED,
+                "Input records not keyed by the principal key of the events they hold (key_mismatch) or not keyed at all (unkeyed).",
+                &["topic", "reason"],
+            )?,
+            misrouting: Arc::default(),
             events_decoded: counter_vec(
                 r,
                 EVENTS_DECODED,
@@ -522,6 +536,11 @@ impl Metrics {
             Err(format!(
                 "{rebuilding} of {assigned} assigned partitions still rebuilding baselines"
             ))
+        } else if let Some(permille) = self.misrouting.alarming() {
+            Err(format!(
+                "{:.1}% of the last {MISROUTE_WINDOW} input records were not keyed by their identity's principal key, so with more than one instance an identity's events are split between instances (partial baselines, alerts on what another instance knows); key records by principal key upstream (driftwatch produce does)",
+                permille as f64 / 10.0
+            ))
         } else {
             Ok(())
         }
@@ -534,6 +553,46 @@ impl Metrics {
             .flat_map(|f| f.get_metric())
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+}
+
+/// Records per misrouting window: readiness judges the share of misrouted records over the
+/// last complete window.
+pub const MISROUTE_WINDOW: u64 = 1_000;
+/// Misrouted records per thousand, in the last window, above which the instance is not ready.
+pub const MISROUTE_ALARM_PERMILLE: u64 = 10;
+
+/// The share of misrouted records, judged over consecutive windows of [`MISROUTE_WINDOW`]
+/// records (the last complete one counts).
+#[derive(Debug, Default)]
+pub struct MisrouteWindow {
+    seen: std::sync::atomic::AtomicU64,
+    misrouted: std::sync::atomic::AtomicU64,
+    /// Misrouted per thousand in the last complete window.
+    last_permille: std::sync::atomic::AtomicU64,
+}
+
+impl MisrouteWindow {
+    /// Counts one input record that held events (`misrouted` or not).
+    pub fn record(&self, misrouted: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if misrouted {
+            self.misrouted.fetch_add(1, Relaxed);
+        }
+        if self.seen.fetch_add(1, Relaxed) + 1 >= MISROUTE_WINDOW {
+            let bad = self.misrouted.swap(0, Relaxed);
+            self.seen.store(0, Relaxed);
+            self.last_permille
+                .store(bad * 1000 / MISROUTE_WINDOW, Relaxed);
+        }
+    }
+
+    /// The last complete window's misrouted records per thousand, when above the alarm.
+    pub fn alarming(&self) -> Option<u64> {
+        let p = self
+            .last_permille
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (p > MISROUTE_ALARM_PERMILLE).then_some(p)
     }
 }
 
@@ -812,6 +871,33 @@ mod tests {
     }
 
     #[test]
+    fn a_window_with_more_than_one_percent_of_misrouted_records_makes_the_instance_not_ready() {
+        let m = Metrics::register(&Registry::new()).unwrap();
+        m.assigned_partitions.set(1);
+        // 1% is tolerated (a container keyed by its first identity, an odd record).
+        for i in 0..MISROUTE_WINDOW {
+            m.misrouting.record(i % 100 == 0);
+        }
+        assert_eq!(m.readiness(), Ok(()));
+        for i in 0..MISROUTE_WINDOW {
+            m.misrouting.record(i % 10 == 0);
+        }
+        let why = m.readiness().unwrap_err();
+        assert!(
+            why.starts_with("10.0% of the last 1000 input records"),
+            "{why}"
+        );
+        assert!(why.contains("key records by principal key"), "{why}");
+        // A window of well-keyed records makes it ready again; a partial one changes nothing.
+        for _ in 0..MISROUTE_WINDOW - 1 {
+            m.misrouting.record(false);
+        }
+        assert!(m.readiness().is_err());
+        m.misrouting.record(false);
+        assert_eq!(m.readiness(), Ok(()));
+    }
+
+    #[test]
     fn a_quantile_between_two_readings_counts_only_what_was_observed_in_between() {
         let r = Registry::new();
         let h = histogram(&r, "w_seconds", "w", &[0.001, 0.002, 0.005]).unwrap();
@@ -869,6 +955,9 @@ mod tests {
         // Labelled series appear once a label value is used.
         m.records_consumed.with_label_values(&["t", "auto"]).inc();
         m.records_replayed.with_label_values(&["t"]).inc();
+        m.records_misrouted
+            .with_label_values(&["t", "unkeyed"])
+            .inc();
         m.events_decoded.with_label_values(&["t", "auto"]).inc();
         m.events_skipped.with_label_values(&["t", "auto"]).inc();
         m.records_rejected
