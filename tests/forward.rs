@@ -10,8 +10,9 @@ use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::common::{brokers, unique};
 use bytes::Bytes;
 use driftwatch::kafka::{KafkaContext, Role, client_config};
 use driftwatch::tools::produce;
@@ -27,21 +28,6 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_openssl::SslStream;
-
-fn brokers() -> String {
-    std::env::var("DRIFTWATCH_TEST_BROKERS").expect(
-        "DRIFTWATCH_TEST_BROKERS is not set: run the suite with scripts/test.sh, which starts a \
-         tansu broker on loopback, or point it at any Kafka broker (host:port)",
-    )
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dwtest-{name}-{}-{nanos}", std::process::id())
-}
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::{brokers, unique};
 use driftwatch::baseline::fleet::Table;
 use driftwatch::config::{Model, Rules, RunConfig, Settings};
 use driftwatch::engine::Engine;
@@ -21,21 +22,6 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::oneshot;
-
-fn brokers() -> String {
-    std::env::var("DRIFTWATCH_TEST_BROKERS").expect(
-        "DRIFTWATCH_TEST_BROKERS is not set: run the suite with scripts/test.sh, which starts a \
-         tansu broker on loopback, or point it at any Kafka broker (host:port)",
-    )
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dwtest-{name}-{}-{nanos}", std::process::id())
-}
 
 /// Topics of one test: input (with `partitions`), alerts, commands, dead letters.
 struct Topics {
@@ -238,6 +224,23 @@ type RunHandle = tokio::task::JoinHandle<
     Result<driftwatch::service::RunSummary, driftwatch::service::ServiceError>,
 >;
 
+/// Runs the service on `cfg` until the brokers have acknowledged the outputs of `n` records
+/// (within `limit`), then stops it cleanly: its metrics and closing summary.
+async fn run_until_acknowledged(
+    cfg: RunConfig,
+    n: u64,
+    limit: Duration,
+) -> (Arc<Metrics>, driftwatch::service::RunSummary) {
+    let (stats, stop, handle) = spawn_service(cfg);
+    wait_for("every record acknowledged", limit, || {
+        stats.records_acknowledged.get() >= n
+    })
+    .await;
+    stop.send(()).unwrap();
+    let summary = handle.await.unwrap().expect("clean shutdown");
+    (stats, summary)
+}
+
 fn spawn_service(cfg: RunConfig) -> (Arc<Metrics>, oneshot::Sender<()>, RunHandle) {
     let (stats, _, tx, handle) = spawn_service_with_engine(cfg);
     (stats, tx, handle)
@@ -274,15 +277,8 @@ async fn attacks_produced_in_come_out_as_keyed_alerts_and_commands_with_cloudeve
         "reference catches {expected:?}"
     );
     let n = produce(&t.input, &records).await;
-    let (stats, stop, handle) = spawn_service(run_config(&t, &unique("e2e")));
-    wait_for(
-        "every record acknowledged",
-        Duration::from_secs(240),
-        || stats.records_acknowledged.get() >= n,
-    )
-    .await;
-    stop.send(()).unwrap();
-    let summary = handle.await.unwrap().expect("clean shutdown");
+    let (_, summary) =
+        run_until_acknowledged(run_config(&t, &unique("e2e")), n, Duration::from_secs(240)).await;
     assert_eq!(summary.consumed, n);
     assert_eq!(summary.rejected, 0);
 
@@ -371,15 +367,7 @@ async fn two_clusters_on_two_inputs_keep_service_accounts_of_the_same_name_apart
         None,
     )
     .unwrap();
-    let (stats, stop, handle) = spawn_service(cfg);
-    wait_for(
-        "every record acknowledged",
-        Duration::from_secs(240),
-        || stats.records_acknowledged.get() >= n,
-    )
-    .await;
-    stop.send(()).unwrap();
-    let summary = handle.await.unwrap().expect("clean shutdown");
+    let (_, summary) = run_until_acknowledged(cfg, n, Duration::from_secs(240)).await;
     assert_eq!(summary.rejected, 0);
 
     let alerts = read_all(&east.alerts, summary.alerts as usize);
@@ -445,15 +433,12 @@ async fn records_not_keyed_by_principal_key_are_processed_and_counted_as_misrout
         }
     }
     let n = produce(&t.input, &records).await;
-    let (stats, stop, handle) = spawn_service(run_config(&t, &unique("misrouted")));
-    wait_for(
-        "every record acknowledged",
+    let (stats, summary) = run_until_acknowledged(
+        run_config(&t, &unique("misrouted")),
+        n,
         Duration::from_secs(120),
-        || stats.records_acknowledged.get() >= n,
     )
     .await;
-    stop.send(()).unwrap();
-    let summary = handle.await.unwrap().expect("clean shutdown");
     assert_eq!(summary.consumed, n, "misrouted records are still processed");
     let count = |reason: &str| {
         stats
@@ -493,13 +478,12 @@ async fn a_poison_record_is_dead_lettered_with_its_reason_and_the_records_after_
         bytes: good(i).into_bytes(),
     }));
     let n = produce(&t.input, &records).await;
-    let (stats, stop, handle) = spawn_service(run_config(&t, &unique("poison")));
-    wait_for("every record acknowledged", Duration::from_secs(60), || {
-        stats.records_acknowledged.get() >= n
-    })
+    let (_, summary) = run_until_acknowledged(
+        run_config(&t, &unique("poison")),
+        n,
+        Duration::from_secs(60),
+    )
     .await;
-    stop.send(()).unwrap();
-    let summary = handle.await.unwrap().expect("clean shutdown");
     assert_eq!(
         summary.events, 6,
         "the three records after the poison one are processed"

@@ -121,19 +121,7 @@ pub fn alert_document(a: &Alert, now_ms: i64) -> Value {
     }
     doc.insert("related".into(), Value::Object(related));
     if let Some(provider) = cloud_provider(ev.format) {
-        let mut cloud = Map::new();
-        cloud.insert("provider".into(), json!(provider));
-        put(
-            &mut cloud,
-            "account",
-            ev.tenant.as_ref().map(|t| json!({"id": t})),
-        );
-        put(
-            &mut cloud,
-            "region",
-            ev.region.as_ref().filter(|_| !closing),
-        );
-        doc.insert("cloud".into(), Value::Object(cloud));
+        doc.insert("cloud".into(), ocsf::cloud(provider, a, "id"));
     }
     let w = &ev.origin.workload;
     if ev.format == SourceFormat::K8sAudit {

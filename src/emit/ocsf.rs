@@ -103,6 +103,26 @@ fn attacks(a: &Alert) -> Vec<Value> {
 /// The ATT&CK release the technique names are taken from.
 pub(crate) const ATTACK_VERSION: &str = "v16";
 
+/// The `cloud` object of an alert (OCSF and ECS alike but for the account id's name): the
+/// provider, the account, and the region of the record (none for a Close, which is about no
+/// record).
+pub(crate) fn cloud(provider: &str, a: &Alert, account_id: &str) -> Value {
+    let ev = &a.event;
+    let mut cloud = Map::new();
+    cloud.insert("provider".into(), json!(provider));
+    put(
+        &mut cloud,
+        "account",
+        ev.tenant.as_ref().map(|t| json!({ account_id: t })),
+    );
+    put(
+        &mut cloud,
+        "region",
+        ev.region.as_ref().filter(|_| a.activity != Activity::Close),
+    );
+    Value::Object(cloud)
+}
+
 /// OCSF `cloud.provider` for a source whose records name a cloud account.
 fn cloud_provider(format: SourceFormat) -> Option<&'static str> {
     match format {
@@ -354,19 +374,7 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
         finding["status"] = json!("New");
     }
     if let Some(provider) = cloud_provider(ev.format) {
-        let mut cloud = Map::new();
-        cloud.insert("provider".into(), json!(provider));
-        put(
-            &mut cloud,
-            "account",
-            ev.tenant.as_ref().map(|t| json!({"uid": t})),
-        );
-        put(
-            &mut cloud,
-            "region",
-            ev.region.as_ref().filter(|_| !closing),
-        );
-        finding["cloud"] = Value::Object(cloud);
+        finding["cloud"] = cloud(provider, a, "uid");
         finding["metadata"]["profiles"] = json!(["cloud"]);
     }
     finding

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driftwatch::config::Model;
 use driftwatch::config::Rules;
@@ -14,6 +14,23 @@ use driftwatch::emit;
 use driftwatch::engine::Engine;
 use driftwatch::event::{AccessEvent, RawRef};
 use serde_json::Value;
+
+/// The broker the Kafka tests use (scripts/test.sh starts one).
+pub fn brokers() -> String {
+    std::env::var("DRIFTWATCH_TEST_BROKERS").expect(
+        "DRIFTWATCH_TEST_BROKERS is not set: run the suite with scripts/test.sh, which starts a \
+         tansu broker on loopback, or point it at any Kafka broker (host:port)",
+    )
+}
+
+/// A topic or group name no other test run uses.
+pub fn unique(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("dwtest-{name}-{}-{nanos}", std::process::id())
+}
 
 /// A loopback port nothing listens on now (bound and released), for a server a test starts.
 pub fn free_port() -> u16 {
