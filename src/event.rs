@@ -88,6 +88,15 @@ impl PrincipalType {
         }
     }
 
+    /// A Kubernetes identity (of the cluster whose audit log names it): a service account, a
+    /// node or another Kubernetes user.
+    pub fn is_kubernetes(self) -> bool {
+        matches!(
+            self,
+            PrincipalType::K8sServiceAccount | PrincipalType::K8sNode | PrincipalType::K8sUser
+        )
+    }
+
     /// Parses the names written by [`PrincipalType::as_str`]; unknown names map to `Other`.
     pub fn parse(s: &str) -> PrincipalType {
         match s {
@@ -308,7 +317,7 @@ impl AccessEvent {
     /// so two clusters' service accounts of the same name keep apart baselines, alerts, commands
     /// and idempotency keys. `cluster` has a cluster name's shape (checked where it is read).
     pub fn place_in_cluster(&mut self, cluster: &str) {
-        if self.format != SourceFormat::K8sAudit || self.origin.workload.cluster.is_some() {
+        if !self.principal_type.is_kubernetes() || self.origin.workload.cluster.is_some() {
             return;
         }
         debug_assert!(crate::redact::shape::cluster_name(cluster));
@@ -319,6 +328,16 @@ impl AccessEvent {
         self.principal.insert(0, '/');
         self.principal.insert_str(0, cluster);
         cut_keyed(&mut self.principal, MAX_FIELD_BYTES);
+    }
+
+    /// The provider a revocation must be sent to: Kubernetes for a Kubernetes identity whatever
+    /// log reported it (a GKE cluster's audit log comes as GCP audit records), else the log's.
+    pub fn provider(&self) -> &'static str {
+        if self.principal_type.is_kubernetes() {
+            SourceFormat::K8sAudit.provider()
+        } else {
+            self.format.provider()
+        }
     }
 
     /// Caps every string the event carries at `max` bytes (see [`MAX_FIELD_BYTES`]).

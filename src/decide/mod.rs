@@ -542,7 +542,7 @@ fn build_command(
 ) -> Command {
     let c = &r.model.commands;
     let action = revocation_action(ev);
-    let provider = ev.format.provider();
+    let provider = ev.provider();
     let tenant = ev.tenant.clone();
     let cred = ev.credential.as_ref();
     let cred_id = cred.map(|c| c.id.as_str()).unwrap_or("");

@@ -6,6 +6,7 @@ use super::{DecodeError, Decoded, Str, first_timestamp, lenient, required};
 use crate::event::{
     AccessEvent, Credential, Origin, Outcome, PrincipalType, RawRef, SourceFormat, Volume, Workload,
 };
+use crate::redact::shape;
 
 const F: &str = "GCP audit";
 
@@ -36,6 +37,8 @@ struct Entry<'a> {
 
 #[derive(Deserialize)]
 struct MonitoredResource<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
     #[serde(borrow)]
     labels: Option<Labels<'a>>,
 }
@@ -50,6 +53,8 @@ struct Labels<'a> {
     region: Option<Str<'a>>,
     #[serde(borrow)]
     zone: Option<Str<'a>>,
+    #[serde(borrow)]
+    cluster_name: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -124,8 +129,23 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
     )?;
     let service = required(p.service_name.as_deref(), F, "protoPayload.serviceName")?;
     let method = required(p.method_name.as_deref(), F, "protoPayload.methodName")?;
+    // A GKE cluster's audit log names the cluster; its own service accounts and nodes are
+    // Kubernetes identities of that cluster, Google accounts stay Google's.
+    let gke_cluster = e
+        .resource
+        .as_ref()
+        .filter(|r| r.kind.as_deref() == Some("k8s_cluster"))
+        .and_then(|r| r.labels.as_ref())
+        .and_then(|l| l.cluster_name.as_deref())
+        .filter(|c| shape::cluster_name(c));
     let principal_type = if principal.ends_with(".gserviceaccount.com") {
         PrincipalType::GcpServiceAccount
+    } else if principal.starts_with("system:serviceaccount:") {
+        PrincipalType::K8sServiceAccount
+    } else if principal.starts_with("system:node:") {
+        PrincipalType::K8sNode
+    } else if principal.starts_with("system:") {
+        PrincipalType::K8sUser
     } else {
         PrincipalType::GcpUser
     };
@@ -161,7 +181,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         None => (None, None),
     };
     let code = p.status.as_ref().and_then(|s| s.code).filter(|c| *c != 0);
-    let event = AccessEvent {
+    let mut event = AccessEvent {
         time_ms,
         format: SourceFormat::GcpAudit,
         event_id: e.insert_id.as_deref().map(str::to_owned),
@@ -201,12 +221,52 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         volume: Volume::default(),
         raw,
     };
+    if let Some(cluster) = gke_cluster {
+        event.origin.workload.namespace = principal
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|sa| sa.split(':').next())
+            .map(str::to_owned);
+        event.place_in_cluster(cluster);
+        event.origin.workload.cluster = Some(cluster.to_owned());
+    }
     Ok(Decoded::Event(Box::new(event)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gke(principal: &str) -> AccessEvent {
+        let rec = format!(
+            r#"{{"insertId":"g1","logName":"projects/shop-prod/logs/cloudaudit.googleapis.com%2Factivity",
+            "timestamp":"2024-03-08T18:52:52.114Z","protoPayload":{{"@type":"type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo":{{"principalEmail":"{principal}"}},"serviceName":"k8s.io",
+            "methodName":"io.k8s.core.v1.secrets.list","resourceName":"core/v1/namespaces/payments/secrets",
+            "requestMetadata":{{"callerIp":"10.4.0.7"}}}},
+            "resource":{{"type":"k8s_cluster","labels":{{"project_id":"shop-prod","location":"europe-west1","cluster_name":"shop-eu"}}}}}}"#
+        );
+        match decode(&rec, RawRef::default()).unwrap() {
+            Decoded::Event(e) => *e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gke_clusters_own_identities_are_kubernetes_identities_of_that_cluster() {
+        let sa = gke("system:serviceaccount:payments:api");
+        assert_eq!(sa.principal, "shop-eu/system:serviceaccount:payments:api");
+        assert_eq!(sa.principal_type, PrincipalType::K8sServiceAccount);
+        assert_eq!(sa.provider(), "kubernetes", "revoked in the cluster");
+        assert_eq!(sa.origin.workload.cluster.as_deref(), Some("shop-eu"));
+        assert_eq!(sa.origin.workload.namespace.as_deref(), Some("payments"));
+        assert_eq!(sa.tenant.as_deref(), Some("shop-prod"));
+        // A Google account acting in the cluster stays a Google identity, unqualified.
+        let user = gke("alice@example.com");
+        assert_eq!(user.principal, "alice@example.com");
+        assert_eq!(user.principal_type, PrincipalType::GcpUser);
+        assert_eq!(user.provider(), "gcp");
+        assert_eq!(user.origin.workload.cluster.as_deref(), Some("shop-eu"));
+    }
 
     #[test]
     fn service_account_key_and_permission_denied_are_recognised() {

@@ -154,7 +154,7 @@ pub fn alert_document(a: &Alert, now_ms: i64) -> Value {
         json!({
             "key": ev.principal,
             "type": ev.principal_type.as_str(),
-            "provider": ev.format.provider(),
+            "provider": ev.provider(),
             "maturity": (a.maturity * 100.0).round() / 100.0,
             "mature": a.mature,
             "events": a.identity_events,

@@ -298,7 +298,7 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
         "identity_first_seen_time".into(),
         json!(a.identity_first_seen_ms),
     );
-    unmapped.insert("provider".into(), json!(ev.format.provider()));
+    unmapped.insert("provider".into(), json!(ev.provider()));
     put(
         &mut unmapped,
         "credential_type",
