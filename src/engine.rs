@@ -568,6 +568,11 @@ impl Engine {
         self.remote_identities.store(n, Ordering::Relaxed);
     }
 
+    /// Identities other instances of the group report: none while this instance is alone.
+    pub fn remote_identities(&self) -> usize {
+        self.remote_identities.load(Ordering::Relaxed)
+    }
+
     /// Active identities (not cold summaries) in the whole group, as far as this instance
     /// knows: the fleet that guardrail fractions apply to.
     pub fn group_identities(&self) -> usize {

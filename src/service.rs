@@ -528,7 +528,9 @@ impl Service {
         {
             return;
         }
-        self.metrics.misrouting.record(reason.is_some());
+        self.metrics
+            .misrouting
+            .record(reason.is_some(), self.engine.remote_identities() > 0);
         if let Some(reason) = reason {
             self.metrics
                 .records_misrouted

@@ -563,9 +563,12 @@ pub const MISROUTE_WINDOW: u64 = 1_000;
 pub const MISROUTE_ALARM_PERMILLE: u64 = 10;
 
 /// The share of misrouted records, judged over consecutive windows of [`MISROUTE_WINDOW`]
-/// records (the last complete one counts).
+/// records (the last complete one counts). It matters only while other instances share the
+/// group: an instance alone holds every identity's whole history however records are keyed.
 #[derive(Debug, Default)]
 pub struct MisrouteWindow {
+    /// Whether other instances of the group own partitions (their reports count identities).
+    shared: std::sync::atomic::AtomicBool,
     seen: std::sync::atomic::AtomicU64,
     misrouted: std::sync::atomic::AtomicU64,
     /// Misrouted per thousand in the last complete window.
@@ -573,9 +576,11 @@ pub struct MisrouteWindow {
 }
 
 impl MisrouteWindow {
-    /// Counts one input record that held events (`misrouted` or not).
-    pub fn record(&self, misrouted: bool) {
+    /// Counts one input record that held events (`misrouted` or not), received while the group
+    /// is `shared` with other instances or not.
+    pub fn record(&self, misrouted: bool, shared: bool) {
         use std::sync::atomic::Ordering::Relaxed;
+        self.shared.store(shared, Relaxed);
         if misrouted {
             self.misrouted.fetch_add(1, Relaxed);
         }
@@ -587,12 +592,12 @@ impl MisrouteWindow {
         }
     }
 
-    /// The last complete window's misrouted records per thousand, when above the alarm.
+    /// The last complete window's misrouted records per thousand, when above the alarm and
+    /// the group is shared.
     pub fn alarming(&self) -> Option<u64> {
-        let p = self
-            .last_permille
-            .load(std::sync::atomic::Ordering::Relaxed);
-        (p > MISROUTE_ALARM_PERMILLE).then_some(p)
+        use std::sync::atomic::Ordering::Relaxed;
+        let p = self.last_permille.load(Relaxed);
+        (p > MISROUTE_ALARM_PERMILLE && self.shared.load(Relaxed)).then_some(p)
     }
 }
 
@@ -871,17 +876,21 @@ mod tests {
     }
 
     #[test]
-    fn a_window_with_more_than_one_percent_of_misrouted_records_makes_the_instance_not_ready() {
+    fn a_window_with_more_than_one_percent_of_misrouted_records_makes_a_shared_instance_not_ready()
+    {
         let m = Metrics::register(&Registry::new()).unwrap();
         m.assigned_partitions.set(1);
         // 1% is tolerated (a container keyed by its first identity, an odd record).
         for i in 0..MISROUTE_WINDOW {
-            m.misrouting.record(i % 100 == 0);
+            m.misrouting.record(i % 100 == 0, true);
         }
         assert_eq!(m.readiness(), Ok(()));
+        // An instance alone holds every identity's whole history: counted, not alarming.
         for i in 0..MISROUTE_WINDOW {
-            m.misrouting.record(i % 10 == 0);
+            m.misrouting.record(i % 10 == 0, false);
         }
+        assert_eq!(m.readiness(), Ok(()));
+        m.misrouting.record(false, true);
         let why = m.readiness().unwrap_err();
         assert!(
             why.starts_with("10.0% of the last 1000 input records"),
@@ -889,11 +898,11 @@ mod tests {
         );
         assert!(why.contains("key records by principal key"), "{why}");
         // A window of well-keyed records makes it ready again; a partial one changes nothing.
-        for _ in 0..MISROUTE_WINDOW - 1 {
-            m.misrouting.record(false);
+        for _ in 0..MISROUTE_WINDOW - 2 {
+            m.misrouting.record(false, true);
         }
         assert!(m.readiness().is_err());
-        m.misrouting.record(false);
+        m.misrouting.record(false, true);
         assert_eq!(m.readiness(), Ok(()));
     }
 
