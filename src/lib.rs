@@ -17,8 +17,9 @@
 //!   (probabilities from `statrs` distributions).
 //! - [`decide`] accumulates findings into a risk score and decides: nothing, an alert (or an update
 //!   of the open one), or an alert and a revocation command within fleet-wide guardrails.
-//! - [`emit`] renders alerts (OCSF Detection Findings, or ECS documents), revocation commands and dead letters, and writes
-//!   them: JSONL files, or Kafka (the producer and the acknowledger that gates offset commits).
+//! - [`emit`] renders alerts (OCSF Detection Findings, or ECS documents), revocation commands
+//!   and dead letters, and writes them: JSONL files, or Kafka (the producer and the acknowledger
+//!   that gates offset commits).
 //!
 //! - [`forward`] delivers what `emit` wrote to Kafka (alerts, commands) to SOAR webhooks
 //!   (`driftwatch forward`): signed, retried with backoff, dead-lettered, at-least-once; the
