@@ -516,18 +516,15 @@ impl Service {
             Ok(Decoded::Event(ev)) => Some(ev.principal.as_bytes()),
             _ => None,
         });
-        let reason = match record.key {
-            None if principals.next().is_some() => Some("unkeyed"),
-            Some(key) if principals.any(|p| p != key) => Some("key_mismatch"),
-            None | Some(_) => None,
-        };
-        if !record
-            .elements
-            .iter()
-            .any(|(r, _, _)| matches!(r, Ok(Decoded::Event(_))))
-        {
+        // A record without events routes nothing.
+        let Some(first) = principals.next() else {
             return;
-        }
+        };
+        let reason = match record.key {
+            None => Some("unkeyed"),
+            Some(key) if first != key || principals.any(|p| p != key) => Some("key_mismatch"),
+            Some(_) => None,
+        };
         self.metrics
             .misrouting
             .record(reason.is_some(), self.engine.remote_identities() > 0);

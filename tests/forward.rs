@@ -413,12 +413,7 @@ impl Forwarding {
     /// SIGTERM, then its exit within 20 s (killed after that).
     fn stop(mut self) -> Finished {
         let mut child = self.child.take().unwrap();
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM");
+        crate::common::sigterm(&child);
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::common::{brokers, unique};
+use crate::common::{brokers, sigterm, unique};
 use driftwatch::baseline::fleet::Table;
 use driftwatch::config::{Model, Rules, RunConfig, Settings};
 use driftwatch::engine::Engine;
@@ -558,15 +558,6 @@ fn run_command(t: &Topics, group: &str, metrics_addr: &str) -> Command {
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     cmd
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM");
 }
 
 /// Stops `child` with SIGTERM and asserts it exited 0; returns its log.

@@ -319,27 +319,31 @@ fn detectors_of(mask: u16) -> Vec<Detector> {
         .collect()
 }
 
-/// The message closing open alert `o`, which expired `window_ms` after it was last seen; `ev`
-/// (the identity's event that found it expired) lends only what belongs to the identity.
-fn closed(
+/// The message about open alert `o`, sent as `activity` at `time_ms` with `cause` and the
+/// findings in evidence; `ev` is the identity's event that led to it.
+#[allow(clippy::too_many_arguments)]
+fn alert_of(
     o: &OpenAlert,
-    window_ms: i64,
+    activity: Activity,
+    time_ms: i64,
+    cause: Detector,
+    findings: Vec<Finding>,
     ev: &AccessEvent,
     ctx: &IdentityContext,
     r: &Rules,
 ) -> Alert {
     Alert {
         uid: o.uid.clone(),
-        activity: Activity::Close,
-        time_ms: o.last_seen_ms.saturating_add(window_ms),
+        activity,
+        time_ms,
         first_seen_ms: o.first_seen_ms,
         last_seen_ms: o.last_seen_ms,
         count: o.count,
         risk_score: o.score,
         severity: o.severity,
-        cause: o.cause,
+        cause,
         types: detectors_of(o.types),
-        findings: Vec::new(),
+        findings,
         maturity: ctx.maturity,
         mature: ctx.mature,
         identity_events: ctx.events,
@@ -349,6 +353,28 @@ fn closed(
         command_id: o.command_id.clone(),
         command_withheld: o.command_withheld.clone(),
     }
+}
+
+/// The message closing open alert `o`, which expired `window_ms` after it was last seen; `ev`
+/// (the identity's event that found it expired) lends only what belongs to the identity.
+fn closed(
+    o: &OpenAlert,
+    window_ms: i64,
+    ev: &AccessEvent,
+    ctx: &IdentityContext,
+    r: &Rules,
+) -> Alert {
+    let expired_at = o.last_seen_ms.saturating_add(window_ms);
+    alert_of(
+        o,
+        Activity::Close,
+        expired_at,
+        o.cause,
+        Vec::new(),
+        ev,
+        ctx,
+        r,
+    )
 }
 
 /// Adds `findings` to the identity's risk and decides what to emit: messages closing the
@@ -503,29 +529,16 @@ pub fn decide(
             }
         }
     }
-    let o = &risk.open[idx];
-    let types = detectors_of(o.types);
-    let alert = Alert {
-        uid: o.uid.clone(),
+    let alert = alert_of(
+        &risk.open[idx],
         activity,
-        time_ms: ev.time_ms,
-        first_seen_ms: o.first_seen_ms,
-        last_seen_ms: o.last_seen_ms,
-        count: o.count,
-        risk_score: o.score,
-        severity: o.severity,
+        ev.time_ms,
         cause,
-        types,
-        findings: risk.recent.clone(),
-        maturity: ctx.maturity,
-        mature: ctx.mature,
-        identity_events: ctx.events,
-        identity_first_seen_ms: ctx.first_seen_ms,
-        owner: r.inventory.get(&ev.principal).and_then(|m| m.owner.clone()),
-        event: ev.clone(),
-        command_id: o.command_id.clone(),
-        command_withheld: o.command_withheld.clone(),
-    };
+        risk.recent.clone(),
+        ev,
+        ctx,
+        r,
+    );
     out.push(Decision::Alert(Box::new(alert)));
     if let Some(c) = command {
         out.push(Decision::Command(Box::new(c)));

@@ -56,14 +56,7 @@ pub fn alert_document(a: &Alert, now_ms: i64) -> Value {
     event.insert("reason".into(), json!(desc));
     if !closing {
         event.insert("action".into(), json!(ev.action));
-        event.insert(
-            "outcome".into(),
-            json!(if ev.outcome.success {
-                "success"
-            } else {
-                "failure"
-            }),
-        );
+        event.insert("outcome".into(), json!(ocsf::outcome(ev)));
     }
 
     let techniques = ocsf::techniques(a);

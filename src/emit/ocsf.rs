@@ -123,6 +123,15 @@ pub(crate) fn cloud(provider: &str, a: &Alert, account_id: &str) -> Value {
     Value::Object(cloud)
 }
 
+/// How the triggering call went, as alerts name it: `success` or `failure`.
+pub(crate) fn outcome(ev: &AccessEvent) -> &'static str {
+    if ev.outcome.success {
+        "success"
+    } else {
+        "failure"
+    }
+}
+
 /// OCSF `cloud.provider` for a source whose records name a cloud account.
 fn cloud_provider(format: SourceFormat) -> Option<&'static str> {
     match format {
@@ -227,14 +236,7 @@ pub fn detection_finding(a: &Alert, now_ms: i64) -> Value {
     data.insert("event_time".into(), json!(ev.time_ms));
     put(&mut data, "event_uid", ev.event_id.as_ref());
     put(&mut data, "resource", ev.resource.as_ref());
-    data.insert(
-        "outcome".into(),
-        json!(if ev.outcome.success {
-            "success"
-        } else {
-            "failure"
-        }),
-    );
+    data.insert("outcome".into(), json!(outcome(ev)));
     put(&mut data, "error_code", ev.outcome.error_code.as_ref());
     // OCSF 1.1.0's evidence has no HTTP request: the user agent is part of the event's data.
     put(&mut data, "user_agent", ev.origin.user_agent.as_ref());

@@ -32,6 +32,16 @@ pub fn unique(name: &str) -> String {
     format!("dwtest-{name}-{}-{nanos}", std::process::id())
 }
 
+/// Sends SIGTERM to a spawned driftwatch.
+pub fn sigterm(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+}
+
 /// A loopback port nothing listens on now (bound and released), for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
