@@ -75,6 +75,18 @@ async fn produce(topic: &str, records: &[KeyedRecord]) -> u64 {
         .unwrap()
 }
 
+/// As [`produce`], one record per batch: for tests that count exactly which records a consumer
+/// resuming at a committed offset reads. tansu 0.6.0 answers a fetch at an offset inside a batch
+/// with the *next* batch (the rest of the containing batch is never served) and reports a high
+/// watermark short by as much, where Kafka serves the containing batch; records are then missing
+/// for reasons of the test broker, a few runs in ten. Single-record batches have no inside.
+async fn produce_unbatched(topic: &str, records: &[KeyedRecord]) -> u64 {
+    let producer = produce::loader(&brokers(), [("batch.num.messages", "1")]).unwrap();
+    produce::send_all(&producer, topic, records, 20_000)
+        .await
+        .unwrap()
+}
+
 /// A small simulated fleet with attacks, as keyed records in event-time order.
 fn fleet(seed: u64) -> (Vec<KeyedRecord>, Labels) {
     let cfg = SimConfig {
@@ -959,7 +971,7 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
     let t = create_topics("term", partitions).await;
     let (records, labels) = fleet(13);
     let expected = reference(&records, &labels);
-    let n = produce(&t.input, &records).await as i64;
+    let n = produce_unbatched(&t.input, &records).await as i64;
     let group = unique("term");
     let first = driftwatch_run(&t, &group);
     let deadline = Instant::now() + Duration::from_secs(120);
