@@ -97,6 +97,11 @@ pub struct ReplayArgs {
     /// Write revocation commands here instead of stdout.
     #[arg(long)]
     pub commands: Option<PathBuf>,
+    /// Write the governance commands of the dormancy lifecycle here (JSONL): suspend identities
+    /// idle for `lifecycle.suspend_after_days` of event time, delete those idle for
+    /// `delete_after_days`. Without it they are only counted in the summary.
+    #[arg(long)]
+    pub governance: Option<PathBuf>,
     /// Write rejected records with their reasons here (JSONL).
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,

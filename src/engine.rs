@@ -13,10 +13,12 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::baseline::fleet::{Contribution, Table};
-use crate::baseline::{ColdProfile, DAY_MS, Fleet, Profile, alloc_bytes};
+use crate::baseline::lifecycle::{Lifecycle, Stage};
+use crate::baseline::{ColdProfile, DAY_MS, Fleet, HOUR_MS, Profile, alloc_bytes};
 use crate::config::Rules;
+use crate::decide::lifecycle::{self as governance, LifecycleStep};
 use crate::decide::{
-    self, DecideStats, Decision, Guardrails, IdentityContext, RiskState, Severity,
+    self, Budget, DecideStats, Decision, Guardrails, IdentityContext, RiskState, Severity,
 };
 use crate::detect::{self, Detector};
 use crate::event::AccessEvent;
@@ -197,6 +199,21 @@ impl Tracked {
         }
     }
 
+    /// The identity's lifecycle state and when it was last seen.
+    fn lifecycle_mut(&mut self) -> (&mut Lifecycle, i64) {
+        match self {
+            Tracked::Hot(s) => (&mut s.profile.lifecycle, s.profile.last_seen_ms),
+            Tracked::Cold(c) => (&mut c.profile.lifecycle, c.profile.last_seen_ms),
+        }
+    }
+
+    fn mark_changed(&mut self) {
+        match self {
+            Tracked::Hot(s) => s.changed = true,
+            Tracked::Cold(c) => c.changed = true,
+        }
+    }
+
     /// The hot state as it is, or as the cold summary would wake into.
     pub fn view(&self, prior_dispersion: f32) -> Cow<'_, IdentityState> {
         match self {
@@ -257,6 +274,11 @@ pub struct EngineCounters {
     pub evicted: AtomicU64,
     /// Events not learned because their identity's restored state already included them.
     pub already_applied: AtomicU64,
+    /// Governance commands of the dormancy lifecycle issued: suspensions, deletions.
+    pub lifecycle_suspended: AtomicU64,
+    pub lifecycle_deleted: AtomicU64,
+    /// Lifecycle steps due but held back by the lifecycle's guardrails (retried every hour).
+    pub lifecycle_deferred: AtomicU64,
 }
 
 /// A count of the identities tracked ([`Engine::census`]).
@@ -283,6 +305,9 @@ pub struct Engine {
     guard: Guardrails,
     /// Event-time day of the last sweep for long-silent identities.
     swept_day: AtomicI64,
+    /// Event-time hour of the last dormancy lifecycle pass, and its own guardrails.
+    lifecycle_hour: AtomicI64,
+    lifecycle_guard: Guardrails,
     /// Identities the sweep forgot, with their owners, kept for [`Engine::take_forgotten`] when
     /// tracking is on (the service writes tombstones for them).
     forgotten: Mutex<Vec<(u32, String)>>,
@@ -302,6 +327,8 @@ impl Engine {
             fleet,
             guard: Guardrails::new(),
             swept_day: AtomicI64::new(i64::MIN),
+            lifecycle_hour: AtomicI64::new(i64::MIN),
+            lifecycle_guard: Guardrails::new(),
             forgotten: Mutex::new(Vec::new()),
             track_forgotten: AtomicBool::new(false),
             counters: EngineCounters::default(),
@@ -336,12 +363,13 @@ impl Engine {
         let c = &self.counters;
         let m = &self.rules.model;
         self.sweep(ev.time_ms);
+        let mut out = self.lifecycle_tick(ev.time_ms);
         let found = self.identities.get_mut(ev.principal.as_str());
         if let (Some(s), Some(off)) = (&found, offset)
             && s.applied_from(owner).is_some_and(|a| off <= a)
         {
             c.already_applied.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return (!out.is_empty()).then_some(out);
         }
         c.events.fetch_add(1, Ordering::Relaxed);
         let prior_dispersion = m.detectors.volume.prior_dispersion as f32;
@@ -379,6 +407,8 @@ impl Engine {
             self.fleet.contribute(table, hash, owner);
         }
         let findings = detect::judge(&mut state.profile, &learned, &self.fleet, &self.rules, ev);
+        // After judging: a suspended identity in use again is a finding of the dormancy detector.
+        state.profile.lifecycle.observe(ev);
         for f in &findings {
             c.findings[f.detector as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -425,7 +455,98 @@ impl Engine {
                 }
             }
         }
-        Some(decisions)
+        out.extend(decisions);
+        Some(out)
+    }
+
+    /// The dormancy lifecycle, once per event-time hour: see [`Engine::advance_lifecycle`].
+    /// Runs before any identity guard is taken.
+    fn lifecycle_tick(&self, now_ms: i64) -> Vec<Decision> {
+        if !self.rules.model.lifecycle.enabled {
+            return Vec::new();
+        }
+        let hour = now_ms.div_euclid(HOUR_MS);
+        let last = self.lifecycle_hour.load(Ordering::Relaxed);
+        if hour <= last
+            || self
+                .lifecycle_hour
+                .compare_exchange(last, hour, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Vec::new();
+        }
+        self.advance_lifecycle(now_ms)
+    }
+
+    /// The governance commands of every identity whose silence crossed a lifecycle horizon by
+    /// `now_ms` (event time): a suspension after `lifecycle.suspend_after_days`, a deletion after
+    /// `delete_after_days` once the suspension was issued. Each is timed when its horizon was
+    /// crossed, issued once per silence, never for a protected identity, and admitted by the
+    /// lifecycle's own guardrails in order of that time (then key), so the output is
+    /// deterministic; one held back is retried at the next pass. Replay calls this at the end
+    /// of its input, as the service would at its next event.
+    pub fn advance_lifecycle(&self, now_ms: i64) -> Vec<Decision> {
+        let r = &self.rules;
+        let l = &r.model.lifecycle;
+        if !l.enabled {
+            return Vec::new();
+        }
+        let mut due: Vec<(i64, String, Stage, u32)> = Vec::new();
+        for mut entry in self.identities.iter_mut() {
+            let owner = entry.owner();
+            let (life, last_seen) = entry.lifecycle_mut();
+            if let Some((stage, at)) = life.due(last_seen, now_ms, l)
+                && !r.is_protected(entry.key())
+            {
+                due.push((at, entry.key().clone(), stage, owner));
+            }
+        }
+        due.sort_unstable();
+        let fleet_size = self.group_identities();
+        let mut out = Vec::new();
+        for (at, key, stage, owner) in due {
+            if let Err(why) = self.lifecycle_guard.admit_within(
+                &key,
+                owner,
+                now_ms,
+                fleet_size,
+                r,
+                Budget::lifecycle(r),
+            ) {
+                self.counters
+                    .lifecycle_deferred
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(reason = why, "Lifecycle step deferred by its guardrails.");
+                continue;
+            }
+            let Some(mut entry) = self.identities.get_mut(&key) else {
+                continue;
+            };
+            entry.mark_changed();
+            let (life, last_seen) = entry.lifecycle_mut();
+            life.stage = stage;
+            let meta = r.inventory.get(&key);
+            let step = LifecycleStep {
+                stage,
+                idle_since_ms: last_seen,
+            };
+            let command = governance::command(
+                &key,
+                &life.last,
+                step,
+                at,
+                meta.and_then(|m| m.owner.clone()),
+                meta.is_some_and(|m| m.auto_approve),
+                r,
+            );
+            let counter = match stage {
+                Stage::Deleted => &self.counters.lifecycle_deleted,
+                Stage::Suspended | Stage::Active => &self.counters.lifecycle_suspended,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            out.push(Decision::Command(Box::new(command)));
+        }
+        out
     }
 
     /// Once per event-time day, shrinks identities silent for `baseline.cold_after_days` to cold

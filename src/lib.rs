@@ -16,7 +16,9 @@
 //!   profile learned, and returns findings with their evidence and surprise in bits
 //!   (probabilities from `statrs` distributions).
 //! - [`decide`] accumulates findings into a risk score and decides: nothing, an alert (or an update
-//!   of the open one), or an alert and a revocation command within fleet-wide guardrails.
+//!   of the open one), or an alert and a revocation command within fleet-wide guardrails; and,
+//!   for identities whose silence crossed a lifecycle horizon, a governance command (suspend,
+//!   then delete) within guardrails of its own.
 //! - [`emit`] renders alerts (OCSF Detection Findings, or ECS documents), revocation commands
 //!   and dead letters, and writes them: JSONL files, or Kafka (the producer and the acknowledger
 //!   that gates offset commits).

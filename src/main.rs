@@ -168,6 +168,7 @@ fn replay(a: &ReplayArgs, format: LogFormat) -> anyhow::Result<ExitCode> {
         alerts: a.alerts.clone(),
         alert_format: a.alert_format,
         commands: a.commands.clone(),
+        governance: a.governance.clone(),
         dead_letter: a.dead_letter.clone(),
         state: a.state.clone(),
         progress: replay::stderr_is_terminal(),

@@ -47,6 +47,8 @@ pub struct ReplayOptions {
     pub alert_format: crate::emit::AlertFormat,
     /// Commands JSONL; standard output when `None`.
     pub commands: Option<PathBuf>,
+    /// Governance commands of the dormancy lifecycle, JSONL; counted only when `None`.
+    pub governance: Option<PathBuf>,
     /// Rejected records with their reasons, JSONL; only counted and logged when `None`.
     pub dead_letter: Option<PathBuf>,
     /// Engine state to continue from (when the file exists) and to save at the end.
@@ -106,6 +108,10 @@ pub struct Summary {
     pub commands: u64,
     pub merged: u64,
     pub withheld: u64,
+    /// Governance commands of the dormancy lifecycle, and steps its guardrails deferred.
+    pub suspensions: u64,
+    pub deletions: u64,
+    pub lifecycle_deferred: u64,
     pub mean_state_bytes: f64,
     /// Peak resident memory of the process (Linux; `None` elsewhere).
     pub peak_rss_bytes: Option<u64>,
@@ -171,6 +177,13 @@ impl std::fmt::Display for Summary {
             "  revocation commands: {} issued, {} withheld by guardrails",
             self.commands, self.withheld
         )?;
+        if self.suspensions + self.deletions + self.lifecycle_deferred > 0 {
+            writeln!(
+                f,
+                "  lifecycle (governance) commands: {} suspensions, {} deletions of idle identities, {} deferred by the lifecycle's guardrails",
+                self.suspensions, self.deletions, self.lifecycle_deferred
+            )?;
+        }
         let skipped: Vec<String> = self
             .skipped
             .iter()
@@ -607,6 +620,72 @@ pub fn merge_inputs<E>(
     })
 }
 
+/// Where a replay's decisions go: alerts, revocation commands (with the alerts when both name
+/// the same target), governance commands (counted only, without a target).
+struct Outputs {
+    alerts: JsonlSink,
+    commands: Option<JsonlSink>,
+    governance: Option<JsonlSink>,
+    format: crate::emit::AlertFormat,
+    by_cause: BTreeMap<&'static str, u64>,
+}
+
+impl Outputs {
+    fn open(opts: &ReplayOptions) -> Result<Outputs, ReplayError> {
+        let alerts = JsonlSink::open(opts.alerts.as_deref())?;
+        let commands = if opts.alerts == opts.commands {
+            None
+        } else {
+            Some(JsonlSink::open(opts.commands.as_deref())?)
+        };
+        let governance = opts
+            .governance
+            .as_deref()
+            .map(|p| JsonlSink::open(Some(p)))
+            .transpose()?;
+        Ok(Outputs {
+            alerts,
+            commands,
+            governance,
+            format: opts.alert_format,
+            by_cause: BTreeMap::new(),
+        })
+    }
+
+    fn write(&mut self, d: &Decision) -> Result<(), ReplayError> {
+        if d.is_governance() {
+            if let Some(g) = self.governance.as_mut() {
+                g.write(&emit::render_as(d, crate::telemetry::now_ms(), self.format))?;
+            }
+            return Ok(());
+        }
+        let msg = emit::render_as(d, crate::telemetry::now_ms(), self.format);
+        match (d, self.commands.as_mut()) {
+            (Decision::Command(_), Some(c)) => c.write(&msg)?,
+            (Decision::Alert(a), _) => {
+                if a.activity != Activity::Close {
+                    *self.by_cause.entry(a.cause.as_str()).or_default() += 1;
+                }
+                self.alerts.write(&msg)?;
+            }
+            (Decision::Command(_), None) => self.alerts.write(&msg)?,
+        }
+        Ok(())
+    }
+
+    /// Flushes every output; returns the alerts counted by cause.
+    fn flush(mut self) -> Result<BTreeMap<&'static str, u64>, ReplayError> {
+        self.alerts.flush()?;
+        for s in [self.commands.as_mut(), self.governance.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            s.flush()?;
+        }
+        Ok(self.by_cause)
+    }
+}
+
 /// Runs a replay.
 ///
 /// # Errors
@@ -630,36 +709,21 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
         .map(|p| JsonlSink::open(Some(p)))
         .transpose()?;
     let mut logged = 0u32;
-    let same_target = opts.alerts == opts.commands;
-    let mut alerts = JsonlSink::open(opts.alerts.as_deref())?;
-    let mut commands = if same_target {
-        None
-    } else {
-        Some(JsonlSink::open(opts.commands.as_deref())?)
-    };
+    let mut out = Outputs::open(opts)?;
     let engine = Engine::new(rules);
     if let Some(path) = &opts.state {
         summary.restored = state::file::load(path, &engine)?;
     }
-    let mut by_cause: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut last_progress = Instant::now();
     let mut n = 0u64;
+    let mut end_of_time = i64::MIN;
     merge_inputs(
         opts,
         &mut summary,
         |ev| -> Result<(), ReplayError> {
+            end_of_time = end_of_time.max(ev.time_ms);
             for d in engine.process(ev) {
-                let msg = emit::render_as(&d, crate::telemetry::now_ms(), opts.alert_format);
-                match (&d, commands.as_mut()) {
-                    (Decision::Command(_), Some(c)) => c.write(&msg)?,
-                    (Decision::Alert(a), _) => {
-                        if a.activity != Activity::Close {
-                            *by_cause.entry(a.cause.as_str()).or_default() += 1;
-                        }
-                        alerts.write(&msg)?;
-                    }
-                    (Decision::Command(_), None) => alerts.write(&msg)?,
-                }
+                out.write(&d)?;
             }
             n += 1;
             if opts.progress && last_progress.elapsed() >= Duration::from_millis(500) {
@@ -685,14 +749,17 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     if let Some(d) = dead.as_mut() {
         d.flush()?;
     }
-    summary.alerts_by_cause = by_cause;
+    // The end of input time: silences that crossed a lifecycle horizon since the last hourly
+    // pass are due too, as they would be at the service's next event.
+    if end_of_time > i64::MIN {
+        for d in engine.advance_lifecycle(end_of_time) {
+            out.write(&d)?;
+        }
+    }
     if opts.progress && n > 0 {
         eprintln!("\rreplaying: {n} events (done)");
     }
-    alerts.flush()?;
-    if let Some(c) = commands.as_mut() {
-        c.flush()?;
-    }
+    summary.alerts_by_cause = out.flush()?;
     let c = &engine.counters;
     use std::sync::atomic::Ordering::Relaxed;
     summary.identities = engine.identities();
@@ -704,6 +771,9 @@ pub fn run(opts: &ReplayOptions, rules: Rules) -> Result<Summary, ReplayError> {
     summary.commands = c.commands.load(Relaxed);
     summary.merged = c.merged.load(Relaxed);
     summary.withheld = c.withheld.load(Relaxed);
+    summary.suspensions = c.lifecycle_suspended.load(Relaxed);
+    summary.deletions = c.lifecycle_deleted.load(Relaxed);
+    summary.lifecycle_deferred = c.lifecycle_deferred.load(Relaxed);
     summary.findings_by_detector = engine.findings_by_detector();
     for (severity, n) in engine.alerts_by_severity() {
         if n > 0 {

@@ -77,6 +77,8 @@ pub struct RunSummary {
     pub rejected: u64,
     pub alerts: u64,
     pub commands: u64,
+    /// Governance commands of the dormancy lifecycle.
+    pub governance: u64,
     pub dead_lettered: u64,
     pub identities: usize,
     #[serde(
@@ -90,12 +92,13 @@ impl std::fmt::Display for RunSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "driftwatch run: {} records consumed ({} replayed to rebuild baselines), {} events, {} alerts, {} commands, {} dead letters, {} identities tracked, in {:.1}s",
+            "driftwatch run: {} records consumed ({} replayed to rebuild baselines), {} events, {} alerts, {} commands, {} governance commands, {} dead letters, {} identities tracked, in {:.1}s",
             self.consumed,
             self.rebuilt,
             self.events,
             self.alerts,
             self.commands,
+            self.governance,
             self.dead_lettered,
             self.identities,
             self.elapsed.as_secs_f64()
@@ -280,6 +283,7 @@ impl Service {
             rejected: Metrics::total(&m.records_rejected),
             alerts: Metrics::total(&m.alerts),
             commands: Metrics::total(&m.commands),
+            governance: Metrics::total(&m.governance_commands),
             dead_lettered: m.dead_letters.get(),
             identities: self.engine.identities(),
             elapsed: started.elapsed(),
@@ -564,16 +568,21 @@ impl Service {
                 Ok(Decoded::Event(ev)) => {
                     part.decoded.inc();
                     // None: the identity's restored state already includes this record.
-                    let Some(decisions) =
+                    let Some(mut decisions) =
                         self.engine.process_at(ev, part.info.owner, Some(at.offset))
                     else {
                         continue;
                     };
-                    if !live {
-                        continue;
+                    if live {
+                        m.event_lag_seconds
+                            .observe(now.saturating_sub(ev.time_ms).max(0) as f64 / 1000.0);
+                    } else {
+                        // Replayed to rebuild baselines: its own outputs went out when it was
+                        // first processed. A governance step the lifecycle's pass found due now
+                        // may be about any identity here, and goes out (a repeat is the same
+                        // operation, under the same idempotency key).
+                        decisions.retain(Decision::is_governance);
                     }
-                    m.event_lag_seconds
-                        .observe(now.saturating_sub(ev.time_ms).max(0) as f64 / 1000.0);
                     for d in decisions {
                         match &d {
                             Decision::Alert(a) => {
@@ -586,7 +595,12 @@ impl Service {
                                     .inc();
                             }
                             Decision::Command(c) => {
-                                m.commands
+                                let counter = if c.lifecycle.is_some() {
+                                    &m.governance_commands
+                                } else {
+                                    &m.commands
+                                };
+                                counter
                                     .with_label_values(&[c.action, c.mode.as_str()])
                                     .inc();
                             }

@@ -1,5 +1,6 @@
 //! The command line as users run it: exit codes, files written, messages printed.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -196,21 +197,38 @@ fn simulate_then_replay_is_deterministic_and_evaluates() {
     for n in 0..2 {
         let alerts = dir.path().join(format!("alerts{n}.jsonl"));
         let commands = dir.path().join(format!("commands{n}.jsonl"));
+        let governance = dir.path().join(format!("governance{n}.jsonl"));
         driftwatch_ok(&[
             "replay",
             "--alerts",
             alerts.to_str().unwrap(),
             "--commands",
             commands.to_str().unwrap(),
+            "--governance",
+            governance.to_str().unwrap(),
             inputs[0].to_str().unwrap(),
             inputs[1].to_str().unwrap(),
         ]);
         // Everything but when each message was emitted (wall clock).
-        runs.push((comparable(&alerts), comparable(&commands)));
+        runs.push((
+            comparable(&alerts),
+            comparable(&commands),
+            comparable(&governance),
+        ));
     }
     assert!(!runs[0].0.is_empty(), "the injected attacks raise alerts");
     assert!(!runs[0].1.is_empty(), "the injected attacks raise commands");
     assert!(runs[0] == runs[1], "same input, same output");
+    // The fleet's legacy keys, idle for months, get governance commands in their own file.
+    let command_schema = schema("revocation-command.v1.json");
+    assert!(!runs[0].2.is_empty(), "idle legacy keys are suspended");
+    for g in lines(&dir.path().join("governance0.jsonl")) {
+        assert_valid(&command_schema, &g, "governance command");
+        assert!(g["lifecycle"]["idle_days"].as_i64().unwrap() >= 30, "{g}");
+    }
+    for c in lines(&dir.path().join("commands0.jsonl")) {
+        assert!(c.get("lifecycle").is_none(), "{c}");
+    }
 
     let out = driftwatch_ok(&[
         "evaluate",
@@ -641,6 +659,12 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
     let first: Vec<&Path> = first.iter().map(PathBuf::as_path).collect();
     let second: Vec<&Path> = second.iter().map(PathBuf::as_path).collect();
 
+    let governance = |tag: &str| -> BTreeSet<String> {
+        lines(&dir.path().join(format!("{tag}-governance.jsonl")))
+            .iter()
+            .map(|g| g["idempotency_key"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let run = |tag: &str, state: Option<&Path>, inputs: &[&Path]| -> (Vec<Value>, Vec<Value>) {
         let alerts = dir.path().join(format!("{tag}-alerts.jsonl"));
         let commands = dir.path().join(format!("{tag}-commands.jsonl"));
@@ -650,6 +674,8 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
             p(&alerts),
             "--commands".into(),
             p(&commands),
+            "--governance".into(),
+            p(&dir.path().join(format!("{tag}-governance.jsonl"))),
         ];
         if let Some(s) = state {
             args.extend(["--state".to_owned(), p(s)]);
@@ -682,6 +708,12 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
         "alerts of the two periods equal those of one replay"
     );
     assert_eq!(commands, whole.1);
+    // Lifecycle steps carry over too: none issued again after the restore, none lost.
+    let (before, after) = (governance("first"), governance("second"));
+    assert!(!before.is_empty());
+    assert!(before.is_disjoint(&after), "{before:?} {after:?}");
+    let split: BTreeSet<String> = before.union(&after).cloned().collect();
+    assert!(split.is_superset(&governance("whole")));
     let fresh = run("fresh", None, &second);
     assert_ne!(
         fresh.0, second_half.0,

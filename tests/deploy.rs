@@ -192,6 +192,7 @@ fn the_topics_job_creates_exactly_the_topics_driftwatch_reads_and_writes() {
     used.extend([
         cfg.alerts_topic.clone(),
         cfg.commands_topic.clone(),
+        cfg.governance_topic.clone(),
         cfg.dead_letter_topic.clone(),
     ]);
     assert_eq!(created, used);

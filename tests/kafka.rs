@@ -28,6 +28,7 @@ struct Topics {
     input: String,
     alerts: String,
     commands: String,
+    governance: String,
     dead_letter: String,
 }
 
@@ -36,6 +37,7 @@ async fn create_topics(name: &str, partitions: i32) -> Topics {
         input: unique(&format!("{name}-in")),
         alerts: unique(&format!("{name}-alerts")),
         commands: unique(&format!("{name}-commands")),
+        governance: unique(&format!("{name}-governance")),
         dead_letter: unique(&format!("{name}-dlq")),
     };
     produce::create_topics(
@@ -44,6 +46,7 @@ async fn create_topics(name: &str, partitions: i32) -> Topics {
             (&t.input, partitions),
             (&t.alerts, 1),
             (&t.commands, 1),
+            (&t.governance, 1),
             (&t.dead_letter, 1),
         ],
     )
@@ -60,6 +63,7 @@ fn run_config(t: &Topics, group: &str) -> RunConfig {
             inputs: Some(vec![t.input.clone()]),
             alerts_topic: Some(t.alerts.clone()),
             commands_topic: Some(t.commands.clone()),
+            governance_topic: Some(t.governance.clone()),
             dead_letter_topic: Some(t.dead_letter.clone()),
             ..Settings::default()
         },
@@ -373,6 +377,7 @@ async fn two_clusters_on_two_inputs_keep_service_accounts_of_the_same_name_apart
             ]),
             alerts_topic: Some(east.alerts.clone()),
             commands_topic: Some(east.commands.clone()),
+            governance_topic: Some(east.governance.clone()),
             dead_letter_topic: Some(east.dead_letter.clone()),
             ..Settings::default()
         },
@@ -544,6 +549,8 @@ fn run_command(t: &Topics, group: &str, metrics_addr: &str) -> Command {
         &t.alerts,
         "--commands-topic",
         &t.commands,
+        "--governance-topic",
+        &t.governance,
         "--dead-letter-topic",
         &t.dead_letter,
         "--shutdown-grace-seconds",
@@ -1061,6 +1068,21 @@ async fn sigterm_drains_commits_and_exits_zero_and_a_successor_finishes_without_
     let caught = detected(&labels, &alert_points(&read_all(&t.alerts, 0)));
     assert!(caught.is_superset(&expected), "{caught:?} vs {expected:?}");
     assert!(topic_len(&t.commands) > 0);
+    // The fleet's long-idle legacy keys get governance commands, on their own topic only, keyed
+    // by identity; no revocation consumer ever sees one.
+    let governance = read_all(&t.governance, 1);
+    for g in &governance {
+        let v = g.json();
+        assert!(v["lifecycle"]["stage"].is_string(), "{v}");
+        assert_eq!(
+            g.key.as_deref(),
+            v["target"]["identity"]["key"].as_str(),
+            "{v}"
+        );
+    }
+    for c in read_all(&t.commands, 0) {
+        assert!(c.json().get("lifecycle").is_none(), "{}", c.json());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1447,6 +1469,7 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
         input: unique("outage-in"),
         alerts: unique("outage-alerts"),
         commands: unique("outage-commands"),
+        governance: unique("outage-governance"),
         dead_letter: unique("outage-dlq"),
     };
     produce::create_topics(
@@ -1455,6 +1478,7 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
             (&t.input, 2),
             (&t.alerts, 1),
             (&t.commands, 1),
+            (&t.governance, 1),
             (&t.dead_letter, 1),
         ],
     )
@@ -1492,6 +1516,7 @@ async fn broker_frozen_for_a_minute_the_service_stays_live_and_catches_up_losing
             &t.input,
         ])
         .args(["--alerts-topic", &t.alerts, "--commands-topic", &t.commands])
+        .args(["--governance-topic", &t.governance])
         .args([
             "--dead-letter-topic",
             &t.dead_letter,

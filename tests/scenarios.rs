@@ -2,7 +2,7 @@
 //! driftwatch must (and must not) say about them. Every emitted alert and command is checked
 //! against its schema.
 
-use crate::common::{Outputs, assert_valid, decode_all, run_with, schema};
+use crate::common::{Outputs, assert_valid, continue_with, decode_all, run_with, schema};
 use driftwatch::config::Inventory;
 use driftwatch::config::Model;
 use driftwatch::config::Rules;
@@ -143,10 +143,21 @@ impl Story {
         for a in &out.alerts {
             assert_valid(&alert_schema, a, "alert");
         }
-        for c in &out.commands {
+        for c in out.commands.iter().chain(&out.governance) {
             assert_valid(&command_schema, c, "command");
         }
         out
+    }
+
+    /// Event time of `who`'s last record.
+    fn last_seen(&self, who: &Who) -> i64 {
+        self.lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["principal"]["key"] == who.key)
+            .map(|v| v["time"].as_i64().unwrap())
+            .max()
+            .expect("the story has records of it")
     }
 }
 
@@ -1032,4 +1043,145 @@ fn a_key_waking_after_half_a_year_or_more_is_alerted_however_long_it_slept() {
             "after {silent_days} days"
         );
     }
+}
+
+/// The governance commands about one identity: (stage, action, event time, idempotency key).
+fn lifecycle_of(out: &Outputs, key: &str) -> Vec<(String, String, String, String)> {
+    out.governance
+        .iter()
+        .filter(|c| c["target"]["identity"]["key"] == key)
+        .map(|c| {
+            (
+                c["lifecycle"]["stage"].as_str().unwrap().to_owned(),
+                c["action"].as_str().unwrap().to_owned(),
+                c["event_time"].as_str().unwrap().to_owned(),
+                c["idempotency_key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn idle_identities_are_suspended_at_thirty_days_and_deleted_at_sixty_once_never_when_protected_and_their_return_is_alerted()
+ {
+    use driftwatch::decode::time::format_rfc3339_ms as at;
+    let quiet = Who {
+        key: "arn:aws:iam::111122223333:user/batch-export",
+        kind: "aws_user",
+        credential: "AKIABATCHEXPORT00001",
+        pod: None,
+    };
+    // Protected by the default model's commands.protected (break-glass roles).
+    let guarded = Who {
+        key: "arn:aws:iam::111122223333:role/break-glass-admin",
+        kind: "aws_role",
+        credential: "ASIABREAKGLASS000001",
+        pod: None,
+    };
+    let back = Who {
+        key: "arn:aws:iam::111122223333:user/quarterly",
+        kind: "aws_user",
+        credential: "AKIAQUARTERLY0000001",
+        pod: None,
+    };
+    // Peers active every day keep event time moving for 100 days.
+    let mut s = Story::default().with_peers(100);
+    s.routine(&quiet, 0..10, 9..17, 4, &WORK, "198.51.100.20", SDK);
+    s.routine(&guarded, 0..10, 9..17, 4, &WORK, "198.51.100.21", SDK);
+    s.routine(&back, 0..10, 9..17, 4, &WORK, "198.51.100.22", SDK);
+    let first_silence = s.last_seen(&back);
+    let wake = T0 + 50 * DAY + 10 * HOUR;
+    s.call(
+        &back,
+        wake,
+        "s3.amazonaws.com:GetObject",
+        "198.51.100.22",
+        SDK,
+        false,
+        None,
+    );
+    let out = s.play();
+
+    // Suspended when the silence passed 30 days, deleted at 60: each once, timed exactly.
+    let last = s.last_seen(&quiet);
+    let q = lifecycle_of(&out, quiet.key);
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(
+        (q[0].0.as_str(), q[0].1.as_str(), q[0].2.clone()),
+        ("suspend", "disable_access_key", at(last + 30 * DAY))
+    );
+    assert_eq!(
+        (q[1].0.as_str(), q[1].1.as_str(), q[1].2.clone()),
+        ("delete", "delete_access_key", at(last + 60 * DAY))
+    );
+    assert_ne!(q[0].3, q[1].3, "two operations, two idempotency keys");
+    let suspend = out
+        .governance
+        .iter()
+        .find(|c| c["target"]["identity"]["key"] == quiet.key)
+        .unwrap();
+    assert_eq!(suspend["mode"], "dry_run");
+    assert_eq!(suspend["governance"]["approval"], "required");
+    assert_eq!(suspend["target"]["credential"]["id"], quiet.credential);
+    assert_eq!(suspend["lifecycle"]["idle_days"], 30);
+    assert_eq!(suspend["lifecycle"]["idle_since"], at(last));
+
+    // Never for a protected identity, nor for the active ones.
+    assert!(lifecycle_of(&out, guarded.key).is_empty());
+    assert!(out.governance.iter().all(|c| {
+        let k = c["target"]["identity"]["key"].as_str().unwrap();
+        k == quiet.key || k == back.key
+    }));
+    // Governance is not incident response: no revocation command, no alert for the silences.
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    assert!(out.alerts_for(quiet.key).is_empty());
+
+    // Suspended during its first silence; its return is an alert, not a deletion; idle again
+    // afterwards, it is suspended again as a new operation.
+    let b = lifecycle_of(&out, back.key);
+    assert_eq!(
+        b.iter()
+            .map(|(stage, _, t, _)| (stage.as_str(), t.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("suspend", at(first_silence + 30 * DAY)),
+            ("suspend", at(wake + 30 * DAY)),
+        ],
+    );
+    assert_ne!(b[0].3, b[1].3);
+    let alerts = out.alerts_for(back.key);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["time"], wake);
+    assert!(
+        out.types_for(back.key)
+            .contains(&"dormant_reactivation".to_owned())
+    );
+    assert!(
+        alerts[0].to_string().contains("dormancy lifecycle"),
+        "the alert says the lifecycle had retired it: {}",
+        alerts[0]
+    );
+
+    // The same input gives the same commands; so does a run stopped half way and restored from
+    // its saved state (no step is issued twice, none lost).
+    let again = s.play();
+    assert_eq!(again.governance, out.governance);
+    let events = decode_all(s.lines.iter().map(String::as_str));
+    let cut = events.partition_point(|e| e.time_ms < T0 + 45 * DAY);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.bin");
+    let mut halves = Outputs::default();
+    let first = driftwatch::engine::Engine::new(Rules::new(Model::embedded()));
+    continue_with(&first, &events[..cut], &mut halves);
+    driftwatch::state::file::save(&first, &path).unwrap();
+    let second = driftwatch::engine::Engine::new(Rules::new(Model::embedded()));
+    driftwatch::state::file::load(&path, &second).unwrap();
+    continue_with(&second, &events[cut..], &mut halves);
+    let keys = |o: &Outputs| -> Vec<String> {
+        o.governance
+            .iter()
+            .map(|c| c["idempotency_key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&halves), keys(&out));
 }

@@ -14,6 +14,7 @@
 //! Freezing happens at the profile's own current hour (its last event), so the next event
 //! advances a thawed profile with the same decay as it would have advanced the hot one.
 
+use super::lifecycle::Lifecycle;
 use super::{Entry, Profile, Seasonality, ValueSet};
 
 /// Endpoints a summary keeps, heaviest first.
@@ -58,6 +59,7 @@ pub struct ColdProfile {
     /// The heaviest values of each set, heaviest first within a set, sets in order.
     pub values: Box<[Entry]>,
     pub expiry_reported: bool,
+    pub lifecycle: Lifecycle,
 }
 
 /// The endpoints and the six origin levels.
@@ -110,6 +112,7 @@ impl ColdProfile {
             counts,
             values: values.into_boxed_slice(),
             expiry_reported: p.expiry_reported,
+            lifecycle: p.lifecycle.clone(),
         }
     }
 
@@ -161,6 +164,7 @@ impl ColdProfile {
         }
         p.requests = Seasonality::new(prior_dispersion);
         p.expiry_reported = self.expiry_reported;
+        p.lifecycle = self.lifecycle.clone();
         p
     }
 

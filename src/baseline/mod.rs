@@ -9,6 +9,7 @@
 pub mod cold;
 pub mod fleet;
 pub mod learn;
+pub mod lifecycle;
 pub mod origin;
 pub mod pin;
 pub mod stats;
@@ -345,6 +346,9 @@ pub struct Profile {
     pub enum_window: Window,
     /// Use after the declared expiry has been reported (once per identity).
     pub expiry_reported: bool,
+    /// Where its current silence stands in the dormancy lifecycle, and what its last event
+    /// showed of it ([`lifecycle`]).
+    pub lifecycle: lifecycle::Lifecycle,
     /// The networks and clients of its workload-bound sessions ([`pin`]).
     pub pins: pin::Pins,
     /// Lifetime active hours since maturity, and those at a cold hour of day: what this identity
@@ -413,6 +417,7 @@ impl Profile {
             denied_window: Window::default(),
             enum_window: Window::default(),
             expiry_reported: false,
+            lifecycle: lifecycle::Lifecycle::default(),
             pins: pin::Pins::default(),
             mature_hours: MatureHours::default(),
         }

@@ -57,6 +57,7 @@ pub struct Model {
     pub detectors: Detectors,
     pub sensitivity: Vec<SensitivityTier>,
     pub commands: CommandConfig,
+    pub lifecycle: LifecycleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -234,6 +235,19 @@ pub struct CommandConfig {
     pub max_per_hour: u32,
     pub max_fleet_fraction: f64,
     pub protected: Vec<String>,
+}
+
+/// The dormancy lifecycle: identities silent this long (event time) are to be suspended, then
+/// deleted, by governance commands under guardrails of their own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    pub enabled: bool,
+    pub suspend_after_days: f64,
+    pub delete_after_days: f64,
+    pub max_per_hour: u32,
+    pub max_fleet_fraction: f64,
+    pub ttl_hours: f64,
 }
 
 impl Model {
@@ -550,6 +564,46 @@ impl Model {
                 c.max_fleet_fraction
             ),
         );
+        let l = &self.lifecycle;
+        check(
+            l.ttl_hours > 0.0,
+            "lifecycle.ttl_hours",
+            format!("must be > 0, got {}", l.ttl_hours),
+        );
+        check(
+            l.suspend_after_days >= 1.0,
+            "lifecycle.suspend_after_days",
+            format!("must be at least 1 day, got {}", l.suspend_after_days),
+        );
+        check(
+            l.delete_after_days > l.suspend_after_days,
+            "lifecycle.delete_after_days",
+            format!(
+                "must exceed lifecycle.suspend_after_days ({}): an identity is suspended before it is deleted, got {}",
+                l.suspend_after_days, l.delete_after_days
+            ),
+        );
+        check(
+            l.delete_after_days < b.forget_after_days,
+            "lifecycle.delete_after_days",
+            format!(
+                "must be less than baseline.forget_after_days ({}), or idle identities are forgotten before their deletion falls due, got {}",
+                b.forget_after_days, l.delete_after_days
+            ),
+        );
+        check(
+            l.max_per_hour >= 1,
+            "lifecycle.max_per_hour",
+            "must be at least 1 (turn the lifecycle off with lifecycle.enabled = false)".into(),
+        );
+        check(
+            l.max_fleet_fraction > 0.0 && l.max_fleet_fraction <= 0.5,
+            "lifecycle.max_fleet_fraction",
+            format!(
+                "must be in (0, 0.5]: a guardrail that allows suspending most of the fleet in a day is no guardrail, got {}",
+                l.max_fleet_fraction
+            ),
+        );
         p
     }
 }
@@ -628,6 +682,32 @@ patterns = ["noservice"]
         assert!(keys.contains(&"commands.max_fleet_fraction"), "{err}");
         assert!(keys.contains(&"sensitivity[0].patterns[0]"), "{err}");
         assert!(err.to_string().starts_with("bad.toml: "), "{err}");
+    }
+
+    #[test]
+    fn a_lifecycle_that_deletes_before_it_suspends_or_after_forgetting_is_refused() {
+        let err = Model::from_toml_str(
+            "[lifecycle]\nsuspend_after_days = 40\ndelete_after_days = 30\nmax_fleet_fraction = 0.9",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lifecycle.delete_after_days"), "{err}");
+        assert!(
+            err.contains("must exceed lifecycle.suspend_after_days"),
+            "{err}"
+        );
+        assert!(err.contains("lifecycle.max_fleet_fraction"), "{err}");
+        let err = Model::from_toml_str(
+            "[baseline]\nforget_after_days = 50\n[lifecycle]\nsuspend_after_days = 30\ndelete_after_days = 60",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("must be less than baseline.forget_after_days (50)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub struct RunConfig {
     pub alerts_topic: String,
     pub alert_format: AlertFormat,
     pub commands_topic: String,
+    pub governance_topic: String,
     pub dead_letter_topic: String,
     /// Pass-through librdkafka properties (TLS, SASL, tuning).
     pub kafka: Vec<(ClientKind, String, String)>,
@@ -193,6 +194,10 @@ impl RunConfig {
         let group_id = non_empty(pick_defaulted!(group), d.group.clone());
         let alerts_topic = non_empty(pick_defaulted!(alerts_topic), d.alerts_topic.clone());
         let commands_topic = non_empty(pick_defaulted!(commands_topic), d.commands_topic.clone());
+        let governance_topic = non_empty(
+            pick_defaulted!(governance_topic),
+            d.governance_topic.clone(),
+        );
         let dead_letter_topic = non_empty(
             pick_defaulted!(dead_letter_topic),
             d.dead_letter_topic.clone(),
@@ -258,6 +263,7 @@ impl RunConfig {
         for (field, topic) in [
             ("alerts_topic", &alerts_topic),
             ("commands_topic", &commands_topic),
+            ("governance_topic", &governance_topic),
             ("dead_letter_topic", &dead_letter_topic),
         ] {
             if inputs.iter().any(|i| &i.topic == topic) {
@@ -269,10 +275,16 @@ impl RunConfig {
                 });
             }
         }
-        if dead_letter_topic == alerts_topic || dead_letter_topic == commands_topic {
+        if [&alerts_topic, &commands_topic, &governance_topic].contains(&&dead_letter_topic) {
             problems.push(Problem {
                 key: key(Source::Flag, "dead_letter_topic"),
-                why: "must differ from the alerts and commands topics, whose consumers expect only valid messages".into(),
+                why: "must differ from the alerts, commands and governance topics, whose consumers expect only valid messages".into(),
+            });
+        }
+        if governance_topic == commands_topic || governance_topic == alerts_topic {
+            problems.push(Problem {
+                key: key(Source::Flag, "governance_topic"),
+                why: "must differ from the alerts and commands topics: incident playbooks must never receive lifecycle suspensions and deletions".into(),
             });
         }
 
@@ -336,7 +348,13 @@ impl RunConfig {
             Some((t, k)) => {
                 let t = t.trim().to_owned();
                 if inputs.iter().any(|i| i.topic == t)
-                    || [&alerts_topic, &commands_topic, &dead_letter_topic].contains(&&t)
+                    || [
+                        &alerts_topic,
+                        &commands_topic,
+                        &governance_topic,
+                        &dead_letter_topic,
+                    ]
+                    .contains(&&t)
                 {
                     problems.push(Problem {
                         key: k,
@@ -378,6 +396,7 @@ impl RunConfig {
             inputs,
             alerts_topic,
             commands_topic,
+            governance_topic,
             dead_letter_topic,
             kafka,
             shutdown_grace,
@@ -434,13 +453,14 @@ impl RunConfig {
             })
             .collect();
         format!(
-            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
+            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} governance={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
             self.brokers,
             self.group_id,
             inputs.join(","),
             self.alerts_topic,
             self.alert_format.as_str(),
             self.commands_topic,
+            self.governance_topic,
             self.dead_letter_topic,
             self.state_topic.as_deref().unwrap_or("off"),
             self.commit_interval.as_secs_f64(),
@@ -495,6 +515,7 @@ mod tests {
         assert_eq!(c.inputs[0].topic, "driftwatch.access-logs");
         assert_eq!(c.inputs[0].format, FormatHint::Auto);
         assert_eq!(c.alerts_topic, "driftwatch.alerts");
+        assert_eq!(c.governance_topic, "driftwatch.governance");
         assert_eq!(c.rebuild, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.max_in_flight, 10_000);
@@ -556,6 +577,28 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(e.problems.len(), 9, "{text}");
+    }
+
+    #[test]
+    fn governance_commands_never_share_a_topic_with_revocations_or_dead_letters() {
+        let s = Settings {
+            governance_topic: Some("driftwatch.commands".into()),
+            ..Settings::default()
+        };
+        let e = RunConfig::resolve(s, None).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "--governance-topic");
+        assert!(
+            e.to_string()
+                .contains("incident playbooks must never receive"),
+            "{e}"
+        );
+        let s = Settings {
+            dead_letter_topic: Some("driftwatch.governance".into()),
+            ..Settings::default()
+        };
+        let e = RunConfig::resolve(s, None).unwrap_err();
+        assert_eq!(e.problems[0].key, "--dead-letter-topic", "{e}");
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub struct Settings {
     /// Topic for revocation commands.
     #[arg(long, env = "DRIFTWATCH_COMMANDS_TOPIC")]
     pub commands_topic: Option<String>,
+    /// Topic for governance commands of the dormancy lifecycle (suspend, then delete, identities
+    /// idle for the model's `lifecycle.*_after_days`).
+    #[arg(long, env = "DRIFTWATCH_GOVERNANCE_TOPIC")]
+    pub governance_topic: Option<String>,
     /// Topic for undecodable records, with the reason in headers.
     #[arg(long, env = "DRIFTWATCH_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
@@ -182,6 +186,7 @@ impl Settings {
             alerts_topic: Some("driftwatch.alerts".into()),
             alert_format: Some("ocsf".into()),
             commands_topic: Some("driftwatch.commands".into()),
+            governance_topic: Some("driftwatch.governance".into()),
             dead_letter_topic: Some("driftwatch.dead-letter".into()),
             kafka: Vec::new(),
             shutdown_grace_seconds: Some(30.0),

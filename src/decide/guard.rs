@@ -7,6 +7,36 @@ use std::sync::Mutex;
 use crate::baseline::{DAY_MS, HOUR_MS};
 use crate::config::Rules;
 
+/// The limits one set of guardrails enforces: the revocations' (`commands.*`) or the dormancy
+/// lifecycle's (`lifecycle.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The model section the limits come from, named when a command is withheld.
+    pub section: &'static str,
+    pub max_per_hour: u32,
+    pub max_fleet_fraction: f64,
+}
+
+impl Budget {
+    pub fn revocations(r: &Rules) -> Budget {
+        let c = &r.model.commands;
+        Budget {
+            section: "commands",
+            max_per_hour: c.max_per_hour,
+            max_fleet_fraction: c.max_fleet_fraction,
+        }
+    }
+
+    pub fn lifecycle(r: &Rules) -> Budget {
+        let l = &r.model.lifecycle;
+        Budget {
+            section: "lifecycle",
+            max_per_hour: l.max_per_hour,
+            max_fleet_fraction: l.max_fleet_fraction,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Guardrails {
     /// Commands issued here in the last day: event time, principal, owner (input partition).
@@ -84,7 +114,22 @@ impl Guardrails {
         fleet_size: usize,
         r: &Rules,
     ) -> Result<(), String> {
-        let c = &r.model.commands;
+        self.admit_within(principal, owner, t, fleet_size, r, Budget::revocations(r))
+    }
+
+    /// As [`Guardrails::admit`], within `c`'s limits.
+    ///
+    /// # Errors
+    /// A sentence naming the guardrail that withheld the command.
+    pub fn admit_within(
+        &self,
+        principal: &str,
+        owner: u32,
+        t: i64,
+        fleet_size: usize,
+        r: &Rules,
+        c: Budget,
+    ) -> Result<(), String> {
         if r.is_protected(principal) {
             return Err("identity matches commands.protected; revoke by hand if needed".to_owned());
         }
@@ -102,8 +147,8 @@ impl Guardrails {
             .count();
         if last_hour >= c.max_per_hour as usize {
             return Err(format!(
-                "commands.max_per_hour ({}) reached in the last hour",
-                c.max_per_hour
+                "{}.max_per_hour ({}) reached in the last hour",
+                c.section, c.max_per_hour
             ));
         }
         let cap = ((fleet_size as f64 * c.max_fleet_fraction).floor() as usize).max(1);
@@ -116,7 +161,8 @@ impl Guardrails {
         distinct.dedup();
         if !distinct.contains(&principal) && distinct.len() >= cap {
             return Err(format!(
-                "commands.max_fleet_fraction ({}) of {} identities allows {} revoked identities per day; {} already are",
+                "{}.max_fleet_fraction ({}) of {} identities allows {} identities per day; {} already have commands",
+                c.section,
                 c.max_fleet_fraction,
                 fleet_size,
                 cap,
@@ -172,6 +218,35 @@ mod tests {
         g.drop_owner(2);
         assert!(g.issued_by(2).is_empty());
         assert_eq!(g.issued().len(), 1);
+    }
+
+    #[test]
+    fn the_lifecycle_spends_a_budget_of_its_own_and_names_it() {
+        let r = Rules::new(Model::embedded());
+        let lifecycle = Guardrails::new();
+        let revocations = Guardrails::new();
+        // 5 per hour for the lifecycle (a fleet large enough for the daily share).
+        let admitted = (0..8)
+            .filter(|i| {
+                lifecycle
+                    .admit_within(
+                        &format!("idle-{i}"),
+                        1,
+                        0,
+                        10_000,
+                        &r,
+                        Budget::lifecycle(&r),
+                    )
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(admitted, 5);
+        let err = lifecycle
+            .admit_within("idle-9", 1, 0, 10_000, &r, Budget::lifecycle(&r))
+            .unwrap_err();
+        assert!(err.starts_with("lifecycle.max_per_hour (5)"), "{err}");
+        // The revocations' budget is untouched.
+        assert!(revocations.admit("stolen", 1, 0, 10_000, &r).is_ok());
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! a revocation command is issued once per alert, subject to fleet-wide guardrails.
 
 mod guard;
+pub mod lifecycle;
 
 use std::collections::BTreeSet;
 
 use sha2::{Digest, Sha256};
 
-pub use guard::Guardrails;
+pub use guard::{Budget, Guardrails};
 
 use crate::config::Rules;
 use crate::config::model::CommandMode;
@@ -209,6 +210,8 @@ pub struct Command {
     pub risk_score: u8,
     pub summary: String,
     pub evidence: Vec<EvidenceRef>,
+    /// The lifecycle step of a governance command ([`lifecycle`]); `None` for a revocation.
+    pub lifecycle: Option<lifecycle::LifecycleStep>,
 }
 
 /// Where the records behind a command can be found.
@@ -224,6 +227,13 @@ pub struct EvidenceRef {
 pub enum Decision {
     Alert(Box<Alert>),
     Command(Box<Command>),
+}
+
+impl Decision {
+    /// A governance command of the dormancy lifecycle (not about the event at hand).
+    pub fn is_governance(&self) -> bool {
+        matches!(self, Decision::Command(c) if c.lifecycle.is_some())
+    }
 }
 
 /// Context about the identity that decisions report.
@@ -622,6 +632,7 @@ fn build_command(
                 .join(", ")
         ),
         evidence,
+        lifecycle: None,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod envelope;
 mod gcp_audit;
 mod k8s_audit;
 mod native;
+pub use native::credential_kind;
 pub mod time;
 
 use std::borrow::Cow;

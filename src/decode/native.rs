@@ -124,7 +124,7 @@ struct NativeVolume {
 }
 
 /// Credential types a native record may declare; others become `credential`.
-fn credential_kind(s: Option<&str>) -> &'static str {
+pub fn credential_kind(s: Option<&str>) -> &'static str {
     match s {
         Some("aws_access_key") => "aws_access_key",
         Some("aws_session_key") => "aws_session_key",

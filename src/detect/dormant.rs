@@ -1,36 +1,58 @@
 //! Dormancy: an identity idle for weeks becomes active again. The idle time is judged against the
-//! identity's own usual gap between active hours, taken as exponential.
+//! identity's own usual gap between active hours, taken as exponential. An identity the dormancy
+//! lifecycle already asked to suspend or delete is reported at full weight, whatever its gaps:
+//! governance declared it unused.
 
 use serde_json::json;
 
 use super::{Detector, Finding, Observation, round3};
+use crate::baseline::lifecycle::Stage;
 use crate::baseline::stats::bits;
 use crate::baseline::{DAY_MS, HOUR_MS, Profile};
 
-pub fn check(_p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
+pub fn check(p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
     let d = &o.rules.model.detectors.dormant;
     let before = &o.learned.before;
     if o.learned.is_new || !d.enabled {
         return None;
     }
+    // The stage of the silence this event ends (the engine resets it after judging).
+    let stage = p.lifecycle.stage;
+    let retired = stage != Stage::Active;
     let idle_ms = o.event.time_ms - before.last_seen_ms;
-    if (idle_ms as f64) < d.min_idle_days * DAY_MS as f64 || before.events < d.min_prior_events {
+    if !retired
+        && ((idle_ms as f64) < d.min_idle_days * DAY_MS as f64
+            || before.events < d.min_prior_events)
+    {
         return None;
     }
     let idle_h = idle_ms as f64 / HOUR_MS as f64;
     let gap = f64::from(before.mean_gap_hours).max(1.0);
     // Gaps between active hours taken as exponential with the identity's own mean.
-    let prob = (-idle_h / gap).exp();
-    let b = bits(prob, d.max_bits);
+    let (prob, b) = if retired {
+        (2f64.powf(-d.max_bits), d.max_bits)
+    } else {
+        let prob = (-idle_h / gap).exp();
+        (prob, bits(prob, d.max_bits))
+    };
+    let summary = if retired {
+        format!(
+            "in use again after {:.0} days idle, although the dormancy lifecycle asked for it to be {}",
+            idle_h / 24.0,
+            stage.as_str()
+        )
+    } else {
+        format!(
+            "dormant for {:.0} days, then active again (its usual gap between active hours is {gap:.1} h)",
+            idle_h / 24.0
+        )
+    };
     Some(o.finding(
         Detector::Dormant,
         b * d.weight,
         prob,
-        format!(
-            "dormant for {:.0} days, then active again (its usual gap between active hours is {gap:.1} h)",
-            idle_h / 24.0
-        ),
-        json!({"last_seen_time": before.last_seen_ms, "mean_gap_hours": round3(gap), "prior_events": before.events}),
+        summary,
+        json!({"last_seen_time": before.last_seen_ms, "mean_gap_hours": round3(gap), "prior_events": before.events, "lifecycle_stage": stage.as_str()}),
         json!({"idle_days": round3(idle_h / 24.0), "action": o.event.action}),
     ))
 }

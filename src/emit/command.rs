@@ -4,6 +4,8 @@ use serde_json::{Map, Value, json};
 
 use super::put;
 
+use crate::baseline::DAY_MS;
+use crate::baseline::lifecycle::Stage;
 use crate::decide::Command;
 use crate::decode::time::format_rfc3339_ms;
 use crate::event::unqualified_principal;
@@ -15,8 +17,36 @@ pub const SCHEMA: &str = "driftwatch.revocation-command.v1";
 pub const SCHEMA_URI: &str = "https://driftwatch.dev/schemas/revocation-command.v1.json";
 
 /// How to undo an action, for the playbook (and the person) that took it.
-fn rollback(action: &str) -> Value {
-    let (undo, how) = match action {
+fn rollback(provider: &str, action: &str) -> Value {
+    let (undo, how) = match (provider, action) {
+        (_, "attach_deny_all_policy") => (
+            "remove_deny_policy",
+            "delete the inline policy that denies every action",
+        ),
+        (_, "delete_access_key" | "delete_service_account_key" | "delete_credential") => (
+            "not_possible",
+            "a deleted key cannot be restored: issue a new one and give it to the workload",
+        ),
+        (_, "delete_user" | "delete_role") => (
+            "recreate",
+            "cannot be undone: recreate it, with its policies and trust, from its definition (infrastructure as code)",
+        ),
+        ("gcp", "delete_service_account") => (
+            "undelete_service_account",
+            "undelete it within 30 days (iam.serviceAccounts.undelete), then re-enable it",
+        ),
+        (_, "delete_service_account") => (
+            "recreate",
+            "re-apply the ServiceAccount manifest; its old tokens stay invalid and its pods need restarting",
+        ),
+        _ => rollback_revocation(action),
+    };
+    json!({"action": undo, "description": how})
+}
+
+/// How to undo a revocation.
+fn rollback_revocation(action: &str) -> (&'static str, &'static str) {
+    match action {
         "disable_access_key" => (
             "enable_access_key",
             "set the access key's status back to Active (iam:UpdateAccessKey)",
@@ -43,8 +73,7 @@ fn rollback(action: &str) -> Value {
         ),
         "disable_credential" => ("enable_credential", "re-enable the credential"),
         _ => ("none_needed", "nothing was changed"),
-    };
-    json!({"action": undo, "description": how})
+    }
 }
 
 /// The last `/`-separated segment of an ARN or path.
@@ -163,8 +192,8 @@ pub fn revocation_command(c: &Command, now_ms: i64) -> Value {
             "required"
         }),
     );
-    governance.insert("rollback".into(), rollback(c.action));
-    json!({
+    governance.insert("rollback".into(), rollback(c.provider, c.action));
+    let mut v = json!({
         "schema": SCHEMA,
         "command_id": c.command_id,
         "idempotency_key": c.idempotency_key,
@@ -187,7 +216,18 @@ pub fn revocation_command(c: &Command, now_ms: i64) -> Value {
             ev.insert("detector".into(), json!(e.detector.as_str()));
             Value::Object(ev)
         }).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(step) = &c.lifecycle {
+        v["lifecycle"] = json!({
+            "stage": match step.stage {
+                Stage::Deleted => "delete",
+                Stage::Suspended | Stage::Active => "suspend",
+            },
+            "idle_since": format_rfc3339_ms(step.idle_since_ms),
+            "idle_days": ((c.event_time_ms - step.idle_since_ms) as f64 / DAY_MS as f64).round() as i64,
+        });
+    }
+    v
 }
 
 #[cfg(test)]
@@ -223,6 +263,7 @@ mod tests {
             risk_score: 90,
             summary: "s".into(),
             evidence: Vec::new(),
+            lifecycle: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub const COMMAND_TYPE: &str = "dev.driftwatch.revocation_command.v1";
 pub enum Route {
     Alerts,
     Commands,
+    /// Governance commands of the dormancy lifecycle.
+    Governance,
     DeadLetter,
 }
 
@@ -51,6 +53,7 @@ impl Route {
         match self {
             Route::Alerts => "alerts",
             Route::Commands => "commands",
+            Route::Governance => "governance",
             Route::DeadLetter => "dead_letter",
         }
     }
@@ -89,7 +92,11 @@ pub fn decision(d: &Decision, source: &str, now_ms: i64, format: AlertFormat) ->
             },
         ),
         Decision::Command(c) => (
-            Route::Commands,
+            if d.is_governance() {
+                Route::Governance
+            } else {
+                Route::Commands
+            },
             COMMAND_TYPE,
             c.command_id.clone(),
             c.identity_key.as_str(),
@@ -161,6 +168,7 @@ pub fn producer(cfg: &RunConfig, metrics: &Metrics) -> Result<OutputProducer, Ka
 pub struct Topics {
     pub alerts: String,
     pub commands: String,
+    pub governance: String,
     pub dead_letter: String,
 }
 
@@ -169,6 +177,7 @@ impl Topics {
         Topics {
             alerts: cfg.alerts_topic.clone(),
             commands: cfg.commands_topic.clone(),
+            governance: cfg.governance_topic.clone(),
             dead_letter: cfg.dead_letter_topic.clone(),
         }
     }
@@ -177,6 +186,7 @@ impl Topics {
         match r {
             Route::Alerts => &self.alerts,
             Route::Commands => &self.commands,
+            Route::Governance => &self.governance,
             Route::DeadLetter => &self.dead_letter,
         }
     }

@@ -20,19 +20,24 @@ use sha2::{Digest, Sha256};
 
 use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
+use crate::baseline::lifecycle::{LastUse, Lifecycle, Stage};
 use crate::baseline::pin::{Pin, Pins};
 use crate::baseline::{
     ColdProfile, Entry, HourFired, MatureHours, Profile, Seasonality, ValueSet, Window,
 };
 use crate::config::Rules;
 use crate::decide::{OpenAlert, RiskState, Severity};
+use crate::decode::credential_kind;
 use crate::detect::{Detector, Evidence, Finding};
 use crate::engine::{ColdIdentity, IdentityState, Tracked};
+use crate::event::PrincipalType;
 use crate::state::group::PartitionReport;
 
-/// The snapshot format version this code writes. Format 2 added workload pins after an
-/// identity's body; format 1 snapshots are still read (their identities have no pins yet).
-pub const FORMAT: u16 = 2;
+/// The snapshot format version this code writes for identities. Format 2 added workload pins
+/// after a hot identity's body; format 3 the dormancy lifecycle after the body of hot and cold
+/// identities alike. Formats 1 and 2 are still read (their identities have no pins, or are
+/// active in the lifecycle with nothing known of their last use, until their next event).
+pub const FORMAT: u16 = 3;
 
 /// The oldest format this code reads.
 const OLDEST_READ: u16 = 1;
@@ -388,6 +393,7 @@ fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
         values.extend(top);
     }
     Ok(ColdProfile {
+        lifecycle: Lifecycle::default(),
         first_seen_ms: c.first_seen_ms,
         last_seen_ms: c.last_seen_ms,
         events: c.events,
@@ -516,6 +522,7 @@ fn profile_in(p: ProfileV1, rules: &Rules) -> Result<Profile, SnapshotError> {
         .map(|o| values_in(o, hour, b.max_values_per_origin_level))
         .collect();
     Ok(Profile {
+        lifecycle: Lifecycle::default(),
         first_seen_ms: p.first_seen_ms,
         last_seen_ms: p.last_seen_ms,
         events: p.events,
@@ -566,6 +573,72 @@ struct HotExtV2 {
     pins: Vec<PinV1>,
     mature_active_hours: u32,
     mature_cold_hours: u32,
+}
+
+/// Where an identity's silence stands in the dormancy lifecycle and what its last event showed of
+/// it: written by format 3 after the body of hot and cold identities alike.
+#[derive(Serialize, Deserialize)]
+struct LifecycleV1 {
+    stage: u8,
+    provider: String,
+    identity_type: String,
+    tenant: Option<String>,
+    credential_id: Option<String>,
+    credential_type: Option<String>,
+    cluster: Option<String>,
+}
+
+fn lifecycle_out(l: &Lifecycle) -> LifecycleV1 {
+    let last = &l.last;
+    LifecycleV1 {
+        stage: l.stage.id(),
+        provider: last.provider.to_owned(),
+        identity_type: last.identity_type.as_str().to_owned(),
+        tenant: last.tenant.clone(),
+        credential_id: last.credential_id.clone(),
+        credential_type: last.credential_type.map(str::to_owned),
+        cluster: last.cluster.clone(),
+    }
+}
+
+fn lifecycle_in(v: LifecycleV1) -> Result<Lifecycle, SnapshotError> {
+    let stage = Stage::from_id(v.stage).ok_or(SnapshotError::Corrupt(format!(
+        "lifecycle stage {}",
+        v.stage
+    )))?;
+    let provider = match v.provider.as_str() {
+        "aws" => "aws",
+        "kubernetes" => "kubernetes",
+        "gcp" => "gcp",
+        _ => "generic",
+    };
+    Ok(Lifecycle {
+        stage,
+        last: LastUse {
+            provider,
+            identity_type: PrincipalType::parse(&v.identity_type),
+            tenant: v.tenant,
+            credential_id: v.credential_id,
+            credential_type: v
+                .credential_type
+                .as_deref()
+                .map(|k| credential_kind(Some(k))),
+            cluster: v.cluster,
+        },
+    })
+}
+
+/// Appends the lifecycle trailer.
+fn put_lifecycle(out: &mut Vec<u8>, l: &Lifecycle) {
+    postcard::to_io(&lifecycle_out(l), out).expect("writing to a Vec cannot fail");
+}
+
+/// The lifecycle trailer in `rest` of a snapshot of `format` (from 3 on).
+fn take_lifecycle(format: u16, rest: &[u8]) -> Result<Lifecycle, SnapshotError> {
+    if format < 3 {
+        return Ok(Lifecycle::default());
+    }
+    lifecycle_in(postcard::from_bytes(rest)?)
 }
 
 /// A workload pin.
@@ -709,10 +782,14 @@ impl<'r> Codec<'r> {
     fn header(&self, magic: [u8; 3]) -> Vec<u8> {
         postcard::to_stdvec(&Header {
             magic,
-            // Only hot identities changed in format 2: every other record is still written as
-            // format 1, so instances of the previous release keep reading them in a rolling
-            // upgrade (and after a rollback).
-            format: if magic == MAGIC { FORMAT } else { 1 },
+            // Only identities changed in formats 2 and 3: every other record is still written
+            // as format 1, so instances of earlier releases keep reading them in a rolling
+            // upgrade (and after a rollback). An identity they cannot read relearns.
+            format: if magic == MAGIC || magic == COLD_MAGIC {
+                FORMAT
+            } else {
+                1
+            },
             fingerprint: self.fingerprint,
         })
         .expect("a header always encodes")
@@ -756,9 +833,14 @@ impl<'r> Codec<'r> {
                     mature_cold_hours: s.profile.mature_hours.cold,
                 };
                 postcard::to_io(&ext, &mut out).expect("writing to a Vec cannot fail");
+                put_lifecycle(&mut out, &s.profile.lifecycle);
                 out
             }
-            Tracked::Cold(c) => self.encode(COLD_MAGIC, &cold_out(&c.profile, applied)),
+            Tracked::Cold(c) => {
+                let mut out = self.encode(COLD_MAGIC, &cold_out(&c.profile, applied));
+                put_lifecycle(&mut out, &c.profile.lifecycle);
+                out
+            }
         }
     }
 
@@ -773,10 +855,13 @@ impl<'r> Codec<'r> {
         bytes: &[u8],
     ) -> Result<(Tracked, Vec<AppliedOffset>), SnapshotError> {
         if bytes.starts_with(&COLD_MAGIC) {
-            let body: ColdV1 = self.decode(bytes, COLD_MAGIC)?;
+            let (format, body) = self.versioned_body(bytes, COLD_MAGIC)?;
+            let (body, rest): (ColdV1, &[u8]) = postcard::take_from_bytes(body)?;
             let applied = body.applied.clone();
+            let mut profile = cold_in(body, self.rules)?;
+            profile.lifecycle = take_lifecycle(format, rest)?;
             let cold = ColdIdentity {
-                profile: cold_in(body, self.rules)?,
+                profile,
                 owner: 0,
                 applied: Vec::new(),
                 changed: false,
@@ -785,11 +870,12 @@ impl<'r> Codec<'r> {
         }
         let (format, rest) = self.versioned_body(bytes, MAGIC)?;
         let (body, rest): (IdentityV1, &[u8]) = postcard::take_from_bytes(rest)?;
-        let ext: HotExtV2 = if format >= 2 {
-            postcard::from_bytes(rest)?
+        let (ext, rest): (HotExtV2, &[u8]) = if format >= 2 {
+            postcard::take_from_bytes(rest)?
         } else {
-            HotExtV2::default()
+            (HotExtV2::default(), &[])
         };
+        let lifecycle = take_lifecycle(format, rest)?;
         let pins = Pins(ext.pins.into_iter().map(pin_in).collect::<Result<_, _>>()?);
         let recent = body
             .risk
@@ -805,6 +891,7 @@ impl<'r> Codec<'r> {
             .collect::<Result<Vec<_>, _>>()?;
         let mut profile = profile_in(body.profile, self.rules)?;
         profile.pins = pins;
+        profile.lifecycle = lifecycle;
         profile.mature_hours = MatureHours {
             active: ext.mature_active_hours,
             cold: ext.mature_cold_hours.min(ext.mature_active_hours),
@@ -929,11 +1016,24 @@ fn identity_out(s: &IdentityState, applied: &[AppliedOffset]) -> IdentityV1 {
 /// The same content as [`Codec::encode_identity`] as JSON: the reference the binary encoding is
 /// measured against (`cargo bench`), and a readable dump for debugging.
 pub fn encode_identity_json(s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
-    match s {
-        Tracked::Hot(s) => serde_json::to_vec(&identity_out(s, applied)),
-        Tracked::Cold(c) => serde_json::to_vec(&cold_out(&c.profile, applied)),
+    let (mut v, lifecycle) = match s {
+        Tracked::Hot(s) => (
+            serde_json::to_value(identity_out(s, applied)),
+            &s.profile.lifecycle,
+        ),
+        Tracked::Cold(c) => (
+            serde_json::to_value(cold_out(&c.profile, applied)),
+            &c.profile.lifecycle,
+        ),
+    };
+    if let Ok(serde_json::Value::Object(m)) = &mut v {
+        m.insert(
+            "lifecycle".into(),
+            serde_json::to_value(lifecycle_out(lifecycle)).expect("plain fields serialise"),
+        );
     }
-    .expect("snapshot types always serialise")
+    serde_json::to_vec(&v.expect("snapshot types always serialise"))
+        .expect("a Value always serialises")
 }
 
 /// One value of a fleet table. The sensitivity tier of an endpoint is not stored: it is
@@ -1040,6 +1140,7 @@ mod tests {
                     pinned += usize::from(!s.profile.pins.0.is_empty());
                     let back = back.hot().expect("hot stays hot");
                     assert_eq!(back.profile.pins, s.profile.pins);
+                    assert_eq!(back.profile.lifecycle, s.profile.lifecycle);
                 }
                 None => cold += 1,
             }
@@ -1064,8 +1165,34 @@ mod tests {
         let r = rules();
         let codec = Codec::new(&r);
         let mut read = 0;
+        let (mut cold, mut with_lifecycle) = (0, 0);
         engine.for_each_identity(|_, s| {
+            if let Tracked::Cold(c) = s {
+                // Format 1 wrote cold summaries without the lifecycle.
+                let mut v1 = codec.encode(COLD_MAGIC, &cold_out(&c.profile, &[]));
+                v1[3] = 1;
+                let (back, _) = codec.decode_identity(&v1).unwrap();
+                let Tracked::Cold(back) = back else {
+                    panic!("cold stays cold")
+                };
+                assert_eq!(back.profile.lifecycle, Lifecycle::default());
+                cold += 1;
+            }
             let Some(hot) = s.hot() else { return };
+            with_lifecycle += usize::from(hot.profile.lifecycle != Lifecycle::default());
+            // Format 2: the pins, without the lifecycle after them.
+            let mut v2 = codec.encode(MAGIC, &identity_out(hot, &[]));
+            v2[3] = 2;
+            let ext = HotExtV2 {
+                pins: hot.profile.pins.0.iter().map(pin_out).collect(),
+                mature_active_hours: hot.profile.mature_hours.active,
+                mature_cold_hours: hot.profile.mature_hours.cold,
+            };
+            postcard::to_io(&ext, &mut v2).unwrap();
+            let (back, _) = codec.decode_identity(&v2).unwrap();
+            let back = back.hot().expect("hot stays hot").clone();
+            assert_eq!(back.profile.pins, hot.profile.pins);
+            assert_eq!(back.profile.lifecycle, Lifecycle::default());
             // What format 1 wrote: the header and the body, nothing after.
             let mut v1 = codec.encode(MAGIC, &identity_out(hot, &[]));
             assert_eq!(v1[3], FORMAT as u8);
@@ -1077,13 +1204,15 @@ mod tests {
             let mut without = hot.clone();
             without.profile.pins = Pins::default();
             without.profile.mature_hours = MatureHours::default();
+            without.profile.lifecycle = Lifecycle::default();
             assert_eq!(
                 codec.encode_identity(&Tracked::Hot(Box::new(back)), &[]),
                 codec.encode_identity(&Tracked::Hot(Box::new(without)), &[])
             );
             read += 1;
         });
-        assert!(read > 0);
+        assert!(read > 0 && cold > 0);
+        assert!(with_lifecycle > 0, "hot identities know their last use");
     }
 
     #[test]

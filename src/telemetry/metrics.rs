@@ -71,6 +71,8 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     /// Revocation commands emitted, by action and mode (dry_run/enforce).
     pub commands: IntCounterVec,
+    /// Governance commands of the dormancy lifecycle emitted, by action and mode.
+    pub governance_commands: IntCounterVec,
     /// Dead letters acknowledged by the brokers.
     pub dead_letters: IntCounter,
     /// Failed deliveries (each is retried), by output.
@@ -118,6 +120,7 @@ pub mod names {
     pub const DELIVERY: &str = "driftwatch_delivery_seconds";
     pub const ALERTS: &str = "driftwatch_alerts_total";
     pub const COMMANDS: &str = "driftwatch_commands_total";
+    pub const GOVERNANCE_COMMANDS: &str = "driftwatch_governance_commands_total";
     pub const DEAD_LETTERS: &str = "driftwatch_dead_letters_total";
     pub const DELIVERY_ERRORS: &str = "driftwatch_delivery_errors_total";
     pub const RECORDS_ACKNOWLEDGED: &str = "driftwatch_records_acknowledged_total";
@@ -140,6 +143,7 @@ pub mod names {
     pub const FINDINGS: &str = "driftwatch_findings_total";
     pub const FINDINGS_MERGED: &str = "driftwatch_findings_merged_total";
     pub const COMMANDS_WITHHELD: &str = "driftwatch_commands_withheld_total";
+    pub const LIFECYCLE_DEFERRED: &str = "driftwatch_lifecycle_deferred_total";
     pub const IDENTITIES: &str = "driftwatch_identities";
     pub const IDENTITIES_WARMING_UP: &str = "driftwatch_identities_warming_up";
     pub const STATE_BYTES: &str = "driftwatch_state_bytes";
@@ -157,7 +161,7 @@ pub mod names {
     pub const FORWARD_LAG: &str = "driftwatch_forward_lag_seconds";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 46] = [
+    pub const ALL: [&str; 48] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         RECORDS_MISROUTED,
@@ -169,6 +173,7 @@ pub mod names {
         DELIVERY,
         ALERTS,
         COMMANDS,
+        GOVERNANCE_COMMANDS,
         DEAD_LETTERS,
         DELIVERY_ERRORS,
         RECORDS_ACKNOWLEDGED,
@@ -190,6 +195,7 @@ pub mod names {
         FINDINGS,
         FINDINGS_MERGED,
         COMMANDS_WITHHELD,
+        LIFECYCLE_DEFERRED,
         IDENTITIES,
         IDENTITIES_WARMING_UP,
         STATE_BYTES,
@@ -415,6 +421,12 @@ impl Metrics {
                 r,
                 COMMANDS,
                 "Revocation commands emitted.",
+                &["action", "mode"],
+            )?,
+            governance_commands: counter_vec(
+                r,
+                GOVERNANCE_COMMANDS,
+                "Governance commands of the dormancy lifecycle emitted (suspend or delete idle identities).",
                 &["action", "mode"],
             )?,
             dead_letters: counter(r, DEAD_LETTERS, "Dead letters acknowledged by the brokers.")?,
@@ -791,6 +803,11 @@ impl EngineCollector {
             "Revocation commands withheld by the guardrails (protected identity, fleet rate or share limits).",
             c.withheld.load(Ordering::Relaxed),
         ));
+        out.extend(counter(
+            LIFECYCLE_DEFERRED,
+            "Lifecycle steps held back by the lifecycle's guardrails (lifecycle.max_per_hour, max_fleet_fraction), counted at every hourly pass until issued.",
+            c.lifecycle_deferred.load(Ordering::Relaxed),
+        ));
         out.extend(gauge(
             IDENTITIES,
             "Identities tracked by this instance.",
@@ -981,6 +998,9 @@ mod tests {
         m.delivery_errors.with_label_values(&["alerts"]).inc();
         m.consumer_lag.with_label_values(&["t", "0"]).set(1);
         m.rebalances.with_label_values(&["assign"]).inc();
+        m.governance_commands
+            .with_label_values(&["delete_role", "dry_run"])
+            .inc();
         m.kafka_errors.with_label_values(&["consumer"]).inc();
         let f = Registry::new();
         let fm = ForwardMetrics::register(&f).unwrap();

@@ -123,10 +123,10 @@ fn records(n: usize) -> Vec<KeyedRecord> {
 }
 
 /// A run's topics, named `<prefix>-<role>-<unique suffix>`: the input, then the outputs
-/// (alerts, commands, dead letters), and the service's group.
+/// (alerts, commands, dead letters, governance commands), and the service's group.
 struct Names {
     input: String,
-    outs: [String; 3],
+    outs: [String; 4],
     group: String,
 }
 
@@ -139,6 +139,7 @@ impl Names {
                 format!("{prefix}-alerts-{id}"),
                 format!("{prefix}-commands-{id}"),
                 format!("{prefix}-dlq-{id}"),
+                format!("{prefix}-governance-{id}"),
             ],
             group: format!("{prefix}-service-{id}"),
         }
@@ -157,12 +158,12 @@ type Running =
     tokio::task::JoinHandle<Result<crate::service::RunSummary, crate::service::ServiceError>>;
 
 /// Starts the service in this process on `input`, writing to `outs` (alerts, commands, dead
-/// letters).
+/// letters, governance commands).
 fn start_service(
     brokers: &str,
     group: &str,
     input: &str,
-    outs: &[String; 3],
+    outs: &[String; 4],
     rules: Rules,
 ) -> anyhow::Result<(std::sync::Arc<Metrics>, oneshot::Sender<()>, Running)> {
     let cfg = RunConfig::resolve(
@@ -173,6 +174,7 @@ fn start_service(
             alerts_topic: Some(outs[0].clone()),
             commands_topic: Some(outs[1].clone()),
             dead_letter_topic: Some(outs[2].clone()),
+            governance_topic: Some(outs[3].clone()),
             ..Settings::default()
         },
         None,

@@ -157,6 +157,7 @@ pub async fn run(
     for t in [
         &cfg.alerts_topic,
         &cfg.commands_topic,
+        &cfg.governance_topic,
         &cfg.dead_letter_topic,
     ] {
         cluster.create_topic(t, 1, 1)?;

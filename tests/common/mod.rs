@@ -169,6 +169,8 @@ pub fn decode_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<AccessEve
 pub struct Outputs {
     pub alerts: Vec<Value>,
     pub commands: Vec<Value>,
+    /// Governance commands of the dormancy lifecycle.
+    pub governance: Vec<Value>,
 }
 
 impl Outputs {
@@ -208,6 +210,12 @@ pub fn run(events: &[AccessEvent], model: Option<Model>) -> (Engine, Outputs) {
 pub fn run_with(events: &[AccessEvent], rules: Rules) -> (Engine, Outputs) {
     let engine = Engine::new(rules);
     let mut out = Outputs::default();
+    continue_with(&engine, events, &mut out);
+    (engine, out)
+}
+
+/// Runs events through `engine`, adding what it emits to `out`.
+pub fn continue_with(engine: &Engine, events: &[AccessEvent], out: &mut Outputs) {
     for e in events {
         for d in engine.process(e) {
             // Emitted as its record happens: commands are stamped with event time here, so that
@@ -215,9 +223,9 @@ pub fn run_with(events: &[AccessEvent], rules: Rules) -> (Engine, Outputs) {
             let v = emit::render(&d, e.time_ms);
             match d {
                 Decision::Alert(_) => out.alerts.push(v),
+                Decision::Command(c) if c.lifecycle.is_some() => out.governance.push(v),
                 Decision::Command(_) => out.commands.push(v),
             }
         }
     }
-    (engine, out)
 }

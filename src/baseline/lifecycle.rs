@@ -1,0 +1,157 @@
+//! An identity's place in the dormancy lifecycle: active, suspended after
+//! `lifecycle.suspend_after_days` of silence, deleted after `lifecycle.delete_after_days`
+//! (event time), and what its last event said about it, so a command can name its target
+//! although no event of it is at hand. Pure state; [`crate::decide::lifecycle`] decides.
+
+use crate::config::model::LifecycleConfig;
+use crate::event::{AccessEvent, PrincipalType};
+
+use super::DAY_MS;
+
+/// How far along the lifecycle an identity's current silence has gone: the command for a stage
+/// has been issued (or withheld for good, for a protected identity) once the identity is at it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    #[default]
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Active => "active",
+            Stage::Suspended => "suspended",
+            Stage::Deleted => "deleted",
+        }
+    }
+
+    /// The stage's number in snapshots.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_id(id: u8) -> Option<Stage> {
+        [Stage::Active, Stage::Suspended, Stage::Deleted]
+            .get(usize::from(id))
+            .copied()
+    }
+}
+
+/// What the identity's last event showed of it: enough for a command's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastUse {
+    pub provider: &'static str,
+    pub identity_type: PrincipalType,
+    pub tenant: Option<String>,
+    pub credential_id: Option<String>,
+    pub credential_type: Option<&'static str>,
+    pub cluster: Option<String>,
+}
+
+impl Default for LastUse {
+    fn default() -> LastUse {
+        LastUse {
+            provider: "generic",
+            identity_type: PrincipalType::Other,
+            tenant: None,
+            credential_id: None,
+            credential_type: None,
+            cluster: None,
+        }
+    }
+}
+
+/// Replaces `slot` with `new` only when they differ: no allocation for the common event.
+fn set(slot: &mut Option<String>, new: Option<&str>) {
+    if slot.as_deref() != new {
+        *slot = new.map(str::to_owned);
+    }
+}
+
+/// The lifecycle state of one identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub stage: Stage,
+    pub last: LastUse,
+}
+
+impl Lifecycle {
+    /// Notes `ev` as the identity's latest use and makes it active again; returns the stage it
+    /// was at (past [`Stage::Active`]: a suspended or deleted identity is in use again).
+    pub fn observe(&mut self, ev: &AccessEvent) -> Stage {
+        let l = &mut self.last;
+        l.provider = ev.provider();
+        l.identity_type = ev.principal_type;
+        set(&mut l.tenant, ev.tenant.as_deref());
+        let cred = ev.credential.as_ref();
+        set(&mut l.credential_id, cred.map(|c| c.id.as_str()));
+        l.credential_type = cred.map(|c| c.kind);
+        set(&mut l.cluster, ev.origin.workload.cluster.as_deref());
+        std::mem::take(&mut self.stage)
+    }
+
+    /// The next stage an identity last seen at `last_seen_ms` has reached by `now_ms`, with the
+    /// time it fell due (when the silence crossed its horizon); `None` when nothing is due. A
+    /// deletion is due only after the suspension was issued: one stage at a time.
+    pub fn due(&self, last_seen_ms: i64, now_ms: i64, c: &LifecycleConfig) -> Option<(Stage, i64)> {
+        let after = |days: f64| last_seen_ms.saturating_add((days * DAY_MS as f64) as i64);
+        let (next, at) = match self.stage {
+            Stage::Active => (Stage::Suspended, after(c.suspend_after_days)),
+            Stage::Suspended => (Stage::Deleted, after(c.delete_after_days)),
+            Stage::Deleted => return None,
+        };
+        (c.enabled && now_ms >= at).then_some((next, at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Model;
+
+    #[test]
+    fn suspension_falls_due_at_the_horizon_and_deletion_only_after_it() {
+        let m = Model::embedded();
+        let mut c = m.lifecycle.clone();
+        c.enabled = true;
+        let l = Lifecycle::default();
+        let seen = 1_000;
+        let suspend_at = seen + 30 * DAY_MS;
+        assert_eq!(l.due(seen, suspend_at - 1, &c), None);
+        assert_eq!(
+            l.due(seen, suspend_at, &c),
+            Some((Stage::Suspended, suspend_at))
+        );
+        // Long past both horizons, still the suspension first.
+        assert_eq!(
+            l.due(seen, seen + 400 * DAY_MS, &c),
+            Some((Stage::Suspended, suspend_at))
+        );
+        let suspended = Lifecycle {
+            stage: Stage::Suspended,
+            ..Lifecycle::default()
+        };
+        assert_eq!(suspended.due(seen, seen + 59 * DAY_MS, &c), None);
+        assert_eq!(
+            suspended.due(seen, seen + 60 * DAY_MS, &c),
+            Some((Stage::Deleted, seen + 60 * DAY_MS))
+        );
+        let deleted = Lifecycle {
+            stage: Stage::Deleted,
+            ..Lifecycle::default()
+        };
+        assert_eq!(deleted.due(seen, seen + 999 * DAY_MS, &c), None);
+        c.enabled = false;
+        assert_eq!(l.due(seen, seen + 400 * DAY_MS, &c), None);
+    }
+
+    #[test]
+    fn stage_ids_round_trip() {
+        for s in [Stage::Active, Stage::Suspended, Stage::Deleted] {
+            assert_eq!(Stage::from_id(s.id()), Some(s));
+        }
+        assert_eq!(Stage::from_id(3), None);
+    }
+}
