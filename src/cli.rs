@@ -59,6 +59,12 @@ pub enum Command {
     /// identity (riskiest first), or one in detail (endpoints, origins, active hours, volume,
     /// open alerts).
     Inspect(InspectArgs),
+    /// Reports drawn from what driftwatch learned (a replay state file or a service's state
+    /// topic).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Deliver a topic (alerts, commands, or a dead-letter topic to replay) to a SOAR webhook:
     /// each message POSTed as it is, signed (HMAC-SHA256) with an Idempotency-Key, retried with
     /// backoff, dead-lettered after --max-attempts or a permanent refusal, at-least-once.
@@ -275,8 +281,9 @@ pub struct BenchKafkaArgs {
     pub every: f64,
 }
 
+/// Where `inspect` and `report` read what the engine learned.
 #[derive(clap::Args)]
-pub struct InspectArgs {
+pub struct StateSource {
     /// State file written by `replay --state`.
     #[arg(long, required_unless_present = "brokers", conflicts_with = "brokers")]
     pub state: Option<PathBuf>,
@@ -297,6 +304,12 @@ pub struct InspectArgs {
     /// read).
     #[arg(long, env = "DRIFTWATCH_MODEL")]
     pub model: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub source: StateSource,
     /// How many endpoints and origins of each kind to show, most used first.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -306,6 +319,34 @@ pub struct InspectArgs {
     /// The identity's principal key (as alerts show it in resources[0].uid); all identities
     /// when absent.
     pub identity: Option<String>,
+}
+
+/// Reports drawn from what the engine learned.
+#[derive(clap::Subcommand)]
+pub enum ReportCommand {
+    /// Per identity, the actions it used in the window (decayed use, first and last use) and a
+    /// policy granting exactly those: an IAM policy document for AWS users and roles, a
+    /// Kubernetes Role or ClusterRole with its binding for service accounts. Resources are not
+    /// kept in the state, so policies name every resource (`"Resource": "*"`): scope them by
+    /// hand.
+    LeastPrivilege(LeastPrivilegeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LeastPrivilegeArgs {
+    #[command(flatten)]
+    pub source: StateSource,
+    /// Only this identity (its principal key); every identity when absent.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Actions last used within this many days before the newest event in the state.
+    #[arg(long, default_value_t = 90.0)]
+    pub window_days: f64,
+    /// table: the actions per identity; json: the reports with their policies; aws-iam: one
+    /// IAM policy document per AWS identity (JSON Lines); k8s-rbac: the RBAC objects as one
+    /// Kubernetes List.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::tools::report::ReportFormat,
 }
 
 #[derive(clap::Args)]

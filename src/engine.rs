@@ -855,6 +855,11 @@ impl Engine {
     pub fn tracked(&self, principal: &str) -> Option<Tracked> {
         self.identities.get(principal).map(|s| s.clone())
     }
+
+    /// Event time of the newest event of any identity tracked.
+    pub fn newest_event_ms(&self) -> Option<i64> {
+        self.identities.iter().map(|e| e.last_seen_ms()).max()
+    }
 }
 
 #[cfg(test)]

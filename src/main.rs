@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use driftwatch::cli::{
     self, BenchKafkaArgs, Cli, Command, DemoArgs, EvaluateArgs, ForwardArgs, InspectArgs,
-    ModelsCommand, ProbeArgs, ProduceArgs, ReplayArgs, RunArgs, SimulateArgs,
+    LeastPrivilegeArgs, ModelsCommand, ProbeArgs, ProduceArgs, ReplayArgs, ReportCommand, RunArgs,
+    SimulateArgs, StateSource,
 };
 use driftwatch::config::settings::KafkaProperty;
 use driftwatch::config::{ConfigError, Model, Rules};
@@ -16,6 +17,7 @@ use driftwatch::replay::{self, ReplayOptions};
 use driftwatch::service::{Service, ServiceError};
 use driftwatch::telemetry::logging::LogFormat;
 use driftwatch::telemetry::{http, logging, metrics};
+use driftwatch::tools::report::{self, ReportFormat};
 use driftwatch::tools::simulate::{self, SimConfig};
 use driftwatch::tools::{bench_kafka, demo, evaluate, inspect, produce};
 use prometheus::Registry;
@@ -116,6 +118,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo(&a),
         Command::BenchKafka(a) => bench_kafka(&a),
         Command::Inspect(a) => inspect(&a),
+        Command::Report {
+            command: ReportCommand::LeastPrivilege(a),
+        } => least_privilege(&a),
         Command::Forward(a) => forward(&a, cli.log_format),
         Command::Probe(a) => probe(&a),
         Command::Models {
@@ -413,20 +418,73 @@ fn bench_kafka(a: &BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let rules = Rules::load(a.model.as_deref(), None)?;
-    let engine = match (&a.state, &a.brokers) {
+/// The engine state `inspect` and `report` read: a state file or a service's state topic.
+fn load_state(s: &StateSource, command: &str) -> anyhow::Result<driftwatch::engine::Engine> {
+    let rules = Rules::load(s.model.as_deref(), None)?;
+    Ok(match (&s.state, &s.brokers) {
         (Some(path), _) => inspect::load_file(path, rules)?,
         (None, Some(brokers)) => {
-            let topic = a
+            let topic = s
                 .state_topic
                 .clone()
-                .unwrap_or_else(|| format!("{}.state", a.group));
-            let props = KafkaProperty::pairs("inspect", &a.kafka_property)?;
+                .unwrap_or_else(|| format!("{}.state", s.group));
+            let props = KafkaProperty::pairs(command, &s.kafka_property)?;
             inspect::load_topic(brokers, &topic, &props, rules)?
         }
         (None, None) => unreachable!("clap requires --state or --brokers"),
-    };
+    })
+}
+
+fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.window_days > 0.0 && a.window_days.is_finite(),
+        "--window-days must be a positive number of days, got {}",
+        a.window_days
+    );
+    let engine = load_state(&a.source, "report")?;
+    let reports = report::least_privilege_all(&engine, a.identity.as_deref(), a.window_days);
+    if let Some(key) = &a.identity
+        && reports.is_empty()
+    {
+        eprintln!(
+            "error: {key} is not tracked ({} identities are; run without --identity to report them all)",
+            engine.identities()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    match a.format {
+        ReportFormat::Table => print!("{}", report::table(&reports)),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ReportFormat::AwsIam => {
+            for r in reports.iter().filter(|r| r.provider == "aws") {
+                if let Some(p) = &r.policy {
+                    println!(
+                        "{}",
+                        serde_json::json!({"identity": r.identity, "policy": p})
+                    );
+                }
+            }
+        }
+        ReportFormat::K8sRbac => {
+            let items: Vec<&serde_json::Value> = reports
+                .iter()
+                .filter(|r| r.provider == "kubernetes")
+                .filter_map(|r| r.policy.as_ref())
+                .flat_map(|p| p["items"].as_array().into_iter().flatten())
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+                )?
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let engine = load_state(&a.source, "inspect")?;
     match &a.identity {
         Some(key) => {
             let Some(view) = inspect::identity(&engine, key, a.top) else {
