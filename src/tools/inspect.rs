@@ -239,18 +239,24 @@ pub struct OverviewRow {
     pub open_alerts: usize,
 }
 
-fn hour_ms(hour: u32) -> String {
+/// An hour index as the RFC 3339 time it starts at.
+pub(crate) fn hour_ms(hour: u32) -> String {
     format_rfc3339_ms(i64::from(hour) * HOUR_MS)
+}
+
+/// A value by its fleet label, or its hash when the fleet tables do not name it.
+pub(crate) fn value_name(engine: &Engine, table: Table, hash: u64) -> String {
+    engine
+        .fleet()
+        .label(table, hash)
+        .unwrap_or_else(|| format!("#{hash:016x}"))
 }
 
 fn values(set: &ValueSet, engine: &Engine, table: Table, top: usize) -> Vec<ValueView> {
     set.top(top)
         .into_iter()
         .map(|e| ValueView {
-            value: engine
-                .fleet()
-                .label(table, e.hash)
-                .unwrap_or_else(|| format!("#{:016x}", { e.hash })),
+            value: value_name(engine, table, e.hash),
             weight: (f64::from(e.weight) * 100.0).round() / 100.0,
             first_seen: hour_ms(e.first_hour),
             last_seen: hour_ms(e.last_hour),

@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 
 use crate::baseline::fleet::Table;
 use crate::baseline::{DAY_MS, HOUR_MS};
-use crate::decode::time::format_rfc3339_ms;
 use crate::engine::Engine;
 use crate::event::PrincipalType;
+use crate::tools::inspect::{hour_ms, value_name};
 
 /// How the report is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -258,20 +258,16 @@ pub fn least_privilege(engine: &Engine, key: &str, window_days: f64) -> Option<L
     let p = &s.profile;
     let now = engine.newest_event_ms().unwrap_or(p.last_seen_ms);
     let since_hour = (now - (window_days * DAY_MS as f64) as i64).div_euclid(HOUR_MS);
-    let hour = |h: u32| format_rfc3339_ms(i64::from(h) * HOUR_MS);
     let mut used: Vec<UsedAction> = p
         .endpoints
         .entries
         .iter()
         .filter(|e| i64::from(e.last_hour) >= since_hour)
         .map(|e| UsedAction {
-            action: engine
-                .fleet()
-                .label(Table::Endpoints, e.hash)
-                .unwrap_or_else(|| format!("#{:016x}", { e.hash })),
+            action: value_name(engine, Table::Endpoints, e.hash),
             weight: (f64::from(e.weight) * 100.0).round() / 100.0,
-            first_used: hour(e.first_hour),
-            last_used: hour(e.last_hour),
+            first_used: hour_ms(e.first_hour),
+            last_used: hour_ms(e.last_hour),
         })
         .collect();
     used.sort_by(|a, b| a.action.cmp(&b.action));
