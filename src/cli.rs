@@ -111,7 +111,8 @@ pub struct ReplayArgs {
     /// Write rejected records with their reasons here (JSONL).
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// Identity inventory: owner, expiry, declared networks, protected (schemas/identity.v1.json).
+    /// Identity inventory: owner, expiry, rotation, workload binding, maintenance windows,
+    /// response (schemas/identity.v1.json).
     #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
     pub identities: Option<PathBuf>,
     /// Cloud providers' published address ranges (AWS ip-ranges.json, GCP cloud.json, Azure

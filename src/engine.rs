@@ -526,6 +526,7 @@ impl Engine {
             let (life, last_seen) = entry.lifecycle_mut();
             life.stage = stage;
             let meta = r.inventory.get(&key);
+            let meta = meta.as_deref();
             let step = LifecycleStep {
                 stage,
                 idle_since_ms: last_seen,

@@ -61,6 +61,8 @@ pub enum ServiceError {
     Emit(#[from] EmitError),
     #[error(transparent)]
     StateTopic(#[from] ChangelogError),
+    #[error(transparent)]
+    Identities(#[from] crate::ingest::identities::FeedError),
     #[error(
         "shutdown did not finish within the {grace:?} grace period ({pending} records still awaiting \
          acknowledgement); their offsets were not committed and they will be processed again"
@@ -128,6 +130,9 @@ impl Service {
     pub fn new(cfg: RunConfig, rules: Rules, registry: &Registry) -> prometheus::Result<Service> {
         let engine = Arc::new(Engine::new(rules));
         let metrics = Metrics::register(registry)?;
+        metrics
+            .identities_declared
+            .set(engine.rules().inventory.len() as i64);
         registry.register(Box::new(EngineCollector::new(engine.clone())))?;
         Ok(Service {
             cfg,
@@ -196,6 +201,23 @@ impl Service {
         let started = Instant::now();
         let (consumer, producer, changelog) = self.clients()?;
         let topics: Vec<&str> = self.cfg.inputs.iter().map(|i| i.topic.as_str()).collect();
+        // The inventory first: the first events are judged with what it declares.
+        let _identities = match self.cfg.identities_topic.clone() {
+            Some(topic) => {
+                let (cfg, inventory) = (self.cfg.clone(), self.engine.rules().inventory.clone());
+                let (producer, metrics) = (producer.clone(), self.metrics.clone());
+                let runtime = tokio::runtime::Handle::current();
+                let feed = tokio::task::spawn_blocking(move || {
+                    crate::ingest::identities::follow(
+                        &cfg, &topic, inventory, producer, &metrics, runtime,
+                    )
+                })
+                .await
+                .expect("the identities reader's start does not panic")?;
+                Some(feed)
+            }
+            None => None,
+        };
         let _group_watch = match &changelog {
             Some(c) => {
                 c.ensure_topic(&topics).await?;

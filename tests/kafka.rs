@@ -1687,3 +1687,134 @@ async fn sighup_reloads_the_enrichment_files_and_a_bad_one_leaves_the_loaded_tab
     log.extend(rx.try_iter());
     assert!(status.success(), "{status:?}:\n{}", log.join("\n"));
 }
+
+/// Sends `(key, value)` messages to `topic` one by one and waits for each: a `None` value is a
+/// tombstone.
+async fn send_keyed(topic: &str, messages: &[(&str, Option<&str>)]) {
+    use rdkafka::producer::FutureRecord;
+    let producer = produce::loader(&brokers(), []).unwrap();
+    for (key, value) in messages {
+        let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic).key(*key);
+        if let Some(v) = value {
+            r = r.payload(*v);
+        }
+        producer
+            .send(r, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_record_on_the_topic_changes_the_next_decision_without_a_restart() {
+    let t = create_topics("inv", 1).await;
+    let identities = unique("inv-identities");
+    produce::create_topics(&brokers(), &[(&identities, 2)])
+        .await
+        .unwrap();
+    // Before the start: an identity declared with a team but no owner, a bad record (its value
+    // must not leave), and one declared then removed.
+    send_keyed(
+        &identities,
+        &[
+            ("svc-inv", Some(r#"{"team":"payments"}"#)),
+            (
+                "svc-bad",
+                Some(r#"{"owner":"x","expires_at":"AKIAIOSFODNN7EXAMPLE"}"#),
+            ),
+            ("svc-gone", Some(r#"{"owner":"y"}"#)),
+            ("svc-gone", None),
+        ],
+    )
+    .await;
+    let mut cfg = run_config(&t, &unique("inv"));
+    cfg.identities_topic = Some(identities.clone());
+    let (stats, engine, stop, handle) = spawn_service_with_engine(cfg);
+    let event = |time: &str| {
+        KeyedRecord {
+        key: Some("svc-inv".into()),
+        time_ms: 0,
+        bytes: format!(
+            r#"{{"time":"{time}","principal":{{"key":"svc-inv"}},"action":"s3:GetObject","origin":{{"ip":"10.1.2.3"}}}}"#
+        )
+        .into_bytes(),
+    }
+    };
+    produce(&t.input, &[event("2026-01-05T10:00:00Z")]).await;
+    wait_for("the first event", Duration::from_secs(60), || {
+        stats.records_acknowledged.get() >= 1
+    })
+    .await;
+    let inv = engine.rules().inventory.clone();
+    assert!(inv.get("svc-inv").is_some(), "read before the first event");
+    assert!(inv.get("svc-gone").is_none(), "the tombstone removed it");
+    assert!(
+        inv.get("svc-bad").is_none(),
+        "a refused record declares nothing"
+    );
+
+    // While it runs: the owner and an expiry already passed by the next event are declared.
+    send_keyed(
+        &identities,
+        &[(
+            "svc-inv",
+            Some(r#"{"owner":"ana@example.com","team":"payments","expires_at":"2026-01-05T12:00:00Z"}"#),
+        )],
+    )
+    .await;
+    wait_for("the update applied", Duration::from_secs(30), || {
+        inv.get("svc-inv")
+            .is_some_and(|m| m.owner.as_deref() == Some("ana@example.com"))
+    })
+    .await;
+    produce(&t.input, &[event("2026-01-05T13:00:00Z")]).await;
+    wait_for("the second event", Duration::from_secs(60), || {
+        stats.records_acknowledged.get() >= 2
+    })
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().expect("clean shutdown");
+
+    let alerts: Vec<Value> = read_all(&t.alerts, 2).iter().map(Read::json).collect();
+    let types = |a: &Value| a["finding_info"]["types"].to_string();
+    let owner = |a: &Value| a["resources"][0]["owner"]["name"].clone();
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert!(
+        types(&alerts[0]).contains("identity_without_owner"),
+        "{}",
+        alerts[0]
+    );
+    assert_eq!(owner(&alerts[0]), Value::Null);
+    assert!(
+        types(&alerts[1]).contains("credential_after_expiry"),
+        "{}",
+        alerts[1]
+    );
+    assert_eq!(owner(&alerts[1]), "ana@example.com", "{}", alerts[1]);
+    for (result, n) in [
+        ("declared", 2),
+        ("updated", 1),
+        ("removed", 1),
+        ("rejected", 1),
+    ] {
+        assert_eq!(
+            stats.identity_records.with_label_values(&[result]).get(),
+            n,
+            "{result}"
+        );
+    }
+
+    let dead = read_all(&t.dead_letter, 1);
+    assert_eq!(dead.len(), 1, "only the bad identity record");
+    let d = &dead[0];
+    assert_eq!(d.key.as_deref(), Some("svc-bad"));
+    assert_eq!(d.headers["dw_reason"], "invalid_identity");
+    assert_eq!(d.headers["dw_source_topic"], identities);
+    assert!(
+        d.headers["dw_error"].contains("record.expires_at"),
+        "{:?}",
+        d.headers
+    );
+    assert!(!d.headers["dw_error"].contains("AKIA"), "{:?}", d.headers);
+}

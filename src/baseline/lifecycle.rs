@@ -75,6 +75,36 @@ fn set(slot: &mut Option<String>, new: Option<&str>) {
 pub struct Lifecycle {
     pub stage: Stage,
     pub last: LastUse,
+    /// Declared-policy findings already reported ([`notice`] bits), so each is raised once
+    /// while its condition lasts.
+    pub notices: u8,
+}
+
+/// Bits of [`Lifecycle::notices`].
+pub mod notice {
+    /// Active with no owner declared.
+    pub const NO_OWNER: u8 = 1;
+    /// Its credential is older than the declared rotation period.
+    pub const PAST_ROTATION: u8 = 2;
+    /// Used outside its declared maintenance windows.
+    pub const OUTSIDE_MAINTENANCE: u8 = 4;
+    /// Used outside its declared workload binding (clusters, namespaces, pods, instances, VPC
+    /// endpoints).
+    pub const OUTSIDE_BINDING: u8 = 8;
+}
+
+impl Lifecycle {
+    /// Records that the condition `bit` holds (`on`) or not; true when it has just begun, so a
+    /// finding is due.
+    pub fn notice(&mut self, bit: u8, on: bool) -> bool {
+        let was = self.notices & bit != 0;
+        if on {
+            self.notices |= bit;
+        } else {
+            self.notices &= !bit;
+        }
+        on && !was
+    }
 }
 
 impl Lifecycle {

@@ -119,6 +119,16 @@ pub struct InventoryDetector {
     pub weight: f64,
     pub expired_bits: f64,
     pub outside_declared_bits: f64,
+    /// An active identity the inventory declares without an owner.
+    pub no_owner_bits: f64,
+    /// Also an active identity the inventory does not declare at all (when one is in use).
+    pub undeclared_is_unowned: bool,
+    pub past_rotation_bits: f64,
+    pub outside_maintenance_bits: f64,
+    /// Findings about an identity declared in one of these environments weigh this much
+    /// (a production identity's deviations matter more).
+    #[serde(default)]
+    pub environment_weights: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -489,6 +499,13 @@ impl Model {
                     );
                 }
             }
+        }
+        for (env, w) in &d.inventory.environment_weights {
+            check(
+                *w > 0.0 && *w <= 10.0,
+                &format!("detectors.inventory.environment_weights.{env}"),
+                format!("must be in (0, 10], got {w}"),
+            );
         }
         check(
             d.volume.prior_dispersion >= 1.0,

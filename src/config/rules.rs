@@ -111,6 +111,7 @@ impl Rules {
 /// A `*` wildcard pattern, case-sensitive, matched against the whole string.
 #[derive(Debug, Clone)]
 pub struct Glob {
+    pattern: String,
     parts: Vec<String>,
     anchored_start: bool,
     anchored_end: bool,
@@ -119,6 +120,7 @@ pub struct Glob {
 impl Glob {
     pub fn new(pattern: &str) -> Glob {
         Glob {
+            pattern: pattern.to_owned(),
             parts: pattern
                 .split('*')
                 .filter(|p| !p.is_empty())
@@ -127,6 +129,11 @@ impl Glob {
             anchored_start: !pattern.starts_with('*'),
             anchored_end: !pattern.ends_with('*'),
         }
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
     }
 
     pub fn matches(&self, s: &str) -> bool {

@@ -85,6 +85,8 @@ pub struct RunConfig {
     pub source: String,
     pub model: Option<PathBuf>,
     pub identities: Option<PathBuf>,
+    /// The compacted topic of identity inventory records followed while running.
+    pub identities_topic: Option<String>,
     /// Cloud providers' published address ranges (`--ip-ranges`).
     pub ip_ranges: Vec<PathBuf>,
     /// Country and ASN databases (`--geoip`).
@@ -377,6 +379,37 @@ impl RunConfig {
         });
         let model = pick!(model).map(|(v, _)| v);
         let identities = pick!(identities).map(|(v, _)| v);
+        let identities_topic = match pick!(identities_topic) {
+            Some((t, k)) if t.trim().is_empty() => {
+                problems.push(Problem {
+                    key: k,
+                    why: "must not be empty (leave it out to follow no topic)".into(),
+                });
+                None
+            }
+            Some((t, k)) => {
+                let t = t.trim().to_owned();
+                let outputs = [
+                    &alerts_topic,
+                    &commands_topic,
+                    &governance_topic,
+                    &dead_letter_topic,
+                ];
+                if inputs.iter().any(|i| i.topic == t)
+                    || outputs.contains(&&t)
+                    || state_topic.as_ref() == Some(&t)
+                {
+                    problems.push(Problem {
+                        key: k,
+                        why: format!(
+                            "`{t}` is also an input, output or state topic: the inventory needs a topic of its own"
+                        ),
+                    });
+                }
+                Some(t)
+            }
+            None => None,
+        };
         let ip_ranges = pick!(ip_ranges).map(|(v, _)| v).unwrap_or_default();
         let geoip = pick!(geoip).map(|(v, _)| v).unwrap_or_default();
 
@@ -408,6 +441,7 @@ impl RunConfig {
             alert_format,
             model,
             identities,
+            identities_topic,
             ip_ranges,
             geoip,
         })
@@ -453,7 +487,7 @@ impl RunConfig {
             })
             .collect();
         format!(
-            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} governance={} dead_letter={} state={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
+            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} governance={} dead_letter={} state={} identities_topic={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
             self.brokers,
             self.group_id,
             inputs.join(","),
@@ -463,6 +497,7 @@ impl RunConfig {
             self.governance_topic,
             self.dead_letter_topic,
             self.state_topic.as_deref().unwrap_or("off"),
+            self.identities_topic.as_deref().unwrap_or("none"),
             self.commit_interval.as_secs_f64(),
             match self.rebuild {
                 None => "whole-log".to_owned(),

@@ -157,6 +157,12 @@ pub struct Settings {
     /// Identity inventory (schemas/identity.v1.json).
     #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
     pub identities: Option<PathBuf>,
+    /// Compacted topic of identity inventory records keyed by principal key
+    /// (schemas/identity.v1.json), read from its start and then followed: a record declares or
+    /// replaces an identity's metadata, a tombstone removes it, from the next event on. Laid
+    /// over `--identities` when both are given.
+    #[arg(long, env = "DRIFTWATCH_IDENTITIES_TOPIC")]
+    pub identities_topic: Option<String>,
     /// Cloud providers' published address ranges (AWS ip-ranges.json, GCP cloud.json, Azure
     /// Service Tags); repeatable.
     #[arg(
@@ -197,6 +203,7 @@ impl Settings {
             metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),
             model: None,
             identities: None,
+            identities_topic: None,
             ip_ranges: None,
             geoip: None,
         }

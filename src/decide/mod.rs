@@ -600,6 +600,7 @@ fn build_command(
         .map(|f| f.summary.clone())
         .unwrap_or_default();
     let meta = r.inventory.get(&ev.principal);
+    let meta = meta.as_deref();
     Command {
         command_id,
         idempotency_key,

@@ -20,13 +20,28 @@ pub fn check(p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
         inv.expired_bits * inv.weight,
         0.0,
         format!(
-            "used {:.1} days after its declared expiry ({})",
-            (t - exp) as f64 / DAY_MS as f64,
+            "used {} after its declared expiry ({})",
+            since(t - exp),
             format_rfc3339_ms(exp)
         ),
         json!({"expires_at": format_rfc3339_ms(exp), "owner": o.meta.and_then(|m| m.owner.clone())}),
         json!({"action": o.event.action, "ip": o.event.origin.ip}),
     ))
+}
+
+/// A span of `ms` in the unit a reader wants: minutes, hours, or days.
+fn since(ms: i64) -> String {
+    let hours = ms as f64 / 3_600_000.0;
+    if hours < 1.0 {
+        match (ms / 60_000).max(1) {
+            1 => "1 minute".to_owned(),
+            m => format!("{m} minutes"),
+        }
+    } else if ms < DAY_MS {
+        format!("{hours:.1} hours")
+    } else {
+        format!("{:.1} days", ms as f64 / DAY_MS as f64)
+    }
 }
 
 #[cfg(test)]
@@ -48,7 +63,20 @@ mod tests {
         let after = id.see(&event("ci", T0 + 2 * DAY_MS, "s3:GetObject", ""));
         assert_eq!(detectors(&after), [Detector::AfterExpiry]);
         assert_eq!(after[0].baseline.json()["owner"], "platform");
+        assert!(
+            after[0].summary.starts_with("used 1.0 days after"),
+            "{}",
+            after[0].summary
+        );
         let again = id.see(&event("ci", T0 + 2 * DAY_MS + 1, "s3:GetObject", ""));
         assert!(again.is_empty());
+    }
+
+    #[test]
+    fn the_time_since_expiry_reads_in_minutes_hours_or_days() {
+        assert_eq!(since(1), "1 minute");
+        assert_eq!(since(5 * 60_000), "5 minutes");
+        assert_eq!(since(3_600_000), "1.0 hours");
+        assert_eq!(since(3 * DAY_MS), "3.0 days");
     }
 }

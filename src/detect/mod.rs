@@ -16,9 +16,12 @@ mod declared_network;
 mod denied_burst;
 mod dormant;
 mod enumeration;
+mod maintenance_window;
 mod new_endpoint;
 mod new_origin;
+mod no_owner;
 mod outside_workload;
+mod past_rotation;
 mod unusual_hour;
 mod volume;
 
@@ -81,6 +84,12 @@ detectors! {
     Enumeration => "enumeration",
     Dormant => "dormant_reactivation",
     AfterExpiry => "credential_after_expiry",
+    /// Active with no owner declared in the inventory.
+    NoOwner => "identity_without_owner",
+    /// A credential older than its declared rotation period.
+    PastRotation => "credential_past_rotation",
+    /// Used outside its declared maintenance windows.
+    OutsideMaintenance => "outside_maintenance_window",
 }
 
 // Alerts keep the detectors that contributed in a `u16` mask.
@@ -123,6 +132,9 @@ macro_rules! signals {
 signals! {
     dormant::check,
     after_expiry::check,
+    no_owner::check,
+    past_rotation::check,
+    maintenance_window::check,
     unusual_hour::check,
     volume::requests,
     volume::bytes,
@@ -250,18 +262,25 @@ pub fn judge(
     rules: &Rules,
     ev: &AccessEvent,
 ) -> Vec<Finding> {
+    let meta = rules.inventory.get(&ev.principal);
     let o = Observation {
         event: ev,
         learned,
         fleet,
         rules,
-        meta: if rules.inventory.is_empty() {
-            None
-        } else {
-            rules.inventory.get(&ev.principal)
-        },
+        meta: meta.as_deref(),
     };
-    run_signals(p, &o)
+    let mut findings = run_signals(p, &o);
+    // A production identity's deviations weigh more (the model's environment_weights).
+    let weight = (meta.as_deref())
+        .and_then(|m| m.environment.as_deref())
+        .and_then(|e| rules.model.detectors.inventory.environment_weights.get(e));
+    if let Some(w) = weight {
+        for f in &mut findings {
+            f.bits *= w;
+        }
+    }
+    findings
 }
 
 /// Below this surprise a burst finding (denied calls, enumeration) is not worth reporting: one

@@ -38,9 +38,21 @@ pub fn message(
     at: SourcePosition<'_>,
     element: Option<u32>,
 ) -> Outgoing {
+    rejected(bytes, err.code(), err.to_string(), at, element)
+}
+
+/// A dead letter for bytes refused for `reason` (a short code) with the explanation `error`,
+/// which must name what is wrong without repeating values from the bytes.
+pub fn rejected(
+    bytes: &[u8],
+    reason: &str,
+    error: String,
+    at: SourcePosition<'_>,
+    element: Option<u32>,
+) -> Outgoing {
     let mut headers = vec![
-        (header::REASON, err.code().to_owned()),
-        (header::ERROR, err.to_string()),
+        (header::REASON, reason.to_owned()),
+        (header::ERROR, error),
         (header::SOURCE_TOPIC, at.topic.to_owned()),
         (header::SOURCE_PARTITION, at.partition.to_string()),
         (header::SOURCE_OFFSET, at.offset.to_string()),

@@ -231,7 +231,7 @@ pub async fn enqueue(
 pub const DELIVERY_ATTEMPTS: u32 = 5;
 
 /// Awaits one message's acknowledgement, re-sending it a few times on failure.
-async fn deliver(
+pub(crate) async fn deliver(
     mut fut: DeliveryFuture,
     o: Outgoing,
     producer: &OutputProducer,

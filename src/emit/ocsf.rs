@@ -63,7 +63,10 @@ pub(crate) fn technique(d: Detector, format: SourceFormat) -> Technique {
         | Detector::NewOrigin
         | Detector::UnusualHour
         | Detector::Dormant
-        | Detector::AfterExpiry => VALID_CLOUD_ACCOUNTS,
+        | Detector::AfterExpiry
+        | Detector::NoOwner
+        | Detector::PastRotation
+        | Detector::OutsideMaintenance => VALID_CLOUD_ACCOUNTS,
     }
 }
 

@@ -35,9 +35,11 @@ use crate::state::group::PartitionReport;
 
 /// The snapshot format version this code writes for identities. Format 2 added workload pins
 /// after a hot identity's body; format 3 the dormancy lifecycle after the body of hot and cold
-/// identities alike. Formats 1 and 2 are still read (their identities have no pins, or are
-/// active in the lifecycle with nothing known of their last use, until their next event).
-pub const FORMAT: u16 = 3;
+/// identities alike; format 4 the declared-policy findings already reported, one byte after the
+/// lifecycle. Formats 1 to 3 are still read (their identities have no pins, or are active in
+/// the lifecycle with nothing known of their last use, or have reported no declared-policy
+/// finding, until their next event).
+pub const FORMAT: u16 = 4;
 
 /// The oldest format this code reads.
 const OLDEST_READ: u16 = 1;
@@ -613,6 +615,7 @@ fn lifecycle_in(v: LifecycleV1) -> Result<Lifecycle, SnapshotError> {
         _ => "generic",
     };
     Ok(Lifecycle {
+        notices: 0,
         stage,
         last: LastUse {
             provider,
@@ -628,9 +631,10 @@ fn lifecycle_in(v: LifecycleV1) -> Result<Lifecycle, SnapshotError> {
     })
 }
 
-/// Appends the lifecycle trailer.
+/// Appends the lifecycle trailer, and (from format 4) the declared-policy findings reported.
 fn put_lifecycle(out: &mut Vec<u8>, l: &Lifecycle) {
-    postcard::to_io(&lifecycle_out(l), out).expect("writing to a Vec cannot fail");
+    postcard::to_io(&lifecycle_out(l), &mut *out).expect("writing to a Vec cannot fail");
+    out.push(l.notices);
 }
 
 /// The lifecycle trailer in `rest` of a snapshot of `format` (from 3 on).
@@ -638,7 +642,14 @@ fn take_lifecycle(format: u16, rest: &[u8]) -> Result<Lifecycle, SnapshotError> 
     if format < 3 {
         return Ok(Lifecycle::default());
     }
-    lifecycle_in(postcard::from_bytes(rest)?)
+    let (v, rest): (LifecycleV1, &[u8]) = postcard::take_from_bytes(rest)?;
+    let mut l = lifecycle_in(v)?;
+    if format >= 4 {
+        l.notices = *rest
+            .first()
+            .ok_or_else(|| SnapshotError::Corrupt("no declared-findings byte".into()))?;
+    }
+    Ok(l)
 }
 
 /// A workload pin.
@@ -1180,6 +1191,18 @@ mod tests {
             }
             let Some(hot) = s.hot() else { return };
             with_lifecycle += usize::from(hot.profile.lifecycle != Lifecycle::default());
+            // Format 3: the lifecycle without the declared-findings byte after it.
+            let mut noticed = hot.clone();
+            noticed.profile.lifecycle.notices = 5;
+            let mut v3 = codec.encode_identity(&Tracked::Hot(Box::new(noticed.clone())), &[]);
+            let (back4, _) = codec.decode_identity(&v3).unwrap();
+            assert_eq!(back4.hot().unwrap().profile.lifecycle.notices, 5);
+            assert_eq!(v3.pop(), Some(5));
+            v3[3] = 3;
+            let (back3, _) = codec.decode_identity(&v3).unwrap();
+            let mut expect = noticed.profile.lifecycle.clone();
+            expect.notices = 0;
+            assert_eq!(back3.hot().unwrap().profile.lifecycle, expect);
             // Format 2: the pins, without the lifecycle after them.
             let mut v2 = codec.encode(MAGIC, &identity_out(hot, &[]));
             v2[3] = 2;

@@ -73,6 +73,11 @@ pub struct Metrics {
     pub commands: IntCounterVec,
     /// Governance commands of the dormancy lifecycle emitted, by action and mode.
     pub governance_commands: IntCounterVec,
+    /// Identity inventory records read from the identities topic, by result (declared,
+    /// updated, removed, rejected).
+    pub identity_records: IntCounterVec,
+    /// Identities the inventory declares (file and topic).
+    pub identities_declared: IntGauge,
     /// Dead letters acknowledged by the brokers.
     pub dead_letters: IntCounter,
     /// Failed deliveries (each is retried), by output.
@@ -121,6 +126,8 @@ pub mod names {
     pub const ALERTS: &str = "driftwatch_alerts_total";
     pub const COMMANDS: &str = "driftwatch_commands_total";
     pub const GOVERNANCE_COMMANDS: &str = "driftwatch_governance_commands_total";
+    pub const IDENTITY_RECORDS: &str = "driftwatch_identity_records_total";
+    pub const IDENTITIES_DECLARED: &str = "driftwatch_identities_declared";
     pub const DEAD_LETTERS: &str = "driftwatch_dead_letters_total";
     pub const DELIVERY_ERRORS: &str = "driftwatch_delivery_errors_total";
     pub const RECORDS_ACKNOWLEDGED: &str = "driftwatch_records_acknowledged_total";
@@ -161,7 +168,7 @@ pub mod names {
     pub const FORWARD_LAG: &str = "driftwatch_forward_lag_seconds";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 48] = [
+    pub const ALL: [&str; 50] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         RECORDS_MISROUTED,
@@ -174,6 +181,8 @@ pub mod names {
         ALERTS,
         COMMANDS,
         GOVERNANCE_COMMANDS,
+        IDENTITY_RECORDS,
+        IDENTITIES_DECLARED,
         DEAD_LETTERS,
         DELIVERY_ERRORS,
         RECORDS_ACKNOWLEDGED,
@@ -428,6 +437,17 @@ impl Metrics {
                 GOVERNANCE_COMMANDS,
                 "Governance commands of the dormancy lifecycle emitted (suspend or delete idle identities).",
                 &["action", "mode"],
+            )?,
+            identity_records: counter_vec(
+                r,
+                IDENTITY_RECORDS,
+                "Identity inventory records read from the identities topic, by result (declared, updated, removed, rejected).",
+                &["result"],
+            )?,
+            identities_declared: gauge(
+                r,
+                IDENTITIES_DECLARED,
+                "Identities the inventory declares (file and identities topic).",
             )?,
             dead_letters: counter(r, DEAD_LETTERS, "Dead letters acknowledged by the brokers.")?,
             delivery_errors: counter_vec(
