@@ -329,7 +329,8 @@ pub enum ReportCommand {
     /// policy granting exactly those: an IAM policy document for AWS users and roles, a
     /// Kubernetes Role or ClusterRole with its binding for service accounts. Resources are not
     /// kept in the state, so policies name every resource (`"Resource": "*"`): scope them by
-    /// hand.
+    /// hand. With --identities, each declared `granted` pattern is judged in use, unused or
+    /// undetermined against each action's period of use, learned from its days of use.
     LeastPrivilege(LeastPrivilegeArgs),
 }
 
@@ -345,9 +346,25 @@ pub struct LeastPrivilegeArgs {
     pub window_days: f64,
     /// table: the actions per identity; json: the reports with their policies; aws-iam: one
     /// IAM policy document per AWS identity (JSON Lines); k8s-rbac: the RBAC objects as one
-    /// Kubernetes List.
+    /// Kubernetes List; ocsf: an OCSF Detection Finding per identity with at least
+    /// --min-unused unused grants (JSON Lines).
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::tools::report::ReportFormat,
+    /// Identity inventory (schemas/identity.v1.json) whose `granted` patterns are judged
+    /// against use: in use, unused or undetermined.
+    #[arg(long, env = "DRIFTWATCH_IDENTITIES")]
+    pub identities: Option<PathBuf>,
+    /// Probability of no longer being used at or above which a grant is unused.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Days between uses assumed for an action used on one day only or never (the identity's
+    /// longest learned period if longer): a grant never used is unused once the identity has
+    /// been watched about three such periods.
+    #[arg(long, default_value_t = 30.0)]
+    pub prior_period_days: f64,
+    /// With --format ocsf, the unused grants an identity needs for a finding.
+    #[arg(long, default_value_t = 1)]
+    pub min_unused: usize,
 }
 
 #[derive(clap::Args)]

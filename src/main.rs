@@ -441,8 +441,40 @@ fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
         "--window-days must be a positive number of days, got {}",
         a.window_days
     );
+    anyhow::ensure!(
+        a.confidence > 0.0 && a.confidence < 1.0,
+        "--confidence must be a probability strictly between 0 and 1, got {}",
+        a.confidence
+    );
+    anyhow::ensure!(
+        a.prior_period_days > 0.0 && a.prior_period_days.is_finite(),
+        "--prior-period-days must be a positive number of days, got {}",
+        a.prior_period_days
+    );
+    let inventory = match &a.identities {
+        Some(path) => driftwatch::config::Inventory::load(path)?,
+        None => driftwatch::config::Inventory::default(),
+    };
+    anyhow::ensure!(
+        a.format != ReportFormat::Ocsf
+            || inventory
+                .entries()
+                .iter()
+                .any(|(_, m)| !m.granted.is_empty()),
+        "--format ocsf reports granted permissions beyond use: give --identities with an inventory that declares `granted`"
+    );
+    let rule = report::GrantRule {
+        confidence: a.confidence,
+        prior_period_days: a.prior_period_days,
+    };
     let engine = load_state(&a.source, "report")?;
-    let reports = report::least_privilege_all(&engine, a.identity.as_deref(), a.window_days);
+    let reports = report::least_privilege_all(
+        &engine,
+        a.identity.as_deref(),
+        a.window_days,
+        &inventory,
+        rule,
+    );
     if let Some(key) = &a.identity
         && reports.is_empty()
     {
@@ -455,6 +487,15 @@ fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
     match a.format {
         ReportFormat::Table => print!("{}", report::table(&reports)),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ReportFormat::Ocsf => {
+            let now = engine.newest_event_ms().unwrap_or(0);
+            for f in reports
+                .iter()
+                .filter_map(|r| report::excess_finding(r, now, a.min_unused))
+            {
+                println!("{f}");
+            }
+        }
         ReportFormat::AwsIam => {
             for r in reports.iter().filter(|r| r.provider == "aws") {
                 if let Some(p) = &r.policy {

@@ -1322,4 +1322,122 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not tracked"));
+
+    // Granted versus used: an inventory grants the role what it used and one action it never
+    // used; only that one is unused, and it alone makes the OCSF finding.
+    // A role watched at least three times its longest period of use (a grant never used is
+    // then unused with confidence 1 - e^-3 > 0.95).
+    let newest_ms = newest as f64;
+    let role = reports
+        .iter()
+        .filter(|r| r["identity_type"] == "aws_role" && r["complete"] == true)
+        .find(|r| {
+            let since =
+                driftwatch::decode::time::parse_timestamp_ms(r["observed_since"].as_str().unwrap())
+                    .unwrap() as f64;
+            let longest = r["used"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|u| u["period_days"].as_f64())
+                .fold(1.0, f64::max);
+            (newest_ms - since) / 86_400_000.0 > 3.1 * longest
+        })
+        .expect("a role watched long enough");
+    let key = role["identity"].as_str().unwrap();
+    let mut granted: Vec<String> = role["used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["action"].as_str().unwrap().to_owned())
+        .collect();
+    granted.push("iam:CreateUser".into());
+    let inv = dir.path().join("inventory.jsonl");
+    std::fs::write(
+        &inv,
+        serde_json::json!({"key": key, "owner": "team-x", "granted": granted}).to_string(),
+    )
+    .unwrap();
+    let report = |format: &str| {
+        driftwatch_ok(&[
+            "report",
+            "least-privilege",
+            "--state",
+            &p(&state),
+            "--identities",
+            &p(&inv),
+            "--prior-period-days",
+            "1",
+            "--format",
+            format,
+        ])
+    };
+    let reports: Vec<Value> = serde_json::from_slice(&report("json").stdout).unwrap();
+    let r = reports.iter().find(|r| r["identity"] == key).unwrap();
+    let grants = r["granted"].as_array().unwrap();
+    assert_eq!(grants.len(), granted.len());
+    for (g, pattern) in grants.iter().zip(&granted) {
+        assert_eq!(g["pattern"], pattern.as_str());
+        if pattern == "iam:CreateUser" {
+            assert_eq!(g["status"], "unused", "{g}");
+            assert_eq!(g["used_by"], serde_json::json!([]));
+        } else {
+            assert_eq!(g["used_by"], serde_json::json!([pattern]), "{g}");
+            assert_ne!(g["status"], "undetermined", "{g}");
+        }
+    }
+    assert!(
+        r.get("ungranted").is_none(),
+        "every used action is granted: {r}"
+    );
+    assert!(
+        reports
+            .iter()
+            .filter(|r| r["identity"] != key)
+            .all(|r| r.get("granted").is_none()),
+        "only the declared identity is judged"
+    );
+    let findings: Vec<Value> = String::from_utf8(report("ocsf").stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let official = crate::common::load_schema("ocsf-1.1.0/detection_finding.schema.json");
+    let unused_of = |f: &Value| f["unmapped"]["unused"].clone();
+    let mine: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["resources"][0]["uid"] == key)
+        .collect();
+    assert_eq!(mine.len(), 1, "{findings:?}");
+    assert!(
+        unused_of(mine[0])
+            .as_array()
+            .unwrap()
+            .contains(&"iam:CreateUser".into())
+    );
+    assert_eq!(mine[0]["resources"][0]["owner"]["name"], "team-x");
+    for f in &findings {
+        assert!(official.is_valid(f), "{f}");
+        assert_eq!(
+            f["finding_info"]["types"],
+            serde_json::json!(["excess_privilege"])
+        );
+    }
+    let table = String::from_utf8(report("table").stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("granted iam:CreateUser") && l.contains("UNUSED")),
+        "{table}"
+    );
+    let out = driftwatch(&[
+        "report",
+        "least-privilege",
+        "--state",
+        &p(&state),
+        "--format",
+        "ocsf",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --identities"));
 }

@@ -301,7 +301,7 @@ fn entries_out(entries: &[Entry], hour: u32) -> Vec<EntryV1> {
         .map(|e| EntryV1 {
             hash: Hash64(e.hash.to_le_bytes()),
             weight: e.weight,
-            first_ago: hour.wrapping_sub(e.first_hour),
+            first_ago: hour.wrapping_sub(e.first_hour()),
             last_ago: hour.wrapping_sub(e.last_hour),
         })
         .collect()
@@ -310,11 +310,15 @@ fn entries_out(entries: &[Entry], hour: u32) -> Vec<EntryV1> {
 fn entries_in(entries: Vec<EntryV1>, hour: u32) -> Vec<Entry> {
     entries
         .into_iter()
-        .map(|e| Entry {
-            hash: u64::from_le_bytes(e.hash.0),
-            weight: e.weight,
-            first_hour: hour.wrapping_sub(e.first_ago),
-            last_hour: hour.wrapping_sub(e.last_ago),
+        .map(|e| {
+            // Days of use are unknown before format 4; the format 4 trailer sets them.
+            Entry::new(
+                u64::from_le_bytes(e.hash.0),
+                e.weight,
+                hour.wrapping_sub(e.first_ago),
+                hour.wrapping_sub(e.last_ago),
+                0,
+            )
         })
         .collect()
 }
@@ -631,25 +635,49 @@ fn lifecycle_in(v: LifecycleV1) -> Result<Lifecycle, SnapshotError> {
     })
 }
 
-/// Appends the lifecycle trailer, and (from format 4) the declared-policy findings reported.
-fn put_lifecycle(out: &mut Vec<u8>, l: &Lifecycle) {
+/// Appends the lifecycle trailer, and (from format 4) the declared-policy findings reported and
+/// the distinct days of use of every value, in the order the body lists them.
+fn put_lifecycle(out: &mut Vec<u8>, l: &Lifecycle, days: impl Iterator<Item = u16>) {
     postcard::to_io(&lifecycle_out(l), &mut *out).expect("writing to a Vec cannot fail");
     out.push(l.notices);
+    let days: Vec<u16> = days.collect();
+    postcard::to_io(&days, &mut *out).expect("writing to a Vec cannot fail");
 }
 
-/// The lifecycle trailer in `rest` of a snapshot of `format` (from 3 on).
-fn take_lifecycle(format: u16, rest: &[u8]) -> Result<Lifecycle, SnapshotError> {
+/// The lifecycle trailer in `rest` of a snapshot of `format` (from 3 on), with the values' days
+/// of use (from 4 on).
+fn take_lifecycle(format: u16, rest: &[u8]) -> Result<(Lifecycle, Vec<u16>), SnapshotError> {
     if format < 3 {
-        return Ok(Lifecycle::default());
+        return Ok((Lifecycle::default(), Vec::new()));
     }
     let (v, rest): (LifecycleV1, &[u8]) = postcard::take_from_bytes(rest)?;
     let mut l = lifecycle_in(v)?;
-    if format >= 4 {
-        l.notices = *rest
-            .first()
-            .ok_or_else(|| SnapshotError::Corrupt("no declared-findings byte".into()))?;
+    if format < 4 {
+        return Ok((l, Vec::new()));
     }
-    Ok(l)
+    let (notices, rest) = rest
+        .split_first()
+        .ok_or_else(|| SnapshotError::Corrupt("no declared-findings byte".into()))?;
+    l.notices = *notices;
+    let days: Vec<u16> = postcard::from_bytes(rest)?;
+    Ok((l, days))
+}
+
+/// Gives `entries` their days of use, in order; left unknown (0) when the counts differ (a
+/// smaller cap in the model trimmed the values on restore).
+fn set_days<'e>(entries: impl ExactSizeIterator<Item = &'e mut Entry>, days: &[u16]) {
+    if entries.len() == days.len() {
+        for (e, d) in entries.zip(days) {
+            e.set_days(*d);
+        }
+    }
+}
+
+/// Every value of a hot profile, in the order the snapshot body lists them.
+fn hot_entries(p: &Profile) -> impl Iterator<Item = &Entry> {
+    std::iter::once(&p.endpoints)
+        .chain(p.origins.iter())
+        .flat_map(|s| s.entries.iter())
 }
 
 /// A workload pin.
@@ -844,12 +872,14 @@ impl<'r> Codec<'r> {
                     mature_cold_hours: s.profile.mature_hours.cold,
                 };
                 postcard::to_io(&ext, &mut out).expect("writing to a Vec cannot fail");
-                put_lifecycle(&mut out, &s.profile.lifecycle);
+                let days = hot_entries(&s.profile).map(Entry::days);
+                put_lifecycle(&mut out, &s.profile.lifecycle, days);
                 out
             }
             Tracked::Cold(c) => {
                 let mut out = self.encode(COLD_MAGIC, &cold_out(&c.profile, applied));
-                put_lifecycle(&mut out, &c.profile.lifecycle);
+                let days = c.profile.values.iter().map(Entry::days);
+                put_lifecycle(&mut out, &c.profile.lifecycle, days);
                 out
             }
         }
@@ -870,7 +900,9 @@ impl<'r> Codec<'r> {
             let (body, rest): (ColdV1, &[u8]) = postcard::take_from_bytes(body)?;
             let applied = body.applied.clone();
             let mut profile = cold_in(body, self.rules)?;
-            profile.lifecycle = take_lifecycle(format, rest)?;
+            let days;
+            (profile.lifecycle, days) = take_lifecycle(format, rest)?;
+            set_days(profile.values.iter_mut(), &days);
             let cold = ColdIdentity {
                 profile,
                 owner: 0,
@@ -886,7 +918,7 @@ impl<'r> Codec<'r> {
         } else {
             (HotExtV2::default(), &[])
         };
-        let lifecycle = take_lifecycle(format, rest)?;
+        let (lifecycle, days) = take_lifecycle(format, rest)?;
         let pins = Pins(ext.pins.into_iter().map(pin_in).collect::<Result<_, _>>()?);
         let recent = body
             .risk
@@ -903,6 +935,11 @@ impl<'r> Codec<'r> {
         let mut profile = profile_in(body.profile, self.rules)?;
         profile.pins = pins;
         profile.lifecycle = lifecycle;
+        let entries: Vec<&mut Entry> = std::iter::once(&mut profile.endpoints)
+            .chain(profile.origins.iter_mut())
+            .flat_map(|s| s.entries.iter_mut())
+            .collect();
+        set_days(entries.into_iter(), &days);
         profile.mature_hours = MatureHours {
             active: ext.mature_active_hours,
             cold: ext.mature_cold_hours.min(ext.mature_active_hours),
@@ -1191,18 +1228,34 @@ mod tests {
             }
             let Some(hot) = s.hot() else { return };
             with_lifecycle += usize::from(hot.profile.lifecycle != Lifecycle::default());
-            // Format 3: the lifecycle without the declared-findings byte after it.
+            // Format 3: the lifecycle without the declared findings and days of use after it.
             let mut noticed = hot.clone();
             noticed.profile.lifecycle.notices = 5;
-            let mut v3 = codec.encode_identity(&Tracked::Hot(Box::new(noticed.clone())), &[]);
-            let (back4, _) = codec.decode_identity(&v3).unwrap();
-            assert_eq!(back4.hot().unwrap().profile.lifecycle.notices, 5);
-            assert_eq!(v3.pop(), Some(5));
+            let v4 = codec.encode_identity(&Tracked::Hot(Box::new(noticed.clone())), &[]);
+            let (back4, _) = codec.decode_identity(&v4).unwrap();
+            let back4 = back4.hot().unwrap().clone();
+            assert_eq!(back4.profile.lifecycle.notices, 5);
+            let days = |p: &Profile| hot_entries(p).map(Entry::days).collect::<Vec<_>>();
+            assert_eq!(days(&back4.profile), days(&noticed.profile));
+            assert!(days(&back4.profile).iter().all(|d| *d >= 1));
+            let mut v3 = codec.encode(MAGIC, &identity_out(hot, &[]));
             v3[3] = 3;
+            let ext = HotExtV2 {
+                pins: hot.profile.pins.0.iter().map(pin_out).collect(),
+                mature_active_hours: hot.profile.mature_hours.active,
+                mature_cold_hours: hot.profile.mature_hours.cold,
+            };
+            postcard::to_io(&ext, &mut v3).unwrap();
+            postcard::to_io(&lifecycle_out(&hot.profile.lifecycle), &mut v3).unwrap();
             let (back3, _) = codec.decode_identity(&v3).unwrap();
-            let mut expect = noticed.profile.lifecycle.clone();
+            let back3 = back3.hot().unwrap().clone();
+            let mut expect = hot.profile.lifecycle.clone();
             expect.notices = 0;
-            assert_eq!(back3.hot().unwrap().profile.lifecycle, expect);
+            assert_eq!(back3.profile.lifecycle, expect);
+            assert!(
+                days(&back3.profile).iter().all(|d| *d == 0),
+                "unknown before 4"
+            );
             // Format 2: the pins, without the lifecycle after them.
             let mut v2 = codec.encode(MAGIC, &identity_out(hot, &[]));
             v2[3] = 2;
@@ -1228,6 +1281,13 @@ mod tests {
             without.profile.pins = Pins::default();
             without.profile.mature_hours = MatureHours::default();
             without.profile.lifecycle = Lifecycle::default();
+            for set in std::iter::once(&mut without.profile.endpoints)
+                .chain(without.profile.origins.iter_mut())
+            {
+                for e in &mut set.entries {
+                    e.set_days(0);
+                }
+            }
             assert_eq!(
                 codec.encode_identity(&Tracked::Hot(Box::new(back)), &[]),
                 codec.encode_identity(&Tracked::Hot(Box::new(without)), &[])

@@ -1022,6 +1022,7 @@ mod tests {
             .with_label_values(&["delete_role", "dry_run"])
             .inc();
         m.kafka_errors.with_label_values(&["consumer"]).inc();
+        m.identity_records.with_label_values(&["declared"]).inc();
         let f = Registry::new();
         let fm = ForwardMetrics::register(&f).unwrap();
         fm.attempts.with_label_values(&["delivered"]).inc();

@@ -258,7 +258,7 @@ fn values(set: &ValueSet, engine: &Engine, table: Table, top: usize) -> Vec<Valu
         .map(|e| ValueView {
             value: value_name(engine, table, e.hash),
             weight: (f64::from(e.weight) * 100.0).round() / 100.0,
-            first_seen: hour_ms(e.first_hour),
+            first_seen: hour_ms(e.first_hour()),
             last_seen: hour_ms(e.last_hour),
             fleet_users: engine.fleet().users(table, e.hash),
         })

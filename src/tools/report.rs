@@ -4,6 +4,11 @@
 //! ClusterRole, for cluster-wide resources and non-resource URLs) for service accounts. Pure
 //! functions of the engine; loading is `inspect`'s.
 //!
+//! With an inventory that declares `granted` permissions, each grant is judged against that use
+//! ([`Grant`]): in use, unused (with a confidence that accounts for periodic jobs: each action's
+//! period is learned from the distinct days it was used on), or undetermined; and identities with
+//! enough unused grants get an OCSF finding ([`excess_finding`]).
+//!
 //! What the state cannot say is said, not guessed: the resources an action touched are not kept,
 //! so policies name `Resource: "*"` (AWS) and no `resourceNames` (Kubernetes); an identity whose
 //! endpoint set is full (`baseline.max_endpoints`) or that is a cold summary may have dropped its
@@ -15,7 +20,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::baseline::fleet::Table;
-use crate::baseline::{DAY_MS, HOUR_MS};
+use crate::baseline::{DAY_MS, Entry, HOUR_MS};
+use crate::config::Inventory;
+use crate::config::rules::Glob;
+use crate::decide::stable_uuid;
 use crate::engine::Engine;
 use crate::event::PrincipalType;
 use crate::tools::inspect::{hour_ms, value_name};
@@ -31,6 +39,9 @@ pub enum ReportFormat {
     AwsIam,
     /// The RBAC objects of Kubernetes service accounts, as a JSON `List`.
     K8sRbac,
+    /// OCSF 1.1.0 Detection Findings (JSON Lines) for identities whose granted permissions
+    /// exceed their use by the margin (needs an inventory that declares `granted`).
+    Ocsf,
 }
 
 /// One action an identity used.
@@ -43,6 +54,11 @@ pub struct UsedAction {
     pub weight: f64,
     pub first_used: String,
     pub last_used: String,
+    /// Distinct UTC days it was used on (0: unknown, in state saved before this was kept).
+    pub days_used: u16,
+    /// Typical days between those days of use, when it was used on two or more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_days: Option<f64>,
 }
 
 /// What one identity used, and the policy that grants exactly that.
@@ -52,6 +68,8 @@ pub struct LeastPrivilege {
     pub provider: &'static str,
     pub identity_type: &'static str,
     pub window_days: f64,
+    /// The identity's first event: how long it has been watched.
+    pub observed_since: String,
     /// False when less used actions may have been dropped: the identity's endpoint set is at
     /// `baseline.max_endpoints`, or only a cold summary of it is kept.
     pub complete: bool,
@@ -60,6 +78,179 @@ pub struct LeastPrivilege {
     /// absent where no mapping exists (GCP methods, other principals).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Value>,
+    /// The grants the inventory declares, each judged against use; absent when it declares
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted: Option<Vec<Grant>>,
+    /// Actions used in the window that no grant covers (the inventory is out of date, or the
+    /// calls were denied); only with declared grants.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ungranted: Vec<String>,
+    /// The inventory's owner of the identity, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl LeastPrivilege {
+    /// The grants judged unused.
+    pub fn unused(&self) -> impl Iterator<Item = &Grant> {
+        self.granted
+            .iter()
+            .flatten()
+            .filter(|g| g.status == GrantStatus::Unused)
+    }
+}
+
+/// What a declared grant's use says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    /// Used, and not silent for long against its period.
+    InUse,
+    /// Silent long enough that it is no longer used, with at least the asked confidence.
+    Unused,
+    /// Never used in what the state remembers, but not watched long enough (or the identity's
+    /// endpoint memory is incomplete) to say it is unused.
+    Undetermined,
+}
+
+/// One declared grant (an inventory `granted` pattern) against observed use.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Grant {
+    pub pattern: String,
+    pub status: GrantStatus,
+    /// The used actions it covers, as driftwatch names them (any time the state remembers).
+    pub used_by: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
+    /// Days without a use: since the last use, or since the identity was first seen.
+    pub silent_days: f64,
+    /// The period the silence is measured against: learned from the covered actions' days of
+    /// use, or the prior (`--prior-period-days`, or the identity's longest learned period if
+    /// longer) where none is known.
+    pub period_days: f64,
+    pub period_learned: bool,
+    /// The probability that the grant is no longer used: for each covered action,
+    /// `1 - exp(-silence / period)` (a use expected about once a period, none seen since), all
+    /// of them together; for a grant never used, the same over the identity's whole history.
+    pub unused_confidence: f64,
+}
+
+/// How grants are judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrantRule {
+    /// `unused_confidence` at or above which a grant is unused.
+    pub confidence: f64,
+    /// The period assumed where none is learned.
+    pub prior_period_days: f64,
+}
+
+impl Default for GrantRule {
+    fn default() -> GrantRule {
+        GrantRule {
+            confidence: 0.95,
+            prior_period_days: 30.0,
+        }
+    }
+}
+
+/// The typical days between an endpoint's days of use, when it was used on two or more.
+pub fn period_days(e: &Entry) -> Option<f64> {
+    let days = e.days();
+    (days >= 2).then(|| {
+        let last = e.last_hour;
+        let span = f64::from(last / 24) - f64::from(e.first_hour() / 24);
+        (span / f64::from(days - 1)).max(1.0)
+    })
+}
+
+/// The names a grant pattern may use for `action`: driftwatch's own, and for CloudTrail
+/// actions the IAM action (`s3.amazonaws.com:ListObjects` is `s3:ListBucket`). Lower case:
+/// IAM action names are case-insensitive.
+fn grant_names(action: &str) -> Vec<String> {
+    let mut names = vec![action.to_ascii_lowercase()];
+    if let Some((source, name)) = action.split_once(':')
+        && let Some(prefix) = iam_prefix(source)
+    {
+        names.push(iam_action(prefix, name).to_ascii_lowercase());
+    }
+    names
+}
+
+/// Judges each of `patterns` against the identity's remembered endpoints (`(name, entry)`),
+/// at `now_ms`; `first_seen_ms` starts the silence of a grant never used. `complete` is false
+/// when the endpoint memory may have dropped actions (a grant with no covered action is then
+/// undetermined, never unused).
+pub fn judge_grants(
+    patterns: &[String],
+    endpoints: &[(String, Entry)],
+    now_ms: i64,
+    first_seen_ms: i64,
+    complete: bool,
+    rule: GrantRule,
+) -> Vec<Grant> {
+    let days = |ms: i64| (ms.max(0) as f64) / DAY_MS as f64;
+    let longest = endpoints
+        .iter()
+        .filter_map(|(_, e)| period_days(e))
+        .fold(0.0f64, f64::max);
+    let prior = rule.prior_period_days.max(longest);
+    let names: Vec<Vec<String>> = endpoints.iter().map(|(a, _)| grant_names(a)).collect();
+    patterns
+        .iter()
+        .map(|pattern| {
+            let glob = Glob::new(&pattern.to_ascii_lowercase());
+            let covered: Vec<&(String, Entry)> = endpoints
+                .iter()
+                .zip(&names)
+                .filter(|(_, n)| n.iter().any(|n| glob.matches(n)))
+                .map(|(e, _)| e)
+                .collect();
+            let (silent, period, learned, confidence) = if covered.is_empty() {
+                let silent = days(now_ms - first_seen_ms);
+                (silent, prior, false, 1.0 - (-silent / prior).exp())
+            } else {
+                // Each covered action may still be in use; the grant is unused only if none is.
+                let mut all_unused = 1.0;
+                let (mut silent, mut period, mut learned) = (f64::MAX, prior, false);
+                for (_, e) in &covered {
+                    let s = days(now_ms - i64::from(e.last_hour) * HOUR_MS);
+                    let p = period_days(e);
+                    all_unused *= 1.0 - (-s / p.unwrap_or(prior)).exp();
+                    if s < silent {
+                        (silent, period, learned) = (s, p.unwrap_or(prior), p.is_some());
+                    }
+                }
+                (silent, period, learned, all_unused)
+            };
+            let status = if covered.is_empty() && !complete {
+                GrantStatus::Undetermined
+            } else if confidence >= rule.confidence {
+                GrantStatus::Unused
+            } else if covered.is_empty() {
+                GrantStatus::Undetermined
+            } else {
+                GrantStatus::InUse
+            };
+            let last = covered.iter().map(|(_, e)| e.last_hour).max();
+            let mut used_by: Vec<String> = covered.iter().map(|(a, _)| a.clone()).collect();
+            used_by.sort();
+            Grant {
+                pattern: pattern.clone(),
+                status,
+                used_by,
+                last_used: last.map(hour_ms),
+                silent_days: round2(silent),
+                period_days: round2(period),
+                period_learned: learned,
+                unused_confidence: (confidence * 1000.0).round() / 1000.0,
+            }
+        })
+        .collect()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// CloudTrail's event source to the IAM service prefix, where they differ.
@@ -249,25 +440,38 @@ pub fn rbac_policy(username: &str, used: &[UsedAction]) -> Option<Value> {
     (!items.is_empty()).then(|| json!({"apiVersion": "v1", "kind": "List", "items": items}))
 }
 
-/// The report for `key`, over the `window_days` before the newest event the state has seen;
-/// `None` when the engine does not track it.
-pub fn least_privilege(engine: &Engine, key: &str, window_days: f64) -> Option<LeastPrivilege> {
+/// The report for `key`, over the `window_days` before the newest event the state has seen,
+/// with its declared grants judged by `rule` when `inventory` declares some; `None` when the
+/// engine does not track it.
+pub fn least_privilege(
+    engine: &Engine,
+    key: &str,
+    window_days: f64,
+    inventory: &Inventory,
+    rule: GrantRule,
+) -> Option<LeastPrivilege> {
     let m = &engine.rules().model;
     let tracked = engine.tracked(key)?;
     let s = tracked.view(m.detectors.volume.prior_dispersion as f32);
     let p = &s.profile;
     let now = engine.newest_event_ms().unwrap_or(p.last_seen_ms);
     let since_hour = (now - (window_days * DAY_MS as f64) as i64).div_euclid(HOUR_MS);
-    let mut used: Vec<UsedAction> = p
+    let endpoints: Vec<(String, Entry)> = p
         .endpoints
         .entries
         .iter()
-        .filter(|e| i64::from(e.last_hour) >= since_hour)
-        .map(|e| UsedAction {
-            action: value_name(engine, Table::Endpoints, e.hash),
+        .map(|e| (value_name(engine, Table::Endpoints, e.hash), *e))
+        .collect();
+    let mut used: Vec<UsedAction> = endpoints
+        .iter()
+        .filter(|(_, e)| i64::from(e.last_hour) >= since_hour)
+        .map(|(action, e)| UsedAction {
+            action: action.clone(),
             weight: (f64::from(e.weight) * 100.0).round() / 100.0,
-            first_used: hour_ms(e.first_hour),
+            first_used: hour_ms(e.first_hour()),
             last_used: hour_ms(e.last_hour),
+            days_used: e.days(),
+            period_days: period_days(e).map(round2),
         })
         .collect();
     used.sort_by(|a, b| a.action.cmp(&b.action));
@@ -278,14 +482,32 @@ pub fn least_privilege(engine: &Engine, key: &str, window_days: f64) -> Option<L
         PrincipalType::K8sServiceAccount => rbac_policy(key, &used),
         _ => None,
     };
+    let complete = !tracked.is_cold() && p.endpoints.entries.len() < m.baseline.max_endpoints;
+    let meta = inventory.get(key);
+    let granted = meta
+        .as_deref()
+        .filter(|m| !m.granted.is_empty())
+        .map(|m| judge_grants(&m.granted, &endpoints, now, p.first_seen_ms, complete, rule));
+    let ungranted = match &granted {
+        Some(grants) => used
+            .iter()
+            .filter(|u| !grants.iter().any(|g| g.used_by.contains(&u.action)))
+            .map(|u| u.action.clone())
+            .collect(),
+        None => Vec::new(),
+    };
     Some(LeastPrivilege {
         identity: key.to_owned(),
         provider: last.provider,
         identity_type: identity_type.as_str(),
         window_days,
-        complete: !tracked.is_cold() && p.endpoints.entries.len() < m.baseline.max_endpoints,
+        observed_since: crate::decode::time::format_rfc3339_ms(p.first_seen_ms),
+        complete,
         used,
         policy,
+        granted,
+        ungranted,
+        owner: meta.and_then(|m| m.owner.clone()),
     })
 }
 
@@ -294,6 +516,8 @@ pub fn least_privilege_all(
     engine: &Engine,
     only: Option<&str>,
     window_days: f64,
+    inventory: &Inventory,
+    rule: GrantRule,
 ) -> Vec<LeastPrivilege> {
     let mut keys = Vec::new();
     engine.for_each_identity(|k, _| {
@@ -303,8 +527,84 @@ pub fn least_privilege_all(
     });
     keys.sort();
     keys.iter()
-        .filter_map(|k| least_privilege(engine, k, window_days))
+        .filter_map(|k| least_privilege(engine, k, window_days, inventory, rule))
         .collect()
+}
+
+/// An OCSF 1.1.0 Detection Finding (Low) for an identity with at least `min_unused` unused
+/// grants, at `now_ms` of event time; `None` below the margin. Its uid names the identity and
+/// the unused grants, so the same excess reported by each periodic run is one finding.
+pub fn excess_finding(r: &LeastPrivilege, now_ms: i64, min_unused: usize) -> Option<Value> {
+    let unused: Vec<&Grant> = r.unused().collect();
+    if unused.is_empty() || unused.len() < min_unused {
+        return None;
+    }
+    let granted = r.granted.as_ref().map_or(0, Vec::len);
+    let patterns: Vec<&str> = unused.iter().map(|g| g.pattern.as_str()).collect();
+    let mut parts = vec!["least-privilege", r.identity.as_str()];
+    parts.extend(&patterns);
+    let uid = stable_uuid(&parts);
+    let title = format!(
+        "Granted permissions exceed use: {} of {granted} grants of {} unused",
+        unused.len(),
+        r.identity
+    );
+    let desc = format!(
+        "{} is granted {} that it has not used (confidence at least {:.2} each, periods learned from its use where known); {} actions used in the last {} days.",
+        r.identity,
+        patterns.join(", "),
+        unused
+            .iter()
+            .map(|g| g.unused_confidence)
+            .fold(1.0, f64::min),
+        r.used.len(),
+        r.window_days
+    );
+    let mut resource = json!({"uid": r.identity, "type": r.identity_type});
+    if let Some(o) = &r.owner {
+        resource["owner"] = json!({"name": o});
+    }
+    let evidences: Vec<Value> = unused
+        .iter()
+        .map(|g| json!({"data": {"detector": "least_privilege", "grant": g}}))
+        .collect();
+    Some(json!({
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": 200401,
+        "type_name": "Detection Finding: Create",
+        "time": now_ms,
+        "severity_id": 2,
+        "severity": "Low",
+        "message": title,
+        "metadata": {
+            "version": crate::emit::ocsf::OCSF_VERSION,
+            "uid": uid,
+            "product": {"name": "driftwatch", "vendor_name": "driftwatch", "version": env!("CARGO_PKG_VERSION")},
+            "log_name": "least_privilege",
+        },
+        "finding_info": {
+            "uid": uid,
+            "title": title,
+            "desc": desc,
+            "types": ["excess_privilege"],
+            "analytic": {"name": "driftwatch least privilege from observed use", "type_id": 2, "type": "Behavioral"},
+        },
+        "resources": [resource],
+        "evidences": evidences,
+        "unmapped": {
+            "provider": r.provider,
+            "granted": granted,
+            "unused": patterns,
+            "ungranted": r.ungranted,
+            "window_days": r.window_days,
+            "complete": r.complete,
+        },
+    }))
 }
 
 /// The reports as text: one block per identity.
@@ -327,11 +627,33 @@ pub fn table(reports: &[LeastPrivilege]) -> String {
             }
         );
         for u in &r.used {
+            let period = u
+                .period_days
+                .map_or_else(String::new, |p| format!("  every ~{p} days"));
             let _ = writeln!(
                 out,
-                "  {:<50} weight {:>8.2}  first {}  last {}",
-                u.action, u.weight, u.first_used, u.last_used
+                "  {:<50} weight {:>8.2}  first {}  last {}  on {} day(s){period}",
+                u.action, u.weight, u.first_used, u.last_used, u.days_used
             );
+        }
+        for g in r.granted.iter().flatten() {
+            let status = match g.status {
+                GrantStatus::InUse => "in use",
+                GrantStatus::Unused => "UNUSED",
+                GrantStatus::Undetermined => "undetermined",
+            };
+            let _ = writeln!(
+                out,
+                "  granted {:<42} {status:<12} silent {} days against a {}{}-day period (unused: {:.3})",
+                g.pattern,
+                g.silent_days,
+                if g.period_learned { "learned " } else { "" },
+                g.period_days,
+                g.unused_confidence
+            );
+        }
+        for a in &r.ungranted {
+            let _ = writeln!(out, "  used but not granted: {a}");
         }
     }
     out
@@ -349,6 +671,8 @@ mod tests {
                 weight: 1.0,
                 first_used: String::new(),
                 last_used: String::new(),
+                days_used: 1,
+                period_days: None,
             })
             .collect()
     }
@@ -415,5 +739,120 @@ mod tests {
         );
         assert_eq!(items[1]["subjects"][0]["name"], "api");
         assert!(rbac_policy("system:node:n1", &used(&["get:pods"])).is_none());
+    }
+
+    /// An endpoint first used `first_day` and last used `last_day` days before `NOW`, on `days`
+    /// distinct days.
+    fn ep(name: &str, first_day: i64, last_day: i64, days: u16) -> (String, Entry) {
+        let hour = |d: i64| ((NOW - d * DAY_MS) / HOUR_MS) as u32;
+        (
+            name.to_owned(),
+            Entry::new(0, 1.0, hour(first_day), hour(last_day), days),
+        )
+    }
+
+    /// 2026-04-01T00:00:00Z.
+    const NOW: i64 = 1_775_001_600_000;
+
+    fn judge(patterns: &[&str], endpoints: &[(String, Entry)], watched_days: i64) -> Vec<Grant> {
+        let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+        judge_grants(
+            &patterns,
+            endpoints,
+            NOW,
+            NOW - watched_days * DAY_MS,
+            true,
+            GrantRule::default(),
+        )
+    }
+
+    #[test]
+    fn an_endpoints_days_of_use_are_counted_once_per_utc_day() {
+        let mut set = crate::baseline::ValueSet::default();
+        set.insert(7, 0, 1.0, 8);
+        for hour in [5, 23, 24, 30, 49, 49] {
+            assert!(set.touch(7, hour, 1.0));
+        }
+        let mut e = set.entries[0];
+        assert_eq!(e.days(), 3);
+        assert_eq!(e.first_hour(), 0);
+        assert_eq!(period_days(&e), Some(1.0));
+        e.set_days(1);
+        assert_eq!(period_days(&e), None);
+        e.set_days(u16::MAX);
+        assert_eq!(
+            (e.days(), e.first_hour()),
+            (4095, 0),
+            "saturates, hour intact"
+        );
+        assert_eq!(std::mem::size_of::<Entry>(), 20);
+    }
+
+    #[test]
+    fn a_monthly_action_silent_twenty_days_is_in_use_and_a_daily_one_silent_five_is_not() {
+        let g = judge(
+            &[
+                "s3.amazonaws.com:GetObject",
+                "ssm.amazonaws.com:SendCommand",
+            ],
+            &[
+                // Used on 4 days over 90: every 30 days; last 20 days ago.
+                ep("ssm.amazonaws.com:SendCommand", 110, 20, 4),
+                // Used daily for 60 days, silent for 5.
+                ep("s3.amazonaws.com:GetObject", 65, 5, 61),
+            ],
+            120,
+        );
+        assert_eq!(g[0].status, GrantStatus::Unused, "{:?}", g[0]);
+        assert!(g[0].period_learned && g[0].period_days == 1.0);
+        assert!(g[0].unused_confidence > 0.99);
+        assert_eq!(g[1].status, GrantStatus::InUse, "{:?}", g[1]);
+        assert_eq!(g[1].period_days, 30.0);
+        assert!((g[1].unused_confidence - (1.0 - (-20.0f64 / 30.0).exp())).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_grant_never_used_is_unused_only_after_about_three_periods_of_watching() {
+        let daily = ep("sts.amazonaws.com:GetCallerIdentity", 200, 0, 200);
+        let g = judge(&["iam:*"], std::slice::from_ref(&daily), 100);
+        assert_eq!(g[0].status, GrantStatus::Unused);
+        assert!(g[0].used_by.is_empty() && !g[0].period_learned);
+        assert_eq!(g[0].period_days, 30.0);
+        let g = judge(&["iam:*"], std::slice::from_ref(&daily), 20);
+        assert_eq!(g[0].status, GrantStatus::Undetermined);
+        // An identity with a 45-day job: a never-used grant waits for its longer rhythm.
+        let slow = ep("ec2.amazonaws.com:CreateSnapshot", 90, 0, 3);
+        let g = judge(&["iam:*"], &[daily.clone(), slow], 100);
+        assert_eq!(
+            (g[0].period_days, g[0].status),
+            (45.0, GrantStatus::Undetermined)
+        );
+        // Incomplete memory: a dropped action may have been the one granted.
+        let g = judge_grants(
+            &["iam:*".to_owned()],
+            &[daily],
+            NOW,
+            NOW - 400 * DAY_MS,
+            false,
+            GrantRule::default(),
+        );
+        assert_eq!(g[0].status, GrantStatus::Undetermined);
+    }
+
+    #[test]
+    fn grants_match_iam_action_names_case_insensitively_and_any_covered_action_keeps_them() {
+        let g = judge(
+            &["S3:listbucket", "s3:*"],
+            &[
+                ep("s3.amazonaws.com:ListObjects", 60, 40, 20),
+                ep("s3.amazonaws.com:GetObject", 60, 0, 60),
+            ],
+            60,
+        );
+        assert_eq!(g[0].used_by, ["s3.amazonaws.com:ListObjects"]);
+        assert_eq!(g[0].status, GrantStatus::Unused);
+        assert_eq!(g[1].used_by.len(), 2);
+        assert_eq!(g[1].status, GrantStatus::InUse, "GetObject was used today");
+        assert_eq!(g[1].silent_days, 0.0);
     }
 }
