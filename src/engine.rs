@@ -6,6 +6,7 @@
 //! order from one thread, which makes its output deterministic.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
@@ -13,7 +14,7 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::baseline::fleet::{Contribution, Table};
-use crate::baseline::lifecycle::{Lifecycle, Stage};
+use crate::baseline::lifecycle::{LastUse, Lifecycle, Stage};
 use crate::baseline::{ColdProfile, DAY_MS, Fleet, HOUR_MS, Profile, alloc_bytes};
 use crate::config::Rules;
 use crate::decide::lifecycle::{self as governance, LifecycleStep};
@@ -308,6 +309,14 @@ pub struct Engine {
     /// Event-time hour of the last dormancy lifecycle pass, and its own guardrails.
     lifecycle_hour: AtomicI64,
     lifecycle_guard: Guardrails,
+    /// Identities the inventory declares but no event has shown: the lifecycle step issued
+    /// for each (counted from its declared creation); `Deleted` also for one seen since, so it
+    /// is never counted as unused since its creation again. Not saved: after a restart a step
+    /// is issued again, the same command (same ids), as at-least-once delivery may repeat it.
+    declared_stages: Mutex<HashMap<String, Stage>>,
+    /// This engine issues the declared-and-never-used identities' steps (in a group, only the
+    /// instance that owns partition 0 of the first input does; [`Engine::set_declared_lifecycle`]).
+    declared_lifecycle: AtomicBool,
     /// Identities the sweep forgot, with their owners, kept for [`Engine::take_forgotten`] when
     /// tracking is on (the service writes tombstones for them).
     forgotten: Mutex<Vec<(u32, String)>>,
@@ -329,6 +338,8 @@ impl Engine {
             swept_day: AtomicI64::new(i64::MIN),
             lifecycle_hour: AtomicI64::new(i64::MIN),
             lifecycle_guard: Guardrails::new(),
+            declared_stages: Mutex::new(HashMap::new()),
+            declared_lifecycle: AtomicBool::new(true),
             forgotten: Mutex::new(Vec::new()),
             track_forgotten: AtomicBool::new(false),
             counters: EngineCounters::default(),
@@ -337,6 +348,12 @@ impl Engine {
 
     pub fn rules(&self) -> &Rules {
         &self.rules
+    }
+
+    /// Whether this engine issues the lifecycle steps of identities the inventory declares but
+    /// no event has shown (true by default; in a group, the owner of one partition does).
+    pub fn set_declared_lifecycle(&self, on: bool) {
+        self.declared_lifecycle.store(on, Ordering::Relaxed);
     }
 
     /// Updates the event's identity and returns the alerts and commands it leads to.
@@ -399,6 +416,21 @@ impl Engine {
         let state = entry.thaw(prior_dispersion);
         state.owner = owner;
         state.changed = true;
+        if is_new
+            && self.declared_lifecycle.load(Ordering::Relaxed)
+            && self.rules.inventory.get(&ev.principal).is_some()
+        {
+            // Declared, and retired before its first use: that use is a reactivation. Seen
+            // now, it is never counted as unused since its creation again (should the sweep
+            // forget it one day): its steps count from its events.
+            let mut declared = self
+                .declared_stages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(stage) = declared.insert(ev.principal.clone(), Stage::Deleted) {
+                state.profile.lifecycle.stage = stage;
+            }
+        }
         if let Some(off) = offset {
             state.record_applied(owner, off);
         }
@@ -491,20 +523,42 @@ impl Engine {
         if !l.enabled {
             return Vec::new();
         }
-        let mut due: Vec<(i64, String, Stage, u32)> = Vec::new();
+        // (due time, key, stage, owner, declared and never used)
+        let mut due: Vec<(i64, String, Stage, u32, bool)> = Vec::new();
         for mut entry in self.identities.iter_mut() {
             let owner = entry.owner();
             let (life, last_seen) = entry.lifecycle_mut();
             if let Some((stage, at)) = life.due(last_seen, now_ms, l)
                 && !r.is_protected(entry.key())
             {
-                due.push((at, entry.key().clone(), stage, owner));
+                due.push((at, entry.key().clone(), stage, owner, false));
+            }
+        }
+        if self.declared_lifecycle.load(Ordering::Relaxed) && !r.inventory.is_empty() {
+            let stages = self
+                .declared_stages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (key, meta) in r.inventory.entries() {
+                let Some(created) = meta.created_at_ms else {
+                    continue;
+                };
+                if self.identities.contains_key(&key) || r.is_protected(&key) {
+                    continue;
+                }
+                let life = Lifecycle {
+                    stage: stages.get(&key).copied().unwrap_or_default(),
+                    ..Lifecycle::default()
+                };
+                if let Some((stage, at)) = life.due(created, now_ms, l) {
+                    due.push((at, key, stage, 0, true));
+                }
             }
         }
         due.sort_unstable();
         let fleet_size = self.group_identities();
         let mut out = Vec::new();
-        for (at, key, stage, owner) in due {
+        for (at, key, stage, owner, never_used) in due {
             if let Err(why) = self.lifecycle_guard.admit_within(
                 &key,
                 owner,
@@ -519,21 +573,36 @@ impl Engine {
                 tracing::debug!(reason = why, "Lifecycle step deferred by its guardrails.");
                 continue;
             }
-            let Some(mut entry) = self.identities.get_mut(&key) else {
-                continue;
-            };
-            entry.mark_changed();
-            let (life, last_seen) = entry.lifecycle_mut();
-            life.stage = stage;
             let meta = r.inventory.get(&key);
             let meta = meta.as_deref();
-            let step = LifecycleStep {
-                stage,
-                idle_since_ms: last_seen,
+            let (step, last) = if never_used {
+                let created = meta.and_then(|m| m.created_at_ms).unwrap_or(at);
+                (self.declared_stages.lock())
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), stage);
+                let step = LifecycleStep {
+                    stage,
+                    idle_since_ms: created,
+                    never_used: true,
+                };
+                (step, LastUse::declared(&key))
+            } else {
+                let Some(mut entry) = self.identities.get_mut(&key) else {
+                    continue;
+                };
+                entry.mark_changed();
+                let (life, last_seen) = entry.lifecycle_mut();
+                life.stage = stage;
+                let step = LifecycleStep {
+                    stage,
+                    idle_since_ms: last_seen,
+                    never_used: false,
+                };
+                (step, life.last.clone())
             };
             let command = governance::command(
                 &key,
-                &life.last,
+                &last,
                 step,
                 at,
                 meta.and_then(|m| m.owner.clone()),

@@ -484,7 +484,15 @@ impl Service {
     ) -> Result<Option<Ack>, ServiceError> {
         let rec = &record.rec;
         let (topic, partition, offset) = (&*rec.topic, rec.partition, rec.offset);
+        let generation = view.generation();
         view.refresh(partitions, &self.cfg.inputs);
+        if view.generation() != generation {
+            // Identities declared but never seen belong to no partition: the owner of the first
+            // input's partition 0 issues their lifecycle steps, one instance for the group.
+            let first = &self.cfg.inputs[0].topic;
+            self.engine
+                .set_declared_lifecycle(view.get(first, 0).is_some());
+        }
         let Some(part) = view.owning(topic, partition, rec.generation) else {
             skip_unassigned(topic, partition, offset);
             return Ok(None);

@@ -1185,3 +1185,94 @@ fn idle_identities_are_suspended_at_thirty_days_and_deleted_at_sixty_once_never_
     };
     assert_eq!(keys(&halves), keys(&out));
 }
+
+#[test]
+fn identities_declared_but_never_used_are_retired_from_their_creation_and_their_first_use_is_alerted()
+ {
+    use driftwatch::decode::time::format_rfc3339_ms as at;
+    let never = "arn:aws:iam::111122223333:role/never-used";
+    let late = Who {
+        key: "arn:aws:iam::111122223333:user/late-starter",
+        kind: "aws_user",
+        credential: "AKIALATESTARTER00001",
+        pod: None,
+    };
+    // T0 is 2026-03-02: `never` was created ten days before the stream starts.
+    let inventory = Inventory::parse(
+        r#"{"key":"arn:aws:iam::111122223333:role/never-used","owner":"ops","created_at":"2026-02-20T00:00:00Z"}
+{"key":"arn:aws:iam::111122223333:user/late-starter","owner":"ops","created_at":"2026-03-02T00:00:00Z"}
+{"key":"arn:aws:iam::111122223333:role/kept-spare","owner":"ops","created_at":"2026-01-01T00:00:00Z","response":"never"}
+{"key":"arn:aws:iam::111122223333:role/undated","owner":"ops"}"#,
+        "inventory.jsonl",
+    )
+    .unwrap();
+    let created = T0 - 10 * DAY;
+    let mut s = Story::default().with_peers(80);
+    let first_use = T0 + 40 * DAY + 10 * HOUR;
+    s.call(
+        &late,
+        first_use,
+        "s3.amazonaws.com:GetObject",
+        "198.51.100.40",
+        SDK,
+        false,
+        None,
+    );
+    let out = s.play_with(Rules::new(Model::embedded()).with_inventory(inventory));
+
+    // Never used: suspended 30 days after its creation, deleted at 60, each once, on its own
+    // guardrail budget, naming what the key says of it.
+    let n = lifecycle_of(&out, never);
+    assert_eq!(
+        n.iter()
+            .map(|(stage, action, t, _)| (stage.as_str(), action.as_str(), t.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("suspend", "attach_deny_all_policy", at(created + 30 * DAY)),
+            ("delete", "delete_role", at(created + 60 * DAY)),
+        ]
+    );
+    let c = out
+        .governance
+        .iter()
+        .find(|c| c["target"]["identity"]["key"] == never)
+        .unwrap();
+    assert_eq!(c["lifecycle"]["never_used"], true);
+    assert_eq!(c["lifecycle"]["idle_since"], at(created));
+    assert_eq!(c["target"]["tenant"], "111122223333");
+    assert_eq!(c["target"]["identity"]["type"], "aws_role");
+    assert!(
+        c["reason"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("declared 2026-02-20T00:00:00.000Z, never used in 30 days: suspend"),
+        "{c}"
+    );
+    // Retired before its first use: that use is alerted, and it is never again counted as
+    // unused since its creation (its steps count from its events from then on).
+    let l = lifecycle_of(&out, late.key);
+    assert_eq!(l[0].2, at(T0 + 30 * DAY));
+    assert!(
+        out.governance
+            .iter()
+            .filter(|c| c["target"]["identity"]["key"] == late.key)
+            .skip(1)
+            .all(|c| c["lifecycle"].get("never_used").is_none()
+                && c["lifecycle"]["idle_since"] == at(first_use)),
+        "{:?}",
+        out.governance
+    );
+    let alerts = out.alerts_for(late.key);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["time"], first_use);
+    assert!(
+        alerts[0]
+            .to_string()
+            .contains("first used 40 days after it was declared"),
+        "{}",
+        alerts[0]
+    );
+    // None for a protected identity, nor for one declared without a creation time.
+    assert!(lifecycle_of(&out, "arn:aws:iam::111122223333:role/kept-spare").is_empty());
+    assert!(lifecycle_of(&out, "arn:aws:iam::111122223333:role/undated").is_empty());
+}

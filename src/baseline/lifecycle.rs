@@ -63,6 +63,41 @@ impl Default for LastUse {
     }
 }
 
+impl LastUse {
+    /// What an identity's principal key alone says of it, for one the inventory declares but no
+    /// event has shown: an IAM role or user ARN (with its account), a Kubernetes service account
+    /// (with its cluster prefix), a GCP service account (with its project); otherwise nothing.
+    pub fn declared(key: &str) -> LastUse {
+        let mut last = LastUse::default();
+        if let Some(rest) = key.strip_prefix("arn:aws:iam::")
+            && let Some((account, resource)) = rest.split_once(':')
+        {
+            let kind = match resource.split('/').next() {
+                Some("role") => Some(PrincipalType::AwsRole),
+                Some("user") => Some(PrincipalType::AwsUser),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                last.provider = "aws";
+                last.identity_type = kind;
+                last.tenant = (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| account.to_owned());
+            }
+        } else if let Some(at) = key.find("system:serviceaccount:") {
+            last.provider = "kubernetes";
+            last.identity_type = PrincipalType::K8sServiceAccount;
+            last.cluster = key[..at].strip_suffix('/').map(str::to_owned);
+        } else if let Some((_, domain)) = key.split_once('@')
+            && let Some(project) = domain.strip_suffix(".iam.gserviceaccount.com")
+        {
+            last.provider = "gcp";
+            last.identity_type = PrincipalType::GcpServiceAccount;
+            last.tenant = Some(project.to_owned());
+        }
+        last
+    }
+}
+
 /// Replaces `slot` with `new` only when they differ: no allocation for the common event.
 fn set(slot: &mut Option<String>, new: Option<&str>) {
     if slot.as_deref() != new {
@@ -140,6 +175,32 @@ impl Lifecycle {
 mod tests {
     use super::*;
     use crate::config::Model;
+
+    #[test]
+    fn a_declared_key_names_its_provider_kind_and_tenant_where_it_can() {
+        let role = LastUse::declared("arn:aws:iam::111122223333:role/etl/nightly");
+        assert_eq!(
+            (role.provider, role.identity_type, role.tenant.as_deref()),
+            ("aws", PrincipalType::AwsRole, Some("111122223333"))
+        );
+        let user = LastUse::declared("arn:aws:iam::111122223333:user/ci");
+        assert_eq!(user.identity_type, PrincipalType::AwsUser);
+        let sa = LastUse::declared("prod-eu/system:serviceaccount:payments:api");
+        assert_eq!(
+            (sa.provider, sa.cluster.as_deref()),
+            ("kubernetes", Some("prod-eu"))
+        );
+        let gcp = LastUse::declared("etl@acme-data.iam.gserviceaccount.com");
+        assert_eq!(
+            (gcp.provider, gcp.tenant.as_deref()),
+            ("gcp", Some("acme-data"))
+        );
+        assert_eq!(LastUse::declared("api-key-7"), LastUse::default());
+        assert_eq!(
+            LastUse::declared("arn:aws:iam::111122223333:root").provider,
+            "generic"
+        );
+    }
 
     #[test]
     fn suspension_falls_due_at_the_horizon_and_deletion_only_after_it() {

@@ -19,8 +19,10 @@ use super::{Command, Severity, stable_id, stable_uuid};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LifecycleStep {
     pub stage: Stage,
-    /// The identity's last event.
+    /// The identity's last event, or for one never used, its declared creation.
     pub idle_since_ms: i64,
+    /// Declared in the inventory and never seen in the stream: idle since its creation.
+    pub never_used: bool,
 }
 
 /// The action that suspends (reversibly) or deletes an identity of this kind, given the
@@ -112,10 +114,17 @@ pub fn command(
         credential_type: last.credential_type,
         finding_uid,
         risk_score: 0,
-        summary: format!(
-            "idle for {days:.0} days since {}: {verb} ({action})",
-            format_rfc3339_ms(step.idle_since_ms)
-        ),
+        summary: if step.never_used {
+            format!(
+                "declared {}, never used in {days:.0} days: {verb} ({action})",
+                format_rfc3339_ms(step.idle_since_ms)
+            )
+        } else {
+            format!(
+                "idle for {days:.0} days since {}: {verb} ({action})",
+                format_rfc3339_ms(step.idle_since_ms)
+            )
+        },
         evidence: Vec::new(),
         lifecycle: Some(step),
     }
@@ -175,6 +184,7 @@ mod tests {
         let step = |since| LifecycleStep {
             stage: Stage::Suspended,
             idle_since_ms: since,
+            never_used: false,
         };
         let a = command(key, &l, step(0), 30 * DAY_MS, None, true, &r);
         let b = command(key, &l, step(0), 30 * DAY_MS, None, true, &r);
@@ -195,6 +205,7 @@ mod tests {
             LifecycleStep {
                 stage: Stage::Deleted,
                 idle_since_ms: 0,
+                never_used: false,
             },
             60 * DAY_MS,
             None,

@@ -13,13 +13,19 @@ use crate::baseline::{DAY_MS, HOUR_MS, Profile};
 pub fn check(p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
     let d = &o.rules.model.detectors.dormant;
     let before = &o.learned.before;
-    if o.learned.is_new || !d.enabled {
-        return None;
-    }
     // The stage of the silence this event ends (the engine resets it after judging).
     let stage = p.lifecycle.stage;
     let retired = stage != Stage::Active;
-    let idle_ms = o.event.time_ms - before.last_seen_ms;
+    if (o.learned.is_new && !retired) || !d.enabled {
+        return None;
+    }
+    // A first event can only be retired when the inventory declared the identity and the
+    // lifecycle retired it unused: its silence counts from its declared creation.
+    let since = match (o.learned.is_new, o.meta.and_then(|m| m.created_at_ms)) {
+        (true, Some(created)) => created,
+        _ => before.last_seen_ms,
+    };
+    let idle_ms = o.event.time_ms - since;
     if !retired
         && ((idle_ms as f64) < d.min_idle_days * DAY_MS as f64
             || before.events < d.min_prior_events)
@@ -35,7 +41,13 @@ pub fn check(p: &mut Profile, o: &Observation<'_>) -> Option<Finding> {
         let prob = (-idle_h / gap).exp();
         (prob, bits(prob, d.max_bits))
     };
-    let summary = if retired {
+    let summary = if retired && o.learned.is_new {
+        format!(
+            "first used {:.0} days after it was declared, although the dormancy lifecycle asked for it to be {}",
+            idle_h / 24.0,
+            stage.as_str()
+        )
+    } else if retired {
         format!(
             "in use again after {:.0} days idle, although the dormancy lifecycle asked for it to be {}",
             idle_h / 24.0,

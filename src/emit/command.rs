@@ -226,6 +226,9 @@ pub fn revocation_command(c: &Command, now_ms: i64) -> Value {
             "idle_since": format_rfc3339_ms(step.idle_since_ms),
             "idle_days": ((c.event_time_ms - step.idle_since_ms) as f64 / DAY_MS as f64).round() as i64,
         });
+        if step.never_used {
+            v["lifecycle"]["never_used"] = json!(true);
+        }
     }
     v
 }
