@@ -1,6 +1,7 @@
 //! The `driftwatch` command line: parse arguments, set up logging, run one subcommand, map errors
 //! to exit codes (2 for configuration problems, 1 for anything else).
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -484,25 +485,27 @@ fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    let mut out = String::new();
     match a.format {
-        ReportFormat::Table => print!("{}", report::table(&reports)),
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ReportFormat::Table => out.push_str(&report::table(&reports)),
+        ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?,
         ReportFormat::Ocsf => {
             let now = engine.newest_event_ms().unwrap_or(0);
             for f in reports
                 .iter()
                 .filter_map(|r| report::excess_finding(r, now, a.min_unused))
             {
-                println!("{f}");
+                writeln!(out, "{f}")?;
             }
         }
         ReportFormat::AwsIam => {
             for r in reports.iter().filter(|r| r.provider == "aws") {
                 if let Some(p) = &r.policy {
-                    println!(
+                    writeln!(
+                        out,
                         "{}",
                         serde_json::json!({"identity": r.identity, "policy": p})
-                    );
+                    )?;
                 }
             }
         }
@@ -513,19 +516,21 @@ fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
                 .filter_map(|r| r.policy.as_ref())
                 .flat_map(|p| p["items"].as_array().into_iter().flatten())
                 .collect();
-            println!(
+            writeln!(
+                out,
                 "{}",
                 serde_json::to_string_pretty(
                     &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
                 )?
-            );
+            )?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    print_all(&out)
 }
 
 fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
     let engine = load_state(&a.source, "inspect")?;
+    let mut out = String::new();
     match &a.identity {
         Some(key) => {
             let Some(view) = inspect::identity(&engine, key, a.top) else {
@@ -536,21 +541,34 @@ fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
             } else {
-                print!("{view}");
+                write!(out, "{view}")?;
             }
         }
         None => {
             let rows = inspect::overview(&engine);
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
-                print!("{}", inspect::overview_table(&rows));
+                out.push_str(&inspect::overview_table(&rows));
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    print_all(&out)
+}
+
+/// Writes a report to standard output; a reader that stopped early (`| head`) is not an error.
+fn print_all(text: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn probe(a: &ProbeArgs) -> anyhow::Result<ExitCode> {

@@ -1440,4 +1440,23 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --identities"));
+
+    // A reader that stops early (`| head`) ends the report quietly, not with a panic.
+    for args in [
+        &["report", "least-privilege", "--format", "json", "--state"][..],
+        &["inspect", "--json", "--state"][..],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(args)
+            .arg(&state)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
