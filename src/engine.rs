@@ -492,8 +492,9 @@ impl Engine {
     }
 
     /// The dormancy lifecycle, once per event-time hour: see [`Engine::advance_lifecycle`].
-    /// Runs before any identity guard is taken.
-    fn lifecycle_tick(&self, now_ms: i64) -> Vec<Decision> {
+    /// Runs before any identity guard is taken; the service also calls it while its input is
+    /// idle, with event time extrapolated on the wall clock.
+    pub fn lifecycle_tick(&self, now_ms: i64) -> Vec<Decision> {
         if !self.rules.model.lifecycle.enabled {
             return Vec::new();
         }

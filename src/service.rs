@@ -340,6 +340,10 @@ impl Service {
         let mut commit_tick = tokio::time::interval(self.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.reset();
+        // When the input last delivered a record (the lifecycle's idle tick counts from here),
+        // and the newest event time then, read once per idle stretch.
+        let mut last_record = Instant::now();
+        let mut idle_newest: Option<Option<i64>> = None;
         loop {
             let step = tokio::select! {
                 biased;
@@ -348,6 +352,15 @@ impl Service {
                     return Ok(());
                 }
                 _ = commit_tick.tick() => {
+                    let idle = last_record.elapsed();
+                    if idle > self.cfg.idle_grace {
+                        let newest = *idle_newest.get_or_insert_with(|| self.engine.newest_event_ms());
+                        if let Some(outputs) = self.idle_lifecycle(newest, idle, producer, topics).await?
+                            && tx.send(outputs).await.is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
                     // A commit point: outputs acknowledged, then state saved, then offsets.
                     // Records still in the pool have no offsets stored: they are not covered.
                     let (done, acked) = oneshot::channel();
@@ -391,6 +404,8 @@ impl Service {
                 }
                 Step::Received(Ok(first)) => {
                     backoff = Duration::from_millis(100);
+                    last_record = Instant::now();
+                    idle_newest = None;
                     let mut batch = Batch::new();
                     let mut next = Some(first);
                     // The first record, then whatever else is already waiting, up to a batch.
@@ -539,6 +554,60 @@ impl Service {
             received: rec.received,
             deliveries,
         })))
+    }
+
+    /// The dormancy lifecycle's pass while the input has been idle for `idle` (wall clock) since
+    /// its `newest` event:
+    /// without events, event time would stand still and no identity's silence would ever cross
+    /// its horizon. Past `--idle-grace-seconds` (time for late deliveries: CloudTrail's are
+    /// minutes behind), event time is taken to move on with the wall clock from the newest event seen,
+    /// and the engine's hourly pass runs on that; its governance commands are produced and
+    /// handed to the acknowledger as outputs of no record.
+    async fn idle_lifecycle(
+        &self,
+        newest: Option<i64>,
+        idle: Duration,
+        producer: &OutputProducer,
+        topics: &Topics,
+    ) -> Result<Option<Ack>, ServiceError> {
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let Some(beyond) = idle.checked_sub(self.cfg.idle_grace) else {
+            return Ok(None);
+        };
+        let watermark = newest.saturating_add(beyond.as_millis() as i64);
+        let decisions = self.engine.lifecycle_tick(watermark);
+        if decisions.is_empty() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let mut deliveries = Vec::with_capacity(decisions.len());
+        for d in &decisions {
+            if let Decision::Command(c) = d {
+                self.metrics
+                    .governance_commands
+                    .with_label_values(&[c.action, c.mode.as_str()])
+                    .inc();
+            }
+            let o = out::decision(d, &self.cfg.source, now, self.cfg.alert_format);
+            let topic = topics.of(o.route);
+            let f =
+                out::enqueue(producer, topic, &o)
+                    .await
+                    .map_err(|source| EmitError::Delivery {
+                        topic: topic.to_owned(),
+                        attempts: 1,
+                        source,
+                    })?;
+            deliveries.push((f, o));
+        }
+        info!(
+            commands = deliveries.len(),
+            idle_seconds = idle.as_secs(),
+            "The input is idle: the dormancy lifecycle ran on event time extrapolated from the newest event."
+        );
+        Ok(Some(Ack::Outputs(deliveries)))
     }
 
     /// Counts a record that holds events of an identity other than its key names, or has no

@@ -1818,3 +1818,52 @@ async fn an_identity_record_on_the_topic_changes_the_next_decision_without_a_res
     );
     assert!(!d.headers["dw_error"].contains("AKIA"), "{:?}", d.headers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_input_still_lets_a_silent_identity_fall_due_on_the_wall_clock() {
+    let t = create_topics("idle", 1).await;
+    let mut cfg = run_config(&t, &unique("idle"));
+    cfg.idle_grace = Duration::from_secs(1);
+    cfg.commit_interval = Duration::from_millis(500);
+    let event = |key: &str, time: &str| KeyedRecord {
+        key: Some(key.into()),
+        time_ms: 0,
+        bytes: format!(
+            r#"{{"time":"{time}","principal":{{"key":"{key}"}},"action":"s3:GetObject"}}"#
+        )
+        .into_bytes(),
+    };
+    // `svc-quiet` falls 30 days silent one second after the newest event, and the engine's
+    // next hourly pass is due two seconds after it: nothing arrives to move event time there.
+    produce(
+        &t.input,
+        &[
+            event("svc-quiet", "2026-01-30T10:59:59Z"),
+            event("svc-busy", "2026-03-01T10:59:58Z"),
+        ],
+    )
+    .await;
+    let (stats, stop, handle) = spawn_service(cfg);
+    wait_for("both records", Duration::from_secs(60), || {
+        stats.records_acknowledged.get() >= 2
+    })
+    .await;
+    assert_eq!(
+        Metrics::total(&stats.governance_commands),
+        0,
+        "nothing due yet"
+    );
+    wait_for("the idle pass", Duration::from_secs(60), || {
+        Metrics::total(&stats.governance_commands) >= 1
+    })
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().expect("clean shutdown");
+    let governance: Vec<Read> = read_all(&t.governance, 1);
+    assert_eq!(governance.len(), 1);
+    assert_eq!(governance[0].key.as_deref(), Some("svc-quiet"));
+    let c = governance[0].json();
+    assert_eq!(c["lifecycle"]["stage"], "suspend");
+    assert_eq!(c["event_time"], "2026-03-01T10:59:59.000Z", "{c}");
+    assert!(read_all(&t.commands, 0).is_empty());
+}

@@ -79,6 +79,8 @@ pub struct RunConfig {
     pub state_topic: Option<String>,
     /// Time between commit points.
     pub commit_interval: Duration,
+    /// Idle input time after which the dormancy lifecycle extrapolates event time.
+    pub idle_grace: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` when turned off.
     pub metrics_addr: Option<SocketAddr>,
     /// CloudEvents `source` of everything written.
@@ -338,6 +340,16 @@ impl RunConfig {
             });
             Duration::ZERO
         };
+        let (secs, k) = pick_defaulted!(idle_grace_seconds);
+        let idle_grace = if secs.is_finite() && (0.0..=604_800.0).contains(&secs) {
+            Duration::from_secs_f64(secs)
+        } else {
+            problems.push(Problem {
+                key: k,
+                why: format!("{secs} is not a number of seconds in [0, 604800]"),
+            });
+            Duration::ZERO
+        };
         let state_topic = match pick!(state_topic) {
             Some((t, _)) if t.trim() == "off" => None,
             Some((t, k)) if t.trim().is_empty() => {
@@ -437,6 +449,7 @@ impl RunConfig {
             max_in_flight,
             state_topic,
             commit_interval,
+            idle_grace,
             metrics_addr,
             alert_format,
             model,
@@ -487,7 +500,7 @@ impl RunConfig {
             })
             .collect();
         format!(
-            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} governance={} dead_letter={} state={} identities_topic={} commit_interval={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
+            "brokers={} group={} inputs=[{}] alerts={} ({}) commands={} governance={} dead_letter={} state={} identities_topic={} commit_interval={}s idle_grace={}s rebuild={} grace={}s max_in_flight={} metrics_addr={} kafka=[{}]",
             self.brokers,
             self.group_id,
             inputs.join(","),
@@ -499,6 +512,7 @@ impl RunConfig {
             self.state_topic.as_deref().unwrap_or("off"),
             self.identities_topic.as_deref().unwrap_or("none"),
             self.commit_interval.as_secs_f64(),
+            self.idle_grace.as_secs_f64(),
             match self.rebuild {
                 None => "whole-log".to_owned(),
                 Some(d) => format!("{:.1}d", d.as_secs_f64() / 86_400.0),

@@ -144,6 +144,11 @@ pub struct Settings {
     /// to keep state in memory only (partitions then rebuild from history) [default: GROUP.state].
     #[arg(long, env = "DRIFTWATCH_STATE_TOPIC")]
     pub state_topic: Option<String>,
+    /// Seconds the input may be idle before the dormancy lifecycle takes event time to move on
+    /// with the wall clock from the newest event (time for late deliveries), so identities
+    /// still fall due when nothing arrives.
+    #[arg(long, env = "DRIFTWATCH_IDLE_GRACE_SECONDS")]
+    pub idle_grace_seconds: Option<f64>,
     /// Seconds between commit points: outputs acknowledged, changed identities' snapshots
     /// written, input offsets committed.
     #[arg(long, env = "DRIFTWATCH_COMMIT_INTERVAL_SECONDS")]
@@ -199,6 +204,7 @@ impl Settings {
             rebuild_days: Some(30.0),
             max_in_flight: Some(10_000),
             state_topic: None,
+            idle_grace_seconds: Some(900.0),
             commit_interval_seconds: Some(5.0),
             metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),
             model: None,

@@ -280,6 +280,9 @@ pub(crate) async fn deliver(
 pub enum Ack {
     /// An input record and its outputs.
     Record(Pending),
+    /// Outputs of no input record (the lifecycle's pass while the input is idle): awaited like
+    /// a record's, before the next commit point, with no offset to store.
+    Outputs(Vec<(DeliveryFuture, Outgoing)>),
     /// A commit point: answered once every record handed before it is acknowledged and its
     /// offset stored.
     Barrier(oneshot::Sender<()>),
@@ -315,6 +318,12 @@ pub async fn acknowledge(
         for item in batch.drain(..) {
             let p = match item {
                 Ack::Record(p) => p,
+                Ack::Outputs(deliveries) => {
+                    for (fut, o) in deliveries {
+                        deliver(fut, o, &producer, &topics, &metrics).await?;
+                    }
+                    continue;
+                }
                 Ack::Barrier(done) => {
                     for (t, part, offset) in last.drain(..) {
                         store_offset(&t, part, offset);
