@@ -536,17 +536,20 @@ impl Engine {
             }
         }
         if self.declared_lifecycle.load(Ordering::Relaxed) && !r.inventory.is_empty() {
+            // Never seen: no identity map lock is held while the stages are locked (events
+            // take them the other way round).
+            let unseen: Vec<(String, i64)> = r
+                .inventory
+                .entries()
+                .into_iter()
+                .filter_map(|(key, meta)| Some((key, meta.created_at_ms?)))
+                .filter(|(key, _)| !self.identities.contains_key(key) && !r.is_protected(key))
+                .collect();
             let stages = self
                 .declared_stages
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for (key, meta) in r.inventory.entries() {
-                let Some(created) = meta.created_at_ms else {
-                    continue;
-                };
-                if self.identities.contains_key(&key) || r.is_protected(&key) {
-                    continue;
-                }
+            for (key, created) in unseen {
                 let life = Lifecycle {
                     stage: stages.get(&key).copied().unwrap_or_default(),
                     ..Lifecycle::default()

@@ -531,19 +531,7 @@ impl Service {
         if !live {
             return Ok(None);
         }
-        let mut deliveries = Vec::with_capacity(outgoing.len());
-        for o in outgoing {
-            let topic = topics.of(o.route);
-            let f =
-                out::enqueue(producer, topic, &o)
-                    .await
-                    .map_err(|source| EmitError::Delivery {
-                        topic: topic.to_owned(),
-                        attempts: 1,
-                        source,
-                    })?;
-            deliveries.push((f, o));
-        }
+        let deliveries = enqueue_all(producer, topics, outgoing).await?;
         self.metrics
             .processing_seconds
             .observe(rec.received.elapsed().as_secs_f64());
@@ -582,7 +570,7 @@ impl Service {
             return Ok(None);
         }
         let now = now_ms();
-        let mut deliveries = Vec::with_capacity(decisions.len());
+        let mut outgoing = Vec::with_capacity(decisions.len());
         for d in &decisions {
             if let Decision::Command(c) = d {
                 self.metrics
@@ -590,18 +578,14 @@ impl Service {
                     .with_label_values(&[c.action, c.mode.as_str()])
                     .inc();
             }
-            let o = out::decision(d, &self.cfg.source, now, self.cfg.alert_format);
-            let topic = topics.of(o.route);
-            let f =
-                out::enqueue(producer, topic, &o)
-                    .await
-                    .map_err(|source| EmitError::Delivery {
-                        topic: topic.to_owned(),
-                        attempts: 1,
-                        source,
-                    })?;
-            deliveries.push((f, o));
+            outgoing.push(out::decision(
+                d,
+                &self.cfg.source,
+                now,
+                self.cfg.alert_format,
+            ));
         }
+        let deliveries = enqueue_all(producer, topics, outgoing).await?;
         info!(
             commands = deliveries.len(),
             idle_seconds = idle.as_secs(),
@@ -747,6 +731,27 @@ impl Service {
 
 /// A record of a partition revoked (or assigned again) since it was fetched: its next owner, or
 /// this instance's new assignment of it, processes it.
+/// Hands every message to the producer, in order, with its delivery to await.
+async fn enqueue_all(
+    producer: &OutputProducer,
+    topics: &Topics,
+    outgoing: Vec<Outgoing>,
+) -> Result<Vec<(rdkafka::producer::DeliveryFuture, Outgoing)>, ServiceError> {
+    let mut deliveries = Vec::with_capacity(outgoing.len());
+    for o in outgoing {
+        let topic = topics.of(o.route);
+        let f = out::enqueue(producer, topic, &o)
+            .await
+            .map_err(|source| EmitError::Delivery {
+                topic: topic.to_owned(),
+                attempts: 1,
+                source,
+            })?;
+        deliveries.push((f, o));
+    }
+    Ok(deliveries)
+}
+
 fn skip_unassigned(topic: &str, partition: i32, offset: i64) {
     debug!(
         topic,

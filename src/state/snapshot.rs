@@ -1238,14 +1238,19 @@ mod tests {
             let days = |p: &Profile| hot_entries(p).map(Entry::days).collect::<Vec<_>>();
             assert_eq!(days(&back4.profile), days(&noticed.profile));
             assert!(days(&back4.profile).iter().all(|d| *d >= 1));
-            let mut v3 = codec.encode(MAGIC, &identity_out(hot, &[]));
-            v3[3] = 3;
-            let ext = HotExtV2 {
-                pins: hot.profile.pins.0.iter().map(pin_out).collect(),
-                mature_active_hours: hot.profile.mature_hours.active,
-                mature_cold_hours: hot.profile.mature_hours.cold,
+            // The header (of `format`), the body and format 2's pins, nothing after.
+            let with_pins = |format: u8| {
+                let mut v = codec.encode(MAGIC, &identity_out(hot, &[]));
+                v[3] = format;
+                let ext = HotExtV2 {
+                    pins: hot.profile.pins.0.iter().map(pin_out).collect(),
+                    mature_active_hours: hot.profile.mature_hours.active,
+                    mature_cold_hours: hot.profile.mature_hours.cold,
+                };
+                postcard::to_io(&ext, &mut v).unwrap();
+                v
             };
-            postcard::to_io(&ext, &mut v3).unwrap();
+            let mut v3 = with_pins(3);
             postcard::to_io(&lifecycle_out(&hot.profile.lifecycle), &mut v3).unwrap();
             let (back3, _) = codec.decode_identity(&v3).unwrap();
             let back3 = back3.hot().unwrap().clone();
@@ -1257,14 +1262,7 @@ mod tests {
                 "unknown before 4"
             );
             // Format 2: the pins, without the lifecycle after them.
-            let mut v2 = codec.encode(MAGIC, &identity_out(hot, &[]));
-            v2[3] = 2;
-            let ext = HotExtV2 {
-                pins: hot.profile.pins.0.iter().map(pin_out).collect(),
-                mature_active_hours: hot.profile.mature_hours.active,
-                mature_cold_hours: hot.profile.mature_hours.cold,
-            };
-            postcard::to_io(&ext, &mut v2).unwrap();
+            let v2 = with_pins(2);
             let (back, _) = codec.decode_identity(&v2).unwrap();
             let back = back.hot().expect("hot stays hot").clone();
             assert_eq!(back.profile.pins, hot.profile.pins);
