@@ -180,20 +180,38 @@ fn kafka_runs_in_kraft_mode_with_a_healthcheck_and_every_client_uses_its_address
 fn the_topics_job_creates_exactly_the_topics_driftwatch_reads_and_writes() {
     let c = compose();
     let cfg = driftwatch_config(&c);
-    let created: BTreeSet<String> = env(service(&c, "topics"), "TOPICS")
-        .split_whitespace()
-        .map(|spec| {
-            let (name, partitions) = spec.split_once(':').expect("name:partitions");
-            assert!(partitions.parse::<u32>().is_ok_and(|p| p > 0), "{spec}");
-            name.to_owned()
-        })
-        .collect();
+    let names = |var: &str| -> BTreeSet<String> {
+        env(service(&c, "topics"), var)
+            .split_whitespace()
+            .map(|spec| {
+                let (name, partitions) = spec.split_once(':').expect("name:partitions");
+                assert!(partitions.parse::<u32>().is_ok_and(|p| p > 0), "{spec}");
+                name.to_owned()
+            })
+            .collect()
+    };
+    let mut created = names("TOPICS");
+    // The identity inventory is a table keyed by principal key: compacted, its latest record
+    // per identity kept for every restart to read.
+    let compacted = names("COMPACTED_TOPICS");
+    let identities = cfg
+        .identities_topic
+        .clone()
+        .expect("the stack follows an inventory");
+    assert_eq!(compacted, BTreeSet::from([identities.clone()]));
+    assert!(
+        strings(&service(&c, "topics")["command"])
+            .concat()
+            .contains("cleanup.policy=compact")
+    );
+    created.extend(compacted);
     let mut used: BTreeSet<String> = cfg.inputs.iter().map(|i| i.topic.clone()).collect();
     used.extend([
         cfg.alerts_topic.clone(),
         cfg.commands_topic.clone(),
         cfg.governance_topic.clone(),
         cfg.dead_letter_topic.clone(),
+        identities,
     ]);
     assert_eq!(created, used);
     let driftwatch = service(&c, "driftwatch");
