@@ -43,6 +43,37 @@ pub enum Role<'a> {
 
 /// The librdkafka configuration for a client of `role`, with pass-through `properties` laid
 /// over it (checked by the caller: see `config::service` for the properties `run` refuses).
+/// Kafka's murmur2 hash, as the Java client's `Utils.murmur2` computes it.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let chunks = data.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of `partitions` a Java client's default partitioner (and driftwatch's
+/// producers, `partitioner=murmur2_random`) gives a message keyed `key`.
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
 pub fn client_config<'p>(
     brokers: &str,
     role: Role<'_>,
@@ -74,13 +105,17 @@ pub fn client_config<'p>(
         }
         Role::ServiceProducer => {
             c.set("enable.idempotence", "true")
+                // Keyed messages land where Java clients (Kafka Connect, Streams) put them.
+                .set("partitioner", "murmur2_random")
                 // Infinite: librdkafka retries through broker outages; backpressure bounds memory.
                 .set("message.timeout.ms", "0")
                 .set("linger.ms", "1")
                 .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         }
         Role::Loader => {
-            c.set("enable.idempotence", "true").set("linger.ms", "20");
+            c.set("enable.idempotence", "true")
+                .set("linger.ms", "20")
+                .set("partitioner", "murmur2_random");
         }
         Role::Reader { group } => {
             c.set("group.id", group)
@@ -224,6 +259,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn murmur2_agrees_with_the_java_clients_test_vectors() {
+        // org.apache.kafka.common.utils.UtilsTest.testMurmur2
+        for (key, hash) in [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ] {
+            assert_eq!(murmur2(key.as_bytes()), hash, "{key}");
+        }
+        assert!((0..6).contains(&java_partition(b"foobar", 6)));
+        let p = client_config("b:9092", Role::Loader, []);
+        assert_eq!(get(&p, "partitioner").as_deref(), Some("murmur2_random"));
     }
 
     #[test]

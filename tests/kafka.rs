@@ -1867,3 +1867,58 @@ async fn an_idle_input_still_lets_a_silent_identity_fall_due_on_the_wall_clock()
     assert_eq!(c["event_time"], "2026-03-01T10:59:59.000Z", "{c}");
     assert!(read_all(&t.commands, 0).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_records_land_on_the_partition_a_java_client_would_choose() {
+    let topic = unique("murmur2");
+    produce::create_topics(&brokers(), &[(&topic, 6)])
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..40)
+        .map(|i| format!("arn:aws:iam::111122223333:role/app-{i}"))
+        .collect();
+    let records: Vec<KeyedRecord> = keys
+        .iter()
+        .map(|k| KeyedRecord {
+            key: Some(k.clone()),
+            time_ms: 0,
+            bytes: b"{}".to_vec(),
+        })
+        .collect();
+    produce(&topic, &records).await;
+    let group = unique("reader");
+    let consumer: BaseConsumer<KafkaContext> =
+        client_config(&brokers(), Role::Reader { group: &group }, [])
+            .create_with_context(KafkaContext::new("reader"))
+            .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < keys.len() {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {}",
+            seen.len(),
+            keys.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            seen.insert(key, m.partition());
+        }
+    }
+    let used: BTreeSet<i32> = seen.values().copied().collect();
+    assert!(used.len() > 3, "spread over the partitions: {used:?}");
+    for (key, partition) in &seen {
+        assert_eq!(
+            *partition,
+            driftwatch::kafka::java_partition(key.as_bytes(), 6),
+            "{key}"
+        );
+    }
+}
