@@ -110,10 +110,15 @@ pub fn model(data: &[u8]) {
     }
 }
 
-/// The inventory loader: no panic.
+/// The inventory loader and the identities topic's records: no panic; a refused record
+/// changes nothing.
 pub fn inventory(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::config::Inventory::parse(text, "fuzz.jsonl");
+    }
+    let live = crate::config::Inventory::default();
+    if live.apply("k", Some(data)).is_err() {
+        assert!(live.get("k").is_none() && live.is_empty());
     }
 }
 
