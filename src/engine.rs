@@ -294,6 +294,14 @@ pub struct Census {
     pub state_bytes: usize,
 }
 
+/// The dormancy lifecycle's engine-wide state ([`Engine::lifecycle_state`]): the hour of its
+/// last pass, its steps issued in the last day, the never-used identities' steps by key.
+pub type LifecycleState = (
+    i64,
+    std::collections::VecDeque<(i64, String)>,
+    Vec<(String, Stage)>,
+);
+
 pub struct Engine {
     rules: Rules,
     identities: DashMap<String, Tracked, FxBuildHasher>,
@@ -348,6 +356,39 @@ impl Engine {
 
     pub fn rules(&self) -> &Rules {
         &self.rules
+    }
+
+    /// The dormancy lifecycle's engine-wide state: the hour of its last pass, the steps issued
+    /// in the last day (for its guardrails), and the never-used identities' steps, by key.
+    pub fn lifecycle_state(&self) -> LifecycleState {
+        let mut declared: Vec<(String, Stage)> = self
+            .declared_stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, s)| (k.clone(), *s))
+            .collect();
+        declared.sort();
+        (
+            self.lifecycle_hour.load(Ordering::Relaxed),
+            self.lifecycle_guard.issued(),
+            declared,
+        )
+    }
+
+    /// Restores what [`Engine::lifecycle_state`] returned.
+    pub fn restore_lifecycle_state(
+        &self,
+        hour: i64,
+        issued: std::collections::VecDeque<(i64, String)>,
+        declared: Vec<(String, Stage)>,
+    ) {
+        self.lifecycle_hour.store(hour, Ordering::Relaxed);
+        self.lifecycle_guard.restore(issued);
+        *self
+            .declared_stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = declared.into_iter().collect();
     }
 
     /// Whether this engine issues the lifecycle steps of identities the inventory declares but

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::snapshot::{Codec, EngineV1, FleetValueV1, SnapshotError};
+use super::snapshot::{Codec, EngineLifecycleV1, EngineV1, FleetValueV1, SnapshotError};
 use crate::baseline::fleet::{FleetValue, Table};
 use crate::engine::{Engine, NO_OWNER};
 
@@ -89,9 +89,28 @@ pub fn engine_state(engine: &Engine) -> EngineV1 {
     }
 }
 
+/// The dormancy lifecycle's engine-wide state of `engine`.
+pub fn engine_lifecycle(engine: &Engine) -> EngineLifecycleV1 {
+    let (lifecycle_hour, lifecycle_issued, declared) = engine.lifecycle_state();
+    EngineLifecycleV1 {
+        lifecycle_hour,
+        lifecycle_issued,
+        declared_stages: declared.into_iter().map(|(k, s)| (k, s.id())).collect(),
+    }
+}
+
 /// Restores engine-wide state into `engine`; endpoint sensitivity tiers are recomputed under its
 /// rules.
-pub fn restore_engine_state(engine: &Engine, e: EngineV1) {
+pub fn restore_engine_state(engine: &Engine, (e, lifecycle): (EngineV1, EngineLifecycleV1)) {
+    engine.restore_lifecycle_state(
+        lifecycle.lifecycle_hour,
+        lifecycle.lifecycle_issued,
+        lifecycle
+            .declared_stages
+            .into_iter()
+            .filter_map(|(k, s)| Some((k, crate::baseline::lifecycle::Stage::from_id(s)?)))
+            .collect(),
+    );
     let rules = engine.rules();
     let fleet = engine.fleet();
     let to_value = |v: FleetValueV1, tier: Option<u8>| FleetValue {
@@ -132,8 +151,11 @@ pub fn save(engine: &Engine, path: &Path) -> Result<Saved, StateError> {
     let file = File::create(&tmp).map_err(|e| io("create", e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut saved = Saved::default();
-    saved.bytes += write_chunk(&mut w, &codec.encode_engine(&engine_state(engine)))
-        .map_err(|e| io("write", e))?;
+    saved.bytes += write_chunk(
+        &mut w,
+        &codec.encode_engine(&engine_state(engine), &engine_lifecycle(engine)),
+    )
+    .map_err(|e| io("write", e))?;
     let mut identities: Vec<(String, Vec<u8>)> = Vec::with_capacity(engine.identities());
     engine.for_each_identity(|key, s| {
         identities.push((key.to_owned(), codec.encode_identity(s, &[])));
@@ -268,6 +290,29 @@ mod tests {
             std::fs::read(&path).unwrap(),
             std::fs::read(&again).unwrap()
         );
+    }
+
+    #[test]
+    fn the_lifecycles_budget_and_never_used_steps_survive_a_save_and_an_old_file_still_loads() {
+        use crate::baseline::lifecycle::Stage;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.bin");
+        let engine = engine_with_fleet();
+        let issued: std::collections::VecDeque<(i64, String)> =
+            [(1_000, "a".to_owned()), (2_000, "b".to_owned())].into();
+        let declared = vec![("never".to_owned(), Stage::Suspended)];
+        engine.restore_lifecycle_state(7, issued.clone(), declared.clone());
+        save(&engine, &path).unwrap();
+        let back = Engine::new(Rules::new(Model::embedded()));
+        load(&path, &back).unwrap().unwrap();
+        assert_eq!(back.lifecycle_state(), (7, issued, declared));
+        // A file written before the lifecycle's part (the engine-wide record alone) loads, with
+        // an empty lifecycle state.
+        let codec = Codec::new(engine.rules());
+        let old = codec.encode(*b"DWE", &engine_state(&engine));
+        let (e, lifecycle) = codec.decode_engine(&old).unwrap();
+        assert_eq!(e.swept_day, engine.swept_day());
+        assert_eq!(lifecycle, EngineLifecycleV1::default());
     }
 
     #[test]

@@ -1005,7 +1005,7 @@ impl<'r> Codec<'r> {
     }
 
     /// `value` behind the header with `magic`.
-    fn encode<T: Serialize>(&self, magic: [u8; 3], value: &T) -> Vec<u8> {
+    pub(crate) fn encode<T: Serialize>(&self, magic: [u8; 3], value: &T) -> Vec<u8> {
         let mut out = self.header(magic);
         postcard::to_io(value, &mut out).expect("writing to a Vec cannot fail");
         out
@@ -1034,17 +1034,30 @@ impl<'r> Codec<'r> {
         self.decode(bytes, REPORT_MAGIC)
     }
 
-    /// Encodes the engine-wide state, behind the same header as identities.
-    pub fn encode_engine(&self, e: &EngineV1) -> Vec<u8> {
-        self.encode(ENGINE_MAGIC, e)
+    /// Encodes the engine-wide state, behind the same header as identities, with the dormancy
+    /// lifecycle's part after it (readers that predate it stop before it).
+    pub fn encode_engine(&self, e: &EngineV1, lifecycle: &EngineLifecycleV1) -> Vec<u8> {
+        let mut out = self.encode(ENGINE_MAGIC, e);
+        postcard::to_io(lifecycle, &mut out).expect("writing to a Vec cannot fail");
+        out
     }
 
-    /// Decodes the engine-wide state.
+    /// Decodes the engine-wide state, and its lifecycle part (empty when written without one).
     ///
     /// # Errors
     /// As [`Codec::decode_identity`].
-    pub fn decode_engine(&self, bytes: &[u8]) -> Result<EngineV1, SnapshotError> {
-        self.decode(bytes, ENGINE_MAGIC)
+    pub fn decode_engine(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(EngineV1, EngineLifecycleV1), SnapshotError> {
+        let (e, rest): (EngineV1, &[u8]) =
+            postcard::take_from_bytes(self.body(bytes, ENGINE_MAGIC)?)?;
+        let lifecycle = if rest.is_empty() {
+            EngineLifecycleV1::default()
+        } else {
+            postcard::from_bytes(rest)?
+        };
+        Ok((e, lifecycle))
     }
 }
 
@@ -1118,6 +1131,18 @@ pub struct EngineV1 {
     pub endpoints: Vec<FleetValueV1>,
     pub origins: Vec<FleetValueV1>,
     pub issued: VecDeque<(i64, String)>,
+}
+
+/// The dormancy lifecycle's engine-wide state, written after [`EngineV1`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineLifecycleV1 {
+    /// Event-time hour of the last lifecycle pass.
+    pub lifecycle_hour: i64,
+    /// Lifecycle steps issued in the last day (event time, principal), for its guardrails.
+    pub lifecycle_issued: VecDeque<(i64, String)>,
+    /// Identities the inventory declares but no event had shown: the step issued for each
+    /// (stage number as in the identity's lifecycle; 2 also for one seen since).
+    pub declared_stages: Vec<(String, u8)>,
 }
 
 #[cfg(test)]
@@ -1335,9 +1360,10 @@ mod tests {
         crate::state::file::restore_engine_state(
             &restored,
             Codec::new(&r)
-                .decode_engine(
-                    &Codec::new(&r).encode_engine(&crate::state::file::engine_state(&original)),
-                )
+                .decode_engine(&Codec::new(&r).encode_engine(
+                    &crate::state::file::engine_state(&original),
+                    &crate::state::file::engine_lifecycle(&original),
+                ))
                 .unwrap(),
         );
         original.for_each_identity(|k, s| {
@@ -1541,6 +1567,10 @@ mod tests {
         });
         keys(
             &serde_json::to_value(crate::state::file::engine_state(&engine)).unwrap(),
+            &mut names,
+        );
+        keys(
+            &serde_json::to_value(crate::state::file::engine_lifecycle(&engine)).unwrap(),
             &mut names,
         );
         assert!(names.contains("command_withheld") && names.contains("label"));
