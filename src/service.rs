@@ -353,13 +353,12 @@ impl Service {
                 }
                 _ = commit_tick.tick() => {
                     let idle = last_record.elapsed();
-                    if idle > self.cfg.idle_grace {
-                        let newest = *idle_newest.get_or_insert_with(|| self.engine.newest_event_ms());
-                        if let Some(outputs) = self.idle_lifecycle(newest, idle, producer, topics).await?
-                            && tx.send(outputs).await.is_err()
-                        {
-                            return Ok(());
-                        }
+                    if idle > self.cfg.idle_grace
+                        && let Some(newest) = *idle_newest.get_or_insert_with(|| self.engine.newest_event_ms())
+                        && let Some(outputs) = self.idle_lifecycle(newest, idle, producer, topics).await?
+                        && tx.send(outputs).await.is_err()
+                    {
+                        return Ok(());
                     }
                     // A commit point: outputs acknowledged, then state saved, then offsets.
                     // Records still in the pool have no offsets stored: they are not covered.
@@ -544,47 +543,51 @@ impl Service {
         })))
     }
 
-    /// The dormancy lifecycle's pass while the input has been idle for `idle` (wall clock) since
-    /// its `newest` event:
+    /// A decision as the message it is sent as, counted in the alerts', commands' or
+    /// governance commands' metric.
+    fn outgoing_of(&self, d: &Decision, now: i64) -> Outgoing {
+        let m = &self.metrics;
+        match d {
+            Decision::Alert(a) => {
+                m.alerts
+                    .with_label_values(&[a.cause.as_str(), a.severity.name(), a.activity.as_str()])
+                    .inc();
+            }
+            Decision::Command(c) => {
+                let counter = if c.lifecycle.is_some() {
+                    &m.governance_commands
+                } else {
+                    &m.commands
+                };
+                counter
+                    .with_label_values(&[c.action, c.mode.as_str()])
+                    .inc();
+            }
+        }
+        out::decision(d, &self.cfg.source, now, self.cfg.alert_format)
+    }
+
+    /// The dormancy lifecycle's pass while the input has been idle for `idle` (wall clock), past
+    /// `--idle-grace-seconds` (time for late deliveries: CloudTrail's are minutes behind):
     /// without events, event time would stand still and no identity's silence would ever cross
-    /// its horizon. Past `--idle-grace-seconds` (time for late deliveries: CloudTrail's are
-    /// minutes behind), event time is taken to move on with the wall clock from the newest event seen,
-    /// and the engine's hourly pass runs on that; its governance commands are produced and
-    /// handed to the acknowledger as outputs of no record.
+    /// its horizon, so it is taken to have moved on with the wall clock from the `newest` event
+    /// by the idle time beyond the grace, and the engine's hourly pass runs on that. Its
+    /// governance commands are produced and handed to the acknowledger as outputs of no record.
     async fn idle_lifecycle(
         &self,
-        newest: Option<i64>,
+        newest: i64,
         idle: Duration,
         producer: &OutputProducer,
         topics: &Topics,
     ) -> Result<Option<Ack>, ServiceError> {
-        let Some(newest) = newest else {
-            return Ok(None);
-        };
-        let Some(beyond) = idle.checked_sub(self.cfg.idle_grace) else {
-            return Ok(None);
-        };
+        let beyond = idle.saturating_sub(self.cfg.idle_grace);
         let watermark = newest.saturating_add(beyond.as_millis() as i64);
         let decisions = self.engine.lifecycle_tick(watermark);
         if decisions.is_empty() {
             return Ok(None);
         }
         let now = now_ms();
-        let mut outgoing = Vec::with_capacity(decisions.len());
-        for d in &decisions {
-            if let Decision::Command(c) = d {
-                self.metrics
-                    .governance_commands
-                    .with_label_values(&[c.action, c.mode.as_str()])
-                    .inc();
-            }
-            outgoing.push(out::decision(
-                d,
-                &self.cfg.source,
-                now,
-                self.cfg.alert_format,
-            ));
-        }
+        let outgoing = decisions.iter().map(|d| self.outgoing_of(d, now)).collect();
         let deliveries = enqueue_all(producer, topics, outgoing).await?;
         info!(
             commands = deliveries.len(),
@@ -666,35 +669,7 @@ impl Service {
                         // operation, under the same idempotency key).
                         decisions.retain(Decision::is_governance);
                     }
-                    for d in decisions {
-                        match &d {
-                            Decision::Alert(a) => {
-                                m.alerts
-                                    .with_label_values(&[
-                                        a.cause.as_str(),
-                                        a.severity.name(),
-                                        a.activity.as_str(),
-                                    ])
-                                    .inc();
-                            }
-                            Decision::Command(c) => {
-                                let counter = if c.lifecycle.is_some() {
-                                    &m.governance_commands
-                                } else {
-                                    &m.commands
-                                };
-                                counter
-                                    .with_label_values(&[c.action, c.mode.as_str()])
-                                    .inc();
-                            }
-                        }
-                        outgoing.push(out::decision(
-                            &d,
-                            &self.cfg.source,
-                            now,
-                            self.cfg.alert_format,
-                        ));
-                    }
+                    outgoing.extend(decisions.iter().map(|d| self.outgoing_of(d, now)));
                 }
                 Ok(Decoded::Skipped(_)) => part.skipped.inc(),
                 Err(e) => {
@@ -729,8 +704,6 @@ impl Service {
     }
 }
 
-/// A record of a partition revoked (or assigned again) since it was fetched: its next owner, or
-/// this instance's new assignment of it, processes it.
 /// Hands every message to the producer, in order, with its delivery to await.
 async fn enqueue_all(
     producer: &OutputProducer,
@@ -752,6 +725,8 @@ async fn enqueue_all(
     Ok(deliveries)
 }
 
+/// A record of a partition revoked (or assigned again) since it was fetched: its next owner, or
+/// this instance's new assignment of it, processes it.
 fn skip_unassigned(topic: &str, partition: i32, offset: i64) {
     debug!(
         topic,

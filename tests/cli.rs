@@ -721,25 +721,33 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
     );
 }
 
-#[test]
-fn inspect_shows_what_a_replay_learned_about_an_identity() {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = simulate(dir.path(), 30, 10, 4);
+/// A 30-identity, 10-day fleet simulated in `dir` and replayed with `--state`: the fleet's
+/// directory and the state file.
+fn replayed_with_state(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let fleet = simulate(dir, 30, 10, 4);
     let p = |path: &Path| path.to_str().unwrap().to_owned();
-    let state = dir.path().join("engine.state");
-    let ct = fleet.join("cloudtrail.jsonl");
-    let k8s = fleet.join("k8s-audit.jsonl");
+    let state = dir.join("engine.state");
     driftwatch_ok(&[
         "replay",
         "--alerts",
-        &p(&dir.path().join("a.jsonl")),
+        &p(&dir.join("a.jsonl")),
         "--commands",
-        &p(&dir.path().join("c.jsonl")),
+        &p(&dir.join("c.jsonl")),
         "--state",
         &p(&state),
-        &p(&ct),
-        &p(&k8s),
+        &p(&fleet.join("cloudtrail.jsonl")),
+        &p(&fleet.join("k8s-audit.jsonl")),
     ]);
+    (fleet, state)
+}
+
+#[test]
+fn inspect_shows_what_a_replay_learned_about_an_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fleet, state) = replayed_with_state(dir.path());
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    let ct = fleet.join("cloudtrail.jsonl");
+    let k8s = fleet.join("k8s-audit.jsonl");
 
     // The overview: every identity, riskiest first.
     let out = driftwatch_ok(&["inspect", "--state", &p(&state), "--json"]);
@@ -1149,22 +1157,10 @@ fn one_event_stamped_far_in_the_future_does_not_make_the_rest_of_its_input_late(
 fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_valid_policies() {
     use std::collections::BTreeMap;
     let dir = tempfile::tempdir().unwrap();
-    let fleet = simulate(dir.path(), 30, 10, 4);
+    let (fleet, state) = replayed_with_state(dir.path());
     let p = |path: &Path| path.to_str().unwrap().to_owned();
-    let state = dir.path().join("engine.state");
     let ct = fleet.join("cloudtrail.jsonl");
     let k8s = fleet.join("k8s-audit.jsonl");
-    driftwatch_ok(&[
-        "replay",
-        "--alerts",
-        &p(&dir.path().join("a.jsonl")),
-        "--commands",
-        &p(&dir.path().join("c.jsonl")),
-        "--state",
-        &p(&state),
-        &p(&ct),
-        &p(&k8s),
-    ]);
     // What each identity called, from the input itself.
     let text = std::fs::read_to_string(&ct).unwrap() + &std::fs::read_to_string(&k8s).unwrap();
     // What each identity called in the window (90 days before the newest event, to the hour:

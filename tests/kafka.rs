@@ -129,6 +129,7 @@ fn detected(labels: &Labels, points: &[AlertPoint]) -> BTreeSet<String> {
 #[derive(Debug, Clone)]
 struct Read {
     key: Option<String>,
+    partition: i32,
     headers: BTreeMap<String, String>,
     payload: Vec<u8>,
 }
@@ -186,6 +187,7 @@ fn read_all_at(brokers: &str, topic: &str, at_least: usize) -> Vec<Read> {
             }
             out.push(Read {
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                partition: m.partition(),
                 headers,
                 payload: m.payload().unwrap_or_default().to_vec(),
             });
@@ -1886,32 +1888,11 @@ async fn keyed_records_land_on_the_partition_a_java_client_would_choose() {
         })
         .collect();
     produce(&topic, &records).await;
-    let group = unique("reader");
-    let consumer: BaseConsumer<KafkaContext> =
-        client_config(&brokers(), Role::Reader { group: &group }, [])
-            .create_with_context(KafkaContext::new("reader"))
-            .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut seen = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.len() < keys.len() {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {}",
-            seen.len(),
-            keys.len()
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            seen.insert(key, m.partition());
-        }
-    }
+    let seen: BTreeMap<String, i32> = read_all(&topic, keys.len())
+        .into_iter()
+        .map(|r| (r.key.unwrap(), r.partition))
+        .collect();
+    assert_eq!(seen.len(), keys.len());
     let used: BTreeSet<i32> = seen.values().copied().collect();
     assert!(used.len() > 3, "spread over the partitions: {used:?}");
     for (key, partition) in &seen {

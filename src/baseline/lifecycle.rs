@@ -140,9 +140,7 @@ impl Lifecycle {
         }
         on && !was
     }
-}
 
-impl Lifecycle {
     /// Notes `ev` as the identity's latest use and makes it active again; returns the stage it
     /// was at (past [`Stage::Active`]: a suspended or deleted identity is in use again).
     pub fn observe(&mut self, ev: &AccessEvent) -> Stage {

@@ -595,7 +595,7 @@ impl Inventory {
         if key.trim().is_empty() {
             return Err(problem(
                 "(message key)",
-                "must be the identity's principal key",
+                "must be the identity's principal key, as UTF-8 text",
             ));
         }
         let Some(payload) = payload else {

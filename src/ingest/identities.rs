@@ -139,15 +139,9 @@ pub fn follow(
                         // The client's context reports errors (and counts them); retry.
                         Some(Err(_)) => std::thread::sleep(Duration::from_millis(500)),
                         Some(Ok(m)) => {
+                            // No key, or one not UTF-8, is refused like an empty one.
                             let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
-                            let applied = match key {
-                                Some(k) => inventory.apply(k, m.payload()),
-                                None => Err(vec![crate::config::Problem {
-                                    key: "(message key)".into(),
-                                    why: "must be the identity's principal key, as UTF-8 text"
-                                        .into(),
-                                }]),
-                            };
+                            let applied = inventory.apply(key.unwrap_or(""), m.payload());
                             metrics
                                 .identity_records
                                 .with_label_values(&[result_label(&applied)])
