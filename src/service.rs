@@ -34,6 +34,7 @@ use rdkafka::producer::Producer;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::config::service::Keying;
 use crate::config::{ConfigError, Problem, Rules, RunConfig};
 use crate::decide::Decision;
 use crate::decode::Decoded;
@@ -42,7 +43,8 @@ use crate::emit::kafka::{
 };
 use crate::emit::{EmitError, dead_letter};
 use crate::engine::Engine;
-use crate::ingest::batch::{Batch, DecodePool, DecodedRecord};
+use crate::event::RawRef;
+use crate::ingest::batch::{Batch, DecodePool, DecodedRecord, RecordSource};
 use crate::ingest::kafka::{
     self as input, Assigned, AssignedView, InputConsumer, PartitionState, Partitions,
 };
@@ -63,6 +65,8 @@ pub enum ServiceError {
     StateTopic(#[from] ChangelogError),
     #[error(transparent)]
     Identities(#[from] crate::ingest::identities::FeedError),
+    #[error(transparent)]
+    Repartition(#[from] crate::ingest::repartition::RepartitionError),
     #[error(
         "shutdown did not finish within the {grace:?} grace period ({pending} records still awaiting \
          acknowledgement); their offsets were not committed and they will be processed again"
@@ -75,6 +79,9 @@ pub enum ServiceError {
 pub struct RunSummary {
     pub consumed: u64,
     pub rebuilt: u64,
+    /// Events of `:unkeyed` inputs re-keyed through the repartition topic (and counted again in
+    /// `consumed` and `events` when read back from it).
+    pub repartitioned: u64,
     pub events: u64,
     pub rejected: u64,
     pub alerts: u64,
@@ -94,9 +101,10 @@ impl std::fmt::Display for RunSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "driftwatch run: {} records consumed ({} replayed to rebuild baselines), {} events, {} alerts, {} commands, {} governance commands, {} dead letters, {} identities tracked, in {:.1}s",
+            "driftwatch run: {} records consumed ({} replayed to rebuild baselines), {} events re-keyed through the repartition topic, {} events, {} alerts, {} commands, {} governance commands, {} dead letters, {} identities tracked, in {:.1}s",
             self.consumed,
             self.rebuilt,
+            self.repartitioned,
             self.events,
             self.alerts,
             self.commands,
@@ -179,12 +187,17 @@ impl Service {
                 engine: self.engine.clone(),
             }),
         };
+        let stateless = (self.cfg.inputs.iter())
+            .filter(|i| !i.keying.is_stateful())
+            .map(|i| i.topic.clone())
+            .collect();
         let partitions = Partitions::new(
             RebuildPolicy {
                 horizon: self.cfg.rebuild,
             },
             self.metrics.clone(),
             state,
+            stateless,
         );
         let consumer = input::consumer(&self.cfg, partitions, &self.metrics)
             .map_err(|e| problem("consumer", e))?;
@@ -218,6 +231,11 @@ impl Service {
             }
             None => None,
         };
+        // Unkeyed inputs' events are re-keyed onto the repartition topic, which the state topic
+        // must then cover too.
+        if self.cfg.inputs.iter().any(|i| i.keying == Keying::Unkeyed) {
+            crate::ingest::repartition::ensure_topic(&self.cfg).await?;
+        }
         let _group_watch = match &changelog {
             Some(c) => {
                 c.ensure_topic(&topics).await?;
@@ -301,6 +319,7 @@ impl Service {
         let summary = RunSummary {
             consumed: Metrics::total(&m.records_consumed),
             rebuilt: Metrics::total(&m.records_replayed),
+            repartitioned: Metrics::total(&m.events_repartitioned),
             events: Metrics::total(&m.events_decoded),
             rejected: Metrics::total(&m.records_rejected),
             alerts: Metrics::total(&m.alerts),
@@ -413,9 +432,7 @@ impl Service {
                         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
                         match view.get(topic, partition) {
                             Some(part) => batch.push(
-                                part.topic.clone(),
-                                part.format,
-                                part.cluster.clone(),
+                                record_source(part, &m),
                                 partition,
                                 offset,
                                 m.key(),
@@ -497,7 +514,7 @@ impl Service {
         topics: &Topics,
     ) -> Result<Option<Ack>, ServiceError> {
         let rec = &record.rec;
-        let (topic, partition, offset) = (&*rec.topic, rec.partition, rec.offset);
+        let (topic, partition, offset) = (&*rec.source.topic, rec.partition, rec.offset);
         let generation = view.generation();
         view.refresh(partitions, &self.cfg.inputs);
         if view.generation() != generation {
@@ -523,7 +540,11 @@ impl Service {
             key: record.key,
         };
         let mut outgoing = Vec::new();
-        self.detect(record, part, live, at, &mut outgoing);
+        if part.keying == Keying::Unkeyed {
+            self.repartition(record, part, at, &mut outgoing);
+        } else {
+            self.detect(record, part, live, at, &mut outgoing);
+        }
         if part.info.rebuild_ends_at(offset) {
             partitions.rebuilt(topic, partition);
         }
@@ -636,6 +657,71 @@ impl Service {
         }
     }
 
+    /// The stateless stage for one record of an `:unkeyed` input: each of its events re-keyed
+    /// by principal key onto the repartition topic (the stateful stage reads it there), each
+    /// undecodable element dead-lettered, as [`Service::detect`] would.
+    fn repartition(
+        &self,
+        record: &DecodedRecord<'_>,
+        part: &Assigned,
+        at: SourcePosition<'_>,
+        outgoing: &mut Vec<Outgoing>,
+    ) {
+        let m = &self.metrics;
+        let cluster = part.cluster.as_deref();
+        let mut events = 0;
+        for (result, r, element) in &record.elements {
+            match result {
+                Ok(Decoded::Event(ev)) => {
+                    events += 1;
+                    outgoing.push(crate::ingest::repartition::message(
+                        ev, element, cluster, at,
+                    ));
+                }
+                Ok(Decoded::Skipped(_)) => part.skipped.inc(),
+                Err(e) => outgoing.push(self.dead_letter(record, part, e, r, element, at)),
+            }
+        }
+        m.events_repartitioned
+            .with_label_values(&[&part.topic])
+            .inc_by(events);
+    }
+
+    /// Sends an undecodable record, or the one bad element of a container, to the dead-letter
+    /// topic, counted and logged at a rate limit.
+    fn dead_letter(
+        &self,
+        record: &DecodedRecord<'_>,
+        part: &Assigned,
+        e: &crate::decode::DecodeError,
+        r: &RawRef,
+        element: &[u8],
+        at: SourcePosition<'_>,
+    ) -> Outgoing {
+        self.metrics
+            .records_rejected
+            .with_label_values(&[&part.topic, part.format.as_str(), e.code()])
+            .inc();
+        if let Some(suppressed) = self.bad_records.check(now_ms()) {
+            warn!(
+                topic = at.topic,
+                partition = at.partition,
+                offset = at.offset,
+                reason = e.code(),
+                error = %e,
+                suppressed,
+                "Undecodable record sent to the dead-letter topic."
+            );
+        }
+        // An element of a container is dead-lettered alone; a whole record unchanged.
+        let bytes = if r.element.is_some() {
+            element
+        } else {
+            record.payload
+        };
+        dead_letter::message(bytes, e, at, r.element)
+    }
+
     /// Detect for one decoded record (pure apart from engine state): fills `outgoing` with the
     /// alerts, commands and dead letters it leads to when `live`.
     fn detect(
@@ -677,27 +763,7 @@ impl Service {
                         // Dead-lettered when it was first processed.
                         continue;
                     }
-                    m.records_rejected
-                        .with_label_values(&[&part.topic, part.format.as_str(), e.code()])
-                        .inc();
-                    if let Some(suppressed) = self.bad_records.check(now) {
-                        warn!(
-                            topic = at.topic,
-                            partition = at.partition,
-                            offset = at.offset,
-                            reason = e.code(),
-                            error = %e,
-                            suppressed,
-                            "Undecodable record sent to the dead-letter topic."
-                        );
-                    }
-                    // An element of a container is dead-lettered alone; a whole record unchanged.
-                    let bytes = if r.element.is_some() {
-                        element
-                    } else {
-                        record.payload
-                    };
-                    outgoing.push(dead_letter::message(bytes, e, at, r.element));
+                    outgoing.push(self.dead_letter(record, part, e, r, element, at));
                 }
             }
         }
@@ -723,6 +789,22 @@ async fn enqueue_all(
         deliveries.push((f, o));
     }
     Ok(deliveries)
+}
+
+/// How a received record of `part` is read: as its input declares, or for the repartition
+/// topic, as the record's headers say.
+fn record_source(part: &Assigned, m: &rdkafka::message::BorrowedMessage<'_>) -> RecordSource {
+    match part.keying {
+        Keying::Keyed => RecordSource::input(part.topic.clone(), part.format, part.cluster.clone()),
+        Keying::Unkeyed => RecordSource {
+            keep_elements: true,
+            ..RecordSource::input(part.topic.clone(), part.format, part.cluster.clone())
+        },
+        Keying::Repartitioned => {
+            use rdkafka::Message as _;
+            crate::ingest::repartition::source_of(&part.topic, m.headers())
+        }
+    }
 }
 
 /// A record of a partition revoked (or assigned again) since it was fetched: its next owner, or

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::{brokers, sigterm, unique};
 use driftwatch::baseline::fleet::Table;
+use driftwatch::config::settings::KafkaProperty;
 use driftwatch::config::{Model, Rules, RunConfig, Settings};
 use driftwatch::engine::Engine;
 use driftwatch::kafka::{KafkaContext, Role, client_config};
@@ -538,6 +539,11 @@ fn driftwatch_run_serving(t: &Topics, group: &str, metrics_addr: &str) -> Child 
 
 /// The command line of [`driftwatch_run_serving`], to add to before spawning.
 fn run_command(t: &Topics, group: &str, metrics_addr: &str) -> Command {
+    run_command_reading(t, &t.input, group, metrics_addr)
+}
+
+/// As [`run_command`], reading the input as `input` declares it (`TOPIC=FORMAT:unkeyed`...).
+fn run_command_reading(t: &Topics, input: &str, group: &str, metrics_addr: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
     cmd.args([
         "run",
@@ -546,7 +552,7 @@ fn run_command(t: &Topics, group: &str, metrics_addr: &str) -> Command {
         "--group",
         group,
         "--input",
-        &t.input,
+        input,
         "--alerts-topic",
         &t.alerts,
         "--commands-topic",
@@ -1902,4 +1908,202 @@ async fn keyed_records_land_on_the_partition_a_java_client_would_choose() {
             "{key}"
         );
     }
+}
+
+/// A simulated fleet as it reaches Kafka from S3 and CloudWatch Logs: its CloudTrail records in
+/// delivery documents (`{"Records": [...]}`) of `per_document` consecutive records of many
+/// identities, its Kubernetes audit events one per record, none keyed. Each identity's events
+/// stay in their order.
+fn unkeyed_deliveries(records: &[KeyedRecord], per_document: usize) -> Vec<KeyedRecord> {
+    use driftwatch::event::SourceFormat;
+    let mut out = Vec::new();
+    let mut doc: Vec<&KeyedRecord> = Vec::new();
+    let flush = |doc: &mut Vec<&KeyedRecord>, out: &mut Vec<KeyedRecord>| {
+        if doc.is_empty() {
+            return;
+        }
+        let mut bytes = b"{\n  \"Records\": [\n    ".to_vec();
+        for (i, r) in doc.iter().enumerate() {
+            if i > 0 {
+                bytes.extend_from_slice(b",\n    ");
+            }
+            bytes.extend_from_slice(&r.bytes);
+        }
+        bytes.extend_from_slice(b"\n  ]\n}");
+        out.push(KeyedRecord {
+            key: None,
+            time_ms: doc[0].time_ms,
+            bytes,
+        });
+        doc.clear();
+    };
+    for r in records {
+        match driftwatch::decode::detect_format(&r.bytes) {
+            Ok(SourceFormat::Cloudtrail) => {
+                doc.push(r);
+                if doc.len() == per_document {
+                    flush(&mut doc, &mut out);
+                }
+            }
+            _ => out.push(KeyedRecord {
+                key: None,
+                ..r.clone()
+            }),
+        }
+    }
+    flush(&mut doc, &mut out);
+    out
+}
+
+/// The principal keys an engine holds the state of.
+fn identities_of(e: &Engine) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    e.for_each_identity(|k, _| {
+        keys.insert(k.to_owned());
+    });
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_reading_unkeyed_delivery_documents_give_each_identity_one_owner_and_catch_what_one_engine_catches()
+ {
+    let partitions = 3;
+    let t = create_topics("unkeyed", partitions).await;
+    let group = unique("unkeyed");
+    let (records, labels) = fleet(21);
+    let expected = reference(&records, &labels);
+    let events = crate::common::decode_all(
+        records
+            .iter()
+            .map(|r| std::str::from_utf8(&r.bytes).unwrap()),
+    );
+    let principals: BTreeSet<String> = events.iter().map(|e| e.principal.clone()).collect();
+    let deliveries = unkeyed_deliveries(&records, 25);
+    assert!(
+        deliveries.len() < records.len() / 2,
+        "documents hold many records"
+    );
+
+    let cfg = || {
+        RunConfig::resolve(
+            Settings {
+                brokers: Some(brokers()),
+                group: Some(group.clone()),
+                inputs: Some(vec![format!("{}:unkeyed", t.input)]),
+                // Each chunk crosses two hops: no fetch waits out its full default 500 ms.
+                kafka: vec![KafkaProperty::parse("consumer.fetch.wait.max.ms=20").unwrap()],
+                alerts_topic: Some(t.alerts.clone()),
+                commands_topic: Some(t.commands.clone()),
+                governance_topic: Some(t.governance.clone()),
+                dead_letter_topic: Some(t.dead_letter.clone()),
+                ..Settings::default()
+            },
+            None,
+        )
+        .unwrap()
+    };
+    let (a, ea, stop_a, handle_a) = spawn_service_with_engine(cfg());
+    let (b, eb, stop_b, handle_b) = spawn_service_with_engine(cfg());
+    // The input's partitions and the repartition topic's (as many) between them.
+    wait_for(
+        "both instances to own partitions",
+        Duration::from_secs(90),
+        || {
+            let (x, y) = (a.assigned_partitions.get(), b.assigned_partitions.get());
+            x > 0 && y > 0 && x + y == 2 * i64::from(partitions)
+        },
+    )
+    .await;
+    let n = events.len() as u64;
+    let judged = |m: &Metrics| {
+        m.events_decoded
+            .with_label_values(&[&format!("{group}.repartition"), "auto"])
+            .get()
+    };
+    // Delivered as a live stream is, a few hours of event time at a time: the instances then
+    // read the input at about the same position, and an identity's events, spread over
+    // partitions that different instances re-key, reach its owner out of order by at most that.
+    // (A backlog read at different paces by different instances can disorder them by more.)
+    let producer = produce::loader(&brokers(), []).unwrap();
+    let (start, span) = (deliveries[0].time_ms, 12 * 3_600_000);
+    let mut sent = 0u64;
+    for chunk in
+        deliveries.chunk_by(|x, y| (x.time_ms - start) / span == (y.time_ms - start) / span)
+    {
+        produce::send_all(&producer, &t.input, chunk, 20_000)
+            .await
+            .unwrap();
+        sent += chunk
+            .iter()
+            .map(|d| {
+                crate::common::decode_all([std::str::from_utf8(&d.bytes).unwrap()]).len() as u64
+            })
+            .sum::<u64>();
+        wait_for(
+            "the chunk re-keyed and judged",
+            Duration::from_secs(60),
+            || judged(&a) + judged(&b) >= sent,
+        )
+        .await;
+    }
+    assert_eq!(sent, n);
+    wait_for(
+        "every event re-keyed and judged",
+        Duration::from_secs(240),
+        || {
+            judged(&a) + judged(&b) >= n
+                && a.records_in_flight.get() + b.records_in_flight.get() == 0
+        },
+    )
+    .await;
+    let repartitioned =
+        Metrics::total(&a.events_repartitioned) + Metrics::total(&b.events_repartitioned);
+    assert_eq!(repartitioned, n, "each event re-keyed once");
+    assert_eq!(judged(&a) + judged(&b), n, "each event judged once");
+    assert_eq!(
+        Metrics::total(&a.records_misrouted) + Metrics::total(&b.records_misrouted),
+        0
+    );
+
+    // Every identity's baseline lives on exactly one instance.
+    // (Cooperative-sticky assignment balances partition counts over both topics, so one
+    // instance may hold every repartition partition, and so every identity.)
+    let (ia, ib) = (identities_of(&ea), identities_of(&eb));
+    assert!(
+        ia.is_disjoint(&ib),
+        "shared: {:?}",
+        ia.intersection(&ib).collect::<Vec<_>>()
+    );
+    let all: BTreeSet<String> = ia.union(&ib).cloned().collect();
+    assert_eq!(all, principals);
+
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    handle_a.await.unwrap().unwrap();
+    handle_b.await.unwrap().unwrap();
+    let alerts = read_all(&t.alerts, 0);
+    let caught = detected(&labels, &alert_points(&alerts));
+    assert_eq!(
+        caught, expected,
+        "the attacks one engine fed every event in order catches"
+    );
+    let cold = cold_start_alerts(&alerts, &labels);
+    assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
+    // Alerts that cite a record cite where its event was first read: the delivery document and
+    // the record's index in it.
+    let cited: BTreeSet<String> = alerts
+        .iter()
+        .filter_map(|r| {
+            r.json()["unmapped"]["raw_source"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        cited
+            .iter()
+            .any(|s| s.starts_with(&format!("{}#", t.input)))
+            && cited.iter().all(|s| s.starts_with(&t.input)),
+        "{cited:?}"
+    );
 }

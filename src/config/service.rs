@@ -39,12 +39,34 @@ const RESERVED: [(&str, &str); 6] = [
 ];
 
 /// One input topic, the format of its records and, for Kubernetes audit logs, the cluster
-/// they come from (`TOPIC=FORMAT@CLUSTER`).
+/// they come from (`TOPIC=FORMAT@CLUSTER`), and how its records are keyed (`:unkeyed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Input {
     pub topic: String,
     pub format: FormatHint,
     pub cluster: Option<Arc<str>>,
+    pub keying: Keying,
+}
+
+/// How an input's records are keyed, which decides the stage that reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keying {
+    /// Keyed by principal key upstream: read by the stateful stage directly.
+    Keyed,
+    /// Not keyed by principal key (`:unkeyed`): the stateless stage decodes each record and
+    /// re-produces its events, keyed by principal key, to the repartition topic.
+    Unkeyed,
+    /// The repartition topic itself (internal): keyed by principal key by driftwatch, each
+    /// record one event in its source's format, named in its headers.
+    Repartitioned,
+}
+
+impl Keying {
+    /// Partitions of such an input carry identities' state (and so are restored or rebuilt
+    /// when assigned).
+    pub fn is_stateful(self) -> bool {
+        self != Keying::Unkeyed
+    }
 }
 
 /// Which client a pass-through librdkafka property is for.
@@ -77,6 +99,11 @@ pub struct RunConfig {
     pub max_in_flight: usize,
     /// The compacted topic identity snapshots are saved to; `None` keeps state in memory only.
     pub state_topic: Option<String>,
+    /// The internal topic events of `:unkeyed` inputs are re-keyed onto (an input of
+    /// [`Keying::Repartitioned`] in `inputs` when one is unkeyed).
+    pub repartition_topic: String,
+    /// Its partitions when driftwatch creates it (default: the most of an unkeyed input's).
+    pub repartition_partitions: Option<i32>,
     /// Time between commit points.
     pub commit_interval: Duration,
     /// Idle input time after which the dormancy lifecycle extrapolates event time.
@@ -210,10 +237,24 @@ impl RunConfig {
         let (input_specs, input_key) = pick_defaulted!(inputs);
         let mut inputs: Vec<Input> = Vec::new();
         for spec in &input_specs {
-            // Topic names cannot hold `@` (Kafka allows letters, digits, `.`, `_`, `-`).
-            let (spec_no_cluster, cluster) = match spec.split_once('@') {
+            // Topic names cannot hold `@` or `:` (Kafka allows letters, digits, `.`, `_`, `-`).
+            let (unsuffixed, keying) = match spec.trim().rsplit_once(':') {
+                Some((s, "unkeyed")) => (s, Keying::Unkeyed),
+                Some((s, "keyed")) => (s, Keying::Keyed),
+                Some((_, other)) => {
+                    problems.push(Problem {
+                        key: input_key.clone(),
+                        why: format!(
+                            "`{spec}`: unknown suffix `:{other}`, expected `:unkeyed` (records not keyed by principal key) or `:keyed`"
+                        ),
+                    });
+                    continue;
+                }
+                None => (spec.trim(), Keying::Keyed),
+            };
+            let (spec_no_cluster, cluster) = match unsuffixed.split_once('@') {
                 Some((s, c)) => (s, Some(c.trim())),
-                None => (spec.as_str(), None),
+                None => (unsuffixed, None),
             };
             if let Some(c) = cluster
                 && !shape::cluster_name(c)
@@ -256,6 +297,7 @@ impl RunConfig {
                 topic: topic.to_owned(),
                 format,
                 cluster: cluster.map(Arc::from),
+                keying,
             });
         }
         if input_specs.is_empty() {
@@ -350,6 +392,57 @@ impl RunConfig {
             });
             Duration::ZERO
         };
+        let repartition_topic = match pick!(repartition_topic) {
+            Some((t, k)) if t.trim().is_empty() => {
+                problems.push(Problem {
+                    key: k,
+                    why: "must not be empty".into(),
+                });
+                String::new()
+            }
+            Some((t, k)) => {
+                let t = t.trim().to_owned();
+                if inputs.iter().any(|i| i.topic == t)
+                    || [
+                        &alerts_topic,
+                        &commands_topic,
+                        &governance_topic,
+                        &dead_letter_topic,
+                    ]
+                    .contains(&&t)
+                {
+                    problems.push(Problem {
+                        key: k,
+                        why: format!(
+                            "`{t}` is also an input or output topic: the repartition topic is driftwatch's own"
+                        ),
+                    });
+                }
+                t
+            }
+            None => format!("{group_id}.repartition"),
+        };
+        let repartition_partitions = match pick!(repartition_partitions) {
+            Some((n, k)) if !(1..=10_000).contains(&n) => {
+                problems.push(Problem {
+                    key: k,
+                    why: format!("{n} is not a number of partitions in 1..=10000"),
+                });
+                None
+            }
+            Some((n, _)) => Some(n),
+            None => None,
+        };
+        if inputs.iter().any(|i| i.keying == Keying::Unkeyed)
+            && !inputs.iter().any(|i| i.topic == repartition_topic)
+        {
+            inputs.push(Input {
+                topic: repartition_topic.clone(),
+                format: FormatHint::Auto,
+                cluster: None,
+                keying: Keying::Repartitioned,
+            });
+        }
         let state_topic = match pick!(state_topic) {
             Some((t, _)) if t.trim() == "off" => None,
             Some((t, k)) if t.trim().is_empty() => {
@@ -372,7 +465,7 @@ impl RunConfig {
                 {
                     problems.push(Problem {
                         key: k,
-                        why: format!("`{t}` is also an input or output topic"),
+                        why: format!("`{t}` is also an input, output or repartition topic"),
                     });
                 }
                 Some(t)
@@ -448,6 +541,8 @@ impl RunConfig {
             rebuild,
             max_in_flight,
             state_topic,
+            repartition_topic,
+            repartition_partitions,
             commit_interval,
             idle_grace,
             metrics_addr,
@@ -494,9 +589,16 @@ impl RunConfig {
         let inputs: Vec<String> = self
             .inputs
             .iter()
-            .map(|i| match &i.cluster {
-                Some(c) => format!("{}={}@{c}", i.topic, i.format.as_str()),
-                None => format!("{}={}", i.topic, i.format.as_str()),
+            .map(|i| {
+                let keying = match i.keying {
+                    Keying::Keyed => "",
+                    Keying::Unkeyed => ":unkeyed",
+                    Keying::Repartitioned => ":repartitioned",
+                };
+                match &i.cluster {
+                    Some(c) => format!("{}={}@{c}{keying}", i.topic, i.format.as_str()),
+                    None => format!("{}={}{keying}", i.topic, i.format.as_str()),
+                }
             })
             .collect();
         format!(
@@ -569,6 +671,64 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.max_in_flight, 10_000);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_unkeyed_input_brings_the_repartition_topic_in_as_a_stateful_input() {
+        let c = RunConfig::resolve(
+            cli(&[
+                "docs=cloudtrail:unkeyed",
+                "eks=k8s-audit@prod-eu:unkeyed",
+                "keyed=native:keyed",
+            ]),
+            None,
+        )
+        .unwrap();
+        let by: Vec<(&str, Keying)> = c
+            .inputs
+            .iter()
+            .map(|i| (i.topic.as_str(), i.keying))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                ("docs", Keying::Unkeyed),
+                ("eks", Keying::Unkeyed),
+                ("keyed", Keying::Keyed),
+                ("driftwatch.repartition", Keying::Repartitioned),
+            ]
+        );
+        assert_eq!(c.inputs[1].cluster.as_deref(), Some("prod-eu"));
+        assert_eq!(c.repartition_partitions, None);
+        assert!(c.redacted().contains("docs=cloudtrail:unkeyed"));
+        // Keyed inputs only: no repartition topic is read.
+        let c = RunConfig::resolve(cli(&["a", "b=cloudtrail"]), None).unwrap();
+        assert!(c.inputs.iter().all(|i| i.keying == Keying::Keyed));
+    }
+
+    #[test]
+    fn a_bad_keying_suffix_or_repartition_setting_is_named() {
+        let e = RunConfig::resolve(
+            Settings {
+                repartition_topic: Some("docs".into()),
+                repartition_partitions: Some(0),
+                ..cli(&["docs=cloudtrail:unkeyd", "x:unkeyed"])
+            },
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("unknown suffix `:unkeyd`"), "{text}");
+        assert!(text.contains("--repartition-partitions"), "{text}");
+        let e = RunConfig::resolve(
+            Settings {
+                repartition_topic: Some("x".into()),
+                ..cli(&["x:unkeyed"])
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--repartition-topic"), "{e}");
     }
 
     #[test]

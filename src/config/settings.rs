@@ -98,8 +98,9 @@ pub struct Settings {
     pub group: Option<String>,
     /// Input topic, optionally with its format and cluster: TOPIC, TOPIC=FORMAT (auto,
     /// cloudtrail, k8s-audit, gcp-audit, native) or TOPIC=FORMAT@CLUSTER (Kubernetes audit
-    /// records from that cluster: it qualifies their principal keys); repeatable or
-    /// comma-separated.
+    /// records from that cluster: it qualifies their principal keys); a `:unkeyed` suffix
+    /// declares records not keyed by principal key (S3 delivery documents, CloudWatch Logs
+    /// batches), which go through the repartition topic; repeatable or comma-separated.
     #[arg(long = "input", env = "DRIFTWATCH_INPUTS", value_delimiter = ',')]
     pub inputs: Option<Vec<String>>,
     /// Topic for alerts (OCSF Detection Findings).
@@ -144,6 +145,14 @@ pub struct Settings {
     /// to keep state in memory only (partitions then rebuild from history) [default: GROUP.state].
     #[arg(long, env = "DRIFTWATCH_STATE_TOPIC")]
     pub state_topic: Option<String>,
+    /// Internal topic the events of `:unkeyed` inputs are re-keyed onto by principal key
+    /// [default: GROUP.repartition]; created when missing.
+    #[arg(long, env = "DRIFTWATCH_REPARTITION_TOPIC")]
+    pub repartition_topic: Option<String>,
+    /// Partitions of the repartition topic when it is created [default: the most partitions of
+    /// an `:unkeyed` input].
+    #[arg(long, env = "DRIFTWATCH_REPARTITION_PARTITIONS")]
+    pub repartition_partitions: Option<i32>,
     /// Seconds the input may be idle before the dormancy lifecycle takes event time to move on
     /// with the wall clock from the newest event (time for late deliveries), so identities
     /// still fall due when nothing arrives.
@@ -204,6 +213,8 @@ impl Settings {
             rebuild_days: Some(30.0),
             max_in_flight: Some(10_000),
             state_topic: None,
+            repartition_topic: None,
+            repartition_partitions: None,
             idle_grace_seconds: Some(900.0),
             commit_interval_seconds: Some(5.0),
             metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),

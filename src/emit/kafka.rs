@@ -45,6 +45,8 @@ pub enum Route {
     /// Governance commands of the dormancy lifecycle.
     Governance,
     DeadLetter,
+    /// An unkeyed input's event re-keyed by principal key (`ingest::repartition`).
+    Repartition,
 }
 
 impl Route {
@@ -55,6 +57,7 @@ impl Route {
             Route::Commands => "commands",
             Route::Governance => "governance",
             Route::DeadLetter => "dead_letter",
+            Route::Repartition => "repartition",
         }
     }
 }
@@ -170,6 +173,7 @@ pub struct Topics {
     pub commands: String,
     pub governance: String,
     pub dead_letter: String,
+    pub repartition: String,
 }
 
 impl Topics {
@@ -179,6 +183,7 @@ impl Topics {
             commands: cfg.commands_topic.clone(),
             governance: cfg.governance_topic.clone(),
             dead_letter: cfg.dead_letter_topic.clone(),
+            repartition: cfg.repartition_topic.clone(),
         }
     }
 
@@ -188,6 +193,7 @@ impl Topics {
             Route::Commands => &self.commands,
             Route::Governance => &self.governance,
             Route::DeadLetter => &self.dead_letter,
+            Route::Repartition => &self.repartition,
         }
     }
 }

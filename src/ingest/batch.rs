@@ -23,14 +23,48 @@ use crate::event::RawRef;
 pub const BATCH_RECORDS: usize = 256;
 pub const BATCH_BYTES: usize = 1 << 20;
 
+/// What a record is read as: its input's declarations, or for a record of the repartition
+/// topic, its headers'.
+#[derive(Debug, Clone)]
+pub struct RecordSource {
+    /// Input topic (shared with every record of it).
+    pub topic: Arc<str>,
+    pub format: FormatHint,
+    /// The Kubernetes cluster the input declares.
+    pub cluster: Option<Arc<str>>,
+    /// Keep every element's bytes, accepted or not: the record's events are re-produced to the
+    /// repartition topic.
+    pub keep_elements: bool,
+    /// For a repartitioned record, where its event was first read: its events cite that
+    /// position, not the repartition topic's.
+    pub first_read: Option<FirstRead>,
+}
+
+impl RecordSource {
+    /// A record of an input as declared.
+    pub fn input(topic: Arc<str>, format: FormatHint, cluster: Option<Arc<str>>) -> RecordSource {
+        RecordSource {
+            topic,
+            format,
+            cluster,
+            keep_elements: false,
+            first_read: None,
+        }
+    }
+}
+
+/// Where a repartitioned event was first read: its input topic, offset and element index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRead {
+    pub topic: Arc<str>,
+    pub offset: u64,
+    pub element: Option<u32>,
+}
+
 /// One record as received.
 #[derive(Debug, Clone)]
 pub struct Received {
-    /// Input topic (shared with every record of it).
-    pub topic: Arc<str>,
-    format: FormatHint,
-    /// The Kubernetes cluster the input declares.
-    cluster: Option<Arc<str>>,
+    pub source: RecordSource,
     pub partition: i32,
     pub offset: i64,
     pub received: Instant,
@@ -91,12 +125,9 @@ impl Batch {
     }
 
     /// Adds a received record (its key and payload are copied into the batch's buffer).
-    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
-        topic: Arc<str>,
-        format: FormatHint,
-        cluster: Option<Arc<str>>,
+        source: RecordSource,
         partition: i32,
         offset: i64,
         key: Option<&[u8]>,
@@ -111,9 +142,7 @@ impl Batch {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
         self.records.push(Received {
-            topic,
-            format,
-            cluster,
+            source,
             partition,
             offset,
             received: Instant::now(),
@@ -131,11 +160,21 @@ impl Batch {
         let elements = &mut self.elements;
         for rec in &mut self.records {
             let first = elements.len();
-            let raw = RawRef::new(rec.topic.clone(), rec.offset.max(0) as u64);
+            let src = &rec.source;
+            // A repartitioned record is one event: it keeps its first position, element included.
+            let raw = match &src.first_read {
+                Some(f) => RawRef {
+                    source: f.topic.clone(),
+                    position: f.offset,
+                    element: f.element,
+                },
+                None => RawRef::new(src.topic.clone(), rec.offset.max(0) as u64),
+            };
+            let keep = src.keep_elements;
             decode::decode_record(
                 &data[rec.payload.clone()],
-                rec.format,
-                rec.cluster.as_deref(),
+                src.format,
+                src.cluster.as_deref(),
                 &raw,
                 &mut |bytes, at, result| {
                     // Elements are slices of the record's payload, so of the buffer.
@@ -144,7 +183,7 @@ impl Batch {
                         && start.saturating_add(bytes.len()) <= rec.payload.end;
                     let bytes = if within {
                         ElementBytes::Within(start..start + bytes.len())
-                    } else if result.is_err() {
+                    } else if keep || result.is_err() {
                         ElementBytes::Copied(bytes.to_vec())
                     } else {
                         ElementBytes::Unused
@@ -282,9 +321,7 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             let key = format!("k{i}");
             b.push(
-                topic.clone(),
-                FormatHint::Auto,
-                None,
+                RecordSource::input(topic.clone(), FormatHint::Auto, None),
                 3,
                 100 + i as i64,
                 Some(key.as_bytes()),
@@ -338,7 +375,14 @@ mod tests {
         gz.write_all(cw.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
         let mut b = Batch::new();
-        b.push(Arc::from("in"), FormatHint::Auto, None, 0, 5, None, &gz, 0);
+        b.push(
+            RecordSource::input(Arc::from("in"), FormatHint::Auto, None),
+            0,
+            5,
+            None,
+            &gz,
+            0,
+        );
         b.decode();
         let recs: Vec<_> = b.drain().collect();
         let e = &recs[0].elements;
@@ -353,16 +397,16 @@ mod tests {
     #[test]
     fn a_batch_closes_at_its_record_or_byte_limit() {
         let mut b = Batch::new();
-        let topic: Arc<str> = Arc::from("in");
+        let src = RecordSource::input(Arc::from("in"), FormatHint::Auto, None);
         while !b.is_full() {
-            b.push(topic.clone(), FormatHint::Auto, None, 0, 0, None, b"{}", 0);
+            b.push(src.clone(), 0, 0, None, b"{}", 0);
         }
         assert_eq!(b.len(), BATCH_RECORDS);
         let mut b = Batch::new();
         let big = vec![b' '; BATCH_BYTES / 2];
-        b.push(topic.clone(), FormatHint::Auto, None, 0, 0, None, &big, 0);
+        b.push(src.clone(), 0, 0, None, &big, 0);
         assert!(!b.is_full());
-        b.push(topic, FormatHint::Auto, None, 0, 1, None, &big, 0);
+        b.push(src, 0, 1, None, &big, 0);
         assert!(b.is_full());
     }
 }

@@ -28,7 +28,7 @@ use super::partitions::{
     Found, Lookup, PartitionInfo, PartitionTable, RebuildPolicy, Start, rebuild_start,
 };
 use crate::config::RunConfig;
-use crate::config::service::{ClientKind, Input};
+use crate::config::service::{ClientKind, Input, Keying};
 use crate::decode::FormatHint;
 use crate::kafka::{Hooks, KafkaContext, Role, client_config};
 use crate::telemetry::{Metrics, now_ms};
@@ -80,6 +80,9 @@ pub struct Partitions {
     policy: RebuildPolicy,
     metrics: Arc<Metrics>,
     state: Box<dyn PartitionState>,
+    /// Topics whose partitions hold no identities (`:unkeyed` inputs, which the stateless
+    /// repartition stage reads): nothing to restore, rebuild or save.
+    stateless: HashSet<String>,
 }
 
 impl Partitions {
@@ -87,6 +90,7 @@ impl Partitions {
         policy: RebuildPolicy,
         metrics: Arc<Metrics>,
         state: Box<dyn PartitionState>,
+        stateless: HashSet<String>,
     ) -> Partitions {
         Partitions {
             table: Mutex::new(PartitionTable::default()),
@@ -94,6 +98,7 @@ impl Partitions {
             policy,
             metrics,
             state,
+            stateless,
         }
     }
 
@@ -143,11 +148,13 @@ impl Partitions {
         base: &BaseConsumer<KafkaContext<Partitions>>,
         tpl: &mut TopicPartitionList,
     ) {
-        // Saved state first: a partition restored from it needs no rebuild from history.
+        // Saved state first: a partition restored from it needs no rebuild from history. An
+        // unkeyed input's partition has neither: it starts at its committed offset.
         let owned: Vec<Owned> = {
             let mut t = self.lock();
             tpl.elements()
                 .iter()
+                .filter(|e| !self.stateless.contains(e.topic()))
                 .map(|e| Owned {
                     topic: e.topic().to_owned(),
                     partition: e.partition(),
@@ -432,6 +439,8 @@ pub struct Assigned {
     pub format: FormatHint,
     /// The Kubernetes cluster the input declares (`TOPIC=FORMAT@CLUSTER`).
     pub cluster: Option<Arc<str>>,
+    /// How the input is keyed: which stage reads its records.
+    pub keying: Keying,
     pub consumed: IntCounter,
     pub replayed: IntCounter,
     pub decoded: IntCounter,
@@ -469,6 +478,7 @@ impl AssignedView {
                 let input = inputs.iter().find(|inp| inp.topic == topic);
                 let format = input.map_or(FormatHint::Auto, |inp| inp.format);
                 let cluster = input.and_then(|inp| inp.cluster.clone());
+                let keying = input.map_or(Keying::Keyed, |inp| inp.keying);
                 let labels = [topic, format.as_str()];
                 Assigned {
                     topic: Arc::from(topic),
@@ -476,6 +486,7 @@ impl AssignedView {
                     info,
                     format,
                     cluster,
+                    keying,
                     consumed: m.records_consumed.with_label_values(&labels),
                     replayed: m.records_replayed.with_label_values(&[topic]),
                     decoded: m.events_decoded.with_label_values(&labels),

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub events_decoded: IntCounterVec,
     /// Well-formed elements that deliberately yield no event (e.g. intermediate audit stages).
     pub events_skipped: IntCounterVec,
+    /// Events of `:unkeyed` inputs re-produced to the repartition topic, by input topic.
+    pub events_repartitioned: IntCounterVec,
     /// Records (or elements of a container record) that could not be decoded, by reason.
     pub records_rejected: IntCounterVec,
     /// Wall clock minus event time of live events, in seconds.
@@ -119,6 +121,7 @@ pub mod names {
     pub const RECORDS_MISROUTED: &str = "driftwatch_records_misrouted_total";
     pub const EVENTS_DECODED: &str = "driftwatch_events_decoded_total";
     pub const EVENTS_SKIPPED: &str = "driftwatch_events_skipped_total";
+    pub const EVENTS_REPARTITIONED: &str = "driftwatch_events_repartitioned_total";
     pub const RECORDS_REJECTED: &str = "driftwatch_records_rejected_total";
     pub const EVENT_LAG: &str = "driftwatch_event_lag_seconds";
     pub const PROCESSING: &str = "driftwatch_processing_seconds";
@@ -168,12 +171,13 @@ pub mod names {
     pub const FORWARD_LAG: &str = "driftwatch_forward_lag_seconds";
 
     /// Every driftwatch metric (process_* metrics aside), for documentation and deployment checks.
-    pub const ALL: [&str; 50] = [
+    pub const ALL: [&str; 51] = [
         RECORDS_CONSUMED,
         RECORDS_REPLAYED,
         RECORDS_MISROUTED,
         EVENTS_DECODED,
         EVENTS_SKIPPED,
+        EVENTS_REPARTITIONED,
         RECORDS_REJECTED,
         EVENT_LAG,
         PROCESSING,
@@ -395,6 +399,12 @@ impl Metrics {
                 EVENTS_SKIPPED,
                 "Well-formed log entries that deliberately yield no event (intermediate audit stages, service events).",
                 &topic_format,
+            )?,
+            events_repartitioned: counter_vec(
+                r,
+                EVENTS_REPARTITIONED,
+                "Events of inputs declared `:unkeyed` re-produced, keyed by principal key, to the repartition topic.",
+                &["topic"],
             )?,
             records_rejected: counter_vec(
                 r,
@@ -1006,6 +1016,7 @@ mod tests {
             .inc();
         m.events_decoded.with_label_values(&["t", "auto"]).inc();
         m.events_skipped.with_label_values(&["t", "auto"]).inc();
+        m.events_repartitioned.with_label_values(&["t"]).inc();
         m.records_rejected
             .with_label_values(&["t", "auto", "invalid_json"])
             .inc();
