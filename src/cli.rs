@@ -269,6 +269,11 @@ pub struct BenchKafkaArgs {
     /// Partitions of the benchmark's input topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Also measure the repartition path: the same records as unkeyed CloudTrail delivery
+    /// documents (25 records each) on an `:unkeyed` input, events a second against the keyed
+    /// input's in the same run.
+    #[arg(long, conflicts_with = "soak")]
+    pub repartition: bool,
     /// Soak instead: run the service for MINUTES against --brokers under a steady --rate,
     /// printing RSS, lag and processing latency every --every seconds, then how RSS moved
     /// after warm-up.

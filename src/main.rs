@@ -413,6 +413,7 @@ fn bench_kafka(a: &BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         brokers: (!a.mock).then(|| a.brokers.clone()),
         records: a.records,
         partitions: a.partitions,
+        repartition: a.repartition,
     };
     let report = runtime()?.block_on(bench_kafka::run(&opts, Rules::new(Model::embedded())))?;
     println!("{report}");

@@ -651,7 +651,7 @@ impl Service {
                     offset = at.offset,
                     reason,
                     suppressed,
-                    "An input record is not keyed by its identity's principal key: with more than one instance, its identity's events may be split between instances. Key records by principal key upstream."
+                    "An input record is not keyed by its identity's principal key: with more than one instance, its identity's events may be split between instances. Key records by principal key upstream, or declare the input `:unkeyed` so driftwatch re-keys it."
                 );
             }
         }

@@ -1910,51 +1910,6 @@ async fn keyed_records_land_on_the_partition_a_java_client_would_choose() {
     }
 }
 
-/// A simulated fleet as it reaches Kafka from S3 and CloudWatch Logs: its CloudTrail records in
-/// delivery documents (`{"Records": [...]}`) of `per_document` consecutive records of many
-/// identities, its Kubernetes audit events one per record, none keyed. Each identity's events
-/// stay in their order.
-fn unkeyed_deliveries(records: &[KeyedRecord], per_document: usize) -> Vec<KeyedRecord> {
-    use driftwatch::event::SourceFormat;
-    let mut out = Vec::new();
-    let mut doc: Vec<&KeyedRecord> = Vec::new();
-    let flush = |doc: &mut Vec<&KeyedRecord>, out: &mut Vec<KeyedRecord>| {
-        if doc.is_empty() {
-            return;
-        }
-        let mut bytes = b"{\n  \"Records\": [\n    ".to_vec();
-        for (i, r) in doc.iter().enumerate() {
-            if i > 0 {
-                bytes.extend_from_slice(b",\n    ");
-            }
-            bytes.extend_from_slice(&r.bytes);
-        }
-        bytes.extend_from_slice(b"\n  ]\n}");
-        out.push(KeyedRecord {
-            key: None,
-            time_ms: doc[0].time_ms,
-            bytes,
-        });
-        doc.clear();
-    };
-    for r in records {
-        match driftwatch::decode::detect_format(&r.bytes) {
-            Ok(SourceFormat::Cloudtrail) => {
-                doc.push(r);
-                if doc.len() == per_document {
-                    flush(&mut doc, &mut out);
-                }
-            }
-            _ => out.push(KeyedRecord {
-                key: None,
-                ..r.clone()
-            }),
-        }
-    }
-    flush(&mut doc, &mut out);
-    out
-}
-
 /// The principal keys an engine holds the state of.
 fn identities_of(e: &Engine) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
@@ -1978,7 +1933,7 @@ async fn two_instances_reading_unkeyed_delivery_documents_give_each_identity_one
             .map(|r| std::str::from_utf8(&r.bytes).unwrap()),
     );
     let principals: BTreeSet<String> = events.iter().map(|e| e.principal.clone()).collect();
-    let deliveries = unkeyed_deliveries(&records, 25);
+    let deliveries = produce::unkeyed_deliveries(&records, 25);
     assert!(
         deliveries.len() < records.len() / 2,
         "documents hold many records"
@@ -2106,4 +2061,106 @@ async fn two_instances_reading_unkeyed_delivery_documents_give_each_identity_one
             && cited.iter().all(|s| s.starts_with(&t.input)),
         "{cited:?}"
     );
+}
+
+/// Sum of the high watermarks of `topic`'s partitions: how many records it holds.
+fn high_watermarks(topic: &str, partitions: i32) -> i64 {
+    let group = unique("watermarks");
+    let consumer: BaseConsumer<KafkaContext> =
+        client_config(&brokers(), Role::Reader { group: &group }, [])
+            .create_with_context(KafkaContext::new("reader"))
+            .unwrap();
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_or(0, |(_, hi)| hi)
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_while_re_keying_unkeyed_documents_loses_no_output() {
+    let partitions = 3;
+    let t = create_topics("unkeyed-kill", partitions).await;
+    let group = unique("unkeyed-kill");
+    let repartition = format!("{group}.repartition");
+    let (records, labels) = fleet(23);
+    let expected = reference(&records, &labels);
+    let deliveries = produce::unkeyed_deliveries(&records, 25);
+    let input = format!("{}:unkeyed", t.input);
+    let start = |addr: &str| {
+        run_command_reading(&t, &input, &group, addr)
+            .args(["--kafka-property", "consumer.fetch.wait.max.ms=20"])
+            .spawn()
+            .expect("start driftwatch run")
+    };
+    let mut doomed = Some(start("127.0.0.1:0"));
+    let mut survivor = None;
+    let producer = produce::loader(&brokers(), []).unwrap();
+    let (first, span) = (deliveries[0].time_ms, 12 * 3_600_000);
+    let chunks: Vec<&[KeyedRecord]> = deliveries
+        .chunk_by(|x, y| (x.time_ms - first) / span == (y.time_ms - first) / span)
+        .collect();
+    let half = chunks.len() / 2;
+    let mut sent = 0i64;
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i == half {
+            // The second instance joins, takes its share, and is ready.
+            let port = crate::common::free_port();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            survivor = Some(start(&addr.to_string()));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while driftwatch::telemetry::http::get(addr, "/readyz")
+                .await
+                .map_or(true, |(status, _)| status != 200)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the second instance never became ready"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        sent += produce::send_all(&producer, &t.input, chunk, 20_000)
+            .await
+            .unwrap() as i64;
+        if i == half + 1 {
+            // Killed with this chunk in flight: documents read, events re-keyed or not,
+            // offsets uncommitted.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let mut d = doomed.take().unwrap();
+            d.kill().unwrap();
+            d.wait().unwrap();
+            nudge_group(&group, &t.input).await;
+        }
+        let service = survivor.take().or_else(|| doomed.take()).unwrap();
+        let service =
+            await_committed(&brokers(), &group, &t.input, partitions, sent, service, 180).await;
+        // And every re-keyed event judged (the repartition topic's offsets committed to its end).
+        let rekeyed = high_watermarks(&repartition, partitions);
+        let service = await_committed(
+            &brokers(),
+            &group,
+            &repartition,
+            partitions,
+            rekeyed,
+            service,
+            180,
+        )
+        .await;
+        if i < half {
+            doomed = Some(service);
+        } else {
+            survivor = Some(service);
+        }
+    }
+    let log = stop_cleanly(survivor.unwrap());
+    let summary = run_summary(&log);
+    assert!(summary["repartitioned"].as_u64().unwrap() > 0, "{summary}");
+    let alerts = read_all(&t.alerts, 0);
+    let caught = detected(&labels, &alert_points(&alerts));
+    assert!(caught.is_superset(&expected), "{caught:?} vs {expected:?}");
+    let cold = cold_start_alerts(&alerts, &labels);
+    assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
 }

@@ -580,7 +580,7 @@ impl Metrics {
             ))
         } else if let Some(permille) = self.misrouting.alarming() {
             Err(format!(
-                "{:.1}% of the last {MISROUTE_WINDOW} input records were not keyed by their identity's principal key, so with more than one instance an identity's events are split between instances (partial baselines, alerts on what another instance knows); key records by principal key upstream (driftwatch produce does)",
+                "{:.1}% of the last {MISROUTE_WINDOW} input records were not keyed by their identity's principal key, so with more than one instance an identity's events are split between instances (partial baselines, alerts on what another instance knows); key records by principal key upstream (driftwatch produce does), or declare the input `:unkeyed` (`--input TOPIC=FORMAT:unkeyed`) so driftwatch re-keys it",
                 permille as f64 / 10.0
             ))
         } else {

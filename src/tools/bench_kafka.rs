@@ -27,6 +27,19 @@ pub struct BenchOptions {
     pub brokers: Option<String>,
     pub records: usize,
     pub partitions: i32,
+    /// Also measure the repartition path: the same records as unkeyed delivery documents on an
+    /// `:unkeyed` input.
+    pub repartition: bool,
+}
+
+/// The repartition path's figures: events judged through it a second, against the keyed
+/// service's events a second in the same run.
+#[derive(Debug, Clone)]
+pub struct RepartitionFigures {
+    pub documents: u64,
+    pub events: u64,
+    pub events_per_s: f64,
+    pub keyed_events_per_s: f64,
 }
 
 /// The figures of one run.
@@ -42,6 +55,7 @@ pub struct BenchReport {
     pub alerts: u64,
     pub latency_p50: Option<Duration>,
     pub latency_p99: Option<Duration>,
+    pub repartition: Option<RepartitionFigures>,
 }
 
 impl std::fmt::Display for BenchReport {
@@ -80,7 +94,19 @@ impl std::fmt::Display for BenchReport {
             self.alerts,
             ms(self.latency_p50),
             ms(self.latency_p99)
-        )
+        )?;
+        if let Some(r) = &self.repartition {
+            write!(
+                f,
+                "\n  unkeyed input, repartitioned ({} delivery documents, {} events): {:.0} events/s, {:.2}x the keyed input's {:.0} events/s",
+                r.documents,
+                r.events,
+                r.events_per_s,
+                r.events_per_s / r.keyed_events_per_s.max(1e-9),
+                r.keyed_events_per_s
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +191,7 @@ fn start_service(
     input: &str,
     outs: &[String; 4],
     rules: Rules,
+    kafka: &[&str],
 ) -> anyhow::Result<(std::sync::Arc<Metrics>, oneshot::Sender<()>, Running)> {
     let cfg = RunConfig::resolve(
         Settings {
@@ -175,6 +202,10 @@ fn start_service(
             commands_topic: Some(outs[1].clone()),
             dead_letter_topic: Some(outs[2].clone()),
             governance_topic: Some(outs[3].clone()),
+            kafka: kafka
+                .iter()
+                .map(|p| crate::config::settings::KafkaProperty::parse(p).expect("infallible"))
+                .collect(),
             ..Settings::default()
         },
         None,
@@ -186,6 +217,24 @@ fn start_service(
         let _ = stopped.await;
     }));
     Ok((metrics, stop, handle))
+}
+
+/// Events (not skipped entries) the records decode to.
+fn events_in(records: &[KeyedRecord]) -> u64 {
+    let raw = crate::event::RawRef::default();
+    let mut n = 0;
+    for r in records {
+        crate::decode::decode_record(
+            &r.bytes,
+            crate::decode::FormatHint::Auto,
+            None,
+            &raw,
+            &mut |_, _, d| {
+                n += u64::from(matches!(d, Ok(crate::decode::Decoded::Event(_))));
+            },
+        );
+    }
+    n
 }
 
 /// Runs the benchmark.
@@ -227,6 +276,26 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
             .context("creating the benchmark topics")?;
     }
 
+    let rp = opts.repartition.then(|| Names::new("dwbench-rp"));
+    if let Some(rp) = &rp {
+        let mut topics = rp.topics(opts.partitions);
+        let repartition = format!("{}.repartition", rp.group);
+        let widened = if mock.is_some() { 8 } else { 1 } * opts.partitions;
+        topics.push((&repartition, widened));
+        if let Some(m) = &mock {
+            let state = format!("{}.state", rp.group);
+            m.create_topic(&state, widened, 1)?;
+            m.create_topic(&format!("{state}.fleet"), 1, 1)?;
+            for (t, p) in &topics {
+                m.create_topic(t, *p, 1)?;
+            }
+        } else {
+            produce::create_topics(brokers, &topics)
+                .await
+                .context("creating the repartition benchmark's topics")?;
+        }
+    }
+
     let data = records(opts.records);
     // On the mock, compressed batches: it keeps a few megabytes per partition as produced, so
     // lz4 (built into librdkafka) fits several times more records, and both consumers pay for
@@ -241,6 +310,15 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         ],
     )?;
     let n = produce::send_all(&producer, input, &data, 100_000).await?;
+    let unkeyed = match &rp {
+        Some(rp) => {
+            let events = events_in(&data);
+            let documents = produce::unkeyed_deliveries(&data, 25);
+            let sent = produce::send_all(&producer, &rp.input, &documents, 100_000).await?;
+            Some((sent, events))
+        }
+        None => None,
+    };
     drop(data);
     if mock.is_some() {
         // The oldest records of an overfull mock partition are gone before they are read.
@@ -291,7 +369,8 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     drop(raw);
 
     // The service on the same topic, timed from its first record to the last acknowledgement.
-    let (metrics, stop, handle) = start_service(brokers, service_group, input, outs, rules)?;
+    let rules_again = rules.clone();
+    let (metrics, stop, handle) = start_service(brokers, service_group, input, outs, rules, &[])?;
     let mut first = None;
     let mut service_cpu = None;
     let limit = Instant::now() + Duration::from_secs(600);
@@ -307,9 +386,60 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     }
     let service_secs = first.map_or(1e-9, |f| f.elapsed().as_secs_f64());
     let service_cpu_us = cpu_per_record(service_cpu, cpu_seconds(), n);
+    let keyed_events = Metrics::total(&metrics.events_decoded);
     let _ = stop.send(());
     handle.await??;
+
+    // The same events as unkeyed delivery documents, through the repartition stage: timed from
+    // the first document received to the last event judged and its outputs acknowledged.
+    let repartition = match (&rp, unkeyed) {
+        (Some(rp), Some((documents, events))) => {
+            let spec = format!("{}:unkeyed", rp.input);
+            // The mock cluster keeps a few megabytes per partition: the re-keyed events go
+            // compressed, over more partitions (created above).
+            let mock_props: &[&str] = if mock.is_some() {
+                &["producer.compression.type=lz4"]
+            } else {
+                &[]
+            };
+            let (m, stop, handle) =
+                start_service(brokers, &rp.group, &spec, &rp.outs, rules_again, mock_props)?;
+            let judged = m
+                .events_decoded
+                .with_label_values(&[&format!("{}.repartition", rp.group), "auto"]);
+            let mut first = None;
+            let limit = Instant::now() + Duration::from_secs(900);
+            let (mut last, mut moved) = (0, Instant::now());
+            while judged.get() < events || m.records_in_flight.get() > 0 {
+                if first.is_none() && Metrics::total(&m.records_consumed) > 0 {
+                    first = Some(Instant::now());
+                }
+                if Instant::now() > limit || handle.is_finished() {
+                    bail!("the service did not finish the repartition path");
+                }
+                if judged.get() != last {
+                    (last, moved) = (judged.get(), Instant::now());
+                } else if moved.elapsed() > Duration::from_secs(60) {
+                    bail!(
+                        "the repartition path stalled at {last} of {events} events (on the mock cluster, its oldest records are dropped past a few megabytes a partition: lower --records)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let secs = first.map_or(1e-9, |f| f.elapsed().as_secs_f64());
+            let _ = stop.send(());
+            handle.await??;
+            Some(RepartitionFigures {
+                documents,
+                events,
+                events_per_s: events as f64 / secs,
+                keyed_events_per_s: keyed_events as f64 / service_secs,
+            })
+        }
+        _ => None,
+    };
     Ok(BenchReport {
+        repartition,
         records: n,
         raw_per_s: n as f64 / raw_secs,
         service_per_s: n as f64 / service_secs,
@@ -436,7 +566,7 @@ pub async fn soak(opts: &SoakOptions, rules: Rules) -> anyhow::Result<SoakReport
         .await
         .context("creating the soak topics")?;
     let (metrics, stop, handle) =
-        start_service(brokers, &names.group, &names.input, &names.outs, rules)?;
+        start_service(brokers, &names.group, &names.input, &names.outs, rules, &[])?;
 
     // The producer: one second's worth of records at a time, round the fleet again and again.
     // Held in this process, so part of its RSS throughout: a small fleet (a few days of 200

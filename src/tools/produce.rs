@@ -80,6 +80,49 @@ pub fn simulated_fleet(cfg: &SimConfig) -> (Vec<KeyedRecord>, Labels) {
     (keyed_records(lines, FormatHint::Auto, None), labels)
 }
 
+/// Records as they reach Kafka from S3 and CloudWatch Logs, for `:unkeyed` inputs: CloudTrail
+/// records in delivery documents (`{"Records": [...]}`, pretty-printed as S3 holds them) of
+/// `per_document` consecutive records, so of many identities; any other record alone; none
+/// keyed. Each identity's records keep their order.
+pub fn unkeyed_deliveries(records: &[KeyedRecord], per_document: usize) -> Vec<KeyedRecord> {
+    let mut out = Vec::new();
+    let mut doc: Vec<&KeyedRecord> = Vec::new();
+    let flush = |doc: &mut Vec<&KeyedRecord>, out: &mut Vec<KeyedRecord>| {
+        let Some(first) = doc.first() else {
+            return;
+        };
+        let mut bytes = b"{\n  \"Records\": [\n    ".to_vec();
+        for (i, r) in doc.iter().enumerate() {
+            if i > 0 {
+                bytes.extend_from_slice(b",\n    ");
+            }
+            bytes.extend_from_slice(&r.bytes);
+        }
+        bytes.extend_from_slice(b"\n  ]\n}");
+        out.push(KeyedRecord {
+            key: None,
+            time_ms: first.time_ms,
+            bytes,
+        });
+        doc.clear();
+    };
+    for r in records {
+        if crate::decode::detect_format(&r.bytes) == Ok(crate::event::SourceFormat::Cloudtrail) {
+            doc.push(r);
+            if doc.len() >= per_document {
+                flush(&mut doc, &mut out);
+            }
+        } else {
+            out.push(KeyedRecord {
+                key: None,
+                ..r.clone()
+            });
+        }
+    }
+    flush(&mut doc, &mut out);
+    out
+}
+
 /// Creates topics (name, partitions) with replication factor 1, for tests and benchmarks.
 ///
 /// # Errors
