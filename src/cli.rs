@@ -48,8 +48,9 @@ pub enum Command {
     /// produced unkeyed, for the dead-letter path).
     Produce(ProduceArgs),
     /// The whole service with nothing installed: an in-process Kafka cluster, a simulated fleet
-    /// with attacks, the service (restarted halfway, restoring from its state topic), and its
-    /// alerts and commands printed as they arrive.
+    /// with attacks (its CloudTrail in unkeyed S3 delivery documents, re-keyed through the
+    /// repartition topic), the service (restarted halfway, restoring from its state topic), and
+    /// its alerts and commands printed as they arrive.
     Demo(DemoArgs),
     /// Throughput through a real broker (or the in-process mock cluster): produces N records,
     /// then measures a do-nothing consumer and the full service on the same topic and prints

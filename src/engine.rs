@@ -325,6 +325,9 @@ pub struct Engine {
     /// This engine issues the declared-and-never-used identities' steps (in a group, only the
     /// instance that owns partition 0 of the first input does; [`Engine::set_declared_lifecycle`]).
     declared_lifecycle: AtomicBool,
+    /// The event time the dormancy lifecycle may run to at most ([`Engine::set_lifecycle_watermark`]):
+    /// in the service, the slowest active input partition's; `i64::MAX` (no limit) elsewhere.
+    lifecycle_watermark: AtomicI64,
     /// Identities the sweep forgot, with their owners, kept for [`Engine::take_forgotten`] when
     /// tracking is on (the service writes tombstones for them).
     forgotten: Mutex<Vec<(u32, String)>>,
@@ -348,6 +351,7 @@ impl Engine {
             lifecycle_guard: Guardrails::new(),
             declared_stages: Mutex::new(HashMap::new()),
             declared_lifecycle: AtomicBool::new(true),
+            lifecycle_watermark: AtomicI64::new(i64::MAX),
             forgotten: Mutex::new(Vec::new()),
             track_forgotten: AtomicBool::new(false),
             counters: EngineCounters::default(),
@@ -397,6 +401,16 @@ impl Engine {
         self.declared_lifecycle.store(on, Ordering::Relaxed);
     }
 
+    /// Caps the event time the dormancy lifecycle runs to: an event later than `ms` lets the
+    /// hourly pass run only up to `ms`. The service sets it to the slowest active input
+    /// partition's event time, so a partition read ahead of the others (a backlog elsewhere,
+    /// or events re-keyed from input partitions read at different paces) cannot make the
+    /// identities of the others look idle; `i64::MAX` lifts the cap, `i64::MIN` holds every
+    /// pass back (until the partitions' event times are known).
+    pub fn set_lifecycle_watermark(&self, ms: i64) {
+        self.lifecycle_watermark.store(ms, Ordering::Relaxed);
+    }
+
     /// Updates the event's identity and returns the alerts and commands it leads to.
     pub fn process(&self, ev: &AccessEvent) -> Vec<Decision> {
         self.process_owned(ev, NO_OWNER)
@@ -421,7 +435,11 @@ impl Engine {
         let c = &self.counters;
         let m = &self.rules.model;
         self.sweep(ev.time_ms);
-        let mut out = self.lifecycle_tick(ev.time_ms);
+        // `i64::MIN`: the service does not know its partitions' event times yet.
+        let mut out = match self.lifecycle_watermark.load(Ordering::Relaxed) {
+            i64::MIN => Vec::new(),
+            watermark => self.lifecycle_tick(ev.time_ms.min(watermark)),
+        };
         let found = self.identities.get_mut(ev.principal.as_str());
         if let (Some(s), Some(off)) = (&found, offset)
             && s.applied_from(owner).is_some_and(|a| off <= a)
@@ -999,6 +1017,28 @@ mod tests {
         let mut e = event(principal, day);
         e.time_ms += hour * 3_600_000;
         e
+    }
+
+    #[test]
+    fn the_lifecycle_runs_no_further_than_the_slowest_partitions_event_time() {
+        let engine = Engine::new(Rules::new(Model::embedded()));
+        let governance = |d: &[Decision]| d.iter().filter(|d| d.is_governance()).count();
+        engine.process(&event("quiet", 0));
+        // Another partition lags at day 2: a busy identity read ahead to day 40 must not make
+        // `quiet` (whose partition may hold its later events, unread) look idle for 30 days.
+        engine.set_lifecycle_watermark(2 * DAY_MS + 1_700_000_000_000);
+        let mut issued = 0;
+        for day in 1..=40 {
+            issued += governance(&engine.process(&event("busy", day)));
+        }
+        assert_eq!(issued, 0, "no suspension past the watermark");
+        // Held back entirely until the partitions' event times are known.
+        engine.set_lifecycle_watermark(i64::MIN);
+        assert_eq!(governance(&engine.process(&event("busy", 41))), 0);
+        // The lagging partition caught up (or went idle): the cap lifts and `quiet` is due.
+        engine.set_lifecycle_watermark(i64::MAX);
+        let d = engine.process(&event_at("busy", 41, 2));
+        assert_eq!(governance(&d), 1, "{d:?}");
     }
 
     #[test]

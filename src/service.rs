@@ -48,7 +48,7 @@ use crate::ingest::batch::{Batch, DecodePool, DecodedRecord, RecordSource};
 use crate::ingest::kafka::{
     self as input, Assigned, AssignedView, InputConsumer, PartitionState, Partitions,
 };
-use crate::ingest::partitions::RebuildPolicy;
+use crate::ingest::partitions::{EventClocks, RebuildPolicy};
 use crate::state::changelog::{Changelog, ChangelogError, InMemory};
 use crate::telemetry::{EngineCollector, Metrics, RateLimit, now_ms};
 
@@ -128,6 +128,8 @@ pub struct Service {
     bad_records: RateLimit,
     /// Logs of records not keyed by principal key.
     misroute_log: RateLimit,
+    /// Each stateful partition's event time: the dormancy lifecycle's watermark.
+    clocks: std::sync::Mutex<EventClocks>,
 }
 
 impl Service {
@@ -148,6 +150,7 @@ impl Service {
             metrics,
             bad_records: RateLimit::new(10_000),
             misroute_log: RateLimit::new(60_000),
+            clocks: std::sync::Mutex::default(),
         })
     }
 
@@ -363,6 +366,8 @@ impl Service {
         // and the newest event time then, read once per idle stretch.
         let mut last_record = Instant::now();
         let mut idle_newest: Option<Option<i64>> = None;
+        // No lifecycle pass before the partitions' event times are known (the first tick).
+        self.engine.set_lifecycle_watermark(i64::MIN);
         loop {
             let step = tokio::select! {
                 biased;
@@ -371,6 +376,7 @@ impl Service {
                     return Ok(());
                 }
                 _ = commit_tick.tick() => {
+                    self.update_lifecycle_watermark(&view);
                     let idle = last_record.elapsed();
                     if idle > self.cfg.idle_grace
                         && let Some(newest) = *idle_newest.get_or_insert_with(|| self.engine.newest_event_ms())
@@ -588,6 +594,15 @@ impl Service {
         out::decision(d, &self.cfg.source, now, self.cfg.alert_format)
     }
 
+    /// Sets the engine's lifecycle watermark to the slowest active stateful partition's event
+    /// time ([`EventClocks`]), or lifts it when none is active.
+    fn update_lifecycle_watermark(&self, view: &AssignedView) {
+        let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
+        clocks.retain(|t, p| view.get(t, p).is_some());
+        let w = clocks.watermark(Instant::now(), self.cfg.idle_grace);
+        self.engine.set_lifecycle_watermark(w.unwrap_or(i64::MAX));
+    }
+
     /// The dormancy lifecycle's pass while the input has been idle for `idle` (wall clock), past
     /// `--idle-grace-seconds` (time for late deliveries: CloudTrail's are minutes behind):
     /// without events, event time would stand still and no identity's silence would ever cross
@@ -735,10 +750,12 @@ impl Service {
         let m = &self.metrics;
         let now = now_ms();
         self.check_routing(record, part, at);
+        let mut newest = None;
         for (result, r, element) in &record.elements {
             match result {
                 Ok(Decoded::Event(ev)) => {
                     part.decoded.inc();
+                    newest = newest.max(Some(ev.time_ms));
                     // None: the identity's restored state already includes this record.
                     let Some(mut decisions) =
                         self.engine.process_at(ev, part.info.owner, Some(at.offset))
@@ -766,6 +783,10 @@ impl Service {
                     outgoing.push(self.dead_letter(record, part, e, r, element, at));
                 }
             }
+        }
+        if let Some(ms) = newest {
+            let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
+            clocks.observe(&part.topic, at.partition, ms, record.rec.received);
         }
     }
 }

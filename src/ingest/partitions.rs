@@ -8,9 +8,50 @@
 //! committed is live from its first record. Each partition carries an *owner* tag that its
 //! identities are recorded under, so its state can be dropped when the partition is revoked;
 //! a partition assigned again keeps its tag.
+//!
+//! [`EventClocks`] keeps each partition's event time, for the dormancy lifecycle's watermark.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Each stateful input partition's newest event time, and when (wall clock) it last delivered
+/// an event. The dormancy lifecycle's watermark is the slowest *active* partition's event time:
+/// a partition read ahead of the others (a backlog being caught up elsewhere, events re-keyed
+/// from input partitions read at different paces) must not make identities of the others look
+/// idle, and a partition with nothing to deliver for longer than the idle grace must not hold
+/// every identity's lifecycle back (the idle tick takes over when all are quiet).
+#[derive(Debug, Default)]
+pub struct EventClocks {
+    clocks: HashMap<(Arc<str>, i32), (i64, Instant)>,
+}
+
+impl EventClocks {
+    /// A record of `topic`/`partition` delivered events up to `event_ms`, received `at`.
+    pub fn observe(&mut self, topic: &Arc<str>, partition: i32, event_ms: i64, at: Instant) {
+        let e = self
+            .clocks
+            .entry((topic.clone(), partition))
+            .or_insert((event_ms, at));
+        e.0 = e.0.max(event_ms);
+        e.1 = e.1.max(at);
+    }
+
+    /// Keeps only the partitions `assigned` says are still this instance's.
+    pub fn retain(&mut self, assigned: impl Fn(&str, i32) -> bool) {
+        self.clocks.retain(|(t, p), _| assigned(t, *p));
+    }
+
+    /// The least newest-event time over the partitions that delivered an event within `grace`
+    /// before `now`; `None` when none did.
+    pub fn watermark(&self, now: Instant, grace: Duration) -> Option<i64> {
+        self.clocks
+            .values()
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= grace)
+            .map(|(ms, _)| *ms)
+            .min()
+    }
+}
 
 /// Where consumption of a newly assigned partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +249,29 @@ impl PartitionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lifecycle_watermark_is_the_slowest_active_partitions_event_time() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("in"), Arc::from("g.repartition"));
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(900);
+        let mut c = EventClocks::default();
+        assert_eq!(c.watermark(t0, grace), None);
+        c.observe(&a, 0, 5_000, t0);
+        c.observe(&a, 1, 9_000, t0);
+        c.observe(&b, 0, 7_000, t0);
+        // A late record does not move a partition's clock back.
+        c.observe(&a, 0, 1_000, t0);
+        assert_eq!(c.watermark(t0, grace), Some(5_000));
+        // Partition 0 goes quiet past the grace: it no longer holds the others back.
+        let later = t0 + Duration::from_secs(1_000);
+        c.observe(&a, 1, 12_000, later);
+        c.observe(&b, 0, 11_000, later);
+        assert_eq!(c.watermark(later, grace), Some(11_000));
+        // A revoked partition is forgotten.
+        c.retain(|t, _| t == "in");
+        assert_eq!(c.watermark(later, grace), Some(12_000));
+    }
 
     const DAY: Duration = Duration::from_secs(86_400);
 

@@ -219,24 +219,6 @@ fn start_service(
     Ok((metrics, stop, handle))
 }
 
-/// Events (not skipped entries) the records decode to.
-fn events_in(records: &[KeyedRecord]) -> u64 {
-    let raw = crate::event::RawRef::default();
-    let mut n = 0;
-    for r in records {
-        crate::decode::decode_record(
-            &r.bytes,
-            crate::decode::FormatHint::Auto,
-            None,
-            &raw,
-            &mut |_, _, d| {
-                n += u64::from(matches!(d, Ok(crate::decode::Decoded::Event(_))));
-            },
-        );
-    }
-    n
-}
-
 /// Runs the benchmark.
 ///
 /// # Errors
@@ -312,7 +294,7 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
     let n = produce::send_all(&producer, input, &data, 100_000).await?;
     let unkeyed = match &rp {
         Some(rp) => {
-            let events = events_in(&data);
+            let events = data.iter().map(|r| produce::events_in(&r.bytes)).sum();
             let documents = produce::unkeyed_deliveries(&data, 25);
             let sent = produce::send_all(&producer, &rp.input, &documents, 100_000).await?;
             Some((sent, events))

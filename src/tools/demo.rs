@@ -1,6 +1,8 @@
 //! `driftwatch demo`: the whole service with nothing installed. An in-process Kafka cluster
-//! (librdkafka's mock cluster), a simulated fleet with injected attacks produced into the input
-//! topic keyed by identity, the service consuming it, and a reader of the alerts and commands
+//! (librdkafka's mock cluster), a simulated fleet with injected attacks produced as real
+//! pipelines deliver it (Kubernetes audit events keyed by identity; CloudTrail records in
+//! unkeyed S3 delivery documents of many identities, which the service re-keys through its
+//! repartition topic), the service consuming it, and a reader of the alerts and commands
 //! topics printing each message as it arrives. Halfway through the stream the service is stopped
 //! and a new instance started in its place, which restores its identities from the state topic.
 //! Ends by itself with a summary scored against the fleet's labels, or on Ctrl-C.
@@ -111,6 +113,9 @@ fn compact(v: &Value) -> String {
     }
 }
 
+/// The demo's input of CloudTrail S3 delivery documents, declared `:unkeyed`.
+const CLOUDTRAIL_S3: &str = "driftwatch.cloudtrail-s3";
+
 /// How long the demo waits without any record acknowledged, consumed or output read before it
 /// fails, naming what stopped.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
@@ -144,11 +149,18 @@ pub async fn run(
                     value: "1000".into(),
                 },
             ],
+            inputs: Some(vec![
+                "driftwatch.access-logs".into(),
+                format!("{CLOUDTRAIL_S3}=cloudtrail:unkeyed"),
+            ]),
             ..Settings::default()
         },
         None,
     )?;
-    cluster.create_topic(&cfg.inputs[0].topic, opts.partitions, 1)?;
+    // Both inputs and the repartition topic (last in `inputs`).
+    for input in &cfg.inputs {
+        cluster.create_topic(&input.topic, opts.partitions, 1)?;
+    }
     if let Some(state) = &cfg.state_topic {
         // The mock cluster cannot create topics with settings: the state topic is made here.
         cluster.create_topic(state, opts.partitions, 1)?;
@@ -203,7 +215,27 @@ pub async fn run(
     .create_with_context(KafkaContext::new("reader"))?;
     reader.subscribe(&[&cfg.alerts_topic, &cfg.commands_topic])?;
 
-    let input_topic = cfg.inputs[0].topic.clone();
+    // The stream as it arrives, in event-time order: keyed records and delivery documents.
+    let keyed_topic = cfg.inputs[0].topic.clone();
+    let (mut keyed, mut trail): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+    for r in records {
+        let cloudtrail =
+            crate::decode::detect_format(&r.bytes) == Ok(crate::event::SourceFormat::Cloudtrail);
+        if cloudtrail { &mut trail } else { &mut keyed }.push(r);
+    }
+    let (trail_records, documents) = (trail.len(), produce::unkeyed_deliveries(&trail, 25));
+    let document_count = documents.len();
+    let mut stream: Vec<(bool, u64, produce::KeyedRecord)> = keyed
+        .into_iter()
+        .map(|r| (false, produce::events_in(&r.bytes), r))
+        .chain(
+            documents
+                .into_iter()
+                .map(|d| (true, produce::events_in(&d.bytes), d)),
+        )
+        .collect();
+    stream.sort_by_key(|(_, _, r)| r.time_ms);
+    let events_total: u64 = stream.iter().map(|(_, n, _)| n).sum();
     let registry = Registry::new();
     register_process_metrics(&registry)?;
     let service = Service::new(cfg.clone(), rules.clone(), &registry)?;
@@ -216,37 +248,47 @@ pub async fn run(
     // The stream arrives while the service runs. The mock cluster keeps only a few megabytes per
     // partition, so the producer stays at most MAX_AHEAD records ahead of the service. Halfway
     // it waits while the service is restarted.
+    // Events, not records: a delivery document holds 25.
     const MAX_AHEAD: u64 = 4_000;
-    let total = records.len() as u64;
-    let half = records.len() / 2;
+    const CHUNK: usize = 200;
+    let half = stream.len() / 2;
+    let first_half_items = (half.div_ceil(CHUNK) * CHUNK).min(stream.len());
+    let first_half: u64 = stream[..first_half_items].iter().map(|(_, n, _)| n).sum();
     let (progress_tx, progress_rx) = watch::channel((metrics.clone(), 0u64));
     let (resume_tx, resume_rx) = oneshot::channel::<()>();
     let mut feeder = tokio::spawn(async move {
-        let mut sent = 0u64;
+        let (mut sent, mut sent_events) = (0u64, 0u64);
         let mut resume = Some(resume_rx);
-        for (i, chunk) in records.chunks(1_000).enumerate() {
-            if i * 1_000 >= half
+        for (i, chunk) in stream.chunks(CHUNK).enumerate() {
+            if i * CHUNK >= half
                 && let Some(r) = resume.take()
             {
                 let _ = r.await;
             }
             loop {
                 let (m, before) = progress_rx.borrow().clone();
-                if sent <= before + Metrics::total(&m.records_consumed) + MAX_AHEAD {
+                if sent_events <= before + Metrics::total(&m.events_decoded) + MAX_AHEAD {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            sent += produce::send_all(&producer, &input_topic, chunk, 1_000).await?;
+            for unkeyed in [false, true] {
+                let part: Vec<produce::KeyedRecord> = (chunk.iter())
+                    .filter(|(u, _, _)| *u == unkeyed)
+                    .map(|(_, _, r)| r.clone())
+                    .collect();
+                let topic = if unkeyed { CLOUDTRAIL_S3 } else { &keyed_topic };
+                sent += produce::send_all(&producer, topic, &part, 1_000).await?;
+            }
+            sent_events += chunk.iter().map(|(_, n, _)| n).sum::<u64>();
         }
         anyhow::Ok(sent)
     });
-    let first_half = (half.div_ceil(1_000) * 1_000).min(total as usize) as u64;
     println!(
-        "producing {total} records into the input topic ({} partitions), keyed by identity, in event-time order; the service restarts after {first_half}\n",
+        "producing the stream in event-time order ({} partitions a topic): Kubernetes audit events keyed by identity, and {trail_records} CloudTrail records in {document_count} unkeyed S3 delivery documents, which the service re-keys by identity through its repartition topic; {events_total} events, the service restarts after {first_half}\n",
         opts.partitions
     );
-    let produced = total;
+    let produced = events_total;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut svc = tokio::spawn(service.run(async {
         let _ = stop_rx.await;
@@ -254,7 +296,7 @@ pub async fn run(
     let mut stop_tx = Some(stop_tx);
     let mut resume_tx = Some(resume_tx);
     // What the first run acknowledged and emitted, once it has stopped.
-    let (mut acked_before, mut outputs_before, mut dead_before) = (0u64, 0u64, 0u64);
+    let (mut judged_before, mut outputs_before, mut dead_before) = (0u64, 0u64, 0u64);
 
     let mut points = Vec::new();
     let (mut alerts, mut commands) = (0u64, 0u64);
@@ -268,7 +310,8 @@ pub async fn run(
     let mut interrupted = false;
     let stdout = std::io::stdout();
     loop {
-        let acked = acked_before + metrics.records_acknowledged.get();
+        // Events judged (their outputs acknowledged once nothing is in flight).
+        let acked = judged_before + Metrics::total(&metrics.events_decoded);
         let outputs =
             outputs_before + Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
         let now = (
@@ -280,7 +323,7 @@ pub async fn run(
             (progress, progressed) = (now, Instant::now());
         } else if progressed.elapsed() > STALL_LIMIT {
             anyhow::bail!(
-                "the demo made no progress for {} s: {acked} of {produced} records acknowledged, {} of {outputs} alerts and commands read back, {} records produced so far; the service or the in-process cluster is stuck",
+                "the demo made no progress for {} s: {acked} of {produced} events judged, {} of {outputs} alerts and commands read back, {} records produced so far; the service or the in-process cluster is stuck",
                 STALL_LIMIT.as_secs(),
                 alerts + commands,
                 fed.map_or_else(|| "not all".to_owned(), |n| n.to_string()),
@@ -289,7 +332,7 @@ pub async fn run(
         let next = tokio::select! {
             () = &mut interrupt => { interrupted = true; break; }
             ended = &mut svc => anyhow::bail!(
-                "the service stopped before the fleet was processed ({acked} of {produced} records acknowledged): {}",
+                "the service stopped before the fleet was processed ({acked} of {produced} events judged): {}",
                 match ended {
                     Ok(Ok(_)) => "it returned without an error".to_owned(),
                     Ok(Err(e)) => e.to_string(),
@@ -325,7 +368,9 @@ pub async fn run(
             }
             Ok(Err(e)) => anyhow::bail!("reading the alerts topic: {e}"),
             Err(_) => {
-                if let Some(resume) = resume_tx.take_if(|_| acked >= first_half) {
+                if let Some(resume) = resume_tx
+                    .take_if(|_| acked >= first_half && metrics.records_in_flight.get() == 0)
+                {
                     // Halfway: stop the service as a deploy would (SIGTERM: drain, save, commit)
                     // and start a new instance, which restores its identities from the state
                     // topic instead of re-reading the history.
@@ -341,7 +386,7 @@ pub async fn run(
                         first.consumed,
                         metrics.state_snapshots_written.get()
                     );
-                    acked_before += metrics.records_acknowledged.get();
+                    judged_before += Metrics::total(&metrics.events_decoded);
                     dead_before += metrics.dead_letters.get();
                     outputs_before +=
                         Metrics::total(&metrics.alerts) + Metrics::total(&metrics.commands);
@@ -355,14 +400,15 @@ pub async fn run(
                         let _ = task.await;
                         endpoint = Some(serve_metrics(addr, registry, metrics.clone()).await?);
                     }
-                    let _ = progress_tx.send((metrics.clone(), first.consumed));
+                    let _ = progress_tx.send((metrics.clone(), judged_before));
                     let (tx, rx) = oneshot::channel::<()>();
                     stop_tx = Some(tx);
                     svc = tokio::spawn(service.run(async {
                         let _ = rx.await;
                     }));
                     let restart = Instant::now();
-                    while metrics.assigned_partitions.get() < i64::from(opts.partitions)
+                    while metrics.assigned_partitions.get()
+                        < i64::from(opts.partitions) * cfg.inputs.len() as i64
                         || metrics.restoring_partitions.get() > 0
                     {
                         if restart.elapsed() > Duration::from_secs(60) {
@@ -382,10 +428,12 @@ pub async fn run(
                     progressed = Instant::now();
                     continue;
                 }
-                // Done when every record is acknowledged and every output has been read.
+                // Done when every event is judged, every record acknowledged and every output
+                // read.
                 let done = resume_tx.is_none()
                     && fed.is_some()
                     && acked >= produced
+                    && metrics.records_in_flight.get() == 0
                     && alerts + commands >= outputs;
                 if done {
                     let since = *idle_since.get_or_insert_with(Instant::now);

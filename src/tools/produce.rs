@@ -80,6 +80,16 @@ pub fn simulated_fleet(cfg: &SimConfig) -> (Vec<KeyedRecord>, Labels) {
     (keyed_records(lines, FormatHint::Auto, None), labels)
 }
 
+/// Events (not skipped entries) a record decodes to.
+pub fn events_in(bytes: &[u8]) -> u64 {
+    let raw = crate::event::RawRef::default();
+    let mut n = 0;
+    crate::decode::decode_record(bytes, FormatHint::Auto, None, &raw, &mut |_, _, d| {
+        n += u64::from(matches!(d, Ok(crate::decode::Decoded::Event(_))));
+    });
+    n
+}
+
 /// Records as they reach Kafka from S3 and CloudWatch Logs, for `:unkeyed` inputs: CloudTrail
 /// records in delivery documents (`{"Records": [...]}`, pretty-printed as S3 holds them) of
 /// `per_document` consecutive records, so of many identities; any other record alone; none
