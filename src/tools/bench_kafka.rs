@@ -98,7 +98,7 @@ impl std::fmt::Display for BenchReport {
         if let Some(r) = &self.repartition {
             write!(
                 f,
-                "\n  unkeyed input, repartitioned ({} delivery documents, {} events): {:.0} events/s, {:.2}x the keyed input's {:.0} events/s",
+                "\n  unkeyed input, repartitioned ({} records: CloudTrail in 25-record delivery documents; {} events): {:.0} events/s, {:.2}x the keyed input's {:.0} events/s",
                 r.documents,
                 r.events,
                 r.events_per_s,
