@@ -74,6 +74,34 @@ pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
+/// An admin client on `brokers` and the partition count of every topic they know (topics
+/// whose metadata carries an error left out): what creating an internal topic checks first.
+///
+/// # Errors
+/// The client cannot be created or the brokers do not answer within 10 s.
+pub fn admin_and_partitions(
+    brokers: &str,
+) -> Result<
+    (
+        rdkafka::admin::AdminClient<KafkaContext>,
+        std::collections::HashMap<String, i32>,
+    ),
+    KafkaError,
+> {
+    let admin: rdkafka::admin::AdminClient<KafkaContext> =
+        client_config(brokers, Role::Admin, []).create_with_context(KafkaContext::new("admin"))?;
+    let md = admin
+        .inner()
+        .fetch_metadata(None, std::time::Duration::from_secs(10))?;
+    let counts = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+        .collect();
+    Ok((admin, counts))
+}
+
 pub fn client_config<'p>(
     brokers: &str,
     role: Role<'_>,

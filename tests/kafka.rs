@@ -57,20 +57,21 @@ async fn create_topics(name: &str, partitions: i32) -> Topics {
 }
 
 fn run_config(t: &Topics, group: &str) -> RunConfig {
-    RunConfig::resolve(
-        Settings {
-            brokers: Some(brokers()),
-            group: Some(group.to_owned()),
-            inputs: Some(vec![t.input.clone()]),
-            alerts_topic: Some(t.alerts.clone()),
-            commands_topic: Some(t.commands.clone()),
-            governance_topic: Some(t.governance.clone()),
-            dead_letter_topic: Some(t.dead_letter.clone()),
-            ..Settings::default()
-        },
-        None,
-    )
-    .unwrap()
+    RunConfig::resolve(settings(t, group), None).unwrap()
+}
+
+/// The settings of [`run_config`], to change before resolving.
+fn settings(t: &Topics, group: &str) -> Settings {
+    Settings {
+        brokers: Some(brokers()),
+        group: Some(group.to_owned()),
+        inputs: Some(vec![t.input.clone()]),
+        alerts_topic: Some(t.alerts.clone()),
+        commands_topic: Some(t.commands.clone()),
+        governance_topic: Some(t.governance.clone()),
+        dead_letter_topic: Some(t.dead_letter.clone()),
+        ..Settings::default()
+    }
 }
 
 async fn produce(topic: &str, records: &[KeyedRecord]) -> u64 {
@@ -796,17 +797,7 @@ async fn one_of_two_instances_killed_its_partitions_are_restored_from_the_state_
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let survivor = driftwatch_run_serving(&t, &group, &addr.to_string());
     // Killed once the second instance has its share (ready: assigned and restored), mid-stream.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while driftwatch::telemetry::http::get(addr, "/readyz")
-        .await
-        .map_or(true, |(status, _)| status != 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second instance never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_ready(addr, "the second instance").await;
     doomed.kill().unwrap();
     doomed.wait().unwrap();
     let killed_at = chrono_now_rfc3339();
@@ -863,6 +854,19 @@ async fn one_of_two_instances_killed_its_partitions_are_restored_from_the_state_
     // No cold start: no alert treats an identity with days of history as new.
     let cold = cold_start_alerts(&alerts, &labels);
     assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
+}
+
+/// Waits (at most 2 minutes) until the instance serving on `addr` answers `/readyz` with 200:
+/// assigned its partitions and restored their state.
+async fn await_ready(addr: std::net::SocketAddr, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while driftwatch::telemetry::http::get(addr, "/readyz")
+        .await
+        .map_or(true, |(status, _)| status != 200)
+    {
+        assert!(Instant::now() < deadline, "{who} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Alerts that treat an identity with days of history as new: a cold start.
@@ -1942,16 +1946,10 @@ async fn two_instances_reading_unkeyed_delivery_documents_give_each_identity_one
     let cfg = || {
         RunConfig::resolve(
             Settings {
-                brokers: Some(brokers()),
-                group: Some(group.clone()),
                 inputs: Some(vec![format!("{}:unkeyed", t.input)]),
                 // Each chunk crosses two hops: no fetch waits out its full default 500 ms.
                 kafka: vec![KafkaProperty::parse("consumer.fetch.wait.max.ms=20").unwrap()],
-                alerts_topic: Some(t.alerts.clone()),
-                commands_topic: Some(t.commands.clone()),
-                governance_topic: Some(t.governance.clone()),
-                dead_letter_topic: Some(t.dead_letter.clone()),
-                ..Settings::default()
+                ..settings(&t, &group)
             },
             None,
         )
@@ -2110,17 +2108,7 @@ async fn an_instance_killed_while_re_keying_unkeyed_documents_loses_no_output() 
             let port = crate::common::free_port();
             let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             survivor = Some(start(&addr.to_string()));
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while driftwatch::telemetry::http::get(addr, "/readyz")
-                .await
-                .map_or(true, |(status, _)| status != 200)
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "the second instance never became ready"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            await_ready(addr, "the second instance").await;
         }
         sent += produce::send_all(&producer, &t.input, chunk, 20_000)
             .await

@@ -392,6 +392,12 @@ impl RunConfig {
             });
             Duration::ZERO
         };
+        let outputs = [
+            alerts_topic.as_str(),
+            commands_topic.as_str(),
+            governance_topic.as_str(),
+            dead_letter_topic.as_str(),
+        ];
         let repartition_topic = match pick!(repartition_topic) {
             Some((t, k)) if t.trim().is_empty() => {
                 problems.push(Problem {
@@ -402,15 +408,7 @@ impl RunConfig {
             }
             Some((t, k)) => {
                 let t = t.trim().to_owned();
-                if inputs.iter().any(|i| i.topic == t)
-                    || [
-                        &alerts_topic,
-                        &commands_topic,
-                        &governance_topic,
-                        &dead_letter_topic,
-                    ]
-                    .contains(&&t)
-                {
+                if taken(&t, &inputs, &outputs) {
                     problems.push(Problem {
                         key: k,
                         why: format!(
@@ -454,15 +452,7 @@ impl RunConfig {
             }
             Some((t, k)) => {
                 let t = t.trim().to_owned();
-                if inputs.iter().any(|i| i.topic == t)
-                    || [
-                        &alerts_topic,
-                        &commands_topic,
-                        &governance_topic,
-                        &dead_letter_topic,
-                    ]
-                    .contains(&&t)
-                {
+                if taken(&t, &inputs, &outputs) {
                     problems.push(Problem {
                         key: k,
                         why: format!("`{t}` is also an input, output or repartition topic"),
@@ -494,16 +484,7 @@ impl RunConfig {
             }
             Some((t, k)) => {
                 let t = t.trim().to_owned();
-                let outputs = [
-                    &alerts_topic,
-                    &commands_topic,
-                    &governance_topic,
-                    &dead_letter_topic,
-                ];
-                if inputs.iter().any(|i| i.topic == t)
-                    || outputs.contains(&&t)
-                    || state_topic.as_ref() == Some(&t)
-                {
+                if taken(&t, &inputs, &outputs) || state_topic.as_ref() == Some(&t) {
                     problems.push(Problem {
                         key: k,
                         why: format!(
@@ -626,6 +607,11 @@ impl RunConfig {
             props.join(",")
         )
     }
+}
+
+/// True when topic `t` is already one of the `inputs` or `outputs`.
+fn taken(t: &str, inputs: &[Input], outputs: &[&str]) -> bool {
+    inputs.iter().any(|i| i.topic == t) || outputs.contains(&t)
 }
 
 /// Parses a metrics address: an IP address and port, or `off` (`None`).

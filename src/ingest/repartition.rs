@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Headers};
 use tracing::{info, warn};
@@ -30,7 +30,7 @@ use crate::decode::FormatHint;
 use crate::emit::dead_letter::header;
 use crate::emit::kafka::{Outgoing, Route, SourcePosition};
 use crate::event::AccessEvent;
-use crate::kafka::{KafkaContext, Role, client_config};
+use crate::kafka::admin_and_partitions;
 use crate::redact::shape;
 
 /// Header of a repartitioned record naming its source format (`--input TOPIC=FORMAT` names).
@@ -153,19 +153,8 @@ pub async fn ensure_topic(cfg: &RunConfig) -> Result<(), RepartitionError> {
         topic: topic.clone(),
         source,
     };
-    let admin: AdminClient<KafkaContext> = client_config(&cfg.brokers, Role::Admin, [])
-        .create_with_context(KafkaContext::new("admin"))
-        .map_err(err)?;
-    let md = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(err)?;
-    let count = |name: &str| {
-        md.topics()
-            .iter()
-            .find(|t| t.name() == name && t.error().is_none())
-            .map(|t| t.partitions().len() as i32)
-    };
+    let (admin, counts) = admin_and_partitions(&cfg.brokers).map_err(err)?;
+    let count = |name: &str| counts.get(name).copied();
     let mut widest = 0;
     for input in cfg.inputs.iter().filter(|i| i.keying == Keying::Unkeyed) {
         let n =

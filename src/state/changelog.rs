@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
@@ -44,7 +44,7 @@ use crate::emit::EmitError;
 use crate::emit::kafka::OutputProducer;
 use crate::engine::Engine;
 use crate::ingest::kafka::{Owned, PartitionState};
-use crate::kafka::{KafkaContext, Role, client_config};
+use crate::kafka::{KafkaContext, Role, admin_and_partitions, client_config};
 use crate::telemetry::Metrics;
 
 /// How long a restore may take before the partition falls back to rebuilding from history.
@@ -154,19 +154,8 @@ impl Changelog {
             topic: self.topic.clone(),
             source,
         };
-        let admin: AdminClient<KafkaContext> = client_config(&self.brokers, Role::Admin, [])
-            .create_with_context(KafkaContext::new("admin"))
-            .map_err(err)?;
-        let md = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(err)?;
-        let count = |name: &str| {
-            md.topics()
-                .iter()
-                .find(|t| t.name() == name && t.error().is_none())
-                .map(|t| t.partitions().len() as i32)
-        };
+        let (admin, counts) = admin_and_partitions(&self.brokers).map_err(err)?;
+        let count = |name: &str| counts.get(name).copied();
         let mut needs = (String::new(), 0);
         for input in inputs {
             let n = count(input).ok_or_else(|| ChangelogError::NoInput((*input).to_owned()))?;
