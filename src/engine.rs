@@ -411,6 +411,11 @@ impl Engine {
         self.lifecycle_watermark.store(ms, Ordering::Relaxed);
     }
 
+    /// The cap [`Engine::set_lifecycle_watermark`] set.
+    pub fn lifecycle_watermark(&self) -> i64 {
+        self.lifecycle_watermark.load(Ordering::Relaxed)
+    }
+
     /// Updates the event's identity and returns the alerts and commands it leads to.
     pub fn process(&self, ev: &AccessEvent) -> Vec<Decision> {
         self.process_owned(ev, NO_OWNER)

@@ -41,7 +41,7 @@ use crate::decode::Decoded;
 use crate::emit::kafka::{
     self as out, Ack, Outgoing, OutputProducer, Pending, SourcePosition, Topics,
 };
-use crate::emit::{EmitError, dead_letter};
+use crate::emit::{AlertFormat, EmitError, dead_letter};
 use crate::engine::Engine;
 use crate::event::RawRef;
 use crate::ingest::batch::{Batch, DecodePool, DecodedRecord, RecordSource};
@@ -130,6 +130,9 @@ pub struct Service {
     misroute_log: RateLimit,
     /// Each stateful partition's event time: the dormancy lifecycle's watermark.
     clocks: std::sync::Mutex<EventClocks>,
+    /// The event-time hour least privilege was last judged at, and the uid of each identity's
+    /// last `excess_privilege` finding (raised again only when it changes).
+    excess: std::sync::Mutex<(i64, std::collections::HashMap<String, String>)>,
 }
 
 impl Service {
@@ -151,6 +154,7 @@ impl Service {
             bad_records: RateLimit::new(10_000),
             misroute_log: RateLimit::new(60_000),
             clocks: std::sync::Mutex::default(),
+            excess: std::sync::Mutex::new((i64::MIN, std::collections::HashMap::new())),
         })
     }
 
@@ -377,6 +381,11 @@ impl Service {
                 }
                 _ = commit_tick.tick() => {
                     self.update_lifecycle_watermark(&view);
+                    if let Some(outputs) = self.least_privilege(producer, topics).await?
+                        && tx.send(outputs).await.is_err()
+                    {
+                        return Ok(());
+                    }
                     let idle = last_record.elapsed();
                     if idle > self.cfg.idle_grace
                         && let Some(newest) = *idle_newest.get_or_insert_with(|| self.engine.newest_event_ms())
@@ -601,6 +610,92 @@ impl Service {
         clocks.retain(|t, p| view.get(t, p).is_some());
         let w = clocks.watermark(Instant::now(), self.cfg.idle_grace);
         self.engine.set_lifecycle_watermark(w.unwrap_or(i64::MAX));
+    }
+
+    /// Once an hour of event time, at a commit point: an `excess_privilege` finding (OCSF, Low)
+    /// for each of this instance's identities whose inventory grants include at least
+    /// `--least-privilege-min-unused` that its observed use says are unused, judged as
+    /// `report least-privilege` judges them (90 days, confidence 0.95, periods learned per
+    /// action, `--least-privilege-prior-period-days` where none is) at the partitions' watermark; raised again only when the set of unused grants changes (after a restart, once
+    /// more, with the same uid). Handed to the acknowledger as outputs of no record. Only with
+    /// OCSF alerts: the finding has no ECS form.
+    async fn least_privilege(
+        &self,
+        producer: &OutputProducer,
+        topics: &Topics,
+    ) -> Result<Option<Ack>, ServiceError> {
+        use crate::tools::report;
+        let min = self.cfg.least_privilege_min_unused;
+        let inventory = &self.engine.rules().inventory;
+        if min == 0 || inventory.is_empty() || self.cfg.alert_format != AlertFormat::Ocsf {
+            return Ok(None);
+        }
+        // Judged at the partitions' watermark: an identity whose partition is read behind the
+        // others must not look silent.
+        let watermark = self.engine.lifecycle_watermark();
+        let Some(now) = self.engine.newest_event_ms().map(|n| n.min(watermark)) else {
+            return Ok(None);
+        };
+        if watermark == i64::MIN {
+            return Ok(None);
+        }
+        let outgoing = {
+            let mut excess = self.excess.lock().unwrap_or_else(|e| e.into_inner());
+            let hour = now.div_euclid(crate::baseline::HOUR_MS);
+            if hour <= excess.0 {
+                return Ok(None);
+            }
+            excess.0 = hour;
+            let mut keys = Vec::new();
+            self.engine.for_each_identity(|k, _| {
+                if inventory.get(k).is_some_and(|m| !m.granted.is_empty()) {
+                    keys.push(k.to_owned());
+                }
+            });
+            // Identities no longer here (their partition moved) are judged by their new owner.
+            let here: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+            excess.1.retain(|k, _| here.contains(k.as_str()));
+            let rule = report::GrantRule {
+                prior_period_days: self.cfg.least_privilege_prior_period_days,
+                ..report::GrantRule::default()
+            };
+            let mut outgoing = Vec::new();
+            for key in keys {
+                let finding = report::least_privilege_at(
+                    &self.engine,
+                    &key,
+                    90.0,
+                    inventory,
+                    rule,
+                    Some(now),
+                )
+                .and_then(|r| report::excess_finding(&r, now, min));
+                let Some(v) = finding else {
+                    excess.1.remove(&key);
+                    continue;
+                };
+                let uid = v["metadata"]["uid"].as_str().unwrap_or_default();
+                if excess.1.get(&key).map(String::as_str) == Some(uid) {
+                    continue;
+                }
+                excess.1.insert(key.clone(), uid.to_owned());
+                self.metrics
+                    .alerts
+                    .with_label_values(&["excess_privilege", "Low", "create"])
+                    .inc();
+                outgoing.push(out::finding(&v, &key, &self.cfg.source));
+            }
+            outgoing
+        };
+        if outgoing.is_empty() {
+            return Ok(None);
+        }
+        info!(
+            findings = outgoing.len(),
+            "Identities granted more than they use: excess_privilege findings raised."
+        );
+        let deliveries = enqueue_all(producer, topics, outgoing).await?;
+        Ok(Some(Ack::Outputs(deliveries)))
     }
 
     /// The dormancy lifecycle's pass while the input has been idle for `idle` (wall clock), past

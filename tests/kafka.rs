@@ -2152,3 +2152,112 @@ async fn an_instance_killed_while_re_keying_unkeyed_documents_loses_no_output() 
     let cold = cold_start_alerts(&alerts, &labels);
     assert!(cold.is_empty(), "cold-start alerts: {cold:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_granted_more_than_it_uses_gets_one_excess_privilege_finding_from_the_service()
+{
+    use driftwatch::tools::report::{self, GrantRule};
+    let t = create_topics("excess", 2).await;
+    let (records, _) = fleet(31);
+    // Which role to grant more than it uses, and what it uses, from one engine fed the fleet:
+    // a role watched at least four times its longest period of use (and the one-day prior), so
+    // a grant it never used is unused with confidence over 1 - e^-3 > 0.95, even judged a
+    // little before the end.
+    let events = crate::common::decode_all(
+        records
+            .iter()
+            .map(|r| std::str::from_utf8(&r.bytes).unwrap()),
+    );
+    let newest = events.last().unwrap().time_ms as f64;
+    let (engine, _) = crate::common::run(&events, None);
+    let reports = report::least_privilege_all(
+        &engine,
+        None,
+        90.0,
+        &driftwatch::config::Inventory::default(),
+        GrantRule::default(),
+    );
+    let role = reports
+        .iter()
+        .filter(|r| r.identity_type == "aws_role" && r.complete)
+        .find(|r| {
+            let since =
+                driftwatch::decode::time::parse_timestamp_ms(&r.observed_since).unwrap() as f64;
+            let longest = r
+                .used
+                .iter()
+                .filter_map(|u| u.period_days)
+                .fold(1.0, f64::max);
+            (newest - since) / 86_400_000.0 > 4.0 * longest
+        })
+        .expect("a role watched long enough");
+    let mut granted: Vec<String> = role.used.iter().map(|u| u.action.clone()).collect();
+    granted.push("iam:CreateUser".into());
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("identities.jsonl");
+    std::fs::write(
+        &inventory,
+        serde_json::json!({"key": role.identity, "owner": "team-x", "granted": granted})
+            .to_string(),
+    )
+    .unwrap();
+
+    let group = unique("excess");
+    let cfg = RunConfig::resolve(
+        Settings {
+            commit_interval_seconds: Some(0.2),
+            // Ten days of traffic: a never-used grant is judged against a one-day period.
+            least_privilege_prior_period_days: Some(1.0),
+            ..settings(&t, &group)
+        },
+        None,
+    )
+    .unwrap();
+    let rules = Rules::load(None, Some(&inventory)).unwrap();
+    let service = Service::new(cfg, rules, &Registry::new()).unwrap();
+    let metrics = service.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    let n = produce(&t.input, &records).await;
+    wait_for(
+        "every record acknowledged",
+        Duration::from_secs(120),
+        || metrics.records_acknowledged.get() >= n,
+    )
+    .await;
+    // The last day's judgement comes at the next commit point.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+
+    let findings: Vec<Value> = read_all(&t.alerts, 0)
+        .iter()
+        .map(Read::json)
+        .filter(|a| a["finding_info"]["types"][0] == "excess_privilege")
+        .collect();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["resources"][0]["uid"] == role.identity.as_str()),
+        "only the identity with declared grants is judged"
+    );
+    let last = findings.last().expect("an excess_privilege finding");
+    assert_eq!(
+        last["unmapped"]["unused"],
+        serde_json::json!(["iam:CreateUser"]),
+        "{last}"
+    );
+    assert_eq!(last["severity"], "Low");
+    assert_eq!(last["resources"][0]["owner"]["name"], "team-x");
+    // Raised once per set of unused grants, not once a day.
+    let uids: BTreeSet<&str> = findings
+        .iter()
+        .map(|f| f["metadata"]["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids.len(), findings.len(), "{findings:?}");
+    let official = crate::common::load_schema("ocsf-1.1.0/detection_finding.schema.json");
+    let errors: Vec<String> = official.iter_errors(last).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -104,6 +104,10 @@ pub struct RunConfig {
     pub repartition_topic: String,
     /// Its partitions when driftwatch creates it (default: the most of an unkeyed input's).
     pub repartition_partitions: Option<i32>,
+    /// Unused grants that make an identity's `excess_privilege` finding (0: none).
+    pub least_privilege_min_unused: usize,
+    /// The period assumed for an action whose own is not learned, in days.
+    pub least_privilege_prior_period_days: f64,
     /// Time between commit points.
     pub commit_interval: Duration,
     /// Idle input time after which the dormancy lifecycle extrapolates event time.
@@ -441,6 +445,18 @@ impl RunConfig {
                 keying: Keying::Repartitioned,
             });
         }
+        let (least_privilege_min_unused, _) = pick_defaulted!(least_privilege_min_unused);
+        let (days, k) = pick_defaulted!(least_privilege_prior_period_days);
+        let least_privilege_prior_period_days = if days.is_finite() && days > 0.0 && days <= 3650.0
+        {
+            days
+        } else {
+            problems.push(Problem {
+                key: k,
+                why: format!("{days} is not a number of days in (0, 3650]"),
+            });
+            30.0
+        };
         let state_topic = match pick!(state_topic) {
             Some((t, _)) if t.trim() == "off" => None,
             Some((t, k)) if t.trim().is_empty() => {
@@ -524,6 +540,8 @@ impl RunConfig {
             state_topic,
             repartition_topic,
             repartition_partitions,
+            least_privilege_min_unused,
+            least_privilege_prior_period_days,
             commit_interval,
             idle_grace,
             metrics_addr,
@@ -698,6 +716,7 @@ mod tests {
             Settings {
                 repartition_topic: Some("docs".into()),
                 repartition_partitions: Some(0),
+                least_privilege_prior_period_days: Some(-1.0),
                 ..cli(&["docs=cloudtrail:unkeyd", "x:unkeyed"])
             },
             None,
@@ -706,6 +725,10 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("unknown suffix `:unkeyd`"), "{text}");
         assert!(text.contains("--repartition-partitions"), "{text}");
+        assert!(
+            text.contains("--least-privilege-prior-period-days"),
+            "{text}"
+        );
         let e = RunConfig::resolve(
             Settings {
                 repartition_topic: Some("x".into()),

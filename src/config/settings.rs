@@ -158,6 +158,17 @@ pub struct Settings {
     /// still fall due when nothing arrives.
     #[arg(long, env = "DRIFTWATCH_IDLE_GRACE_SECONDS")]
     pub idle_grace_seconds: Option<f64>,
+    /// Once an hour of event time, raise a Low OCSF finding (`excess_privilege`) on the alerts
+    /// topic for each identity whose inventory `granted` patterns include at least this many
+    /// that its observed use says are unused (as `report least-privilege` judges them); raised
+    /// again only when the set of unused grants changes. 0 turns it off.
+    #[arg(long, env = "DRIFTWATCH_LEAST_PRIVILEGE_MIN_UNUSED")]
+    pub least_privilege_min_unused: Option<usize>,
+    /// Days assumed between uses of an action whose period is not learned (a grant never used),
+    /// for those findings: a grant is unused once its silence makes use within this period
+    /// unlikely at 0.95.
+    #[arg(long, env = "DRIFTWATCH_LEAST_PRIVILEGE_PRIOR_PERIOD_DAYS")]
+    pub least_privilege_prior_period_days: Option<f64>,
     /// Seconds between commit points: outputs acknowledged, changed identities' snapshots
     /// written, input offsets committed.
     #[arg(long, env = "DRIFTWATCH_COMMIT_INTERVAL_SECONDS")]
@@ -215,6 +226,8 @@ impl Settings {
             state_topic: None,
             repartition_topic: None,
             repartition_partitions: None,
+            least_privilege_min_unused: Some(1),
+            least_privilege_prior_period_days: Some(30.0),
             idle_grace_seconds: Some(900.0),
             commit_interval_seconds: Some(5.0),
             metrics_addr: Some(DEFAULT_METRICS_ADDR.into()),

@@ -124,6 +124,32 @@ pub fn decision(d: &Decision, source: &str, now_ms: i64, format: AlertFormat) ->
     }
 }
 
+/// An OCSF Detection Finding raised about an identity rather than an event (the daily
+/// `excess_privilege` finding), as the CloudEvent alerts are sent as: `ce_id` is the finding's
+/// stable uid, so a consumer deduplicating on it keeps one per excess.
+pub fn finding(v: &serde_json::Value, key: &str, source: &str) -> Outgoing {
+    let time_ms = v["time"].as_i64().unwrap_or_default();
+    let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    Outgoing {
+        route: Route::Alerts,
+        key: Some(key.as_bytes().to_vec()),
+        payload: serde_json::to_vec(v).expect("a serde_json::Value always serialises"),
+        headers: vec![
+            ("ce_specversion", "1.0".to_owned()),
+            ("ce_id", uid),
+            ("ce_source", source.to_owned()),
+            ("ce_type", ALERT_TYPE.to_owned()),
+            ("ce_time", format_rfc3339_ms(time_ms)),
+            ("ce_subject", key.to_owned()),
+            (
+                "ce_dataschema",
+                "https://schema.ocsf.io/1.1.0/classes/detection_finding".to_owned(),
+            ),
+            ("content-type", "application/json".to_owned()),
+        ],
+    }
+}
+
 /// Where a rejected record came from.
 #[derive(Debug, Clone, Copy)]
 pub struct SourcePosition<'a> {

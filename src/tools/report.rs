@@ -450,11 +450,27 @@ pub fn least_privilege(
     inventory: &Inventory,
     rule: GrantRule,
 ) -> Option<LeastPrivilege> {
+    least_privilege_at(engine, key, window_days, inventory, rule, None)
+}
+
+/// As [`least_privilege`], judged at event time `now` (the newest event the state has seen
+/// when `None`): the service judges at its partitions' watermark, so an identity whose
+/// partition is read behind the others does not look silent.
+pub fn least_privilege_at(
+    engine: &Engine,
+    key: &str,
+    window_days: f64,
+    inventory: &Inventory,
+    rule: GrantRule,
+    now: Option<i64>,
+) -> Option<LeastPrivilege> {
     let m = &engine.rules().model;
     let tracked = engine.tracked(key)?;
     let s = tracked.view(m.detectors.volume.prior_dispersion as f32);
     let p = &s.profile;
-    let now = engine.newest_event_ms().unwrap_or(p.last_seen_ms);
+    let now = now
+        .or_else(|| engine.newest_event_ms())
+        .unwrap_or(p.last_seen_ms);
     let since_hour = (now - (window_days * DAY_MS as f64) as i64).div_euclid(HOUR_MS);
     let endpoints: Vec<(String, Entry)> = p
         .endpoints
