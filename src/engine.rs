@@ -401,6 +401,11 @@ impl Engine {
         self.declared_lifecycle.store(on, Ordering::Relaxed);
     }
 
+    /// Whether this engine issues the declared-and-never-used identities' steps.
+    pub fn issues_declared_lifecycle(&self) -> bool {
+        self.declared_lifecycle.load(Ordering::Relaxed)
+    }
+
     /// Caps the event time the dormancy lifecycle runs to: an event later than `ms` lets the
     /// hourly pass run only up to `ms`. The service sets it to the slowest active input
     /// partition's event time, so a partition read ahead of the others (a backlog elsewhere,

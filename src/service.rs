@@ -380,7 +380,16 @@ impl Service {
                     return Ok(());
                 }
                 _ = commit_tick.tick() => {
-                    self.update_lifecycle_watermark(&view);
+                    // The lifecycle's pass runs to the new watermark now, not at the next event:
+                    // the end of a burst must not wait for the next one.
+                    if let Some(watermark) = self.update_lifecycle_watermark(&view)
+                        && let Some(outputs) = self
+                            .lifecycle_outputs(self.engine.lifecycle_tick(watermark), producer, topics)
+                            .await?
+                        && tx.send(outputs).await.is_err()
+                    {
+                        return Ok(());
+                    }
                     if let Some(outputs) = self.least_privilege(producer, topics).await?
                         && tx.send(outputs).await.is_err()
                     {
@@ -605,11 +614,30 @@ impl Service {
 
     /// Sets the engine's lifecycle watermark to the slowest active stateful partition's event
     /// time ([`EventClocks`]), or lifts it when none is active.
-    fn update_lifecycle_watermark(&self, view: &AssignedView) {
+    /// Returns the watermark when some partition is active.
+    fn update_lifecycle_watermark(&self, view: &AssignedView) -> Option<i64> {
         let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
         clocks.retain(|t, p| view.get(t, p).is_some());
         let w = clocks.watermark(Instant::now(), self.cfg.idle_grace);
         self.engine.set_lifecycle_watermark(w.unwrap_or(i64::MAX));
+        w
+    }
+
+    /// Governance commands of a lifecycle pass run outside any record, produced and handed to
+    /// the acknowledger as outputs of no record; `None` when there are none.
+    async fn lifecycle_outputs(
+        &self,
+        decisions: Vec<Decision>,
+        producer: &OutputProducer,
+        topics: &Topics,
+    ) -> Result<Option<Ack>, ServiceError> {
+        if decisions.is_empty() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let outgoing = decisions.iter().map(|d| self.outgoing_of(d, now)).collect();
+        let deliveries = enqueue_all(producer, topics, outgoing).await?;
+        Ok(Some(Ack::Outputs(deliveries)))
     }
 
     /// Once an hour of event time, at a commit point: an `excess_privilege` finding (OCSF, Low)
@@ -713,19 +741,17 @@ impl Service {
     ) -> Result<Option<Ack>, ServiceError> {
         let beyond = idle.saturating_sub(self.cfg.idle_grace);
         let watermark = newest.saturating_add(beyond.as_millis() as i64);
-        let decisions = self.engine.lifecycle_tick(watermark);
-        if decisions.is_empty() {
-            return Ok(None);
+        let outputs = self
+            .lifecycle_outputs(self.engine.lifecycle_tick(watermark), producer, topics)
+            .await?;
+        if let Some(Ack::Outputs(d)) = &outputs {
+            info!(
+                commands = d.len(),
+                idle_seconds = idle.as_secs(),
+                "The input is idle: the dormancy lifecycle ran on event time extrapolated from the newest event."
+            );
         }
-        let now = now_ms();
-        let outgoing = decisions.iter().map(|d| self.outgoing_of(d, now)).collect();
-        let deliveries = enqueue_all(producer, topics, outgoing).await?;
-        info!(
-            commands = deliveries.len(),
-            idle_seconds = idle.as_secs(),
-            "The input is idle: the dormancy lifecycle ran on event time extrapolated from the newest event."
-        );
-        Ok(Some(Ack::Outputs(deliveries)))
+        Ok(outputs)
     }
 
     /// Counts a record that holds events of an identity other than its key names, or has no

@@ -2261,3 +2261,97 @@ async fn an_identity_granted_more_than_it_uses_gets_one_excess_privilege_finding
     let errors: Vec<String> = official.iter_errors(last).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_service_does_not_issue_a_never_used_identitys_step_again() {
+    let t = create_topics("never-used", 2).await;
+    let (records, _) = fleet(33);
+    // The first instance reads three quarters of the stream.
+    let split = records.len() * 3 / 4;
+    // Declared 35 days before the event time where the first instance stops, and never used:
+    // its suspension falls due in the first part (days before its end, so the lifecycle's
+    // guardrail budget, shared with the fleet's idle identities, has room), its deletion long
+    // after the stream ends.
+    let created = records[split - 1].time_ms - 35 * 86_400_000;
+    let never = "arn:aws:iam::111122223333:role/never-used";
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("identities.jsonl");
+    std::fs::write(
+        &inventory,
+        serde_json::json!({
+            "key": never,
+            "owner": "ops",
+            "created_at": driftwatch::decode::time::format_rfc3339_ms(created),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // The fleet's long-idle users fall due too: a budget that never defers a step keeps the
+    // never-used identity's suspension at its due time, whenever the passes run.
+    let model = dir.path().join("model.toml");
+    std::fs::write(
+        &model,
+        "[lifecycle]\nmax_per_hour = 1000\nmax_fleet_fraction = 0.5\n",
+    )
+    .unwrap();
+    let group = unique("never-used");
+    let run = || {
+        let cfg = RunConfig::resolve(
+            Settings {
+                commit_interval_seconds: Some(0.2),
+                ..settings(&t, &group)
+            },
+            None,
+        )
+        .unwrap();
+        let rules = Rules::load(Some(&model), Some(&inventory)).unwrap();
+        let service = Service::new(cfg, rules, &Registry::new()).unwrap();
+        let metrics = service.metrics();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(service.run(async {
+            let _ = stopped.await;
+        }));
+        (metrics, stop, handle)
+    };
+    let steps = || -> Vec<Value> {
+        read_all(&t.governance, 0)
+            .iter()
+            .map(Read::json)
+            .filter(|c| c["target"]["identity"]["key"] == never)
+            .collect()
+    };
+    let (metrics, stop, handle) = run();
+    let n = produce(&t.input, &records[..split]).await;
+    wait_for(
+        "the first part acknowledged",
+        Duration::from_secs(120),
+        || metrics.records_acknowledged.get() >= n,
+    )
+    .await;
+    wait_for(
+        "the never-used identity's suspension",
+        Duration::from_secs(30),
+        || !steps().is_empty(),
+    )
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    // Its successor restores the lifecycle's state with the identities and reads the rest.
+    let (metrics, stop, handle) = run();
+    let rest = produce(&t.input, &records[split..]).await;
+    wait_for("the rest acknowledged", Duration::from_secs(120), || {
+        metrics.records_acknowledged.get() >= rest
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    let issued = steps();
+    assert_eq!(
+        issued.len(),
+        1,
+        "issued once, not again after the restart: {issued:?}"
+    );
+    assert_eq!(issued[0]["lifecycle"]["stage"], "suspend", "{}", issued[0]);
+    assert_eq!(issued[0]["lifecycle"]["never_used"], true);
+}

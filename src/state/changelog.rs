@@ -36,7 +36,7 @@ use tracing::{error, info, warn};
 
 use super::group::{self, GroupRecord, GroupView, ParsedKey};
 use super::snapshot::{
-    AppliedOffset, Codec, SnapshotError, contribution_key, parse_contribution_key,
+    AppliedOffset, Codec, LIFECYCLE_KEY, SnapshotError, contribution_key, parse_contribution_key,
 };
 use crate::config::RunConfig;
 use crate::config::service::ClientKind;
@@ -104,6 +104,11 @@ pub struct Changelog {
     engine: Arc<Engine>,
     producer: OutputProducer,
     metrics: Arc<Metrics>,
+    /// The first input topic: the owner of its partition 0 issues the declared-and-never-used
+    /// identities' lifecycle steps, and keeps the lifecycle's state in changelog partition 0.
+    lifecycle_topic: String,
+    /// The lifecycle state last written or restored, so an unchanged one is not written again.
+    lifecycle_saved: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Changelog {
@@ -132,6 +137,8 @@ impl Changelog {
             engine,
             producer,
             metrics,
+            lifecycle_topic: cfg.inputs[0].topic.clone(),
+            lifecycle_saved: std::sync::Mutex::default(),
         }
     }
 
@@ -268,6 +275,29 @@ impl Changelog {
                 fleet: true,
             });
         }
+        // The lifecycle's engine-wide state (its guardrail window, the hour of its last pass,
+        // the never-used identities' steps), from the instance that issues those steps, in the
+        // changelog partition of that input partition 0, when it changed.
+        if self.engine.issues_declared_lifecycle()
+            && known
+                .iter()
+                .any(|o| o.topic == self.lifecycle_topic && o.partition == 0)
+        {
+            let value = codec.encode_lifecycle(&super::file::engine_lifecycle(&self.engine));
+            let mut saved = self
+                .lifecycle_saved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *saved != value {
+                saved.clone_from(&value);
+                out.push(Snapshot {
+                    partition: 0,
+                    key: LIFECYCLE_KEY.to_owned(),
+                    value: Some(value),
+                    fleet: false,
+                });
+            }
+        }
         self.engine.drain_changed(owners, |key, s| {
             let Some(o) = partition_of(s.owner()) else {
                 return;
@@ -374,6 +404,41 @@ impl Changelog {
         Ok(n)
     }
 
+    /// Restores the lifecycle state the previous owner of the first input's partition 0 saved:
+    /// its never-used identities' steps (not issued again) and its pass's hour; its guardrail
+    /// window joins this instance's, so the budget of the last day counts both.
+    fn restore_lifecycle(&self, codec: &Codec, bytes: &[u8]) {
+        let saved = match codec.decode_lifecycle(bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(topic = %self.topic, error = %e, "Skipping the lifecycle state that cannot be read; never-used identities' steps may be issued again (the same commands).");
+                return;
+            }
+        };
+        let mut merged = super::file::engine_lifecycle(&self.engine);
+        merged.lifecycle_hour = merged.lifecycle_hour.max(saved.lifecycle_hour);
+        merged
+            .lifecycle_issued
+            .extend(saved.lifecycle_issued.iter().cloned());
+        let mut issued: Vec<(i64, String)> = merged.lifecycle_issued.into_iter().collect();
+        issued.sort();
+        issued.dedup();
+        merged.lifecycle_issued = issued.into();
+        for (key, stage) in saved.declared_stages {
+            match merged.declared_stages.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, s)) => *s = (*s).max(stage),
+                None => merged.declared_stages.push((key, stage)),
+            }
+        }
+        merged.declared_stages.sort();
+        *self
+            .lifecycle_saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = codec.encode_lifecycle(&merged);
+        super::file::restore_lifecycle(&self.engine, merged);
+        info!(topic = %self.topic, "Restored the dormancy lifecycle's state from the state topic.");
+    }
+
     /// Reads changelog partition `partition` to its end and restores the identities in it,
     /// tagged with the owners of `owned` (the newly assigned input partitions of that number).
     /// Identities already in memory are newer and kept. Returns how many were restored, or
@@ -408,6 +473,15 @@ impl Changelog {
             let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                 return;
             };
+            if key == LIFECYCLE_KEY {
+                if partition == 0
+                    && owned.iter().any(|o| o.topic == self.lifecycle_topic)
+                    && let Some(bytes) = m.payload()
+                {
+                    self.restore_lifecycle(&codec, bytes);
+                }
+                return;
+            }
             if let Some((_, _, topic)) = parse_contribution_key(key) {
                 let Some(bytes) = m.payload() else {
                     return;

@@ -99,9 +99,8 @@ pub fn engine_lifecycle(engine: &Engine) -> EngineLifecycleV1 {
     }
 }
 
-/// Restores engine-wide state into `engine`; endpoint sensitivity tiers are recomputed under its
-/// rules.
-pub fn restore_engine_state(engine: &Engine, (e, lifecycle): (EngineV1, EngineLifecycleV1)) {
+/// Restores the dormancy lifecycle's engine-wide state into `engine`.
+pub fn restore_lifecycle(engine: &Engine, lifecycle: EngineLifecycleV1) {
     engine.restore_lifecycle_state(
         lifecycle.lifecycle_hour,
         lifecycle.lifecycle_issued,
@@ -111,6 +110,12 @@ pub fn restore_engine_state(engine: &Engine, (e, lifecycle): (EngineV1, EngineLi
             .filter_map(|(k, s)| Some((k, crate::baseline::lifecycle::Stage::from_id(s)?)))
             .collect(),
     );
+}
+
+/// Restores engine-wide state into `engine`; endpoint sensitivity tiers are recomputed under its
+/// rules.
+pub fn restore_engine_state(engine: &Engine, (e, lifecycle): (EngineV1, EngineLifecycleV1)) {
+    restore_lifecycle(engine, lifecycle);
     let rules = engine.rules();
     let fleet = engine.fleet();
     let to_value = |v: FleetValueV1, tier: Option<u8>| FleetValue {

@@ -50,6 +50,11 @@ const COLD_MAGIC: [u8; 3] = *b"DWC";
 const ENGINE_MAGIC: [u8; 3] = *b"DWE";
 const FLEET_MAGIC: [u8; 3] = *b"DWF";
 const REPORT_MAGIC: [u8; 3] = *b"DWG";
+const LIFECYCLE_MAGIC: [u8; 3] = *b"DWL";
+
+/// Changelog key of the dormancy lifecycle's engine-wide state, written by the instance that
+/// issues the declared-and-never-used identities' steps (principal keys never start with `\u{1}`).
+pub const LIFECYCLE_KEY: &str = "\u{1}lifecycle";
 
 /// Changelog keys of fleet contributions start with this (principal keys never do).
 const FLEET_KEY: &str = "\u{1}fleet/";
@@ -1042,6 +1047,20 @@ impl<'r> Codec<'r> {
         out
     }
 
+    /// Encodes the dormancy lifecycle's engine-wide state alone, for the changelog
+    /// ([`LIFECYCLE_KEY`]).
+    pub fn encode_lifecycle(&self, l: &EngineLifecycleV1) -> Vec<u8> {
+        self.encode(LIFECYCLE_MAGIC, l)
+    }
+
+    /// Decodes what [`Codec::encode_lifecycle`] wrote.
+    ///
+    /// # Errors
+    /// As [`Codec::decode_identity`].
+    pub fn decode_lifecycle(&self, bytes: &[u8]) -> Result<EngineLifecycleV1, SnapshotError> {
+        self.decode(bytes, LIFECYCLE_MAGIC)
+    }
+
     /// Decodes the engine-wide state, and its lifecycle part (empty when written without one).
     ///
     /// # Errors
@@ -1350,6 +1369,21 @@ mod tests {
             engine.fleet().active_hours(),
             (active - u64::from(m.active), cold - u64::from(m.cold))
         );
+    }
+
+    #[test]
+    fn the_lifecycle_record_round_trips_and_is_never_read_as_an_identity() {
+        let r = rules();
+        let l = EngineLifecycleV1 {
+            lifecycle_hour: 493_000,
+            lifecycle_issued: [(1_700_000_000_000, "a".to_owned())].into(),
+            declared_stages: vec![("arn:aws:iam::1:role/x".to_owned(), 1)],
+        };
+        let c = Codec::new(&r);
+        let bytes = c.encode_lifecycle(&l);
+        assert_eq!(c.decode_lifecycle(&bytes).unwrap(), l);
+        assert!(c.decode_identity(&bytes).is_err());
+        assert!(parse_contribution_key(LIFECYCLE_KEY).is_none());
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub fn load_topic(
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in keys {
             let Some(bytes) = value else { continue };
+            if key == crate::state::snapshot::LIFECYCLE_KEY {
+                // The service's lifecycle bookkeeping, no identity.
+                continue;
+            }
             if let Some((_, _, topic)) = parse_contribution_key(&key) {
                 // One owner per input topic and partition, so their contributions add up.
                 let next = owners.len() as u32;
