@@ -446,7 +446,7 @@ impl Engine {
         let m = &self.rules.model;
         self.sweep(ev.time_ms);
         // `i64::MIN`: the service does not know its partitions' event times yet.
-        let mut out = match self.lifecycle_watermark.load(Ordering::Relaxed) {
+        let mut out = match self.lifecycle_watermark() {
             i64::MIN => Vec::new(),
             watermark => self.lifecycle_tick(ev.time_ms.min(watermark)),
         };

@@ -631,21 +631,18 @@ impl Service {
         producer: &OutputProducer,
         topics: &Topics,
     ) -> Result<Option<Ack>, ServiceError> {
-        if decisions.is_empty() {
-            return Ok(None);
-        }
         let now = now_ms();
         let outgoing = decisions.iter().map(|d| self.outgoing_of(d, now)).collect();
-        let deliveries = enqueue_all(producer, topics, outgoing).await?;
-        Ok(Some(Ack::Outputs(deliveries)))
+        outputs_of_no_record(producer, topics, outgoing).await
     }
 
     /// Once an hour of event time, at a commit point: an `excess_privilege` finding (OCSF, Low)
     /// for each of this instance's identities whose inventory grants include at least
     /// `--least-privilege-min-unused` that its observed use says are unused, judged as
     /// `report least-privilege` judges them (90 days, confidence 0.95, periods learned per
-    /// action, `--least-privilege-prior-period-days` where none is) at the partitions' watermark; raised again only when the set of unused grants changes (after a restart, once
-    /// more, with the same uid). Handed to the acknowledger as outputs of no record. Only with
+    /// action, `--least-privilege-prior-period-days` where none is) at the partitions'
+    /// watermark; raised again only when the set of unused grants changes (after a restart,
+    /// once more, with the same uid). Handed to the acknowledger as outputs of no record. Only with
     /// OCSF alerts: the finding has no ECS form.
     async fn least_privilege(
         &self,
@@ -659,14 +656,14 @@ impl Service {
             return Ok(None);
         }
         // Judged at the partitions' watermark: an identity whose partition is read behind the
-        // others must not look silent.
+        // others must not look silent. None before the partitions' event times are known.
         let watermark = self.engine.lifecycle_watermark();
-        let Some(now) = self.engine.newest_event_ms().map(|n| n.min(watermark)) else {
+        let Some(now) = (self.engine.newest_event_ms())
+            .filter(|_| watermark != i64::MIN)
+            .map(|n| n.min(watermark))
+        else {
             return Ok(None);
         };
-        if watermark == i64::MIN {
-            return Ok(None);
-        }
         let outgoing = {
             let mut excess = self.excess.lock().unwrap_or_else(|e| e.into_inner());
             let hour = now.div_euclid(crate::baseline::HOUR_MS);
@@ -674,12 +671,12 @@ impl Service {
                 return Ok(None);
             }
             excess.0 = hour;
-            let mut keys = Vec::new();
-            self.engine.for_each_identity(|k, _| {
-                if inventory.get(k).is_some_and(|m| !m.granted.is_empty()) {
-                    keys.push(k.to_owned());
-                }
-            });
+            // The declared identities with grants that live here: the inventory is the smaller
+            // set to walk.
+            let keys: Vec<String> = (inventory.entries().into_iter())
+                .filter(|(k, m)| !m.granted.is_empty() && self.engine.has_identity(k))
+                .map(|(k, _)| k)
+                .collect();
             // Identities no longer here (their partition moved) are judged by their new owner.
             let here: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
             excess.1.retain(|k, _| here.contains(k.as_str()));
@@ -715,15 +712,13 @@ impl Service {
             }
             outgoing
         };
-        if outgoing.is_empty() {
-            return Ok(None);
+        if !outgoing.is_empty() {
+            info!(
+                findings = outgoing.len(),
+                "Identities granted more than they use: excess_privilege findings raised."
+            );
         }
-        info!(
-            findings = outgoing.len(),
-            "Identities granted more than they use: excess_privilege findings raised."
-        );
-        let deliveries = enqueue_all(producer, topics, outgoing).await?;
-        Ok(Some(Ack::Outputs(deliveries)))
+        outputs_of_no_record(producer, topics, outgoing).await
     }
 
     /// The dormancy lifecycle's pass while the input has been idle for `idle` (wall clock), past
@@ -931,6 +926,22 @@ async fn enqueue_all(
         deliveries.push((f, o));
     }
     Ok(deliveries)
+}
+
+/// Hands messages caused by no input record (a lifecycle pass, least-privilege findings) to
+/// the producer, for the acknowledger to await before the next commit point; `None` when there
+/// are none.
+async fn outputs_of_no_record(
+    producer: &OutputProducer,
+    topics: &Topics,
+    outgoing: Vec<Outgoing>,
+) -> Result<Option<Ack>, ServiceError> {
+    if outgoing.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Ack::Outputs(
+        enqueue_all(producer, topics, outgoing).await?,
+    )))
 }
 
 /// How a received record of `part` is read: as its input declares, or for the repartition

@@ -34,6 +34,8 @@ pub const ALERT_TYPE: &str = "dev.driftwatch.detection_finding.v1";
 pub const ECS_ALERT_TYPE: &str = "dev.driftwatch.alert.ecs.v1";
 /// `ce_dataschema` of ECS alerts.
 pub const ECS_SCHEMA_URI: &str = "https://driftwatch.dev/schemas/alert-ecs.v1.json";
+/// `ce_dataschema` of OCSF alerts.
+pub const OCSF_SCHEMA_URI: &str = "https://schema.ocsf.io/1.1.0/classes/detection_finding";
 /// CloudEvents `type` of revocation commands.
 pub const COMMAND_TYPE: &str = "dev.driftwatch.revocation_command.v1";
 
@@ -90,7 +92,7 @@ pub fn decision(d: &Decision, source: &str, now_ms: i64, format: AlertFormat) ->
             a.event.principal.as_str(),
             a.time_ms,
             match format {
-                AlertFormat::Ocsf => "https://schema.ocsf.io/1.1.0/classes/detection_finding",
+                AlertFormat::Ocsf => OCSF_SCHEMA_URI,
                 AlertFormat::Ecs => ECS_SCHEMA_URI,
             },
         ),
@@ -107,44 +109,48 @@ pub fn decision(d: &Decision, source: &str, now_ms: i64, format: AlertFormat) ->
             command::SCHEMA_URI,
         ),
     };
-    Outgoing {
+    cloud_event(
         route,
-        key: Some(key.as_bytes().to_vec()),
-        payload: serde_json::to_vec(&body).expect("a serde_json::Value always serialises"),
-        headers: vec![
-            ("ce_specversion", "1.0".to_owned()),
-            ("ce_id", id),
-            ("ce_source", source.to_owned()),
-            ("ce_type", ty.to_owned()),
-            ("ce_time", format_rfc3339_ms(time_ms)),
-            ("ce_subject", key.to_owned()),
-            ("ce_dataschema", schema.to_owned()),
-            ("content-type", "application/json".to_owned()),
-        ],
-    }
+        &body,
+        key,
+        source,
+        [id, ty.to_owned(), schema.to_owned()],
+        time_ms,
+    )
 }
 
-/// An OCSF Detection Finding raised about an identity rather than an event (the daily
+/// An OCSF Detection Finding raised about an identity rather than an event (the hourly
 /// `excess_privilege` finding), as the CloudEvent alerts are sent as: `ce_id` is the finding's
 /// stable uid, so a consumer deduplicating on it keeps one per excess.
 pub fn finding(v: &serde_json::Value, key: &str, source: &str) -> Outgoing {
     let time_ms = v["time"].as_i64().unwrap_or_default();
     let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let (ty, schema) = (ALERT_TYPE.to_owned(), OCSF_SCHEMA_URI.to_owned());
+    cloud_event(Route::Alerts, v, key, source, [uid, ty, schema], time_ms)
+}
+
+/// `body` as a binary-mode CloudEvent keyed by principal key `key`: `[id, type, dataschema]`
+/// in its `ce_*` headers with `source`, the event time and the subject.
+fn cloud_event(
+    route: Route,
+    body: &serde_json::Value,
+    key: &str,
+    source: &str,
+    [id, ty, schema]: [String; 3],
+    time_ms: i64,
+) -> Outgoing {
     Outgoing {
-        route: Route::Alerts,
+        route,
         key: Some(key.as_bytes().to_vec()),
-        payload: serde_json::to_vec(v).expect("a serde_json::Value always serialises"),
+        payload: serde_json::to_vec(body).expect("a serde_json::Value always serialises"),
         headers: vec![
             ("ce_specversion", "1.0".to_owned()),
-            ("ce_id", uid),
+            ("ce_id", id),
             ("ce_source", source.to_owned()),
-            ("ce_type", ALERT_TYPE.to_owned()),
+            ("ce_type", ty),
             ("ce_time", format_rfc3339_ms(time_ms)),
             ("ce_subject", key.to_owned()),
-            (
-                "ce_dataschema",
-                "https://schema.ocsf.io/1.1.0/classes/detection_finding".to_owned(),
-            ),
+            ("ce_dataschema", schema),
             ("content-type", "application/json".to_owned()),
         ],
     }
