@@ -179,6 +179,30 @@ impl Names {
     }
 }
 
+/// Creates a run's `topics`: on the brokers, or on the mock cluster with the state topics of
+/// the service's `group` too (`state_partitions` of them), since the mock cannot create topics
+/// with settings (the state topics are compacted).
+async fn create_topics(
+    mock: Option<&rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>>,
+    brokers: &str,
+    group: &str,
+    topics: &[(&str, i32)],
+    state_partitions: i32,
+) -> anyhow::Result<()> {
+    let Some(m) = mock else {
+        return produce::create_topics(brokers, topics)
+            .await
+            .context("creating the benchmark topics");
+    };
+    let state = format!("{group}.state");
+    m.create_topic(&state, state_partitions, 1)?;
+    m.create_topic(&format!("{state}.fleet"), 1, 1)?;
+    for (t, p) in topics {
+        m.create_topic(t, *p, 1)?;
+    }
+    Ok(())
+}
+
 /// The service's task, running until `stop` is sent.
 type Running =
     tokio::task::JoinHandle<Result<crate::service::RunSummary, crate::service::ServiceError>>;
@@ -243,20 +267,14 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         (None, None) => unreachable!("a mock cluster when no brokers are given"),
     };
     let brokers = &brokers;
-    if let Some(m) = &mock {
-        // The mock cluster cannot create topics with settings (the state topics are compacted).
-        let state = format!("{service_group}.state");
-        let fleet = format!("{state}.fleet");
-        m.create_topic(&state, opts.partitions, 1)?;
-        m.create_topic(&fleet, 1, 1)?;
-        for (t, p) in &topics {
-            m.create_topic(t, *p, 1)?;
-        }
-    } else {
-        produce::create_topics(brokers, &topics)
-            .await
-            .context("creating the benchmark topics")?;
-    }
+    create_topics(
+        mock.as_ref(),
+        brokers,
+        service_group,
+        &topics,
+        opts.partitions,
+    )
+    .await?;
 
     let rp = opts.repartition.then(|| Names::new("dwbench-rp"));
     if let Some(rp) = &rp {
@@ -264,18 +282,7 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
         let repartition = format!("{}.repartition", rp.group);
         let widened = if mock.is_some() { 8 } else { 1 } * opts.partitions;
         topics.push((&repartition, widened));
-        if let Some(m) = &mock {
-            let state = format!("{}.state", rp.group);
-            m.create_topic(&state, widened, 1)?;
-            m.create_topic(&format!("{state}.fleet"), 1, 1)?;
-            for (t, p) in &topics {
-                m.create_topic(t, *p, 1)?;
-            }
-        } else {
-            produce::create_topics(brokers, &topics)
-                .await
-                .context("creating the repartition benchmark's topics")?;
-        }
+        create_topics(mock.as_ref(), brokers, &rp.group, &topics, widened).await?;
     }
 
     let data = records(opts.records);
