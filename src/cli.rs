@@ -331,12 +331,13 @@ pub struct InspectArgs {
 /// Reports drawn from what the engine learned.
 #[derive(clap::Subcommand)]
 pub enum ReportCommand {
-    /// Per identity, the actions it used in the window (decayed use, first and last use) and a
-    /// policy granting exactly those: an IAM policy document for AWS users and roles, a
-    /// Kubernetes Role or ClusterRole with its binding for service accounts. Resources are not
-    /// kept in the state, so policies name every resource (`"Resource": "*"`): scope them by
-    /// hand. With --identities, each declared `granted` pattern is judged in use, unused or
-    /// undetermined against each action's period of use, learned from its days of use.
+    /// Per identity, the actions it used in the window (decayed use, first and last use, the
+    /// resources it touched) and a policy granting exactly those: an IAM policy document for
+    /// AWS users and roles, on the ARNs the calls named (`*` only for actions that named none);
+    /// Kubernetes Roles in the namespaces used and a ClusterRole for the rest, restricted to
+    /// the objects read where RBAC allows, with their bindings, for service accounts. With
+    /// --identities, each declared `granted` pattern is judged in use, unused or undetermined
+    /// against each action's period of use, learned from its days of use.
     LeastPrivilege(LeastPrivilegeArgs),
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::{assert_valid, output_within, schema};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn driftwatch(args: &[&str]) -> Output {
     driftwatch_with_env(args, &[])
@@ -1176,6 +1176,18 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
             .or_default();
         *t = (*t).max(e.time_ms);
     }
+    // The S3 buckets each identity's calls named, and the objects each service account's
+    // calls named (`namespace/name`).
+    let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in &events {
+        if let Some(r) = &e.resource {
+            let r = match r.strip_prefix("arn:aws:s3:::") {
+                Some(path) => path.split('/').next().unwrap().to_owned(),
+                None => r.clone(),
+            };
+            named.entry(e.principal.clone()).or_default().insert(r);
+        }
+    }
     let mut called: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for ((principal, action), t) in last_call {
         let in_window = t.div_euclid(hour) >= since;
@@ -1195,7 +1207,7 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
     ]);
     let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(reports.len() >= 30);
-    let (mut aws, mut k8s_sa, mut exact) = (0, 0, 0);
+    let (mut aws, mut k8s_sa, mut exact, mut scoped) = (0, 0, 0, 0);
     let iam_action = |a: &str| {
         let (service, name) = a.split_once(':').unwrap();
         !service.is_empty()
@@ -1228,19 +1240,44 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
         }
         match r["identity_type"].as_str().unwrap() {
             "aws_role" | "aws_user" => {
-                // An IAM policy document: the version, one Allow statement, actions of the
-                // IAM form service:Action.
+                // An IAM policy document: the version, Allow statements with unique ids, actions
+                // of the IAM form service:Action, each on the resources its calls named: S3
+                // object actions on the identity's bucket's objects, bucket actions on the
+                // bucket, the others (which named none) on `*`.
                 let policy = &r["policy"];
                 assert_eq!(policy["Version"], "2012-10-17", "{key}");
-                let statement = &policy["Statement"][0];
-                assert_eq!(statement["Effect"], "Allow");
-                assert_eq!(statement["Resource"], "*");
-                let actions = statement["Action"].as_array().unwrap();
-                assert!(!actions.is_empty());
-                assert!(
-                    actions.iter().all(|a| iam_action(a.as_str().unwrap())),
-                    "{actions:?}"
-                );
+                let statements = policy["Statement"].as_array().unwrap();
+                let sids: BTreeSet<&str> = statements
+                    .iter()
+                    .map(|s| s["Sid"].as_str().unwrap())
+                    .collect();
+                assert_eq!(sids.len(), statements.len(), "{policy}");
+                let buckets = named.get(key).cloned().unwrap_or_default();
+                for statement in statements {
+                    assert_eq!(statement["Effect"], "Allow");
+                    let actions = statement["Action"].as_array().unwrap();
+                    assert!(!actions.is_empty());
+                    for a in actions {
+                        let a = a.as_str().unwrap();
+                        assert!(iam_action(a), "{a}");
+                        let want: Value = match a.strip_prefix("s3:") {
+                            Some(name) if buckets.len() == 1 => {
+                                let b = buckets.first().unwrap();
+                                if name.contains("Object") {
+                                    json!(format!("arn:aws:s3:::{b}/*"))
+                                } else {
+                                    json!(format!("arn:aws:s3:::{b}"))
+                                }
+                            }
+                            Some(_) => continue,
+                            None => json!("*"),
+                        };
+                        assert_eq!(statement["Resource"], want, "{key} {a}");
+                        if want != "*" {
+                            scoped += 1;
+                        }
+                    }
+                }
                 aws += 1;
             }
             "k8s_service_account" => {
@@ -1254,6 +1291,13 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
                         "Role" | "ClusterRole" => {
                             for rule in item["rules"].as_array().unwrap() {
                                 assert!(!rule["verbs"].as_array().unwrap().is_empty());
+                                // Restricted to objects it named, in the Role's namespace.
+                                for n in rule["resourceNames"].as_array().into_iter().flatten() {
+                                    let ns = item["metadata"]["namespace"].as_str().unwrap();
+                                    let object = format!("{ns}/{}", n.as_str().unwrap());
+                                    assert!(named[key].contains(&object), "{key} {object}");
+                                    scoped += 1;
+                                }
                                 assert!(
                                     rule["resources"].is_array()
                                         || rule["nonResourceURLs"].is_array(),
@@ -1274,8 +1318,8 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
         }
     }
     assert!(
-        exact >= 20 && aws > 0 && k8s_sa > 0,
-        "{exact} {aws} {k8s_sa}"
+        exact >= 20 && aws > 0 && k8s_sa > 0 && scoped >= 10,
+        "{exact} {aws} {k8s_sa} {scoped}"
     );
 
     // The policy formats and one identity alone.

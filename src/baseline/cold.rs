@@ -15,6 +15,7 @@
 //! advances a thawed profile with the same decay as it would have advanced the hot one.
 
 use super::lifecycle::Lifecycle;
+use super::resources::Resources;
 use super::{Entry, Profile, Seasonality, ValueSet};
 
 /// Endpoints a summary keeps, heaviest first.
@@ -60,6 +61,9 @@ pub struct ColdProfile {
     pub values: Box<[Entry]>,
     pub expiry_reported: bool,
     pub lifecycle: Lifecycle,
+    /// The resources of the endpoints it keeps (a policy generated after it wakes must still
+    /// grant them).
+    pub resources: Resources,
 }
 
 /// The endpoints and the six origin levels.
@@ -84,6 +88,15 @@ impl ColdProfile {
             counts[i] = top.len() as u8;
             values.extend(top);
         }
+        let kept = &values[..usize::from(counts[0])];
+        let resources = Resources(
+            p.resources
+                .0
+                .iter()
+                .filter(|r| kept.iter().any(|e| e.hash == r.action))
+                .cloned()
+                .collect(),
+        );
         let mut hour_of_day = [0u16; 24];
         for (slot, n) in p.hour_of_week.iter().enumerate() {
             hour_of_day[slot % 24] += u16::from(*n);
@@ -113,6 +126,7 @@ impl ColdProfile {
             values: values.into_boxed_slice(),
             expiry_reported: p.expiry_reported,
             lifecycle: p.lifecycle.clone(),
+            resources,
         }
     }
 
@@ -165,12 +179,14 @@ impl ColdProfile {
         p.requests = Seasonality::new(prior_dispersion);
         p.expiry_reported = self.expiry_reported;
         p.lifecycle = self.lifecycle.clone();
+        p.resources = self.resources.clone();
         p
     }
 
     /// Bytes allocated for this summary beyond its own size.
     pub fn heap_bytes(&self) -> usize {
         super::alloc_bytes(self.values.len() * std::mem::size_of::<Entry>())
+            + self.resources.heap_bytes()
     }
 }
 

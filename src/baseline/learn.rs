@@ -11,7 +11,7 @@ use rustc_hash::FxHasher;
 
 use super::fleet::Table;
 use super::origin::{self, Level};
-use super::{DAY_MS, Fleet, Profile};
+use super::{DAY_MS, Fleet, Profile, resources};
 use crate::config::Rules;
 use crate::config::model::BaselineConfig;
 use crate::event::AccessEvent;
@@ -163,7 +163,9 @@ impl Profile {
         }
 
         // What it calls, and from where.
-        let endpoint = self.learn_endpoint(ev, fleet, r, hour);
+        let action = endpoint_hash(&ev.action);
+        let endpoint = self.learn_endpoint(ev, action, fleet, r, hour);
+        self.learn_resource(ev, action, &m.baseline, hour);
         let (origins, coarse_unknown_to_fleet) = self.learn_origins(ev, fleet, &m.baseline, hour);
         let pin_breach = self.pins.observe(ev, &m.baseline, || outside_cloud(ev, r));
 
@@ -198,11 +200,11 @@ impl Profile {
     fn learn_endpoint(
         &mut self,
         ev: &AccessEvent,
+        hash: u64,
         fleet: &Fleet,
         r: &Rules,
         hour: u32,
     ) -> Option<NewEndpoint> {
-        let hash = endpoint_hash(&ev.action);
         if self.endpoints.touch(hash, hour, 1.0) {
             return None;
         }
@@ -230,6 +232,23 @@ impl Profile {
             tier,
             known,
         })
+    }
+
+    /// Remembers the resource the call named, under its action.
+    fn learn_resource(&mut self, ev: &AccessEvent, action: u64, b: &BaselineConfig, hour: u32) {
+        if b.max_resources == 0 {
+            return;
+        }
+        let caps = resources::Caps {
+            per_action: b.max_resources_per_action,
+            total: b.max_resources,
+        };
+        let endpoints = &self.endpoints;
+        let scope = resources::scope_of(ev);
+        self.resources
+            .record(action, scope.as_deref(), hour, caps, |a| {
+                endpoints.get(a).is_some()
+            });
     }
 
     fn learn_origins(

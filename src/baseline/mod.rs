@@ -12,6 +12,7 @@ pub mod learn;
 pub mod lifecycle;
 pub mod origin;
 pub mod pin;
+pub mod resources;
 pub mod stats;
 
 use origin::LEVELS;
@@ -386,6 +387,9 @@ pub struct Profile {
     pub lifecycle: lifecycle::Lifecycle,
     /// The networks and clients of its workload-bound sessions ([`pin`]).
     pub pins: pin::Pins,
+    /// The resources its actions used, for least-privilege policies ([`resources`]). Not kept
+    /// in cold summaries.
+    pub resources: resources::Resources,
     /// Lifetime active hours since maturity, and those at a cold hour of day: what this identity
     /// adds to the fleet's rate of off-schedule hours ([`Fleet::active_hours`]). Not kept in
     /// cold summaries: an identity that wakes counts afresh.
@@ -454,6 +458,7 @@ impl Profile {
             expiry_reported: false,
             lifecycle: lifecycle::Lifecycle::default(),
             pins: pin::Pins::default(),
+            resources: resources::Resources::default(),
             mature_hours: MatureHours::default(),
         }
     }
@@ -628,6 +633,7 @@ impl Profile {
                 .map(|o| alloc_bytes(o.entries.capacity() * std::mem::size_of::<Entry>()))
                 .sum::<usize>()
             + self.pins.heap_bytes()
+            + self.resources.heap_bytes()
     }
 
     /// Number of origin levels.

@@ -66,6 +66,10 @@ pub struct BaselineConfig {
     pub half_life_days: f64,
     pub max_endpoints: usize,
     pub max_values_per_origin_level: usize,
+    /// Resource scopes remembered per identity (0: none, policies grant on `*`), and per action
+    /// (past it the action is granted on `*`).
+    pub max_resources: usize,
+    pub max_resources_per_action: usize,
     pub ipv4_network_prefix: u8,
     pub ipv4_coarse_prefix: u8,
     pub ipv6_network_prefix: u8,
@@ -348,6 +352,20 @@ impl Model {
             (1..=4096).contains(&b.max_endpoints),
             "baseline.max_endpoints",
             format!("must be 1..=4096, got {}", b.max_endpoints),
+        );
+        check(
+            b.max_resources == 0
+                || (b.max_endpoints..=16 * b.max_endpoints).contains(&b.max_resources),
+            "baseline.max_resources",
+            format!(
+                "must be 0 (off) or between baseline.max_endpoints ({}) and 16 times it, got {}",
+                b.max_endpoints, b.max_resources
+            ),
+        );
+        check(
+            (1..=256).contains(&b.max_resources_per_action),
+            "baseline.max_resources_per_action",
+            format!("must be 1..=256, got {}", b.max_resources_per_action),
         );
         check(
             (1..=1024).contains(&b.max_values_per_origin_level),

@@ -213,7 +213,17 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         credential,
         session_id: session_arn.map(str::to_owned),
         action: super::concat(&[source, ":", name]),
-        resource: resource_of(r.request_parameters.as_ref(), r.resources.as_deref()),
+        resource: resource_of(
+            r.request_parameters.as_ref(),
+            r.resources.as_deref(),
+            r.recipient_account_id
+                .as_deref()
+                .or(ui.account_id.as_deref())
+                .filter(|a| a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit())),
+            r.aws_region
+                .as_deref()
+                .filter(|r| crate::redact::shape::cloud_region(r)),
+        ),
         outcome: Outcome {
             success: error_code.is_none(),
             error_code: error_code.map(str::to_owned),
@@ -326,25 +336,71 @@ fn is_denied(code: &str) -> bool {
         || code == "Forbidden"
 }
 
-fn resource_of(p: Option<&RequestParameters>, resources: Option<&[Resource]>) -> Option<String> {
+/// The resource a call touched, as an ARN where the record names it or says enough to build it
+/// (the call's account and region); a bare name otherwise.
+fn resource_of(
+    p: Option<&RequestParameters>,
+    resources: Option<&[Resource]>,
+    account: Option<&str>,
+    region: Option<&str>,
+) -> Option<String> {
+    let partition = match region {
+        Some(r) if r.starts_with("cn-") => "aws-cn",
+        Some(r) if r.starts_with("us-gov-") => "aws-us-gov",
+        _ => "aws",
+    };
+    let arn = |v: &str, build: &dyn Fn(&str) -> Option<String>| {
+        if v.starts_with("arn:") {
+            Some(v.to_owned())
+        } else {
+            build(v).or_else(|| Some(v.to_owned()))
+        }
+    };
+    let regional = |service: &str, kind: &str, v: &str| {
+        Some(format!(
+            "arn:{partition}:{service}:{}:{}:{kind}{v}",
+            region?, account?
+        ))
+    };
     if let Some(p) = p {
         if let Some(bucket) = p.bucket_name.as_deref() {
             return Some(match p.key.as_deref() {
-                Some(k) => format!("s3://{bucket}/{k}"),
-                None => format!("s3://{bucket}"),
+                Some(k) => format!("arn:{partition}:s3:::{bucket}/{k}"),
+                None => format!("arn:{partition}:s3:::{bucket}"),
             });
         }
-        let named = [
-            &p.secret_id,
-            &p.role_name,
-            &p.user_name,
-            &p.policy_arn,
-            &p.function_name,
-            &p.table_name,
-            &p.queue_url,
-            &p.name,
-        ];
-        if let Some(v) = named.into_iter().find_map(|v| v.as_deref()) {
+        let global =
+            |kind: &str, v: &str| Some(format!("arn:{partition}:iam::{}:{kind}/{v}", account?));
+        if let Some(v) = p.secret_id.as_deref() {
+            return arn(v, &|v| regional("secretsmanager", "secret:", v));
+        }
+        if let Some(v) = p.role_name.as_deref() {
+            return arn(v, &|v| global("role", v));
+        }
+        if let Some(v) = p.user_name.as_deref() {
+            return arn(v, &|v| global("user", v));
+        }
+        if let Some(v) = p.policy_arn.as_deref() {
+            return Some(v.to_owned());
+        }
+        if let Some(v) = p.function_name.as_deref() {
+            return arn(v, &|v| regional("lambda", "function:", v));
+        }
+        if let Some(v) = p.table_name.as_deref() {
+            return arn(v, &|v| regional("dynamodb", "table/", v));
+        }
+        if let Some(v) = p.queue_url.as_deref() {
+            return arn(v, &|v| {
+                // https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
+                let path = v.split_once("amazonaws.com/")?.1;
+                let (acct, name) = path.split_once('/')?;
+                let region = region?;
+                let ok = acct.len() == 12 && acct.bytes().all(|c| c.is_ascii_digit());
+                (ok && !name.is_empty() && !name.contains('/'))
+                    .then(|| format!("arn:{partition}:sqs:{region}:{acct}:{name}"))
+            });
+        }
+        if let Some(v) = p.name.as_deref() {
             return Some(v.to_owned());
         }
     }
@@ -383,7 +439,7 @@ mod tests {
             Some("i-0abc12345def67890")
         );
         assert_eq!(e.volume.bytes_out, Some(1024));
-        assert_eq!(e.resource.as_deref(), Some("s3://data/a.csv"));
+        assert_eq!(e.resource.as_deref(), Some("arn:aws:s3:::data/a.csv"));
         assert_eq!(e.tenant.as_deref(), Some("111122223333"));
     }
 
@@ -410,6 +466,55 @@ mod tests {
         let c = with("ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3b5D", "yesterday");
         assert_eq!(c.session_user_id, None);
         assert_eq!(c.issued_ms, None);
+    }
+
+    #[test]
+    fn resources_are_named_by_arn_built_from_the_calls_account_and_region() {
+        let with = |params: &str, account: &str| {
+            decode_str(&format!(
+                r#"{{"eventTime":"2024-07-31T12:36:52Z","eventSource":"iam.amazonaws.com","eventName":"X",
+                "awsRegion":"eu-west-1","recipientAccountId":"{account}","requestParameters":{params},
+                "userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u"}}}}"#
+            ))
+            .resource
+        };
+        let a = "111122223333";
+        let cases = [
+            (
+                r#"{"roleName":"deployer","policyArn":"arn:aws:iam::aws:policy/X"}"#,
+                "arn:aws:iam::111122223333:role/deployer",
+            ),
+            (r#"{"userName":"ci"}"#, "arn:aws:iam::111122223333:user/ci"),
+            (
+                r#"{"secretId":"prod/db"}"#,
+                "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db",
+            ),
+            (
+                r#"{"functionName":"resize"}"#,
+                "arn:aws:lambda:eu-west-1:111122223333:function:resize",
+            ),
+            (
+                r#"{"tableName":"orders"}"#,
+                "arn:aws:dynamodb:eu-west-1:111122223333:table/orders",
+            ),
+            (
+                r#"{"queueUrl":"https://sqs.eu-west-1.amazonaws.com/444455556666/jobs"}"#,
+                "arn:aws:sqs:eu-west-1:444455556666:jobs",
+            ),
+            (
+                r#"{"functionName":"arn:aws:lambda:us-east-1:444455556666:function:f"}"#,
+                "arn:aws:lambda:us-east-1:444455556666:function:f",
+            ),
+            (r#"{"bucketName":"data"}"#, "arn:aws:s3:::data"),
+        ];
+        for (params, want) in cases {
+            assert_eq!(with(params, a).as_deref(), Some(want), "{params}");
+        }
+        // Without a valid account, a name stays a name: no ARN is guessed.
+        assert_eq!(
+            with(r#"{"roleName":"deployer"}"#, "not-an-account").as_deref(),
+            Some("deployer")
+        );
     }
 
     #[test]

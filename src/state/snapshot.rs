@@ -22,6 +22,7 @@ use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
 use crate::baseline::lifecycle::{LastUse, Lifecycle, Stage};
 use crate::baseline::pin::{Pin, Pins};
+use crate::baseline::resources::{ResourceUse, Resources, scope_hash};
 use crate::baseline::{
     ColdProfile, Entry, HourFired, MatureHours, Profile, Seasonality, ValueSet, Window,
 };
@@ -36,10 +37,11 @@ use crate::state::group::PartitionReport;
 /// The snapshot format version this code writes for identities. Format 2 added workload pins
 /// after a hot identity's body; format 3 the dormancy lifecycle after the body of hot and cold
 /// identities alike; format 4 the declared-policy findings already reported, one byte after the
-/// lifecycle. Formats 1 to 3 are still read (their identities have no pins, or are active in
-/// the lifecycle with nothing known of their last use, or have reported no declared-policy
-/// finding, until their next event).
-pub const FORMAT: u16 = 4;
+/// lifecycle; format 5 the resources a hot identity's actions used, after the days of use.
+/// Formats 1 to 4 are still read (their identities have no pins, or are active in the
+/// lifecycle with nothing known of their last use, or have reported no declared-policy finding,
+/// until their next event; or know no resources, which least-privilege policies grant on `*`).
+pub const FORMAT: u16 = 5;
 
 /// The oldest format this code reads.
 const OLDEST_READ: u16 = 1;
@@ -405,6 +407,7 @@ fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
     }
     Ok(ColdProfile {
         lifecycle: Lifecycle::default(),
+        resources: Resources::default(),
         first_seen_ms: c.first_seen_ms,
         last_seen_ms: c.last_seen_ms,
         events: c.events,
@@ -574,6 +577,7 @@ fn profile_in(p: ProfileV1, rules: &Rules) -> Result<Profile, SnapshotError> {
         enum_window: window_in(p.enum_window),
         expiry_reported: p.expiry_reported,
         pins: Pins::default(),
+        resources: Resources::default(),
         mature_hours: MatureHours::default(),
     })
 }
@@ -650,22 +654,67 @@ fn put_lifecycle(out: &mut Vec<u8>, l: &Lifecycle, days: impl Iterator<Item = u1
 }
 
 /// The lifecycle trailer in `rest` of a snapshot of `format` (from 3 on), with the values' days
-/// of use (from 4 on).
-fn take_lifecycle(format: u16, rest: &[u8]) -> Result<(Lifecycle, Vec<u16>), SnapshotError> {
+/// of use (from 4 on), and what follows it.
+type Trailer<'b> = (Lifecycle, Vec<u16>, &'b [u8]);
+fn take_lifecycle(format: u16, rest: &[u8]) -> Result<Trailer<'_>, SnapshotError> {
     if format < 3 {
-        return Ok((Lifecycle::default(), Vec::new()));
+        return Ok((Lifecycle::default(), Vec::new(), &[]));
     }
     let (v, rest): (LifecycleV1, &[u8]) = postcard::take_from_bytes(rest)?;
     let mut l = lifecycle_in(v)?;
     if format < 4 {
-        return Ok((l, Vec::new()));
+        return Ok((l, Vec::new(), &[]));
     }
     let (notices, rest) = rest
         .split_first()
         .ok_or_else(|| SnapshotError::Corrupt("no declared-findings byte".into()))?;
     l.notices = *notices;
-    let days: Vec<u16> = postcard::from_bytes(rest)?;
-    Ok((l, days))
+    let (days, rest): (Vec<u16>, &[u8]) = postcard::take_from_bytes(rest)?;
+    Ok((l, days, rest))
+}
+
+/// One resource scope an action used: written by format 5 after the trailer of hot and cold
+/// identities alike.
+#[derive(Serialize, Deserialize)]
+struct ResourceV1 {
+    action: Hash64,
+    last_hour: u32,
+    uses: u32,
+    scope: String,
+}
+
+fn resources_out(r: &Resources) -> Vec<ResourceV1> {
+    r.0.iter()
+        .map(|u| ResourceV1 {
+            action: Hash64(u.action.to_le_bytes()),
+            last_hour: u.last_hour,
+            uses: u.uses,
+            scope: u.scope.to_string(),
+        })
+        .collect()
+}
+
+/// The resources in `rest` of a snapshot of `format` (none before 5), within `cap` (a
+/// smaller cap in the model forgets them all: its policies grant on `*` until relearnt).
+fn take_resources(format: u16, rest: &[u8], cap: usize) -> Result<Resources, SnapshotError> {
+    if format < 5 {
+        return Ok(Resources::default());
+    }
+    let v: Vec<ResourceV1> = postcard::from_bytes(rest)?;
+    if v.len() > cap {
+        return Ok(Resources::default());
+    }
+    Ok(Resources(
+        v.into_iter()
+            .map(|r| ResourceUse {
+                action: u64::from_le_bytes(r.action.0),
+                hash: scope_hash(&r.scope),
+                last_hour: r.last_hour,
+                uses: r.uses,
+                scope: r.scope.into(),
+            })
+            .collect(),
+    ))
 }
 
 /// Gives `entries` their days of use, in order; left unknown (0) when the counts differ (a
@@ -879,12 +928,16 @@ impl<'r> Codec<'r> {
                 postcard::to_io(&ext, &mut out).expect("writing to a Vec cannot fail");
                 let days = hot_entries(&s.profile).map(Entry::days);
                 put_lifecycle(&mut out, &s.profile.lifecycle, days);
+                postcard::to_io(&resources_out(&s.profile.resources), &mut out)
+                    .expect("writing to a Vec cannot fail");
                 out
             }
             Tracked::Cold(c) => {
                 let mut out = self.encode(COLD_MAGIC, &cold_out(&c.profile, applied));
                 let days = c.profile.values.iter().map(Entry::days);
                 put_lifecycle(&mut out, &c.profile.lifecycle, days);
+                postcard::to_io(&resources_out(&c.profile.resources), &mut out)
+                    .expect("writing to a Vec cannot fail");
                 out
             }
         }
@@ -905,8 +958,10 @@ impl<'r> Codec<'r> {
             let (body, rest): (ColdV1, &[u8]) = postcard::take_from_bytes(body)?;
             let applied = body.applied.clone();
             let mut profile = cold_in(body, self.rules)?;
-            let days;
-            (profile.lifecycle, days) = take_lifecycle(format, rest)?;
+            let (lifecycle, days, rest) = take_lifecycle(format, rest)?;
+            profile.lifecycle = lifecycle;
+            profile.resources =
+                take_resources(format, rest, self.rules.model.baseline.max_resources)?;
             set_days(profile.values.iter_mut(), &days);
             let cold = ColdIdentity {
                 profile,
@@ -923,7 +978,8 @@ impl<'r> Codec<'r> {
         } else {
             (HotExtV2::default(), &[])
         };
-        let (lifecycle, days) = take_lifecycle(format, rest)?;
+        let (lifecycle, days, rest) = take_lifecycle(format, rest)?;
+        let resources = take_resources(format, rest, self.rules.model.baseline.max_resources)?;
         let pins = Pins(ext.pins.into_iter().map(pin_in).collect::<Result<_, _>>()?);
         let recent = body
             .risk
@@ -940,6 +996,7 @@ impl<'r> Codec<'r> {
         let mut profile = profile_in(body.profile, self.rules)?;
         profile.pins = pins;
         profile.lifecycle = lifecycle;
+        profile.resources = resources;
         let entries: Vec<&mut Entry> = std::iter::once(&mut profile.endpoints)
             .chain(profile.origins.iter_mut())
             .flat_map(|s| s.entries.iter_mut())
@@ -1096,20 +1153,26 @@ fn identity_out(s: &IdentityState, applied: &[AppliedOffset]) -> IdentityV1 {
 /// The same content as [`Codec::encode_identity`] as JSON: the reference the binary encoding is
 /// measured against (`cargo bench`), and a readable dump for debugging.
 pub fn encode_identity_json(s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
-    let (mut v, lifecycle) = match s {
+    let (mut v, lifecycle, resources) = match s {
         Tracked::Hot(s) => (
             serde_json::to_value(identity_out(s, applied)),
             &s.profile.lifecycle,
+            &s.profile.resources,
         ),
         Tracked::Cold(c) => (
             serde_json::to_value(cold_out(&c.profile, applied)),
             &c.profile.lifecycle,
+            &c.profile.resources,
         ),
     };
     if let Ok(serde_json::Value::Object(m)) = &mut v {
         m.insert(
             "lifecycle".into(),
             serde_json::to_value(lifecycle_out(lifecycle)).expect("plain fields serialise"),
+        );
+        m.insert(
+            "resources".into(),
+            serde_json::to_value(resources_out(resources)).expect("plain fields serialise"),
         );
     }
     serde_json::to_vec(&v.expect("snapshot types always serialise"))
@@ -1252,12 +1315,12 @@ mod tests {
     }
 
     #[test]
-    fn a_format_1_snapshot_is_still_read_and_restores_without_format_2_additions() {
+    fn snapshots_of_every_older_format_are_still_read_without_the_later_additions() {
         let (engine, _) = engine_after(0.7);
         let r = rules();
         let codec = Codec::new(&r);
         let mut read = 0;
-        let (mut cold, mut with_lifecycle) = (0, 0);
+        let (mut cold, mut with_lifecycle, mut with_resources) = (0, 0, 0);
         engine.for_each_identity(|_, s| {
             if let Tracked::Cold(c) = s {
                 // Format 1 wrote cold summaries without the lifecycle.
@@ -1282,6 +1345,18 @@ mod tests {
             let days = |p: &Profile| hot_entries(p).map(Entry::days).collect::<Vec<_>>();
             assert_eq!(days(&back4.profile), days(&noticed.profile));
             assert!(days(&back4.profile).iter().all(|d| *d >= 1));
+            assert_eq!(back4.profile.resources, noticed.profile.resources);
+            with_resources += usize::from(!noticed.profile.resources.0.is_empty());
+            // Format 4: the same without the resources after the days of use.
+            let tail = postcard::to_stdvec(&resources_out(&noticed.profile.resources))
+                .unwrap()
+                .len();
+            let mut v4 = v4[..v4.len() - tail].to_vec();
+            v4[3] = 4;
+            let (back4, _) = codec.decode_identity(&v4).unwrap();
+            let back4 = back4.hot().unwrap().clone();
+            assert_eq!(back4.profile.resources, Resources::default());
+            assert_eq!(days(&back4.profile), days(&noticed.profile));
             // The header (of `format`), the body and format 2's pins, nothing after.
             let with_pins = |format: u8| {
                 let mut v = codec.encode(MAGIC, &identity_out(hot, &[]));
@@ -1323,6 +1398,7 @@ mod tests {
             without.profile.pins = Pins::default();
             without.profile.mature_hours = MatureHours::default();
             without.profile.lifecycle = Lifecycle::default();
+            without.profile.resources = Resources::default();
             for set in std::iter::once(&mut without.profile.endpoints)
                 .chain(without.profile.origins.iter_mut())
             {
@@ -1338,6 +1414,10 @@ mod tests {
         });
         assert!(read > 0 && cold > 0);
         assert!(with_lifecycle > 0, "hot identities know their last use");
+        assert!(
+            with_resources > 0,
+            "hot identities know the resources they used"
+        );
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! `driftwatch report least-privilege`: per identity, the actions it used in a window of event
-//! time (decayed use, first and last use), read from the same state `inspect` reads, and a
-//! policy scoped to them: an IAM policy document for AWS users and roles, a Kubernetes Role (or
-//! ClusterRole, for cluster-wide resources and non-resource URLs) for service accounts. Pure
-//! functions of the engine; loading is `inspect`'s.
+//! time (decayed use, first and last use, the resources it touched), read from the same state
+//! `inspect` reads, and a policy scoped to them: an IAM policy document for AWS users and roles
+//! (on the ARNs used), Kubernetes Roles in the namespaces used and a ClusterRole for
+//! cluster-wide resources and non-resource URLs (restricted to the objects used where RBAC
+//! allows) for service accounts. Pure functions of the engine; loading is `inspect`'s.
 //!
 //! With an inventory that declares `granted` permissions, each grant is judged against that use
 //! ([`Grant`]): in use, unused (with a confidence that accounts for periodic jobs: each action's
 //! period is learned from the distinct days it was used on), or undetermined; and identities with
 //! enough unused grants get an OCSF finding ([`excess_finding`]).
 //!
-//! What the state cannot say is said, not guessed: the resources an action touched are not kept,
-//! so policies name `Resource: "*"` (AWS) and no `resourceNames` (Kubernetes); an identity whose
-//! endpoint set is full (`baseline.max_endpoints`) or that is a cold summary may have dropped its
-//! least used actions, and its report says `complete: false`.
+//! What the state cannot say is said, not guessed: an action whose calls named no resource a
+//! policy can name, or more than the state keeps per action
+//! ([`crate::baseline::resources`]), is granted on every resource (`Resource: "*"`, no
+//! `resourceNames`); an identity whose endpoint set is full (`baseline.max_endpoints`) or that
+//! is a cold summary may have dropped its least used actions (and a cold summary keeps no
+//! resources), and its report says `complete: false`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::baseline::fleet::Table;
+use crate::baseline::resources::ANY;
 use crate::baseline::{DAY_MS, Entry, HOUR_MS};
 use crate::config::Inventory;
 use crate::config::rules::Glob;
@@ -59,6 +63,12 @@ pub struct UsedAction {
     /// Typical days between those days of use, when it was used on two or more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_days: Option<f64>,
+    /// The resources it used in the window, as policies name them: ARNs (AWS), `namespace/name`
+    /// or `namespace/*` (Kubernetes), resource names (GCP); `*` for calls that named none a
+    /// policy can name, or when more were used than the state keeps per action. Empty when the
+    /// state keeps none for it (saved before resources were kept, or `baseline.max_resources`
+    /// is 0).
+    pub resources: Vec<String>,
 }
 
 /// What one identity used, and the policy that grants exactly that.
@@ -271,35 +281,87 @@ fn iam_action(prefix: &str, name: &str) -> String {
         ("s3", "ListObjects" | "ListObjectsV2" | "HeadBucket") => "ListBucket",
         ("s3", "HeadObject") => "GetObject",
         ("s3", "ListObjectVersions") => "ListBucketVersions",
+        (
+            "s3",
+            "CreateMultipartUpload" | "UploadPart" | "UploadPartCopy" | "CompleteMultipartUpload",
+        ) => "PutObject",
+        ("s3", "ListMultipartUploads") => "ListBucketMultipartUploads",
+        ("s3", "ListParts") => "ListMultipartUploadParts",
         _ => name,
     };
     format!("{prefix}:{name}")
 }
 
-/// An IAM policy document allowing exactly the AWS actions among `used`.
+/// The resource an S3 `action` is authorised on, from the scope of a call that named `r`:
+/// object actions on the bucket's objects (`arn:aws:s3:::BUCKET/*`), bucket actions
+/// (`ListBucket`, `GetBucketLocation`, ...) on the bucket itself.
+fn s3_resource(action: &str, r: &str) -> String {
+    let Some(rest) = r.strip_prefix("arn:").and_then(|r| r.split_once(":s3:::")) else {
+        return r.to_owned();
+    };
+    let (partition, path) = rest;
+    let bucket = path.split('/').next().unwrap_or(path);
+    let name = action.split_once(':').map_or(action, |(_, n)| n);
+    if name.contains("Object")
+        || matches!(name, "AbortMultipartUpload" | "ListMultipartUploadParts")
+    {
+        format!("arn:{partition}:s3:::{bucket}/*")
+    } else {
+        format!("arn:{partition}:s3:::{bucket}")
+    }
+}
+
+/// An IAM policy document allowing exactly the AWS actions among `used`, each on the resources
+/// it used: one statement per distinct set of resources, `*` only for actions that named none
+/// (or more than the state keeps).
 pub fn iam_policy(used: &[UsedAction]) -> Option<Value> {
-    let actions: BTreeSet<String> = used
-        .iter()
-        .filter_map(|u| {
-            let (source, name) = u.action.split_once(':')?;
-            let prefix = iam_prefix(source)?;
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric());
-            valid.then(|| iam_action(prefix, name))
-        })
-        .collect();
-    if actions.is_empty() {
+    let mut on: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for u in used {
+        let Some((source, name)) = u.action.split_once(':') else {
+            continue;
+        };
+        let Some(prefix) = iam_prefix(source) else {
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let action = iam_action(prefix, name);
+        let resources = on.entry(action.clone()).or_default();
+        if u.resources.is_empty() {
+            resources.insert(ANY.into());
+        }
+        resources.extend(u.resources.iter().map(|r| s3_resource(&action, r)));
+    }
+    if on.is_empty() {
         return None;
     }
-    Some(json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "ObservedUse",
-            "Effect": "Allow",
-            "Action": actions,
-            // The records' resources are not kept in the state: scope by hand.
-            "Resource": "*",
-        }],
-    }))
+    let mut statements: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for (action, resources) in on {
+        let resources = if resources.contains(ANY) {
+            vec![ANY.to_owned()]
+        } else {
+            resources.into_iter().collect()
+        };
+        statements.entry(resources).or_default().push(action);
+    }
+    let statements: Vec<Value> = statements
+        .into_iter()
+        .enumerate()
+        .map(|(i, (resources, actions))| {
+            let resource = match resources.as_slice() {
+                [one] => json!(one),
+                many => json!(many),
+            };
+            json!({
+                "Sid": format!("ObservedUse{}", i + 1),
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": resource,
+            })
+        })
+        .collect();
+    Some(json!({"Version": "2012-10-17", "Statement": statements}))
 }
 
 /// The API group of a Kubernetes resource, for the common ones; `*` when unknown.
@@ -358,11 +420,26 @@ fn cluster_scoped(resource: &str) -> bool {
     )
 }
 
-/// RBAC rules from `verb:resource[/sub]` and `verb:/path` actions: namespaced ones, then
-/// cluster-wide ones (cluster-scoped resources and non-resource URLs).
-fn rbac_rules(used: &[UsedAction]) -> (Vec<Value>, Vec<Value>) {
-    let mut namespaced: BTreeMap<(&str, String), BTreeSet<&str>> = BTreeMap::new();
-    let mut cluster: BTreeMap<(&str, String), BTreeSet<&str>> = BTreeMap::new();
+/// Verbs RBAC can restrict to named objects (`resourceNames`).
+fn nameable(verb: &str) -> bool {
+    matches!(verb, "get" | "update" | "patch" | "delete")
+}
+
+/// One RBAC rule's target: API group, resource, and the object names it is restricted to
+/// (none: every object).
+type RuleKey = (&'static str, String, Option<BTreeSet<String>>);
+
+/// Rules for one Role (a namespace) or the ClusterRole, as target to verbs.
+type Rules = BTreeMap<RuleKey, BTreeSet<String>>;
+
+/// RBAC rules from `verb:resource[/sub]` and `verb:/path` actions and the objects they touched:
+/// per namespace (`namespace/name`, `namespace/*`), and cluster-wide (cluster-scoped
+/// resources, calls across all namespaces, non-resource URLs). Named objects restrict the rule
+/// to them (`resourceNames`) where RBAC allows it. An action the state knows no objects of is
+/// placed in `home`, the service account's own namespace.
+fn rbac_rules(used: &[UsedAction], home: &str) -> (BTreeMap<String, Vec<Value>>, Vec<Value>) {
+    let mut namespaces: BTreeMap<String, Rules> = BTreeMap::new();
+    let mut cluster = Rules::new();
     let mut urls: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for u in used {
         let Some((verb, what)) = u.action.split_once(':') else {
@@ -374,20 +451,53 @@ fn rbac_rules(used: &[UsedAction]) -> (Vec<Value>, Vec<Value>) {
         }
         let base = what.split('/').next().unwrap_or(what);
         let group = api_group(base);
-        let target = if cluster_scoped(base) {
-            &mut cluster
-        } else {
-            &mut namespaced
+        // Where it was used: namespace (None: cluster-wide) to the objects named there (None:
+        // every object, or none named).
+        let mut places: BTreeMap<Option<String>, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut place = |ns: Option<&str>, name: Option<&str>| {
+            let names = places
+                .entry(ns.map(str::to_owned))
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (name, names.as_mut()) {
+                (Some(n), Some(set)) if nameable(verb) => {
+                    set.insert(n.to_owned());
+                }
+                _ => *names = None,
+            }
         };
-        target
-            .entry((group, what.to_owned()))
-            .or_default()
-            .insert(verb);
+        let scoped = cluster_scoped(base);
+        if u.resources.is_empty() {
+            place((!scoped).then_some(home), None);
+        }
+        for r in &u.resources {
+            match (scoped, r.split_once('/')) {
+                (_, _) if r == ANY => place(None, None),
+                (true, _) => place(None, Some(r.as_str())),
+                (false, Some((ns, "*"))) => place(Some(ns), None),
+                (false, Some((ns, name))) => place(Some(ns), Some(name)),
+                (false, None) => place(None, None),
+            }
+        }
+        for (ns, names) in places {
+            let rules = match ns {
+                Some(ns) => namespaces.entry(ns).or_default(),
+                None => &mut cluster,
+            };
+            rules
+                .entry((group, what.to_owned(), names))
+                .or_default()
+                .insert(verb.to_owned());
+        }
     }
-    let rules = |m: BTreeMap<(&str, String), BTreeSet<&str>>| -> Vec<Value> {
+    let rules = |m: Rules| -> Vec<Value> {
         m.into_iter()
-            .map(|((group, resource), verbs)| {
-                json!({"apiGroups": [group], "resources": [resource], "verbs": verbs})
+            .map(|((group, resource, names), verbs)| {
+                let mut rule =
+                    json!({"apiGroups": [group], "resources": [resource], "verbs": verbs});
+                if let Some(names) = names {
+                    rule["resourceNames"] = json!(names);
+                }
+                rule
             })
             .collect()
     };
@@ -396,29 +506,33 @@ fn rbac_rules(used: &[UsedAction]) -> (Vec<Value>, Vec<Value>) {
         urls.into_iter()
             .map(|(url, verbs)| json!({"nonResourceURLs": [url], "verbs": verbs})),
     );
-    (rules(namespaced), cluster_rules)
+    let namespaced = namespaces
+        .into_iter()
+        .map(|(ns, m)| (ns, rules(m)))
+        .collect();
+    (namespaced, cluster_rules)
 }
 
-/// RBAC objects granting a service account exactly what it used: a Role in its namespace for
-/// namespaced resources, a ClusterRole for the rest; each with its binding.
+/// RBAC objects granting a service account exactly what it used: a Role in each namespace it
+/// used namespaced resources in, a ClusterRole for the rest; each with its binding.
 pub fn rbac_policy(username: &str, used: &[UsedAction]) -> Option<Value> {
     let sa = username.rsplit('/').next().unwrap_or(username);
     let mut parts = sa.strip_prefix("system:serviceaccount:")?.splitn(2, ':');
     let (namespace, name) = (parts.next()?, parts.next()?);
-    let (namespaced, cluster) = rbac_rules(used);
+    let (namespaced, cluster) = rbac_rules(used, namespace);
     let object_name = format!("{name}-observed");
     let subject = json!([{"kind": "ServiceAccount", "name": name, "namespace": namespace}]);
     let rbac = "rbac.authorization.k8s.io/v1";
     let mut items = Vec::new();
-    if !namespaced.is_empty() {
+    for (ns, rules) in namespaced {
         items.push(json!({
             "apiVersion": rbac, "kind": "Role",
-            "metadata": {"name": object_name, "namespace": namespace},
-            "rules": namespaced,
+            "metadata": {"name": object_name, "namespace": ns},
+            "rules": rules,
         }));
         items.push(json!({
             "apiVersion": rbac, "kind": "RoleBinding",
-            "metadata": {"name": object_name, "namespace": namespace},
+            "metadata": {"name": object_name, "namespace": ns},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": object_name},
             "subjects": subject,
         }));
@@ -488,6 +602,12 @@ pub fn least_privilege_at(
             last_used: hour_ms(e.last_hour),
             days_used: e.days(),
             period_days: period_days(e).map(round2),
+            resources: p
+                .resources
+                .of(e.hash, since_hour)
+                .iter()
+                .map(|u| u.scope.to_string())
+                .collect(),
         })
         .collect();
     used.sort_by(|a, b| a.action.cmp(&b.action));
@@ -651,6 +771,9 @@ pub fn table(reports: &[LeastPrivilege]) -> String {
                 "  {:<50} weight {:>8.2}  first {}  last {}  on {} day(s){period}",
                 u.action, u.weight, u.first_used, u.last_used, u.days_used
             );
+            if !u.resources.is_empty() {
+                let _ = writeln!(out, "    on {}", u.resources.join(", "));
+            }
         }
         for g in r.granted.iter().flatten() {
             let status = match g.status {
@@ -689,6 +812,7 @@ mod tests {
                 last_used: String::new(),
                 days_used: 1,
                 period_days: None,
+                resources: Vec::new(),
             })
             .collect()
     }
@@ -715,6 +839,118 @@ mod tests {
         );
         assert_eq!(p["Version"], "2012-10-17");
         assert!(iam_policy(&used(&["get:pods"])).is_none());
+    }
+
+    fn on(action: &str, resources: &[&str]) -> UsedAction {
+        let mut u = used(&[action]).remove(0);
+        u.resources = resources.iter().map(|r| (*r).to_owned()).collect();
+        u
+    }
+
+    #[test]
+    fn iam_statements_name_the_arns_used_and_a_wildcard_only_where_none_was_named() {
+        let bucket = "arn:aws:s3:::reports/*";
+        let p = iam_policy(&[
+            on("s3.amazonaws.com:GetObject", &[bucket]),
+            on("s3.amazonaws.com:PutObject", &[bucket]),
+            // Bucket-level: on the bucket, not its objects.
+            on("s3.amazonaws.com:ListObjects", &[bucket]),
+            on(
+                "secretsmanager.amazonaws.com:GetSecretValue",
+                &["arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-??????"],
+            ),
+            on("sts.amazonaws.com:GetCallerIdentity", &[ANY]),
+            // Known by its action only (state saved before resources were kept).
+            on("ec2.amazonaws.com:DescribeInstances", &[]),
+            // Some calls named a table, one did not: every table.
+            on(
+                "dynamodb.amazonaws.com:Query",
+                &["arn:aws:dynamodb:eu-west-1:111122223333:table/orders", ANY],
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            p["Statement"],
+            json!([
+                {"Sid": "ObservedUse1", "Effect": "Allow",
+                 "Action": ["dynamodb:Query", "ec2:DescribeInstances", "sts:GetCallerIdentity"], "Resource": "*"},
+                {"Sid": "ObservedUse2", "Effect": "Allow",
+                 "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::reports"},
+                {"Sid": "ObservedUse3", "Effect": "Allow",
+                 "Action": ["s3:GetObject", "s3:PutObject"], "Resource": "arn:aws:s3:::reports/*"},
+                {"Sid": "ObservedUse4", "Effect": "Allow",
+                 "Action": ["secretsmanager:GetSecretValue"],
+                 "Resource": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-??????"},
+            ])
+        );
+        // Two calls named by different CloudTrail events needing one IAM action share its
+        // resources.
+        let p = iam_policy(&[
+            on("s3.amazonaws.com:ListObjects", &["arn:aws:s3:::a/*"]),
+            on("s3.amazonaws.com:ListObjectsV2", &["arn:aws:s3:::b"]),
+        ])
+        .unwrap();
+        assert_eq!(
+            p["Statement"][0]["Resource"],
+            json!(["arn:aws:s3:::a", "arn:aws:s3:::b"])
+        );
+    }
+
+    #[test]
+    fn a_service_account_gets_roles_in_the_namespaces_it_used_restricted_to_the_objects_it_read() {
+        let l = rbac_policy(
+            "system:serviceaccount:payments:api",
+            &[
+                on("get:secrets", &["payments/db", "payments/tls"]),
+                on("list:secrets", &["payments/*"]),
+                on("get:configmaps", &["shared/flags"]),
+                // Across all namespaces (no namespace named): cluster-wide.
+                on("list:pods", &[ANY]),
+                on("get:nodes", &["node-1"]),
+            ],
+        )
+        .unwrap();
+        let items = l["items"].as_array().unwrap();
+        let kinds: Vec<(&str, &str)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["kind"].as_str().unwrap(),
+                    i["metadata"]["namespace"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Role", "payments"),
+                ("RoleBinding", "payments"),
+                ("Role", "shared"),
+                ("RoleBinding", "shared"),
+                ("ClusterRole", "-"),
+                ("ClusterRoleBinding", "-")
+            ]
+        );
+        assert_eq!(
+            items[0]["rules"],
+            json!([
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["db", "tls"]},
+            ])
+        );
+        assert_eq!(
+            items[2]["rules"],
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["flags"]}])
+        );
+        // The binding in another namespace still names the account in its own.
+        assert_eq!(items[3]["subjects"][0]["namespace"], "payments");
+        assert_eq!(
+            items[4]["rules"],
+            json!([
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"], "resourceNames": ["node-1"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            ])
+        );
     }
 
     #[test]

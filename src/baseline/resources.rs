@@ -1,0 +1,323 @@
+//! What each action of an identity touched: a bounded memory of resource scopes per endpoint,
+//! read by least-privilege reports to scope the policies they generate.
+//!
+//! A scope is the resource as a policy would name it ([`scope_of`]): an AWS ARN (an S3 object's
+//! generalised to its bucket's `/*`, a secret's given the random suffix Secrets Manager adds),
+//! a Kubernetes `namespace/name`, a GCP resource name. A call that named no resource, or none a
+//! policy can name, is remembered as [`ANY`]: that action can only be granted on every resource.
+//!
+//! The memory is capped (`baseline.max_resources_per_action`, `baseline.max_resources`). It
+//! never forgets a resource an action still uses: when a cap is reached the action is widened
+//! to [`ANY`] instead, so a generated policy can only be broader than the use, never narrower.
+//! Only resources of actions the identity no longer tracks are dropped to make room.
+
+use std::borrow::Cow;
+
+use crate::baseline::alloc_bytes;
+use crate::event::{AccessEvent, SourceFormat};
+
+/// The scope of a call that can only be granted on every resource.
+pub const ANY: &str = "*";
+
+/// Longest scope kept (bytes); a longer one is remembered as [`ANY`].
+pub const MAX_SCOPE_BYTES: usize = 256;
+
+/// One resource scope one action used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceUse {
+    /// The endpoint's hash ([`crate::baseline::endpoint_hash`]).
+    pub action: u64,
+    pub hash: u64,
+    /// Hour index when last used with it.
+    pub last_hour: u32,
+    /// Calls that used it (saturating; not decayed).
+    pub uses: u32,
+    pub scope: Box<str>,
+}
+
+impl ResourceUse {
+    pub fn is_any(&self) -> bool {
+        &*self.scope == ANY
+    }
+}
+
+/// The resources an identity's actions used.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources(pub Vec<ResourceUse>);
+
+/// The caps of one identity's resource memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub per_action: usize,
+    pub total: usize,
+}
+
+impl Resources {
+    /// Remembers that `action` used `scope` (`None`: a resource no policy can name) in `hour`;
+    /// `tracked` says which actions the identity still tracks.
+    pub fn record(
+        &mut self,
+        action: u64,
+        scope: Option<&str>,
+        hour: u32,
+        caps: Caps,
+        tracked: impl Fn(u64) -> bool,
+    ) {
+        if caps.total == 0 {
+            return;
+        }
+        let scope = scope.filter(|s| s.len() <= MAX_SCOPE_BYTES).unwrap_or(ANY);
+        let hash = scope_hash(scope);
+        if let Some(u) = self
+            .0
+            .iter_mut()
+            .find(|u| u.action == action && u.hash == hash)
+        {
+            u.uses = u.uses.saturating_add(1);
+            u.last_hour = u.last_hour.max(hour);
+            return;
+        }
+        let of_action = self.0.iter().filter(|u| u.action == action).count();
+        if of_action >= caps.per_action.max(1) {
+            self.widen(action, hour, 1);
+            return;
+        }
+        if self.0.len() >= caps.total {
+            self.0.retain(|u| tracked(u.action));
+        }
+        if self.0.len() >= caps.total {
+            // Full of tracked actions' resources: the action with most scopes (the first of them
+            // in hash order, for determinism) is widened to one entry.
+            let count = |a: u64| self.0.iter().filter(|u| u.action == a).count();
+            let (widest, n) = self
+                .0
+                .iter()
+                .map(|u| (u.action, count(u.action)))
+                .max_by_key(|&(a, n)| (n, std::cmp::Reverse(a)))
+                .expect("a full memory is not empty");
+            if n < 2 {
+                // Every action holds one scope: cannot happen while the total cap is at least
+                // `baseline.max_endpoints` (validated). Not kept; reports grant it on `*`.
+                return;
+            }
+            if widest == action {
+                self.widen(action, hour, 1);
+                return;
+            }
+            let last = self
+                .0
+                .iter()
+                .filter(|u| u.action == widest)
+                .map(|u| u.last_hour)
+                .max()
+                .unwrap_or(hour);
+            self.widen(widest, last, 0);
+        }
+        self.0.push(ResourceUse {
+            action,
+            hash,
+            last_hour: hour,
+            uses: 1,
+            scope: scope.into(),
+        });
+    }
+
+    /// Replaces `action`'s scopes with one [`ANY`] entry carrying their uses, plus `more`.
+    fn widen(&mut self, action: u64, hour: u32, more: u32) {
+        let mut uses = more;
+        let mut last = hour;
+        self.0.retain(|u| {
+            if u.action == action {
+                uses = uses.saturating_add(u.uses);
+                last = last.max(u.last_hour);
+                false
+            } else {
+                true
+            }
+        });
+        self.0.push(ResourceUse {
+            action,
+            hash: scope_hash(ANY),
+            last_hour: last,
+            uses,
+            scope: ANY.into(),
+        });
+    }
+
+    /// The scopes `action` used at or after hour `since`, in scope order.
+    pub fn of(&self, action: u64, since: i64) -> Vec<&ResourceUse> {
+        let mut v: Vec<&ResourceUse> = self
+            .0
+            .iter()
+            .filter(|u| u.action == action && i64::from(u.last_hour) >= since)
+            .collect();
+        v.sort_by(|a, b| a.scope.cmp(&b.scope));
+        v
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        alloc_bytes(self.0.capacity() * std::mem::size_of::<ResourceUse>())
+            + self
+                .0
+                .iter()
+                .map(|u| alloc_bytes(u.scope.len()))
+                .sum::<usize>()
+    }
+}
+
+pub fn scope_hash(scope: &str) -> u64 {
+    crate::baseline::endpoint_hash(scope)
+}
+
+/// The resource of `ev` as a policy names it; `None` when it named none a policy can name.
+pub fn scope_of(ev: &AccessEvent) -> Option<Cow<'_, str>> {
+    let r = ev.resource.as_deref()?;
+    match ev.format {
+        SourceFormat::Cloudtrail => aws_scope(r),
+        _ => Some(Cow::Borrowed(r)),
+    }
+}
+
+/// An AWS resource as a policy's `Resource` names it: ARNs only, S3 objects as their bucket's
+/// `/*` and secrets named without their random suffix as `NAME-??????`.
+pub fn aws_scope(r: &str) -> Option<Cow<'_, str>> {
+    let mut parts = r.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some(service), Some(_region), Some(_account), Some(rest)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    if rest.is_empty() || r.contains(['*', '?']) {
+        return None;
+    }
+    match service {
+        "s3" => match rest.split_once('/') {
+            Some((bucket, _key)) => {
+                let head = r.len() - rest.len();
+                Some(Cow::Owned(format!("{}{bucket}/*", &r[..head])))
+            }
+            None => Some(Cow::Borrowed(r)),
+        },
+        "secretsmanager" => match rest.strip_prefix("secret:") {
+            // A full secret ARN ends in `-` and six random characters; a name does not.
+            Some(name) if !has_secret_suffix(name) => Some(Cow::Owned(format!("{r}-??????"))),
+            _ => Some(Cow::Borrowed(r)),
+        },
+        _ => Some(Cow::Borrowed(r)),
+    }
+}
+
+fn has_secret_suffix(name: &str) -> bool {
+    name.len() > 7 && {
+        let (head, tail) = name.split_at(name.len() - 7);
+        !head.is_empty()
+            && tail.starts_with('-')
+            && tail[1..].bytes().all(|c| c.is_ascii_alphanumeric())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPS: Caps = Caps {
+        per_action: 3,
+        total: 6,
+    };
+
+    fn scopes(r: &Resources, action: u64) -> Vec<String> {
+        r.of(action, 0)
+            .iter()
+            .map(|u| u.scope.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn aws_scopes_are_arns_with_objects_generalised_to_their_bucket() {
+        let s = |r| aws_scope(r).map(|c| c.into_owned());
+        assert_eq!(
+            s("arn:aws:s3:::reports/2026/12/a.csv").as_deref(),
+            Some("arn:aws:s3:::reports/*")
+        );
+        assert_eq!(
+            s("arn:aws:s3:::reports").as_deref(),
+            Some("arn:aws:s3:::reports")
+        );
+        assert_eq!(
+            s("arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-??????")
+        );
+        assert_eq!(
+            s("arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-a1B2c3").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-a1B2c3")
+        );
+        assert_eq!(
+            s("arn:aws:iam::111122223333:role/deployer").as_deref(),
+            Some("arn:aws:iam::111122223333:role/deployer")
+        );
+        // Not an ARN, or one that would grant more than was used.
+        assert_eq!(s("my-queue"), None);
+        assert_eq!(s("arn:aws:s3"), None);
+        assert_eq!(s("arn:aws:iam::111122223333:role/*"), None);
+    }
+
+    #[test]
+    fn an_action_past_its_cap_is_widened_to_any_resource_not_forgotten() {
+        let mut r = Resources::default();
+        for (h, b) in ["a", "b", "c", "a"].into_iter().enumerate() {
+            r.record(1, Some(b), h as u32, CAPS, |_| true);
+        }
+        assert_eq!(scopes(&r, 1), ["a", "b", "c"]);
+        assert_eq!(r.of(1, 0)[0].uses, 2);
+        r.record(1, Some("d"), 9, CAPS, |_| true);
+        assert_eq!(scopes(&r, 1), [ANY]);
+        assert_eq!(r.of(1, 0)[0].uses, 5);
+        assert_eq!(r.of(1, 0)[0].last_hour, 9);
+        // Once widened, it stays one entry.
+        r.record(1, Some("e"), 10, CAPS, |_| true);
+        assert_eq!(r.0.len(), 2);
+        assert_eq!(scopes(&r, 1), [ANY, "e"]);
+    }
+
+    #[test]
+    fn a_full_memory_drops_untracked_actions_first_then_widens_the_widest() {
+        let mut r = Resources::default();
+        for (a, s) in [(1, "x"), (1, "y"), (1, "z"), (2, "x"), (2, "y"), (3, "x")] {
+            r.record(a, Some(s), 0, CAPS, |_| true);
+        }
+        // Action 3 is no longer tracked: its entry makes room.
+        r.record(4, Some("x"), 1, CAPS, |a| a != 3);
+        assert!(scopes(&r, 3).is_empty());
+        assert_eq!(scopes(&r, 4), ["x"]);
+        // Everything tracked: action 1 (three scopes) is widened to make room for action 5.
+        r.record(5, Some("x"), 2, CAPS, |_| true);
+        assert_eq!(scopes(&r, 1), [ANY]);
+        assert_eq!(scopes(&r, 5), ["x"]);
+        assert!(r.0.len() <= CAPS.total);
+    }
+
+    #[test]
+    fn a_scope_too_long_or_absent_is_any_resource() {
+        let mut r = Resources::default();
+        r.record(1, Some(&"x".repeat(MAX_SCOPE_BYTES + 1)), 0, CAPS, |_| true);
+        r.record(1, None, 0, CAPS, |_| true);
+        assert_eq!(scopes(&r, 1), [ANY]);
+        assert_eq!(r.of(1, 0)[0].uses, 2);
+    }
+
+    #[test]
+    fn a_zero_cap_keeps_nothing() {
+        let mut r = Resources::default();
+        let off = Caps {
+            per_action: 8,
+            total: 0,
+        };
+        r.record(1, Some("a"), 0, off, |_| true);
+        assert!(r.0.is_empty());
+    }
+}
