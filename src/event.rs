@@ -261,11 +261,18 @@ pub struct AccessEvent {
     /// `service:operation`, e.g. `iam.amazonaws.com:CreateAccessKey`, `create:clusterrolebindings`.
     pub action: String,
     pub resource: Option<String>,
+    /// The IAM permissions the provider checked for the call (GCP `authorizationInfo`), kept
+    /// only with a permission's shape, at most [`MAX_PERMISSIONS`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
     pub outcome: Outcome,
     pub origin: Origin,
     pub volume: Volume,
     pub raw: RawRef,
 }
+
+/// Most permissions an event keeps (a Compute `instances.insert` checks about six).
+pub const MAX_PERMISSIONS: usize = 16;
 
 /// Longest string an event keeps from its record (bytes). Real principal keys (ARNs at most
 /// 2,048 characters, Kubernetes names 253), actions, user agents and resource names fit; a
@@ -420,6 +427,8 @@ impl AccessEvent {
         for s in self.open_text() {
             scrub_string(s);
         }
+        self.permissions.retain(|p| shape::gcp_permission(p));
+        self.permissions.truncate(MAX_PERMISSIONS);
         if let Some(c) = &mut self.credential {
             if c.session_user_id
                 .as_deref()
@@ -460,6 +469,7 @@ mod tests {
             session_id: None,
             action: "s3:GetObject".into(),
             resource: Some("é".repeat(5000)),
+            permissions: Vec::new(),
             outcome: Outcome::default(),
             origin: Origin::default(),
             volume: Volume::default(),

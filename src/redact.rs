@@ -584,6 +584,17 @@ pub mod shape {
         lowercase_name(s, 6..=30)
     }
 
+    /// A GCP IAM permission (`storage.objects.get`, `resourcemanager.projects.setIamPolicy`):
+    /// at most 128 bytes, three or more dot-separated parts of ASCII letters and digits, the
+    /// first a lower-case service name.
+    pub fn gcp_permission(s: &str) -> bool {
+        s.len() <= 128
+            && s.split('.').count() >= 3
+            && s.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric()))
+            && s.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+    }
+
     /// A cloud region or zone name: 2 to 32 lower-case letters, digits and hyphens, starting
     /// with a letter (AWS `eu-west-1`, `us-gov-west-1`; GCP `europe-west1`, `us-central1-a`,
     /// `global`).

@@ -15,7 +15,7 @@
 //! advances a thawed profile with the same decay as it would have advanced the hot one.
 
 use super::lifecycle::Lifecycle;
-use super::resources::Resources;
+use super::resources::{Permissions, Resources};
 use super::{Entry, Profile, Seasonality, ValueSet};
 
 /// Endpoints a summary keeps, heaviest first.
@@ -64,6 +64,7 @@ pub struct ColdProfile {
     /// The resources of the endpoints it keeps (a policy generated after it wakes must still
     /// grant them).
     pub resources: Resources,
+    pub permissions: Permissions,
 }
 
 /// The endpoints and the six origin levels.
@@ -91,6 +92,14 @@ impl ColdProfile {
         let kept = &values[..usize::from(counts[0])];
         let resources = Resources(
             p.resources
+                .0
+                .iter()
+                .filter(|r| kept.iter().any(|e| e.hash == r.action))
+                .cloned()
+                .collect(),
+        );
+        let permissions = Permissions(
+            p.permissions
                 .0
                 .iter()
                 .filter(|r| kept.iter().any(|e| e.hash == r.action))
@@ -127,6 +136,7 @@ impl ColdProfile {
             expiry_reported: p.expiry_reported,
             lifecycle: p.lifecycle.clone(),
             resources,
+            permissions,
         }
     }
 
@@ -180,6 +190,7 @@ impl ColdProfile {
         p.expiry_reported = self.expiry_reported;
         p.lifecycle = self.lifecycle.clone();
         p.resources = self.resources.clone();
+        p.permissions = self.permissions.clone();
         p
     }
 
@@ -187,6 +198,7 @@ impl ColdProfile {
     pub fn heap_bytes(&self) -> usize {
         super::alloc_bytes(self.values.len() * std::mem::size_of::<Entry>())
             + self.resources.heap_bytes()
+            + self.permissions.heap_bytes()
     }
 }
 

@@ -234,7 +234,8 @@ impl Profile {
         })
     }
 
-    /// Remembers the resource the call named, under its action.
+    /// Remembers the resource the call named, and the permissions it was checked for, under
+    /// its action.
     fn learn_resource(&mut self, ev: &AccessEvent, action: u64, b: &BaselineConfig, hour: u32) {
         if b.max_resources == 0 {
             return;
@@ -244,11 +245,14 @@ impl Profile {
             total: b.max_resources,
         };
         let endpoints = &self.endpoints;
+        let tracked = |a| endpoints.get(a).is_some();
         let scope = resources::scope_of(ev);
         self.resources
-            .record(action, scope.as_deref(), hour, caps, |a| {
-                endpoints.get(a).is_some()
-            });
+            .record(action, scope.as_deref(), hour, caps, tracked);
+        if !ev.permissions.is_empty() {
+            self.permissions
+                .record(action, &ev.permissions, hour, b.max_resources, tracked);
+        }
     }
 
     fn learn_origins(

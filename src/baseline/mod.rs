@@ -390,6 +390,8 @@ pub struct Profile {
     /// The resources its actions used, for least-privilege policies ([`resources`]). Not kept
     /// in cold summaries.
     pub resources: resources::Resources,
+    /// The permissions its actions were checked for (GCP), likewise.
+    pub permissions: resources::Permissions,
     /// Lifetime active hours since maturity, and those at a cold hour of day: what this identity
     /// adds to the fleet's rate of off-schedule hours ([`Fleet::active_hours`]). Not kept in
     /// cold summaries: an identity that wakes counts afresh.
@@ -459,6 +461,7 @@ impl Profile {
             lifecycle: lifecycle::Lifecycle::default(),
             pins: pin::Pins::default(),
             resources: resources::Resources::default(),
+            permissions: resources::Permissions::default(),
             mature_hours: MatureHours::default(),
         }
     }
@@ -634,6 +637,7 @@ impl Profile {
                 .sum::<usize>()
             + self.pins.heap_bytes()
             + self.resources.heap_bytes()
+            + self.permissions.heap_bytes()
     }
 
     /// Number of origin levels.

@@ -165,6 +165,83 @@ impl Resources {
     }
 }
 
+/// One IAM permission the provider checked for one action's calls (GCP `authorizationInfo`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionUse {
+    /// The endpoint's hash.
+    pub action: u64,
+    /// Hour index when last checked.
+    pub last_hour: u32,
+    pub permission: Box<str>,
+}
+
+/// The permissions an identity's actions were checked for, at most `baseline.max_resources`.
+/// When full of the permissions of actions it still tracks, new ones are not kept and the
+/// identity's least-privilege report says it is incomplete.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Permissions(pub Vec<PermissionUse>);
+
+impl Permissions {
+    /// Remembers that `action` was checked for `permissions` in `hour`; `tracked` says which
+    /// actions the identity still tracks.
+    pub fn record(
+        &mut self,
+        action: u64,
+        permissions: &[String],
+        hour: u32,
+        cap: usize,
+        tracked: impl Fn(u64) -> bool,
+    ) {
+        for p in permissions {
+            if let Some(u) = self
+                .0
+                .iter_mut()
+                .find(|u| u.action == action && *u.permission == **p)
+            {
+                u.last_hour = u.last_hour.max(hour);
+                continue;
+            }
+            if self.0.len() >= cap {
+                self.0.retain(|u| tracked(u.action));
+            }
+            if self.0.len() >= cap {
+                return;
+            }
+            self.0.push(PermissionUse {
+                action,
+                last_hour: hour,
+                permission: p.as_str().into(),
+            });
+        }
+    }
+
+    /// True when new permissions can no longer be kept.
+    pub fn is_full(&self, cap: usize) -> bool {
+        cap > 0 && self.0.len() >= cap
+    }
+
+    /// The permissions `action` was checked for at or after hour `since`, sorted.
+    pub fn of(&self, action: u64, since: i64) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|u| u.action == action && i64::from(u.last_hour) >= since)
+            .map(|u| &*u.permission)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        alloc_bytes(self.0.capacity() * std::mem::size_of::<PermissionUse>())
+            + self
+                .0
+                .iter()
+                .map(|u| alloc_bytes(u.permission.len()))
+                .sum::<usize>()
+    }
+}
+
 pub fn scope_hash(scope: &str) -> u64 {
     crate::baseline::endpoint_hash(scope)
 }
@@ -308,6 +385,26 @@ mod tests {
         r.record(1, None, 0, CAPS, |_| true);
         assert_eq!(scopes(&r, 1), [ANY]);
         assert_eq!(r.of(1, 0)[0].uses, 2);
+    }
+
+    #[test]
+    fn permissions_are_kept_once_per_action_and_a_full_memory_makes_room_only_from_untracked_actions()
+    {
+        let mut p = Permissions::default();
+        let perms = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        p.record(1, &perms(&["a.b.c", "a.b.d"]), 0, 3, |_| true);
+        p.record(1, &perms(&["a.b.c"]), 5, 3, |_| true);
+        assert_eq!(p.of(1, 0), ["a.b.c", "a.b.d"]);
+        assert_eq!(p.of(1, 1), ["a.b.c"], "a.b.d last checked at hour 0");
+        p.record(2, &perms(&["x.y.z", "x.y.w"]), 6, 3, |_| true);
+        assert_eq!(p.of(2, 0), ["x.y.z"], "full: x.y.w not kept");
+        assert!(p.is_full(3));
+        p.record(2, &perms(&["x.y.w"]), 7, 3, |a| a != 1);
+        assert!(p.of(1, 0).is_empty());
+        assert_eq!(p.of(2, 0), ["x.y.w", "x.y.z"]);
+        let mut off = Permissions::default();
+        off.record(1, &perms(&["a.b.c"]), 0, 0, |_| true);
+        assert!(off.0.is_empty() && !off.is_full(0));
     }
 
     #[test]

@@ -224,6 +224,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
                 .as_deref()
                 .filter(|r| crate::redact::shape::cloud_region(r)),
         ),
+        permissions: Vec::new(),
         outcome: Outcome {
             success: error_code.is_none(),
             error_code: error_code.map(str::to_owned),

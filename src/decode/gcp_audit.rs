@@ -72,6 +72,32 @@ struct AuditLog<'a> {
     method_name: Option<Str<'a>>,
     #[serde(borrow)]
     resource_name: Option<Str<'a>>,
+    /// Not needed to attribute the call: a malformed list is treated as absent.
+    #[serde(borrow, default, deserialize_with = "lenient::object")]
+    authorization_info: Option<Vec<AuthorizationInfo<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct AuthorizationInfo<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient::str")]
+    permission: Option<Str<'a>>,
+}
+
+/// The distinct permissions the call was checked for, in the record's order (granted or not:
+/// a least-privilege policy needs what was asked for). Their shape is checked when the event
+/// is sanitised.
+fn permissions_of(info: Option<&[AuthorizationInfo]>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in info
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.permission.as_deref())
+    {
+        if !out.iter().any(|o| o == p) && out.len() < crate::event::MAX_PERMISSIONS {
+            out.push(p.to_owned());
+        }
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -201,6 +227,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         session_id: None,
         action: super::concat(&[service, ":", method]),
         resource: p.resource_name.as_deref().map(str::to_owned),
+        permissions: permissions_of(p.authorization_info.as_deref()),
         outcome: Outcome {
             success: code.is_none(),
             error_code: code.map(|c| c.to_string()),
@@ -292,6 +319,34 @@ mod tests {
             "iam.googleapis.com:google.iam.admin.v1.CreateServiceAccountKey"
         );
         assert!(e.outcome.denied);
+    }
+
+    #[test]
+    fn the_permissions_a_call_was_checked_for_are_kept_when_they_have_a_permissions_shape() {
+        let with = |info: &str| {
+            let rec = format!(
+                r#"{{"timestamp":"2024-03-08T18:52:52Z","protoPayload":{{
+                "authenticationInfo":{{"principalEmail":"ci@acme-prod.iam.gserviceaccount.com"}},
+                "serviceName":"compute.googleapis.com","methodName":"v1.compute.instances.insert",
+                "authorizationInfo":{info}}}}}"#
+            );
+            let Decoded::Event(mut e) = decode(&rec, RawRef::default()).unwrap() else {
+                panic!("expected event")
+            };
+            e.sanitize(crate::event::MAX_FIELD_BYTES);
+            e.permissions
+        };
+        assert_eq!(
+            with(
+                r#"[{"permission":"compute.instances.create","granted":true},
+                {"permission":"compute.disks.create","granted":true},
+                {"permission":"compute.instances.create"},
+                {"permission":"AKIAIOSFODNN7EXAMPLE"}, {"permission":7}, {"granted":true}]"#
+            ),
+            ["compute.instances.create", "compute.disks.create"]
+        );
+        // A malformed list costs the permissions, not the event.
+        assert!(with(r#""not a list""#).is_empty());
     }
 
     #[test]

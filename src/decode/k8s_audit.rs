@@ -181,6 +181,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         session_id: None,
         action,
         resource,
+        permissions: Vec::new(),
         outcome: Outcome {
             success: !failed,
             error_code: failed.then(|| code.map_or_else(|| "forbid".to_owned(), |c| c.to_string())),

@@ -222,6 +222,7 @@ pub(super) fn decode(text: &str, raw: RawRef) -> Result<Decoded, DecodeError> {
         session_id: n.session_id.as_deref().map(str::to_owned),
         action: n.action.0.into_owned(),
         resource: n.resource.as_deref().map(str::to_owned),
+        permissions: Vec::new(),
         outcome: Outcome {
             success: outcome
                 .and_then(|o| o.success)

@@ -22,7 +22,7 @@ use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
 use crate::baseline::lifecycle::{LastUse, Lifecycle, Stage};
 use crate::baseline::pin::{Pin, Pins};
-use crate::baseline::resources::{ResourceUse, Resources, scope_hash};
+use crate::baseline::resources::{PermissionUse, Permissions, ResourceUse, Resources, scope_hash};
 use crate::baseline::{
     ColdProfile, Entry, HourFired, MatureHours, Profile, Seasonality, ValueSet, Window,
 };
@@ -408,6 +408,7 @@ fn cold_in(c: ColdV1, rules: &Rules) -> Result<ColdProfile, SnapshotError> {
     Ok(ColdProfile {
         lifecycle: Lifecycle::default(),
         resources: Resources::default(),
+        permissions: Permissions::default(),
         first_seen_ms: c.first_seen_ms,
         last_seen_ms: c.last_seen_ms,
         events: c.events,
@@ -578,6 +579,7 @@ fn profile_in(p: ProfileV1, rules: &Rules) -> Result<Profile, SnapshotError> {
         expiry_reported: p.expiry_reported,
         pins: Pins::default(),
         resources: Resources::default(),
+        permissions: Permissions::default(),
         mature_hours: MatureHours::default(),
     })
 }
@@ -683,38 +685,88 @@ struct ResourceV1 {
     scope: String,
 }
 
-fn resources_out(r: &Resources) -> Vec<ResourceV1> {
-    r.0.iter()
-        .map(|u| ResourceV1 {
-            action: Hash64(u.action.to_le_bytes()),
-            last_hour: u.last_hour,
-            uses: u.uses,
-            scope: u.scope.to_string(),
-        })
-        .collect()
+/// One permission an action was checked for: written by format 5 after the resources.
+#[derive(Serialize, Deserialize)]
+struct PermissionV1 {
+    action: Hash64,
+    last_hour: u32,
+    permission: String,
 }
 
-/// The resources in `rest` of a snapshot of `format` (none before 5), within `cap` (a
-/// smaller cap in the model forgets them all: its policies grant on `*` until relearnt).
-fn take_resources(format: u16, rest: &[u8], cap: usize) -> Result<Resources, SnapshotError> {
-    if format < 5 {
-        return Ok(Resources::default());
-    }
-    let v: Vec<ResourceV1> = postcard::from_bytes(rest)?;
-    if v.len() > cap {
-        return Ok(Resources::default());
-    }
-    Ok(Resources(
-        v.into_iter()
-            .map(|r| ResourceUse {
-                action: u64::from_le_bytes(r.action.0),
-                hash: scope_hash(&r.scope),
-                last_hour: r.last_hour,
-                uses: r.uses,
-                scope: r.scope.into(),
+/// What format 5 writes after the lifecycle trailer of hot and cold identities alike.
+#[derive(Serialize, Deserialize, Default)]
+struct UsesV1 {
+    resources: Vec<ResourceV1>,
+    permissions: Vec<PermissionV1>,
+}
+
+fn uses_out(r: &Resources, p: &Permissions) -> UsesV1 {
+    UsesV1 {
+        resources: r
+            .0
+            .iter()
+            .map(|u| ResourceV1 {
+                action: Hash64(u.action.to_le_bytes()),
+                last_hour: u.last_hour,
+                uses: u.uses,
+                scope: u.scope.to_string(),
             })
             .collect(),
-    ))
+        permissions: p
+            .0
+            .iter()
+            .map(|u| PermissionV1 {
+                action: Hash64(u.action.to_le_bytes()),
+                last_hour: u.last_hour,
+                permission: u.permission.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn put_uses(out: &mut Vec<u8>, r: &Resources, p: &Permissions) {
+    postcard::to_io(&uses_out(r, p), &mut *out).expect("writing to a Vec cannot fail");
+}
+
+/// The resources and permissions in `rest` of a snapshot of `format` (none before 5), each
+/// within `cap` (a smaller cap in the model forgets them: policies grant on `*`, and GCP
+/// actions are mapped from their names, until relearnt).
+fn take_uses(
+    format: u16,
+    rest: &[u8],
+    cap: usize,
+) -> Result<(Resources, Permissions), SnapshotError> {
+    if format < 5 {
+        return Ok(Default::default());
+    }
+    let v: UsesV1 = postcard::from_bytes(rest)?;
+    let resources = (v.resources.len() <= cap)
+        .then(|| {
+            v.resources
+                .into_iter()
+                .map(|r| ResourceUse {
+                    action: u64::from_le_bytes(r.action.0),
+                    hash: scope_hash(&r.scope),
+                    last_hour: r.last_hour,
+                    uses: r.uses,
+                    scope: r.scope.into(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let permissions = (v.permissions.len() <= cap)
+        .then(|| {
+            v.permissions
+                .into_iter()
+                .map(|p| PermissionUse {
+                    action: u64::from_le_bytes(p.action.0),
+                    last_hour: p.last_hour,
+                    permission: p.permission.into(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((Resources(resources), Permissions(permissions)))
 }
 
 /// Gives `entries` their days of use, in order; left unknown (0) when the counts differ (a
@@ -928,16 +980,14 @@ impl<'r> Codec<'r> {
                 postcard::to_io(&ext, &mut out).expect("writing to a Vec cannot fail");
                 let days = hot_entries(&s.profile).map(Entry::days);
                 put_lifecycle(&mut out, &s.profile.lifecycle, days);
-                postcard::to_io(&resources_out(&s.profile.resources), &mut out)
-                    .expect("writing to a Vec cannot fail");
+                put_uses(&mut out, &s.profile.resources, &s.profile.permissions);
                 out
             }
             Tracked::Cold(c) => {
                 let mut out = self.encode(COLD_MAGIC, &cold_out(&c.profile, applied));
                 let days = c.profile.values.iter().map(Entry::days);
                 put_lifecycle(&mut out, &c.profile.lifecycle, days);
-                postcard::to_io(&resources_out(&c.profile.resources), &mut out)
-                    .expect("writing to a Vec cannot fail");
+                put_uses(&mut out, &c.profile.resources, &c.profile.permissions);
                 out
             }
         }
@@ -960,8 +1010,8 @@ impl<'r> Codec<'r> {
             let mut profile = cold_in(body, self.rules)?;
             let (lifecycle, days, rest) = take_lifecycle(format, rest)?;
             profile.lifecycle = lifecycle;
-            profile.resources =
-                take_resources(format, rest, self.rules.model.baseline.max_resources)?;
+            (profile.resources, profile.permissions) =
+                take_uses(format, rest, self.rules.model.baseline.max_resources)?;
             set_days(profile.values.iter_mut(), &days);
             let cold = ColdIdentity {
                 profile,
@@ -979,7 +1029,8 @@ impl<'r> Codec<'r> {
             (HotExtV2::default(), &[])
         };
         let (lifecycle, days, rest) = take_lifecycle(format, rest)?;
-        let resources = take_resources(format, rest, self.rules.model.baseline.max_resources)?;
+        let (resources, permissions) =
+            take_uses(format, rest, self.rules.model.baseline.max_resources)?;
         let pins = Pins(ext.pins.into_iter().map(pin_in).collect::<Result<_, _>>()?);
         let recent = body
             .risk
@@ -997,6 +1048,7 @@ impl<'r> Codec<'r> {
         profile.pins = pins;
         profile.lifecycle = lifecycle;
         profile.resources = resources;
+        profile.permissions = permissions;
         let entries: Vec<&mut Entry> = std::iter::once(&mut profile.endpoints)
             .chain(profile.origins.iter_mut())
             .flat_map(|s| s.entries.iter_mut())
@@ -1153,16 +1205,18 @@ fn identity_out(s: &IdentityState, applied: &[AppliedOffset]) -> IdentityV1 {
 /// The same content as [`Codec::encode_identity`] as JSON: the reference the binary encoding is
 /// measured against (`cargo bench`), and a readable dump for debugging.
 pub fn encode_identity_json(s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
-    let (mut v, lifecycle, resources) = match s {
+    let (mut v, lifecycle, resources, permissions) = match s {
         Tracked::Hot(s) => (
             serde_json::to_value(identity_out(s, applied)),
             &s.profile.lifecycle,
             &s.profile.resources,
+            &s.profile.permissions,
         ),
         Tracked::Cold(c) => (
             serde_json::to_value(cold_out(&c.profile, applied)),
             &c.profile.lifecycle,
             &c.profile.resources,
+            &c.profile.permissions,
         ),
     };
     if let Ok(serde_json::Value::Object(m)) = &mut v {
@@ -1170,10 +1224,10 @@ pub fn encode_identity_json(s: &Tracked, applied: &[AppliedOffset]) -> Vec<u8> {
             "lifecycle".into(),
             serde_json::to_value(lifecycle_out(lifecycle)).expect("plain fields serialise"),
         );
-        m.insert(
-            "resources".into(),
-            serde_json::to_value(resources_out(resources)).expect("plain fields serialise"),
-        );
+        let uses = serde_json::to_value(uses_out(resources, permissions));
+        if let Ok(serde_json::Value::Object(uses)) = uses {
+            m.extend(uses);
+        }
     }
     serde_json::to_vec(&v.expect("snapshot types always serialise"))
         .expect("a Value always serialises")
@@ -1348,9 +1402,8 @@ mod tests {
             assert_eq!(back4.profile.resources, noticed.profile.resources);
             with_resources += usize::from(!noticed.profile.resources.0.is_empty());
             // Format 4: the same without the resources after the days of use.
-            let tail = postcard::to_stdvec(&resources_out(&noticed.profile.resources))
-                .unwrap()
-                .len();
+            let uses = uses_out(&noticed.profile.resources, &noticed.profile.permissions);
+            let tail = postcard::to_stdvec(&uses).unwrap().len();
             let mut v4 = v4[..v4.len() - tail].to_vec();
             v4[3] = 4;
             let (back4, _) = codec.decode_identity(&v4).unwrap();
@@ -1399,6 +1452,7 @@ mod tests {
             without.profile.mature_hours = MatureHours::default();
             without.profile.lifecycle = Lifecycle::default();
             without.profile.resources = Resources::default();
+            without.profile.permissions = Permissions::default();
             for set in std::iter::once(&mut without.profile.endpoints)
                 .chain(without.profile.origins.iter_mut())
             {
