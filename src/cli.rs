@@ -335,7 +335,9 @@ pub enum ReportCommand {
     /// resources it touched) and a policy granting exactly those: an IAM policy document for
     /// AWS users and roles, on the ARNs the calls named (`*` only for actions that named none);
     /// Kubernetes Roles in the namespaces used and a ClusterRole for the rest, restricted to
-    /// the objects read where RBAC allows, with their bindings, for service accounts. With
+    /// the objects read where RBAC allows, with their bindings, for service accounts; with
+    /// --gcp-roles, the GCP roles covering the permissions a GCP identity's calls were checked
+    /// for, bound to it. With
     /// --identities, each declared `granted` pattern is judged in use, unused or undetermined
     /// against each action's period of use, learned from its days of use.
     LeastPrivilege(LeastPrivilegeArgs),
@@ -353,7 +355,8 @@ pub struct LeastPrivilegeArgs {
     pub window_days: f64,
     /// table: the actions per identity; json: the reports with their policies; aws-iam: one
     /// IAM policy document per AWS identity (JSON Lines); k8s-rbac: the RBAC objects as one
-    /// Kubernetes List; ocsf: an OCSF Detection Finding per identity with at least
+    /// Kubernetes List; gcp-iam: the role bindings per GCP identity (JSON Lines, needs
+    /// --gcp-roles); ocsf: an OCSF Detection Finding per identity with at least
     /// --min-unused unused grants (JSON Lines).
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::tools::report::ReportFormat,
@@ -372,6 +375,12 @@ pub struct LeastPrivilegeArgs {
     /// With --format ocsf, the unused grants an identity needs for a finding.
     #[arg(long, default_value_t = 1)]
     pub min_unused: usize,
+    /// Google's role catalogue (the IAM API's roles.list with view=FULL, a JSON list of roles,
+    /// or one role per line as `gcloud iam roles describe --format=json` prints them): GCP
+    /// identities get the roles covering the permissions they used, and as policy the bindings
+    /// of those roles.
+    #[arg(long, env = "DRIFTWATCH_GCP_ROLES")]
+    pub gcp_roles: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

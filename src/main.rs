@@ -469,14 +469,27 @@ fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
         confidence: a.confidence,
         prior_period_days: a.prior_period_days,
     };
+    let catalogue = match &a.gcp_roles {
+        Some(path) => Some(driftwatch::tools::gcp_roles::Catalogue::load(path)?),
+        None => None,
+    };
+    anyhow::ensure!(
+        a.format != ReportFormat::GcpIam || catalogue.is_some(),
+        "--format gcp-iam binds GCP identities to the roles that cover their use: give --gcp-roles with Google's role catalogue"
+    );
     let engine = load_state(&a.source, "report")?;
-    let reports = report::least_privilege_all(
+    let mut reports = report::least_privilege_all(
         &engine,
         a.identity.as_deref(),
         a.window_days,
         &inventory,
         rule,
     );
+    if let Some(c) = &catalogue {
+        for r in &mut reports {
+            report::with_gcp_roles(r, c);
+        }
+    }
     if let Some(key) = &a.identity
         && reports.is_empty()
     {
@@ -499,8 +512,13 @@ fn least_privilege(a: &LeastPrivilegeArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{f}")?;
             }
         }
-        ReportFormat::AwsIam => {
-            for r in reports.iter().filter(|r| r.provider == "aws") {
+        ReportFormat::AwsIam | ReportFormat::GcpIam => {
+            let provider = if a.format == ReportFormat::AwsIam {
+                "aws"
+            } else {
+                "gcp"
+            };
+            for r in reports.iter().filter(|r| r.provider == provider) {
                 if let Some(p) = &r.policy {
                     writeln!(
                         out,

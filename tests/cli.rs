@@ -1154,6 +1154,208 @@ fn one_event_stamped_far_in_the_future_does_not_make_the_rest_of_its_input_late(
 }
 
 #[test]
+fn a_gcp_identity_gets_the_roles_that_cover_the_permissions_its_calls_were_checked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    let sa = "etl@shop-prod.iam.gserviceaccount.com";
+    // Two weeks of a nightly ETL job: it reads objects and runs BigQuery jobs (the records name
+    // the permissions checked), updates a log sink (a record without authorizationInfo: mapped
+    // from the method's name) and calls a method no catalogue role maps to.
+    let call = |t: i64, service: &str, method: &str, resource: &str, perms: &[&str]| {
+        let info: Vec<Value> = perms
+            .iter()
+            .map(|p| json!({"permission": p, "granted": true, "resource": resource}))
+            .collect();
+        let mut payload = json!({
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": sa},
+            "requestMetadata": {"callerIp": "10.8.0.4", "callerSuppliedUserAgent": "google-api-go-client/0.5"},
+            "serviceName": service, "methodName": method, "resourceName": resource,
+        });
+        if !info.is_empty() {
+            payload["authorizationInfo"] = json!(info);
+        }
+        json!({
+            "insertId": format!("{t}-{method}"),
+            "logName": "projects/shop-prod/logs/cloudaudit.googleapis.com%2Fdata_access",
+            "timestamp": chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339(),
+            "resource": {"type": "gcs_bucket", "labels": {"project_id": "shop-prod", "location": "europe-west1"}},
+            "protoPayload": payload,
+        })
+        .to_string()
+    };
+    let start = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let mut lines = Vec::new();
+    for day in 0..14 {
+        let t = start + day * 86_400_000 + 2 * 3_600_000;
+        for i in 0..5 {
+            let object = format!("projects/_/buckets/shop-exports/objects/orders-{day}-{i}.csv");
+            lines.push(call(
+                t + i * 1000,
+                "storage.googleapis.com",
+                "storage.objects.get",
+                &object,
+                &["storage.objects.get"],
+            ));
+        }
+        lines.push(call(
+            t + 9000,
+            "storage.googleapis.com",
+            "storage.objects.list",
+            "projects/_/buckets/shop-exports",
+            &["storage.objects.list"],
+        ));
+        lines.push(call(
+            t + 10_000,
+            "bigquery.googleapis.com",
+            "google.cloud.bigquery.v2.JobService.InsertJob",
+            "projects/shop-prod/jobs/load",
+            &["bigquery.jobs.create"],
+        ));
+        if day % 7 == 0 {
+            lines.push(call(
+                t + 11_000,
+                "logging.googleapis.com",
+                "google.logging.v2.ConfigServiceV2.UpdateSink",
+                "projects/shop-prod/sinks/exports",
+                &[],
+            ));
+            lines.push(call(
+                t + 12_000,
+                "example.googleapis.com",
+                "google.example.v1.Frobnicator.Frob",
+                "projects/shop-prod",
+                &[],
+            ));
+        }
+    }
+    let input = dir.path().join("gcp-audit.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let state = dir.path().join("engine.state");
+    driftwatch_ok(&[
+        "replay",
+        "--alerts",
+        &p(&dir.path().join("a.jsonl")),
+        "--commands",
+        &p(&dir.path().join("c.jsonl")),
+        "--state",
+        &p(&state),
+        &p(&input),
+    ]);
+    let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gcp/roles.json");
+    let report = |format: &str| {
+        driftwatch_ok(&[
+            "report",
+            "least-privilege",
+            "--state",
+            &p(&state),
+            "--gcp-roles",
+            &p(&roles),
+            "--format",
+            format,
+        ])
+    };
+    let reports: Vec<Value> = serde_json::from_slice(&report("json").stdout).unwrap();
+    let r = reports.iter().find(|r| r["identity"] == sa).unwrap();
+    assert_eq!(r["provider"], "gcp");
+    let g = &r["gcp"];
+    // The permissions used: the recorded ones and the sink's, mapped from its method name.
+    assert_eq!(
+        g["permissions"],
+        json!([
+            "bigquery.jobs.create",
+            "logging.sinks.update",
+            "storage.objects.get",
+            "storage.objects.list"
+        ])
+    );
+    assert_eq!(
+        g["derived"],
+        json!({"logging.googleapis.com:google.logging.v2.ConfigServiceV2.UpdateSink": "logging.sinks.update"})
+    );
+    assert_eq!(
+        g["unmapped"],
+        json!(["example.googleapis.com:google.example.v1.Frobnicator.Frob"])
+    );
+    // The narrowest roles: the object viewer (not the admins), the job user (not the user); the
+    // deprecated legacy role is never offered.
+    let chosen: Vec<&str> = g["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        chosen,
+        [
+            "roles/bigquery.jobUser",
+            "roles/logging.configWriter",
+            "roles/storage.objectViewer"
+        ]
+    );
+    assert_eq!(g["uncovered"], json!([]));
+    let member = format!("serviceAccount:{sa}");
+    assert_eq!(
+        r["policy"]["bindings"][0],
+        json!({"role": "roles/bigquery.jobUser", "members": [member]})
+    );
+    // The objects read, as their resource names.
+    let get = r["used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["action"] == "storage.googleapis.com:storage.objects.get")
+        .unwrap();
+    assert_eq!(get["permissions"], json!(["storage.objects.get"]));
+    assert_eq!(
+        get["resources"],
+        json!(["projects/_/buckets/shop-exports/objects/*"])
+    );
+
+    // gcp-iam: one document per GCP identity; the table names the roles.
+    let docs = String::from_utf8(report("gcp-iam").stdout).unwrap();
+    let doc: Value = serde_json::from_str(docs.lines().next().unwrap()).unwrap();
+    assert_eq!(doc["identity"], sa);
+    assert_eq!(doc["policy"]["bindings"].as_array().unwrap().len(), 3);
+    let table = String::from_utf8(report("table").stdout).unwrap();
+    assert!(table.contains("role roles/storage.objectViewer (8 permissions) covers storage.objects.get, storage.objects.list"), "{table}");
+    assert!(table.contains("no permission known (not granted): example.googleapis.com:google.example.v1.Frobnicator.Frob"), "{table}");
+
+    // Without a catalogue gcp-iam is refused; a bad catalogue is named with every problem.
+    let out = driftwatch(&[
+        "report",
+        "least-privilege",
+        "--state",
+        &p(&state),
+        "--format",
+        "gcp-iam",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --gcp-roles"));
+    let bad = dir.path().join("bad-roles.json");
+    std::fs::write(
+        &bad,
+        r#"{"roles":[{"name":"roles/x"},{"name":"oops","includedPermissions":[]}]}"#,
+    )
+    .unwrap();
+    let out = driftwatch(&[
+        "report",
+        "least-privilege",
+        "--state",
+        &p(&state),
+        "--gcp-roles",
+        &p(&bad),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-roles.json: roles[0].includedPermissions")
+            && err.contains("bad-roles.json: roles[1].name"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_valid_policies() {
     use std::collections::BTreeMap;
     let dir = tempfile::tempdir().unwrap();

@@ -77,6 +77,12 @@ impl Resources {
             u.last_hour = u.last_hour.max(hour);
             return;
         }
+        if let Some(any) = self.0.iter_mut().find(|u| u.action == action && u.is_any()) {
+            // Granted on every resource already: a new one changes nothing.
+            any.uses = any.uses.saturating_add(1);
+            any.last_hour = any.last_hour.max(hour);
+            return;
+        }
         let of_action = self.0.iter().filter(|u| u.action == action).count();
         if of_action >= caps.per_action.max(1) {
             self.widen(action, hour, 1);
@@ -251,7 +257,19 @@ pub fn scope_of(ev: &AccessEvent) -> Option<Cow<'_, str>> {
     let r = ev.resource.as_deref()?;
     match ev.format {
         SourceFormat::Cloudtrail => aws_scope(r),
+        SourceFormat::GcpAudit => Some(gcp_scope(r)),
         _ => Some(Cow::Borrowed(r)),
+    }
+}
+
+/// A GCP resource name, a Cloud Storage object's generalised to its bucket's objects
+/// (`projects/_/buckets/B/objects/*`), as roles are granted on buckets.
+pub fn gcp_scope(r: &str) -> Cow<'_, str> {
+    match r.split_once("/objects/") {
+        Some((bucket, _)) if bucket.contains("/buckets/") => {
+            Cow::Owned(format!("{bucket}/objects/*"))
+        }
+        _ => Cow::Borrowed(r),
     }
 }
 
@@ -344,6 +362,15 @@ mod tests {
     }
 
     #[test]
+    fn cloud_storage_objects_are_scoped_to_their_bucket() {
+        assert_eq!(
+            gcp_scope("projects/_/buckets/exports/objects/2026/a.csv"),
+            "projects/_/buckets/exports/objects/*"
+        );
+        assert_eq!(gcp_scope("projects/p/sinks/s"), "projects/p/sinks/s");
+    }
+
+    #[test]
     fn an_action_past_its_cap_is_widened_to_any_resource_not_forgotten() {
         let mut r = Resources::default();
         for (h, b) in ["a", "b", "c", "a"].into_iter().enumerate() {
@@ -357,8 +384,9 @@ mod tests {
         assert_eq!(r.of(1, 0)[0].last_hour, 9);
         // Once widened, it stays one entry.
         r.record(1, Some("e"), 10, CAPS, |_| true);
-        assert_eq!(r.0.len(), 2);
-        assert_eq!(scopes(&r, 1), [ANY, "e"]);
+        assert_eq!(r.0.len(), 1);
+        assert_eq!(scopes(&r, 1), [ANY]);
+        assert_eq!(r.of(1, 0)[0].uses, 6);
     }
 
     #[test]
@@ -389,7 +417,7 @@ mod tests {
 
     #[test]
     fn permissions_are_kept_once_per_action_and_a_full_memory_makes_room_only_from_untracked_actions()
-    {
+     {
         let mut p = Permissions::default();
         let perms = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         p.record(1, &perms(&["a.b.c", "a.b.d"]), 0, 3, |_| true);

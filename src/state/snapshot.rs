@@ -740,32 +740,32 @@ fn take_uses(
         return Ok(Default::default());
     }
     let v: UsesV1 = postcard::from_bytes(rest)?;
-    let resources = (v.resources.len() <= cap)
-        .then(|| {
-            v.resources
-                .into_iter()
-                .map(|r| ResourceUse {
-                    action: u64::from_le_bytes(r.action.0),
-                    hash: scope_hash(&r.scope),
-                    last_hour: r.last_hour,
-                    uses: r.uses,
-                    scope: r.scope.into(),
-                })
-                .collect()
+    let mut resources: Vec<ResourceUse> = v
+        .resources
+        .into_iter()
+        .map(|r| ResourceUse {
+            action: u64::from_le_bytes(r.action.0),
+            hash: scope_hash(&r.scope),
+            last_hour: r.last_hour,
+            uses: r.uses,
+            scope: r.scope.into(),
         })
-        .unwrap_or_default();
-    let permissions = (v.permissions.len() <= cap)
-        .then(|| {
-            v.permissions
-                .into_iter()
-                .map(|p| PermissionUse {
-                    action: u64::from_le_bytes(p.action.0),
-                    last_hour: p.last_hour,
-                    permission: p.permission.into(),
-                })
-                .collect()
+        .collect();
+    let mut permissions: Vec<PermissionUse> = v
+        .permissions
+        .into_iter()
+        .map(|p| PermissionUse {
+            action: u64::from_le_bytes(p.action.0),
+            last_hour: p.last_hour,
+            permission: p.permission.into(),
         })
-        .unwrap_or_default();
+        .collect();
+    if resources.len() > cap {
+        resources.clear();
+    }
+    if permissions.len() > cap {
+        permissions.clear();
+    }
     Ok((Resources(resources), Permissions(permissions)))
 }
 

@@ -9,6 +9,7 @@ pub mod bench_kafka;
 pub mod demo;
 pub mod evaluate;
 pub mod fuzz;
+pub mod gcp_roles;
 pub mod inspect;
 pub mod produce;
 pub mod report;

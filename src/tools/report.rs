@@ -30,6 +30,7 @@ use crate::config::rules::Glob;
 use crate::decide::stable_uuid;
 use crate::engine::Engine;
 use crate::event::PrincipalType;
+use crate::tools::gcp_roles::{self, Catalogue, GcpRoles};
 use crate::tools::inspect::{hour_ms, value_name};
 
 /// How the report is printed.
@@ -43,6 +44,9 @@ pub enum ReportFormat {
     AwsIam,
     /// The RBAC objects of Kubernetes service accounts, as a JSON `List`.
     K8sRbac,
+    /// The IAM policy bindings of GCP identities to the roles covering their use, one JSON
+    /// document per identity (needs --gcp-roles).
+    GcpIam,
     /// OCSF 1.1.0 Detection Findings (JSON Lines) for identities whose granted permissions
     /// exceed their use by the margin (needs an inventory that declares `granted`).
     Ocsf,
@@ -69,6 +73,9 @@ pub struct UsedAction {
     /// state keeps none for it (saved before resources were kept, or `baseline.max_resources`
     /// is 0).
     pub resources: Vec<String>,
+    /// The IAM permissions its calls were checked for (GCP `authorizationInfo`), when known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
 }
 
 /// What one identity used, and the policy that grants exactly that.
@@ -99,6 +106,10 @@ pub struct LeastPrivilege {
     /// The inventory's owner of the identity, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// GCP identities, with a role catalogue: the permissions used and the roles covering them
+    /// ([`with_gcp_roles`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpRoles>,
 }
 
 impl LeastPrivilege {
@@ -608,6 +619,12 @@ pub fn least_privilege_at(
                 .iter()
                 .map(|u| u.scope.to_string())
                 .collect(),
+            permissions: p
+                .permissions
+                .of(e.hash, since_hour)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         })
         .collect();
     used.sort_by(|a, b| a.action.cmp(&b.action));
@@ -618,7 +635,9 @@ pub fn least_privilege_at(
         PrincipalType::K8sServiceAccount => rbac_policy(key, &used),
         _ => None,
     };
-    let complete = !tracked.is_cold() && p.endpoints.entries.len() < m.baseline.max_endpoints;
+    let complete = !tracked.is_cold()
+        && p.endpoints.entries.len() < m.baseline.max_endpoints
+        && !p.permissions.is_full(m.baseline.max_resources);
     let meta = inventory.get(key);
     let granted = meta
         .as_deref()
@@ -644,7 +663,38 @@ pub fn least_privilege_at(
         granted,
         ungranted,
         owner: meta.and_then(|m| m.owner.clone()),
+        gcp: None,
     })
+}
+
+/// Gives a GCP identity's report the permissions it used (recorded, or mapped from method names
+/// by `catalogue`), the catalogue's roles covering them and, as its policy, the bindings of
+/// those roles to it. Other identities are left as they are.
+pub fn with_gcp_roles(r: &mut LeastPrivilege, catalogue: &Catalogue) {
+    if r.provider != "gcp" {
+        return;
+    }
+    let mut permissions = BTreeSet::new();
+    let mut derived = BTreeMap::new();
+    let mut unmapped = Vec::new();
+    for u in &r.used {
+        if !u.permissions.is_empty() {
+            permissions.extend(u.permissions.iter().cloned());
+        } else if let Some(p) = catalogue.derive(&u.action, &u.resources) {
+            derived.insert(u.action.clone(), p.clone());
+            permissions.insert(p);
+        } else {
+            unmapped.push(u.action.clone());
+        }
+    }
+    let cover = catalogue.cover(&permissions);
+    r.policy = gcp_roles::bindings(&gcp_roles::member(&r.identity), &cover);
+    r.gcp = Some(GcpRoles {
+        permissions: permissions.into_iter().collect(),
+        derived,
+        unmapped,
+        cover,
+    });
 }
 
 /// Reports for every identity (by key), or only `only`.
@@ -774,6 +824,29 @@ pub fn table(reports: &[LeastPrivilege]) -> String {
             if !u.resources.is_empty() {
                 let _ = writeln!(out, "    on {}", u.resources.join(", "));
             }
+            if !u.permissions.is_empty() {
+                let _ = writeln!(out, "    checked for {}", u.permissions.join(", "));
+            }
+        }
+        if let Some(g) = &r.gcp {
+            for c in &g.cover.roles {
+                let _ = writeln!(
+                    out,
+                    "  role {} ({} permissions) covers {}",
+                    c.role,
+                    c.grants,
+                    c.covers.join(", ")
+                );
+            }
+            for (action, p) in &g.derived {
+                let _ = writeln!(out, "  mapped from its name: {action} -> {p}");
+            }
+            for a in &g.unmapped {
+                let _ = writeln!(out, "  no permission known (not granted): {a}");
+            }
+            for p in &g.cover.uncovered {
+                let _ = writeln!(out, "  no role of the catalogue grants: {p}");
+            }
         }
         for g in r.granted.iter().flatten() {
             let status = match g.status {
@@ -813,6 +886,7 @@ mod tests {
                 days_used: 1,
                 period_days: None,
                 resources: Vec::new(),
+                permissions: Vec::new(),
             })
             .collect()
     }
