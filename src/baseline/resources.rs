@@ -27,17 +27,39 @@ pub const MAX_SCOPE_BYTES: usize = 256;
 pub struct ResourceUse {
     /// The endpoint's hash ([`crate::baseline::endpoint_hash`]).
     pub action: u64,
-    pub hash: u64,
     /// Hour index when last used with it.
     pub last_hour: u32,
     /// Calls that used it (saturating; not decayed).
     pub uses: u32,
-    pub scope: Box<str>,
+    /// Empty for [`ANY`], which then takes no allocation (most calls name no resource).
+    name: Box<str>,
 }
 
 impl ResourceUse {
+    pub fn new(action: u64, last_hour: u32, uses: u32, scope: &str) -> ResourceUse {
+        ResourceUse {
+            action,
+            last_hour,
+            uses,
+            name: if scope == ANY {
+                "".into()
+            } else {
+                scope.into()
+            },
+        }
+    }
+
+    /// The scope, [`ANY`] included.
+    pub fn scope(&self) -> &str {
+        if self.name.is_empty() {
+            ANY
+        } else {
+            &self.name
+        }
+    }
+
     pub fn is_any(&self) -> bool {
-        &*self.scope == ANY
+        self.name.is_empty()
     }
 }
 
@@ -67,11 +89,10 @@ impl Resources {
             return;
         }
         let scope = scope.filter(|s| s.len() <= MAX_SCOPE_BYTES).unwrap_or(ANY);
-        let hash = scope_hash(scope);
         if let Some(u) = self
             .0
             .iter_mut()
-            .find(|u| u.action == action && u.hash == hash)
+            .find(|u| u.action == action && u.scope() == scope)
         {
             u.uses = u.uses.saturating_add(1);
             u.last_hour = u.last_hour.max(hour);
@@ -119,13 +140,8 @@ impl Resources {
                 .unwrap_or(hour);
             self.widen(widest, last, 0);
         }
-        self.0.push(ResourceUse {
-            action,
-            hash,
-            last_hour: hour,
-            uses: 1,
-            scope: scope.into(),
-        });
+        grow_by_one(&mut self.0);
+        self.0.push(ResourceUse::new(action, hour, 1, scope));
     }
 
     /// Replaces `action`'s scopes with one [`ANY`] entry carrying their uses, plus `more`.
@@ -141,13 +157,8 @@ impl Resources {
                 true
             }
         });
-        self.0.push(ResourceUse {
-            action,
-            hash: scope_hash(ANY),
-            last_hour: last,
-            uses,
-            scope: ANY.into(),
-        });
+        grow_by_one(&mut self.0);
+        self.0.push(ResourceUse::new(action, last, uses, ANY));
     }
 
     /// The scopes `action` used at or after hour `since`, in scope order.
@@ -157,7 +168,7 @@ impl Resources {
             .iter()
             .filter(|u| u.action == action && i64::from(u.last_hour) >= since)
             .collect();
-        v.sort_by(|a, b| a.scope.cmp(&b.scope));
+        v.sort_by(|a, b| a.scope().cmp(b.scope()));
         v
     }
 
@@ -166,7 +177,7 @@ impl Resources {
             + self
                 .0
                 .iter()
-                .map(|u| alloc_bytes(u.scope.len()))
+                .map(|u| alloc_bytes(u.name.len()))
                 .sum::<usize>()
     }
 }
@@ -213,6 +224,7 @@ impl Permissions {
             if self.0.len() >= cap {
                 return;
             }
+            grow_by_one(&mut self.0);
             self.0.push(PermissionUse {
                 action,
                 last_hour: hour,
@@ -248,8 +260,12 @@ impl Permissions {
     }
 }
 
-pub fn scope_hash(scope: &str) -> u64 {
-    crate::baseline::endpoint_hash(scope)
+/// Room for one more entry and no more: most identities name a resource or two, and a million
+/// of them must not each hold room for four (entries are added rarely, after the first calls).
+fn grow_by_one<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(1);
+    }
 }
 
 /// The resource of `ev` as a policy names it; `None` when it named none a policy can name.
@@ -328,7 +344,7 @@ mod tests {
     fn scopes(r: &Resources, action: u64) -> Vec<String> {
         r.of(action, 0)
             .iter()
-            .map(|u| u.scope.to_string())
+            .map(|u| u.scope().to_owned())
             .collect()
     }
 

@@ -22,7 +22,7 @@ use crate::baseline::cold::{COLD_ENDPOINTS, COLD_VALUES_PER_LEVEL, SETS};
 use crate::baseline::fleet::{Contribution, Table};
 use crate::baseline::lifecycle::{LastUse, Lifecycle, Stage};
 use crate::baseline::pin::{Pin, Pins};
-use crate::baseline::resources::{PermissionUse, Permissions, ResourceUse, Resources, scope_hash};
+use crate::baseline::resources::{PermissionUse, Permissions, ResourceUse, Resources};
 use crate::baseline::{
     ColdProfile, Entry, HourFired, MatureHours, Profile, Seasonality, ValueSet, Window,
 };
@@ -709,7 +709,7 @@ fn uses_out(r: &Resources, p: &Permissions) -> UsesV1 {
                 action: Hash64(u.action.to_le_bytes()),
                 last_hour: u.last_hour,
                 uses: u.uses,
-                scope: u.scope.to_string(),
+                scope: u.scope().to_owned(),
             })
             .collect(),
         permissions: p
@@ -743,12 +743,13 @@ fn take_uses(
     let mut resources: Vec<ResourceUse> = v
         .resources
         .into_iter()
-        .map(|r| ResourceUse {
-            action: u64::from_le_bytes(r.action.0),
-            hash: scope_hash(&r.scope),
-            last_hour: r.last_hour,
-            uses: r.uses,
-            scope: r.scope.into(),
+        .map(|r| {
+            ResourceUse::new(
+                u64::from_le_bytes(r.action.0),
+                r.last_hour,
+                r.uses,
+                &r.scope,
+            )
         })
         .collect();
     let mut permissions: Vec<PermissionUse> = v

@@ -13,9 +13,9 @@
 //! What the state cannot say is said, not guessed: an action whose calls named no resource a
 //! policy can name, or more than the state keeps per action
 //! ([`crate::baseline::resources`]), is granted on every resource (`Resource: "*"`, no
-//! `resourceNames`); an identity whose endpoint set is full (`baseline.max_endpoints`) or that
-//! is a cold summary may have dropped its least used actions (and a cold summary keeps no
-//! resources), and its report says `complete: false`.
+//! `resourceNames`); an identity whose endpoint set or permission memory is full
+//! (`baseline.max_endpoints`, `baseline.max_resources`) or that is a cold summary may have
+//! dropped its least used actions, and its report says `complete: false`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -617,7 +617,7 @@ pub fn least_privilege_at(
                 .resources
                 .of(e.hash, since_hour)
                 .iter()
-                .map(|u| u.scope.to_string())
+                .map(|u| u.scope().to_owned())
                 .collect(),
             permissions: p
                 .permissions
