@@ -247,8 +247,7 @@ impl Profile {
         let endpoints = &self.endpoints;
         let tracked = |a| endpoints.get(a).is_some();
         let scope = resources::scope_of(ev);
-        self.resources
-            .record(action, scope.as_deref(), hour, caps, tracked);
+        self.resources.record(action, scope, hour, caps, tracked);
         if !ev.permissions.is_empty() {
             self.permissions
                 .record(action, &ev.permissions, hour, b.max_resources, tracked);

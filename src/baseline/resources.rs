@@ -11,7 +11,7 @@
 //! to [`ANY`] instead, so a generated policy can only be broader than the use, never narrower.
 //! Only resources of actions the identity no longer tracks are dropped to make room.
 
-use std::borrow::Cow;
+use std::fmt;
 
 use crate::baseline::alloc_bytes;
 use crate::event::{AccessEvent, SourceFormat};
@@ -21,6 +21,46 @@ pub const ANY: &str = "*";
 
 /// Longest scope kept (bytes); a longer one is remembered as [`ANY`].
 pub const MAX_SCOPE_BYTES: usize = 256;
+
+/// A scope as a call names it, without copying: `head` then `tail` (the generalisation, e.g.
+/// `/*`). Compared in place on every call; a string is made only when a new one is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    head: &'a str,
+    tail: &'static str,
+}
+
+impl<'a> Scope<'a> {
+    pub const ANY: Scope<'static> = Scope {
+        head: ANY,
+        tail: "",
+    };
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when `s` is this scope.
+    pub fn is(&self, s: &str) -> bool {
+        s.len() == self.len() && s.starts_with(self.head) && s.ends_with(self.tail)
+    }
+}
+
+impl<'a> From<&'a str> for Scope<'a> {
+    fn from(head: &'a str) -> Scope<'a> {
+        Scope { head, tail: "" }
+    }
+}
+
+impl fmt::Display for Scope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.head, self.tail)
+    }
+}
 
 /// One resource scope one action used.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +120,7 @@ impl Resources {
     pub fn record(
         &mut self,
         action: u64,
-        scope: Option<&str>,
+        scope: Option<Scope<'_>>,
         hour: u32,
         caps: Caps,
         tracked: impl Fn(u64) -> bool,
@@ -88,11 +128,13 @@ impl Resources {
         if caps.total == 0 {
             return;
         }
-        let scope = scope.filter(|s| s.len() <= MAX_SCOPE_BYTES).unwrap_or(ANY);
+        let scope = scope
+            .filter(|s| s.len() <= MAX_SCOPE_BYTES)
+            .unwrap_or(Scope::ANY);
         if let Some(u) = self
             .0
             .iter_mut()
-            .find(|u| u.action == action && u.scope() == scope)
+            .find(|u| u.action == action && scope.is(u.scope()))
         {
             u.uses = u.uses.saturating_add(1);
             u.last_hour = u.last_hour.max(hour);
@@ -141,7 +183,8 @@ impl Resources {
             self.widen(widest, last, 0);
         }
         grow_by_one(&mut self.0);
-        self.0.push(ResourceUse::new(action, hour, 1, scope));
+        self.0
+            .push(ResourceUse::new(action, hour, 1, &scope.to_string()));
     }
 
     /// Replaces `action`'s scopes with one [`ANY`] entry carrying their uses, plus `more`.
@@ -269,29 +312,30 @@ fn grow_by_one<T>(v: &mut Vec<T>) {
 }
 
 /// The resource of `ev` as a policy names it; `None` when it named none a policy can name.
-pub fn scope_of(ev: &AccessEvent) -> Option<Cow<'_, str>> {
+pub fn scope_of(ev: &AccessEvent) -> Option<Scope<'_>> {
     let r = ev.resource.as_deref()?;
     match ev.format {
         SourceFormat::Cloudtrail => aws_scope(r),
         SourceFormat::GcpAudit => Some(gcp_scope(r)),
-        _ => Some(Cow::Borrowed(r)),
+        _ => Some(r.into()),
     }
 }
 
 /// A GCP resource name, a Cloud Storage object's generalised to its bucket's objects
 /// (`projects/_/buckets/B/objects/*`), as roles are granted on buckets.
-pub fn gcp_scope(r: &str) -> Cow<'_, str> {
+pub fn gcp_scope(r: &str) -> Scope<'_> {
     match r.split_once("/objects/") {
-        Some((bucket, _)) if bucket.contains("/buckets/") => {
-            Cow::Owned(format!("{bucket}/objects/*"))
-        }
-        _ => Cow::Borrowed(r),
+        Some((bucket, _)) if bucket.contains("/buckets/") => Scope {
+            head: bucket,
+            tail: "/objects/*",
+        },
+        _ => r.into(),
     }
 }
 
 /// An AWS resource as a policy's `Resource` names it: ARNs only, S3 objects as their bucket's
 /// `/*` and secrets named without their random suffix as `NAME-??????`.
-pub fn aws_scope(r: &str) -> Option<Cow<'_, str>> {
+pub fn aws_scope(r: &str) -> Option<Scope<'_>> {
     let mut parts = r.splitn(6, ':');
     let (Some("arn"), Some(_partition), Some(service), Some(_region), Some(_account), Some(rest)) = (
         parts.next(),
@@ -306,21 +350,24 @@ pub fn aws_scope(r: &str) -> Option<Cow<'_, str>> {
     if rest.is_empty() || r.contains(['*', '?']) {
         return None;
     }
-    match service {
+    Some(match service {
         "s3" => match rest.split_once('/') {
-            Some((bucket, _key)) => {
-                let head = r.len() - rest.len();
-                Some(Cow::Owned(format!("{}{bucket}/*", &r[..head])))
-            }
-            None => Some(Cow::Borrowed(r)),
+            Some((bucket, _key)) => Scope {
+                head: &r[..r.len() - rest.len() + bucket.len()],
+                tail: "/*",
+            },
+            None => r.into(),
         },
         "secretsmanager" => match rest.strip_prefix("secret:") {
             // A full secret ARN ends in `-` and six random characters; a name does not.
-            Some(name) if !has_secret_suffix(name) => Some(Cow::Owned(format!("{r}-??????"))),
-            _ => Some(Cow::Borrowed(r)),
+            Some(name) if !has_secret_suffix(name) => Scope {
+                head: r,
+                tail: "-??????",
+            },
+            _ => r.into(),
         },
-        _ => Some(Cow::Borrowed(r)),
-    }
+        _ => r.into(),
+    })
 }
 
 fn has_secret_suffix(name: &str) -> bool {
@@ -350,7 +397,7 @@ mod tests {
 
     #[test]
     fn aws_scopes_are_arns_with_objects_generalised_to_their_bucket() {
-        let s = |r| aws_scope(r).map(|c| c.into_owned());
+        let s = |r| aws_scope(r).map(|c| c.to_string());
         assert_eq!(
             s("arn:aws:s3:::reports/2026/12/a.csv").as_deref(),
             Some("arn:aws:s3:::reports/*")
@@ -379,27 +426,31 @@ mod tests {
 
     #[test]
     fn cloud_storage_objects_are_scoped_to_their_bucket() {
+        let s = |r| gcp_scope(r).to_string();
         assert_eq!(
-            gcp_scope("projects/_/buckets/exports/objects/2026/a.csv"),
+            s("projects/_/buckets/exports/objects/2026/a.csv"),
             "projects/_/buckets/exports/objects/*"
         );
-        assert_eq!(gcp_scope("projects/p/sinks/s"), "projects/p/sinks/s");
+        assert_eq!(s("projects/p/sinks/s"), "projects/p/sinks/s");
+        let scope = gcp_scope("projects/_/buckets/exports/objects/b.csv");
+        assert!(scope.is("projects/_/buckets/exports/objects/*"));
+        assert!(!scope.is("projects/_/buckets/exports/objects/b.csv"));
     }
 
     #[test]
     fn an_action_past_its_cap_is_widened_to_any_resource_not_forgotten() {
         let mut r = Resources::default();
         for (h, b) in ["a", "b", "c", "a"].into_iter().enumerate() {
-            r.record(1, Some(b), h as u32, CAPS, |_| true);
+            r.record(1, Some(Scope::from(b)), h as u32, CAPS, |_| true);
         }
         assert_eq!(scopes(&r, 1), ["a", "b", "c"]);
         assert_eq!(r.of(1, 0)[0].uses, 2);
-        r.record(1, Some("d"), 9, CAPS, |_| true);
+        r.record(1, Some(Scope::from("d")), 9, CAPS, |_| true);
         assert_eq!(scopes(&r, 1), [ANY]);
         assert_eq!(r.of(1, 0)[0].uses, 5);
         assert_eq!(r.of(1, 0)[0].last_hour, 9);
         // Once widened, it stays one entry.
-        r.record(1, Some("e"), 10, CAPS, |_| true);
+        r.record(1, Some(Scope::from("e")), 10, CAPS, |_| true);
         assert_eq!(r.0.len(), 1);
         assert_eq!(scopes(&r, 1), [ANY]);
         assert_eq!(r.of(1, 0)[0].uses, 6);
@@ -409,14 +460,14 @@ mod tests {
     fn a_full_memory_drops_untracked_actions_first_then_widens_the_widest() {
         let mut r = Resources::default();
         for (a, s) in [(1, "x"), (1, "y"), (1, "z"), (2, "x"), (2, "y"), (3, "x")] {
-            r.record(a, Some(s), 0, CAPS, |_| true);
+            r.record(a, Some(Scope::from(s)), 0, CAPS, |_| true);
         }
         // Action 3 is no longer tracked: its entry makes room.
-        r.record(4, Some("x"), 1, CAPS, |a| a != 3);
+        r.record(4, Some(Scope::from("x")), 1, CAPS, |a| a != 3);
         assert!(scopes(&r, 3).is_empty());
         assert_eq!(scopes(&r, 4), ["x"]);
         // Everything tracked: action 1 (three scopes) is widened to make room for action 5.
-        r.record(5, Some("x"), 2, CAPS, |_| true);
+        r.record(5, Some(Scope::from("x")), 2, CAPS, |_| true);
         assert_eq!(scopes(&r, 1), [ANY]);
         assert_eq!(scopes(&r, 5), ["x"]);
         assert!(r.0.len() <= CAPS.total);
@@ -425,7 +476,8 @@ mod tests {
     #[test]
     fn a_scope_too_long_or_absent_is_any_resource() {
         let mut r = Resources::default();
-        r.record(1, Some(&"x".repeat(MAX_SCOPE_BYTES + 1)), 0, CAPS, |_| true);
+        let long = "x".repeat(MAX_SCOPE_BYTES + 1);
+        r.record(1, Some(Scope::from(long.as_str())), 0, CAPS, |_| true);
         r.record(1, None, 0, CAPS, |_| true);
         assert_eq!(scopes(&r, 1), [ANY]);
         assert_eq!(r.of(1, 0)[0].uses, 2);
@@ -458,7 +510,7 @@ mod tests {
             per_action: 8,
             total: 0,
         };
-        r.record(1, Some("a"), 0, off, |_| true);
+        r.record(1, Some(Scope::from("a")), 0, off, |_| true);
         assert!(r.0.is_empty());
     }
 }

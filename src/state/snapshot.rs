@@ -37,10 +37,11 @@ use crate::state::group::PartitionReport;
 /// The snapshot format version this code writes for identities. Format 2 added workload pins
 /// after a hot identity's body; format 3 the dormancy lifecycle after the body of hot and cold
 /// identities alike; format 4 the declared-policy findings already reported, one byte after the
-/// lifecycle; format 5 the resources a hot identity's actions used, after the days of use.
-/// Formats 1 to 4 are still read (their identities have no pins, or are active in the
-/// lifecycle with nothing known of their last use, or have reported no declared-policy finding,
-/// until their next event; or know no resources, which least-privilege policies grant on `*`).
+/// lifecycle; format 5 the resources and permissions the actions of hot and cold identities
+/// used, after the days of use. Formats 1 to 4 are still read (their identities have no pins,
+/// or are active in the lifecycle with nothing known of their last use, or have reported no
+/// declared-policy finding, until their next event; or know no resources, which
+/// least-privilege policies grant on `*`).
 pub const FORMAT: u16 = 5;
 
 /// The oldest format this code reads.
@@ -655,9 +656,11 @@ fn put_lifecycle(out: &mut Vec<u8>, l: &Lifecycle, days: impl Iterator<Item = u1
     postcard::to_io(&days, &mut *out).expect("writing to a Vec cannot fail");
 }
 
+/// A lifecycle trailer, the values' days of use, and the bytes after them.
+type Trailer<'b> = (Lifecycle, Vec<u16>, &'b [u8]);
+
 /// The lifecycle trailer in `rest` of a snapshot of `format` (from 3 on), with the values' days
 /// of use (from 4 on), and what follows it.
-type Trailer<'b> = (Lifecycle, Vec<u16>, &'b [u8]);
 fn take_lifecycle(format: u16, rest: &[u8]) -> Result<Trailer<'_>, SnapshotError> {
     if format < 3 {
         return Ok((Lifecycle::default(), Vec::new(), &[]));
