@@ -11,7 +11,7 @@ use rustc_hash::FxHasher;
 
 use super::fleet::Table;
 use super::origin::{self, Level};
-use super::{DAY_MS, Fleet, Profile, resources};
+use super::{DAY_MS, Entry, Fleet, Profile, resources};
 use crate::config::Rules;
 use crate::config::model::BaselineConfig;
 use crate::event::AccessEvent;
@@ -246,11 +246,18 @@ impl Profile {
         };
         let endpoints = &self.endpoints;
         let tracked = |a| endpoints.get(a).is_some();
-        let scope = resources::scope_of(ev);
-        self.resources.record(action, scope, hour, caps, tracked);
         if !ev.permissions.is_empty() {
             self.permissions
                 .record(action, &ev.permissions, hour, b.max_resources, tracked);
+        }
+        if endpoints.get(action).is_some_and(Entry::any_resource) {
+            return;
+        }
+        let scope = resources::scope_of(ev);
+        if let Some(any) = self.resources.record(action, scope, hour, caps, tracked)
+            && let Some(e) = self.endpoints.entries.iter_mut().find(|e| e.hash == any)
+        {
+            e.set_any_resource();
         }
     }
 

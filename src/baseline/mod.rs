@@ -82,9 +82,11 @@ pub struct Entry {
     /// Decayed number of events that used it.
     pub weight: f32,
     /// The hour index when first seen (low [`Entry::HOUR_BITS`] bits: hours to 2089, later
-    /// ones saturate) and the distinct UTC days it was used on (the high bits, saturating at
-    /// 4095), which with the first and last use give the value's period whatever its calls per
-    /// use (least-privilege reports). One word for both keeps the entry at 20 bytes.
+    /// ones saturate), the distinct UTC days it was used on (the next 11 bits, saturating at
+    /// 2047), which with the first and last use give the value's period whatever its calls per
+    /// use (least-privilege reports), and (the top bit, endpoints only) whether a call of it
+    /// named no resource a policy can name ([`crate::baseline::resources`]). One word for all
+    /// keeps the entry at 20 bytes.
     first: u32,
     /// Hour index when last seen.
     pub last_hour: u32,
@@ -93,7 +95,8 @@ pub struct Entry {
 impl Entry {
     pub const HOUR_BITS: u32 = 20;
     const HOUR_MASK: u32 = (1 << Entry::HOUR_BITS) - 1;
-    const MAX_DAYS: u32 = u32::MAX >> Entry::HOUR_BITS;
+    pub const MAX_DAYS: u16 = (1 << 11) - 1;
+    const ANY_RESOURCE: u32 = 1 << 31;
 
     pub fn new(hash: u64, weight: f32, first_hour: u32, last_hour: u32, days: u16) -> Entry {
         let mut e = Entry {
@@ -114,12 +117,23 @@ impl Entry {
     /// Distinct UTC days it was used on (0: unknown, restored from a snapshot older than
     /// format 4).
     pub fn days(&self) -> u16 {
-        (self.first >> Entry::HOUR_BITS) as u16
+        ((self.first >> Entry::HOUR_BITS) & u32::from(Entry::MAX_DAYS)) as u16
     }
 
     pub fn set_days(&mut self, days: u16) {
-        let days = u32::from(days).min(Entry::MAX_DAYS);
-        self.first = (self.first & Entry::HOUR_MASK) | (days << Entry::HOUR_BITS);
+        let days = u32::from(days.min(Entry::MAX_DAYS));
+        self.first =
+            (self.first & (Entry::HOUR_MASK | Entry::ANY_RESOURCE)) | (days << Entry::HOUR_BITS);
+    }
+
+    /// True when the endpoint must be granted on every resource: a call named none a policy
+    /// can name, or more than the state keeps.
+    pub fn any_resource(&self) -> bool {
+        self.first & Entry::ANY_RESOURCE != 0
+    }
+
+    pub fn set_any_resource(&mut self) {
+        self.first |= Entry::ANY_RESOURCE;
     }
 }
 

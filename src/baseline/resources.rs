@@ -4,12 +4,15 @@
 //! A scope is the resource as a policy would name it ([`scope_of`]): an AWS ARN (an S3 object's
 //! generalised to its bucket's `/*`, a secret's given the random suffix Secrets Manager adds),
 //! a Kubernetes `namespace/name`, a GCP resource name. A call that named no resource, or none a
-//! policy can name, is remembered as [`ANY`]: that action can only be granted on every resource.
+//! policy can name, flags its endpoint ([`crate::baseline::Entry::any_resource`]): that action
+//! can only be granted on every resource ([`ANY`]).
 //!
 //! The memory is capped (`baseline.max_resources_per_action`, `baseline.max_resources`). It
-//! never forgets a resource an action still uses: when a cap is reached the action is widened
-//! to [`ANY`] instead, so a generated policy can only be broader than the use, never narrower.
-//! Only resources of actions the identity no longer tracks are dropped to make room.
+//! never forgets a resource an action still uses: past the per-action cap an action's names are
+//! generalised to their parents (`ns/name` to `ns/*`, `arn:...:role/a` to `arn:...:role/*`),
+//! and when that is not enough, or the identity's memory is full, the action is flagged instead,
+//! so a generated policy can only be broader than the use, never narrower. Only resources of
+//! actions the identity no longer tracks are dropped to make room.
 
 use std::fmt;
 
@@ -31,11 +34,6 @@ pub struct Scope<'a> {
 }
 
 impl<'a> Scope<'a> {
-    pub const ANY: Scope<'static> = Scope {
-        head: ANY,
-        tail: "",
-    };
-
     pub fn len(&self) -> usize {
         self.head.len() + self.tail.len()
     }
@@ -71,39 +69,13 @@ pub struct ResourceUse {
     pub last_hour: u32,
     /// Calls that used it (saturating; not decayed).
     pub uses: u32,
-    /// Empty for [`ANY`], which then takes no allocation (most calls name no resource).
-    name: Box<str>,
+    pub scope: Box<str>,
 }
 
-impl ResourceUse {
-    pub fn new(action: u64, last_hour: u32, uses: u32, scope: &str) -> ResourceUse {
-        ResourceUse {
-            action,
-            last_hour,
-            uses,
-            name: if scope == ANY {
-                "".into()
-            } else {
-                scope.into()
-            },
-        }
-    }
-
-    /// The scope, [`ANY`] included.
-    pub fn scope(&self) -> &str {
-        if self.name.is_empty() {
-            ANY
-        } else {
-            &self.name
-        }
-    }
-
-    pub fn is_any(&self) -> bool {
-        self.name.is_empty()
-    }
-}
-
-/// The resources an identity's actions used.
+/// The resources an identity's actions used, by name. An action that must be granted on every
+/// resource is flagged on its endpoint entry instead
+/// ([`crate::baseline::Entry::any_resource`]), so the common call that names none costs no
+/// memory here.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources(pub Vec<ResourceUse>);
 
@@ -116,7 +88,10 @@ pub struct Caps {
 
 impl Resources {
     /// Remembers that `action` used `scope` (`None`: a resource no policy can name) in `hour`;
-    /// `tracked` says which actions the identity still tracks.
+    /// `tracked` says which actions the identity still tracks. Returns the action that must
+    /// from now on be granted on every resource, if one must: this one (it named none, or more
+    /// than `caps.per_action` even generalised), or another whose names were dropped to make
+    /// room. Its entries here are gone; the caller flags its endpoint.
     pub fn record(
         &mut self,
         action: u64,
@@ -124,94 +99,99 @@ impl Resources {
         hour: u32,
         caps: Caps,
         tracked: impl Fn(u64) -> bool,
-    ) {
-        if caps.total == 0 {
-            return;
-        }
-        let scope = scope
-            .filter(|s| s.len() <= MAX_SCOPE_BYTES)
-            .unwrap_or(Scope::ANY);
+    ) -> Option<u64> {
+        let Some(scope) = scope.filter(|s| s.len() <= MAX_SCOPE_BYTES && !s.is_empty()) else {
+            self.0.retain(|u| u.action != action);
+            return Some(action);
+        };
         if let Some(u) = self
             .0
             .iter_mut()
-            .find(|u| u.action == action && scope.is(u.scope()))
+            .find(|u| u.action == action && scope.is(&u.scope))
         {
             u.uses = u.uses.saturating_add(1);
             u.last_hour = u.last_hour.max(hour);
-            return;
+            return None;
         }
-        if let Some(any) = self.0.iter_mut().find(|u| u.action == action && u.is_any()) {
-            // Granted on every resource already: a new one changes nothing.
-            any.uses = any.uses.saturating_add(1);
-            any.last_hour = any.last_hour.max(hour);
-            return;
-        }
-        let of_action = self.0.iter().filter(|u| u.action == action).count();
-        if of_action >= caps.per_action.max(1) {
-            self.widen(action, hour, 1);
-            return;
+        let mut widened = None;
+        if self.count(action) >= caps.per_action.max(1) && !self.generalise(action, caps.per_action)
+        {
+            self.0.retain(|u| u.action != action);
+            return Some(action);
         }
         if self.0.len() >= caps.total {
             self.0.retain(|u| tracked(u.action));
         }
         if self.0.len() >= caps.total {
-            // Full of tracked actions' resources: the action with most scopes (the first of them
-            // in hash order, for determinism) is widened to one entry.
-            let count = |a: u64| self.0.iter().filter(|u| u.action == a).count();
-            let (widest, n) = self
+            // Full of tracked actions' names: the action with most (the first of them in hash
+            // order, for determinism) is granted on every resource instead.
+            let (widest, _) = self
                 .0
                 .iter()
-                .map(|u| (u.action, count(u.action)))
-                .max_by_key(|&(a, n)| (n, std::cmp::Reverse(a)))
-                .expect("a full memory is not empty");
-            if n < 2 {
-                // Every action holds one scope: cannot happen while the total cap is at least
-                // `baseline.max_endpoints` (validated). Not kept; reports grant it on `*`.
-                return;
-            }
+                .map(|u| (u.action, self.count(u.action)))
+                .max_by_key(|&(a, n)| (n, std::cmp::Reverse(a)))?;
+            self.0.retain(|u| u.action != widest);
             if widest == action {
-                self.widen(action, hour, 1);
-                return;
+                return Some(action);
             }
-            let last = self
-                .0
-                .iter()
-                .filter(|u| u.action == widest)
-                .map(|u| u.last_hour)
-                .max()
-                .unwrap_or(hour);
-            self.widen(widest, last, 0);
+            widened = Some(widest);
         }
-        grow_by_one(&mut self.0);
-        self.0
-            .push(ResourceUse::new(action, hour, 1, &scope.to_string()));
+        if self.0.len() == self.0.capacity() {
+            // Room for one more and no more: most identities name a resource or two, and a
+            // million of them must not each hold room for four.
+            self.0.reserve_exact(1);
+        }
+        self.0.push(ResourceUse {
+            action,
+            last_hour: hour,
+            uses: 1,
+            scope: scope.to_string().into(),
+        });
+        widened
     }
 
-    /// Replaces `action`'s scopes with one [`ANY`] entry carrying their uses, plus `more`.
-    fn widen(&mut self, action: u64, hour: u32, more: u32) {
-        let mut uses = more;
-        let mut last = hour;
-        self.0.retain(|u| {
-            if u.action == action {
-                uses = uses.saturating_add(u.uses);
-                last = last.max(u.last_hour);
-                false
-            } else {
-                true
+    fn count(&self, action: u64) -> usize {
+        self.0.iter().filter(|u| u.action == action).count()
+    }
+
+    /// Replaces `action`'s names by their parents (`ns/name` to `ns/*`, `arn:...:role/a` to
+    /// `arn:...:role/*`) when that leaves fewer than `cap`, with room for one more; false (and
+    /// nothing changed) otherwise.
+    fn generalise(&mut self, action: u64, cap: usize) -> bool {
+        let mut parents: Vec<ResourceUse> = Vec::new();
+        for u in self.0.iter().filter(|u| u.action == action) {
+            let Some(cut) = u.scope.rfind('/') else {
+                return false;
+            };
+            let parent = format!("{}/*", &u.scope[..cut]);
+            match parents.iter_mut().find(|p| *p.scope == *parent) {
+                Some(p) => {
+                    p.uses = p.uses.saturating_add(u.uses);
+                    p.last_hour = p.last_hour.max(u.last_hour);
+                }
+                None => parents.push(ResourceUse {
+                    scope: parent.into(),
+                    ..u.clone()
+                }),
             }
-        });
-        grow_by_one(&mut self.0);
-        self.0.push(ResourceUse::new(action, last, uses, ANY));
+        }
+        if parents.len() >= cap.max(1) {
+            return false;
+        }
+        self.0.retain(|u| u.action != action);
+        self.0.extend(parents);
+        true
     }
 
     /// The scopes `action` used at or after hour `since`, in scope order.
-    pub fn of(&self, action: u64, since: i64) -> Vec<&ResourceUse> {
-        let mut v: Vec<&ResourceUse> = self
+    pub fn of(&self, action: u64, since: i64) -> Vec<&str> {
+        let mut v: Vec<&str> = self
             .0
             .iter()
             .filter(|u| u.action == action && i64::from(u.last_hour) >= since)
+            .map(|u| &*u.scope)
             .collect();
-        v.sort_by(|a, b| a.scope().cmp(b.scope()));
+        v.sort_unstable();
         v
     }
 
@@ -220,7 +200,7 @@ impl Resources {
             + self
                 .0
                 .iter()
-                .map(|u| alloc_bytes(u.name.len()))
+                .map(|u| alloc_bytes(u.scope.len()))
                 .sum::<usize>()
     }
 }
@@ -267,7 +247,9 @@ impl Permissions {
             if self.0.len() >= cap {
                 return;
             }
-            grow_by_one(&mut self.0);
+            if self.0.len() == self.0.capacity() {
+                self.0.reserve_exact(1);
+            }
             self.0.push(PermissionUse {
                 action,
                 last_hour: hour,
@@ -300,14 +282,6 @@ impl Permissions {
                 .iter()
                 .map(|u| alloc_bytes(u.permission.len()))
                 .sum::<usize>()
-    }
-}
-
-/// Room for one more entry and no more: most identities name a resource or two, and a million
-/// of them must not each hold room for four (entries are added rarely, after the first calls).
-fn grow_by_one<T>(v: &mut Vec<T>) {
-    if v.len() == v.capacity() {
-        v.reserve_exact(1);
     }
 }
 
@@ -389,10 +363,14 @@ mod tests {
     };
 
     fn scopes(r: &Resources, action: u64) -> Vec<String> {
-        r.of(action, 0)
-            .iter()
-            .map(|u| u.scope().to_owned())
-            .collect()
+        r.of(action, 0).iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn uses(r: &Resources, action: u64) -> u32 {
+        r.0.iter()
+            .filter(|u| u.action == action)
+            .map(|u| u.uses)
+            .sum()
     }
 
     #[test]
@@ -438,49 +416,70 @@ mod tests {
     }
 
     #[test]
-    fn an_action_past_its_cap_is_widened_to_any_resource_not_forgotten() {
+    fn an_action_past_its_cap_is_generalised_then_granted_on_any_resource_not_narrowed() {
         let mut r = Resources::default();
-        for (h, b) in ["a", "b", "c", "a"].into_iter().enumerate() {
-            r.record(1, Some(Scope::from(b)), h as u32, CAPS, |_| true);
+        let record = |r: &mut Resources, scope: &str, h: u32| {
+            r.record(1, Some(Scope::from(scope)), h, CAPS, |_| true)
+        };
+        for (h, name) in ["a/x", "a/y", "b/z", "a/x"].into_iter().enumerate() {
+            assert_eq!(record(&mut r, name, h as u32), None);
         }
-        assert_eq!(scopes(&r, 1), ["a", "b", "c"]);
-        assert_eq!(r.of(1, 0)[0].uses, 2);
-        r.record(1, Some(Scope::from("d")), 9, CAPS, |_| true);
-        assert_eq!(scopes(&r, 1), [ANY]);
-        assert_eq!(r.of(1, 0)[0].uses, 5);
-        assert_eq!(r.of(1, 0)[0].last_hour, 9);
-        // Once widened, it stays one entry.
-        r.record(1, Some(Scope::from("e")), 10, CAPS, |_| true);
-        assert_eq!(r.0.len(), 1);
-        assert_eq!(scopes(&r, 1), [ANY]);
-        assert_eq!(r.of(1, 0)[0].uses, 6);
+        assert_eq!(scopes(&r, 1), ["a/x", "a/y", "b/z"]);
+        assert_eq!(uses(&r, 1), 4);
+        // A fourth name: generalised to the two namespaces (names in `a`, names in `b`).
+        assert_eq!(record(&mut r, "a/w", 9), None);
+        assert_eq!(scopes(&r, 1), ["a/*", "a/w", "b/*"]);
+        assert_eq!(uses(&r, 1), 5);
+        assert_eq!(r.of(1, 9), ["a/w"], "a/* last used at hour 1");
+        // Names without a parent cannot be generalised: the action is granted on every one.
+        let mut flat = Resources::default();
+        for name in ["p", "q", "s"] {
+            flat.record(2, Some(Scope::from(name)), 0, CAPS, |_| true);
+        }
+        assert_eq!(
+            flat.record(2, Some(Scope::from("t")), 0, CAPS, |_| true),
+            Some(2)
+        );
+        assert!(
+            scopes(&flat, 2).is_empty(),
+            "its names are dropped, the caller flags it"
+        );
     }
 
     #[test]
     fn a_full_memory_drops_untracked_actions_first_then_widens_the_widest() {
         let mut r = Resources::default();
         for (a, s) in [(1, "x"), (1, "y"), (1, "z"), (2, "x"), (2, "y"), (3, "x")] {
-            r.record(a, Some(Scope::from(s)), 0, CAPS, |_| true);
+            assert_eq!(r.record(a, Some(Scope::from(s)), 0, CAPS, |_| true), None);
         }
         // Action 3 is no longer tracked: its entry makes room.
-        r.record(4, Some(Scope::from("x")), 1, CAPS, |a| a != 3);
+        assert_eq!(
+            r.record(4, Some(Scope::from("x")), 1, CAPS, |a| a != 3),
+            None
+        );
         assert!(scopes(&r, 3).is_empty());
         assert_eq!(scopes(&r, 4), ["x"]);
-        // Everything tracked: action 1 (three scopes) is widened to make room for action 5.
-        r.record(5, Some(Scope::from("x")), 2, CAPS, |_| true);
-        assert_eq!(scopes(&r, 1), [ANY]);
+        // Everything tracked: action 1 (three names) is granted on every resource instead.
+        assert_eq!(
+            r.record(5, Some(Scope::from("x")), 2, CAPS, |_| true),
+            Some(1)
+        );
+        assert!(scopes(&r, 1).is_empty());
         assert_eq!(scopes(&r, 5), ["x"]);
         assert!(r.0.len() <= CAPS.total);
     }
 
     #[test]
-    fn a_scope_too_long_or_absent_is_any_resource() {
+    fn a_scope_too_long_or_absent_grants_the_action_on_any_resource() {
         let mut r = Resources::default();
+        r.record(1, Some(Scope::from("a")), 0, CAPS, |_| true);
         let long = "x".repeat(MAX_SCOPE_BYTES + 1);
-        r.record(1, Some(Scope::from(long.as_str())), 0, CAPS, |_| true);
-        r.record(1, None, 0, CAPS, |_| true);
-        assert_eq!(scopes(&r, 1), [ANY]);
-        assert_eq!(r.of(1, 0)[0].uses, 2);
+        assert_eq!(
+            r.record(1, Some(Scope::from(long.as_str())), 0, CAPS, |_| true),
+            Some(1)
+        );
+        assert!(r.0.is_empty());
+        assert_eq!(r.record(2, None, 0, CAPS, |_| true), Some(2));
     }
 
     #[test]
@@ -501,16 +500,5 @@ mod tests {
         let mut off = Permissions::default();
         off.record(1, &perms(&["a.b.c"]), 0, 0, |_| true);
         assert!(off.0.is_empty() && !off.is_full(0));
-    }
-
-    #[test]
-    fn a_zero_cap_keeps_nothing() {
-        let mut r = Resources::default();
-        let off = Caps {
-            per_action: 8,
-            total: 0,
-        };
-        r.record(1, Some(Scope::from("a")), 0, off, |_| true);
-        assert!(r.0.is_empty());
     }
 }

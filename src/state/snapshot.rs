@@ -712,7 +712,7 @@ fn uses_out(r: &Resources, p: &Permissions) -> UsesV1 {
                 action: Hash64(u.action.to_le_bytes()),
                 last_hour: u.last_hour,
                 uses: u.uses,
-                scope: u.scope().to_owned(),
+                scope: u.scope.to_string(),
             })
             .collect(),
         permissions: p
@@ -746,13 +746,11 @@ fn take_uses(
     let mut resources: Vec<ResourceUse> = v
         .resources
         .into_iter()
-        .map(|r| {
-            ResourceUse::new(
-                u64::from_le_bytes(r.action.0),
-                r.last_hour,
-                r.uses,
-                &r.scope,
-            )
+        .map(|r| ResourceUse {
+            action: u64::from_le_bytes(r.action.0),
+            last_hour: r.last_hour,
+            uses: r.uses,
+            scope: r.scope.into(),
         })
         .collect();
     let mut permissions: Vec<PermissionUse> = v
@@ -773,12 +771,28 @@ fn take_uses(
     Ok((Resources(resources), Permissions(permissions)))
 }
 
-/// Gives `entries` their days of use, in order; left unknown (0) when the counts differ (a
-/// smaller cap in the model trimmed the values on restore).
+/// A value's days of use as written: the count, and from format 5 the top bit set when the
+/// endpoint must be granted on every resource ([`Entry::any_resource`]).
+fn days_word(e: &Entry) -> u16 {
+    e.days()
+        | if e.any_resource() {
+            ANY_RESOURCE_BIT
+        } else {
+            0
+        }
+}
+
+const ANY_RESOURCE_BIT: u16 = 1 << 15;
+
+/// Gives `entries` their days of use (and resource flag), in order; left unknown (0) when the
+/// counts differ (a smaller cap in the model trimmed the values on restore).
 fn set_days<'e>(entries: impl ExactSizeIterator<Item = &'e mut Entry>, days: &[u16]) {
     if entries.len() == days.len() {
         for (e, d) in entries.zip(days) {
-            e.set_days(*d);
+            e.set_days(d & !ANY_RESOURCE_BIT);
+            if d & ANY_RESOURCE_BIT != 0 {
+                e.set_any_resource();
+            }
         }
     }
 }
@@ -982,14 +996,14 @@ impl<'r> Codec<'r> {
                     mature_cold_hours: s.profile.mature_hours.cold,
                 };
                 postcard::to_io(&ext, &mut out).expect("writing to a Vec cannot fail");
-                let days = hot_entries(&s.profile).map(Entry::days);
+                let days = hot_entries(&s.profile).map(days_word);
                 put_lifecycle(&mut out, &s.profile.lifecycle, days);
                 put_uses(&mut out, &s.profile.resources, &s.profile.permissions);
                 out
             }
             Tracked::Cold(c) => {
                 let mut out = self.encode(COLD_MAGIC, &cold_out(&c.profile, applied));
-                let days = c.profile.values.iter().map(Entry::days);
+                let days = c.profile.values.iter().map(days_word);
                 put_lifecycle(&mut out, &c.profile.lifecycle, days);
                 put_uses(&mut out, &c.profile.resources, &c.profile.permissions);
                 out
@@ -1378,7 +1392,7 @@ mod tests {
         let r = rules();
         let codec = Codec::new(&r);
         let mut read = 0;
-        let (mut cold, mut with_lifecycle, mut with_resources) = (0, 0, 0);
+        let (mut cold, mut with_lifecycle, mut with_resources, mut with_flags) = (0, 0, 0, 0);
         engine.for_each_identity(|_, s| {
             if let Tracked::Cold(c) = s {
                 // Format 1 wrote cold summaries without the lifecycle.
@@ -1405,6 +1419,15 @@ mod tests {
             assert!(days(&back4.profile).iter().all(|d| *d >= 1));
             assert_eq!(back4.profile.resources, noticed.profile.resources);
             with_resources += usize::from(!noticed.profile.resources.0.is_empty());
+            let flags = |p: &Profile| {
+                p.endpoints
+                    .entries
+                    .iter()
+                    .map(Entry::any_resource)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(flags(&back4.profile), flags(&noticed.profile));
+            with_flags += usize::from(flags(&noticed.profile).contains(&true));
             // Format 4: the same without the resources after the days of use.
             let uses = uses_out(&noticed.profile.resources, &noticed.profile.permissions);
             let tail = postcard::to_stdvec(&uses).unwrap().len();
@@ -1461,7 +1484,9 @@ mod tests {
                 .chain(without.profile.origins.iter_mut())
             {
                 for e in &mut set.entries {
-                    e.set_days(0);
+                    // Days of use and the resource flag are unknown before formats 4 and 5.
+                    let (hash, weight, last) = (e.hash, e.weight, e.last_hour);
+                    *e = Entry::new(hash, weight, e.first_hour(), last, 0);
                 }
             }
             assert_eq!(
@@ -1472,6 +1497,7 @@ mod tests {
         });
         assert!(read > 0 && cold > 0);
         assert!(with_lifecycle > 0, "hot identities know their last use");
+        assert!(with_flags > 0, "some actions name no resource");
         assert!(
             with_resources > 0,
             "hot identities know the resources they used"

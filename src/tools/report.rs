@@ -613,12 +613,15 @@ pub fn least_privilege_at(
             last_used: hour_ms(e.last_hour),
             days_used: e.days(),
             period_days: period_days(e).map(round2),
-            resources: p
-                .resources
-                .of(e.hash, since_hour)
-                .iter()
-                .map(|u| u.scope().to_owned())
-                .collect(),
+            resources: if e.any_resource() {
+                vec![ANY.to_owned()]
+            } else {
+                p.resources
+                    .of(e.hash, since_hour)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            },
             permissions: p
                 .permissions
                 .of(e.hash, since_hour)
@@ -1105,11 +1108,12 @@ mod tests {
         assert_eq!(period_days(&e), Some(1.0));
         e.set_days(1);
         assert_eq!(period_days(&e), None);
+        e.set_any_resource();
         e.set_days(u16::MAX);
         assert_eq!(
-            (e.days(), e.first_hour()),
-            (4095, 0),
-            "saturates, hour intact"
+            (e.days(), e.first_hour(), e.any_resource()),
+            (2047, 0, true),
+            "saturates, hour and resource flag intact"
         );
         assert_eq!(std::mem::size_of::<Entry>(), 20);
     }
