@@ -11,7 +11,7 @@ use rustc_hash::FxHasher;
 
 use super::fleet::Table;
 use super::origin::{self, Level};
-use super::{DAY_MS, Entry, Fleet, Profile, resources};
+use super::{DAY_MS, Fleet, Profile, resources};
 use crate::config::Rules;
 use crate::config::model::BaselineConfig;
 use crate::event::AccessEvent;
@@ -164,8 +164,8 @@ impl Profile {
 
         // What it calls, and from where.
         let action = endpoint_hash(&ev.action);
-        let endpoint = self.learn_endpoint(ev, action, fleet, r, hour);
-        self.learn_resource(ev, action, &m.baseline, hour);
+        let (endpoint, at) = self.learn_endpoint(ev, action, fleet, r, hour);
+        self.learn_resource(ev, action, at, &m.baseline, hour);
         let (origins, coarse_unknown_to_fleet) = self.learn_origins(ev, fleet, &m.baseline, hour);
         let pin_breach = self.pins.observe(ev, &m.baseline, || outside_cloud(ev, r));
 
@@ -204,9 +204,9 @@ impl Profile {
         fleet: &Fleet,
         r: &Rules,
         hour: u32,
-    ) -> Option<NewEndpoint> {
-        if self.endpoints.touch(hash, hour, 1.0) {
-            return None;
+    ) -> (Option<NewEndpoint>, usize) {
+        if let Some(at) = self.endpoints.touch_at(hash, hour, 1.0) {
+            return (None, at);
         }
         let b = &r.model.baseline;
         let first_new_this_hour = !self.endpoints.novel_this_hour();
@@ -222,21 +222,29 @@ impl Profile {
             || r.tier_of(&ev.action),
         );
         let known = self.endpoints.entries.len();
-        self.endpoints.insert(hash, hour, 1.0, b.max_endpoints);
+        let at = self.endpoints.insert(hash, hour, 1.0, b.max_endpoints);
         self.new_endpoints += 1.0;
-        Some(NewEndpoint {
+        let new = NewEndpoint {
             hash,
             p_new,
             first_new_this_hour,
             users,
             tier,
             known,
-        })
+        };
+        (Some(new), at)
     }
 
     /// Remembers the resource the call named, and the permissions it was checked for, under
-    /// its action.
-    fn learn_resource(&mut self, ev: &AccessEvent, action: u64, b: &BaselineConfig, hour: u32) {
+    /// its action (the endpoint entry at index `at`).
+    fn learn_resource(
+        &mut self,
+        ev: &AccessEvent,
+        action: u64,
+        at: usize,
+        b: &BaselineConfig,
+        hour: u32,
+    ) {
         if b.max_resources == 0 {
             return;
         }
@@ -250,14 +258,20 @@ impl Profile {
             self.permissions
                 .record(action, &ev.permissions, hour, b.max_resources, tracked);
         }
-        if endpoints.get(action).is_some_and(Entry::any_resource) {
+        if endpoints.entries[at].any_resource() {
             return;
         }
         let scope = resources::scope_of(ev);
-        if let Some(any) = self.resources.record(action, scope, hour, caps, tracked)
-            && let Some(e) = self.endpoints.entries.iter_mut().find(|e| e.hash == any)
-        {
-            e.set_any_resource();
+        let any = self.resources.record(action, scope, hour, caps, tracked);
+        let entries = &mut self.endpoints.entries;
+        match any {
+            Some(a) if a == action => entries[at].set_any_resource(),
+            Some(a) => {
+                if let Some(e) = entries.iter_mut().find(|e| e.hash == a) {
+                    e.set_any_resource();
+                }
+            }
+            None => {}
         }
     }
 

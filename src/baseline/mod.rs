@@ -157,17 +157,20 @@ pub struct ValueSet {
 impl ValueSet {
     /// Looks up `hash`; on a hit bumps it and returns `true`.
     pub fn touch(&mut self, hash: u64, hour: u32, weight: f32) -> bool {
+        self.touch_at(hash, hour, weight).is_some()
+    }
+
+    /// As [`ValueSet::touch`], returning the entry's index on a hit.
+    pub fn touch_at(&mut self, hash: u64, hour: u32, weight: f32) -> Option<usize> {
         self.seen_this_hour = true;
-        if let Some(e) = self.entries.iter_mut().find(|e| e.hash == hash) {
-            e.weight += weight;
-            if hour / 24 != e.last_hour / 24 {
-                e.set_days(e.days().saturating_add(1));
-            }
-            e.last_hour = hour;
-            true
-        } else {
-            false
+        let i = self.entries.iter().position(|e| e.hash == hash)?;
+        let e = &mut self.entries[i];
+        e.weight += weight;
+        if hour / 24 != e.last_hour / 24 {
+            e.set_days(e.days().saturating_add(1));
         }
+        e.last_hour = hour;
+        Some(i)
     }
 
     /// Probability, under this identity's history, that an active hour brings a new value.
@@ -185,8 +188,8 @@ impl ValueSet {
         self.novel_this_hour
     }
 
-    /// Adds a new value, forgetting the least used one when `cap` is reached.
-    pub fn insert(&mut self, hash: u64, hour: u32, weight: f32, cap: usize) {
+    /// Adds a new value, forgetting the least used one when `cap` is reached; returns its index.
+    pub fn insert(&mut self, hash: u64, hour: u32, weight: f32, cap: usize) -> usize {
         self.seen_this_hour = true;
         self.novel_this_hour = true;
         self.new_this_hour = self.new_this_hour.saturating_add(1);
@@ -199,12 +202,20 @@ impl ValueSet {
                 self.entries.reserve_exact(want - self.entries.len());
             }
             self.entries.push(entry);
-        } else if let Some(victim) = self.entries.iter_mut().min_by(|a, b| {
-            a.weight
-                .total_cmp(&b.weight)
-                .then(a.last_hour.cmp(&b.last_hour))
-        }) {
-            *victim = entry;
+            self.entries.len() - 1
+        } else {
+            let victim = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| {
+                    a.weight
+                        .total_cmp(&b.weight)
+                        .then(a.last_hour.cmp(&b.last_hour))
+                })
+                .map_or(0, |(i, _)| i);
+            self.entries[victim] = entry;
+            victim
         }
     }
 

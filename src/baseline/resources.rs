@@ -42,9 +42,14 @@ impl<'a> Scope<'a> {
         self.len() == 0
     }
 
-    /// True when `s` is this scope.
+    /// True when `s` is this scope. Names of one action mostly differ at their end (`db-0`,
+    /// `db-1`), so the head's last byte is compared before the rest.
     pub fn is(&self, s: &str) -> bool {
-        s.len() == self.len() && s.starts_with(self.head) && s.ends_with(self.tail)
+        let (b, h, t) = (s.as_bytes(), self.head.as_bytes(), self.tail.as_bytes());
+        b.len() == h.len() + t.len()
+            && b[..h.len()].last() == h.last()
+            && b[h.len()..] == *t
+            && b[..h.len()] == *h
     }
 }
 
