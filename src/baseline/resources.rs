@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use thin_vec::ThinVec;
+
 use crate::baseline::alloc_bytes;
 use crate::event::{AccessEvent, SourceFormat};
 
@@ -82,7 +84,7 @@ pub struct ResourceUse {
 /// ([`crate::baseline::Entry::any_resource`]), so the common call that names none costs no
 /// memory here.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Resources(pub Vec<ResourceUse>);
+pub struct Resources(pub ThinVec<ResourceUse>);
 
 /// The caps of one identity's resource memory.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +165,7 @@ impl Resources {
     /// `arn:...:role/*`) when that leaves fewer than `cap`, with room for one more; false (and
     /// nothing changed) otherwise.
     fn generalise(&mut self, action: u64, cap: usize) -> bool {
-        let mut parents: Vec<ResourceUse> = Vec::new();
+        let mut parents: ThinVec<ResourceUse> = ThinVec::new();
         for u in self.0.iter().filter(|u| u.action == action) {
             let Some(cut) = u.scope.rfind('/') else {
                 return false;
@@ -201,7 +203,7 @@ impl Resources {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        alloc_bytes(self.0.capacity() * std::mem::size_of::<ResourceUse>())
+        list_bytes(&self.0)
             + self
                 .0
                 .iter()
@@ -224,7 +226,7 @@ pub struct PermissionUse {
 /// When full of the permissions of actions it still tracks, new ones are not kept and the
 /// identity's least-privilege report says it is incomplete.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Permissions(pub Vec<PermissionUse>);
+pub struct Permissions(pub ThinVec<PermissionUse>);
 
 impl Permissions {
     /// Remembers that `action` was checked for `permissions` in `hour`; `tracked` says which
@@ -281,12 +283,21 @@ impl Permissions {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        alloc_bytes(self.0.capacity() * std::mem::size_of::<PermissionUse>())
+        list_bytes(&self.0)
             + self
                 .0
                 .iter()
                 .map(|u| alloc_bytes(u.permission.len()))
                 .sum::<usize>()
+    }
+}
+
+/// Bytes a list's buffer takes (none while empty; its length and capacity live in it).
+fn list_bytes<T>(v: &ThinVec<T>) -> usize {
+    if v.capacity() == 0 {
+        0
+    } else {
+        alloc_bytes(2 * std::mem::size_of::<usize>() + v.capacity() * std::mem::size_of::<T>())
     }
 }
 

@@ -743,7 +743,7 @@ fn take_uses(
         return Ok(Default::default());
     }
     let v: UsesV1 = postcard::from_bytes(rest)?;
-    let mut resources: Vec<ResourceUse> = v
+    let mut resources: thin_vec::ThinVec<ResourceUse> = v
         .resources
         .into_iter()
         .map(|r| ResourceUse {
@@ -753,7 +753,7 @@ fn take_uses(
             scope: r.scope.into(),
         })
         .collect();
-    let mut permissions: Vec<PermissionUse> = v
+    let mut permissions: thin_vec::ThinVec<PermissionUse> = v
         .permissions
         .into_iter()
         .map(|p| PermissionUse {
