@@ -90,11 +90,12 @@ impl ColdProfile {
             values.extend(top);
         }
         let kept = &values[..usize::from(counts[0])];
+        let is_kept = |action: u64| kept.iter().any(|e| e.hash == action);
         let resources = Resources(
             p.resources
                 .0
                 .iter()
-                .filter(|r| kept.iter().any(|e| e.hash == r.action))
+                .filter(|r| is_kept(r.action))
                 .cloned()
                 .collect(),
         );
@@ -102,7 +103,7 @@ impl ColdProfile {
             p.permissions
                 .0
                 .iter()
-                .filter(|r| kept.iter().any(|e| e.hash == r.action))
+                .filter(|r| is_kept(r.action))
                 .cloned()
                 .collect(),
         );

@@ -204,19 +204,23 @@ impl ValueSet {
             self.entries.push(entry);
             self.entries.len() - 1
         } else {
-            let victim = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by(|(_, a), (_, b)| {
-                    a.weight
-                        .total_cmp(&b.weight)
-                        .then(a.last_hour.cmp(&b.last_hour))
-                })
-                .map_or(0, |(i, _)| i);
+            let victim = self.least_used().unwrap_or(0);
             self.entries[victim] = entry;
             victim
         }
+    }
+
+    /// The index of the value to forget first: the lightest, then the least recently used.
+    fn least_used(&self) -> Option<usize> {
+        self.entries
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| {
+                a.weight
+                    .total_cmp(&b.weight)
+                    .then(a.last_hour.cmp(&b.last_hour))
+            })
+            .map(|(i, _)| i)
     }
 
     /// Closes an hour: counts it in the novelty rate (when `count`), then decays by `factor`.
@@ -243,17 +247,7 @@ impl ValueSet {
     /// `cap` remain: a smaller cap in a changed model applies to restored state too.
     pub fn trim_to(&mut self, cap: usize) {
         while self.entries.len() > cap.max(1) {
-            let victim = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by(|(_, a), (_, b)| {
-                    a.weight
-                        .total_cmp(&b.weight)
-                        .then(a.last_hour.cmp(&b.last_hour))
-                })
-                .map(|(i, _)| i)
-                .expect("more entries than the cap");
+            let victim = self.least_used().expect("more entries than the cap");
             self.entries.remove(victim);
         }
     }

@@ -192,23 +192,11 @@ impl Resources {
 
     /// The scopes `action` used at or after hour `since`, in scope order.
     pub fn of(&self, action: u64, since: i64) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .0
-            .iter()
-            .filter(|u| u.action == action && i64::from(u.last_hour) >= since)
-            .map(|u| &*u.scope)
-            .collect();
-        v.sort_unstable();
-        v
+        names_of(&self.0, action, since)
     }
 
     pub fn heap_bytes(&self) -> usize {
         list_bytes(&self.0)
-            + self
-                .0
-                .iter()
-                .map(|u| alloc_bytes(u.scope.len()))
-                .sum::<usize>()
     }
 }
 
@@ -272,33 +260,65 @@ impl Permissions {
 
     /// The permissions `action` was checked for at or after hour `since`, sorted.
     pub fn of(&self, action: u64, since: i64) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .0
-            .iter()
-            .filter(|u| u.action == action && i64::from(u.last_hour) >= since)
-            .map(|u| &*u.permission)
-            .collect();
-        v.sort_unstable();
-        v
+        names_of(&self.0, action, since)
     }
 
     pub fn heap_bytes(&self) -> usize {
         list_bytes(&self.0)
-            + self
-                .0
-                .iter()
-                .map(|u| alloc_bytes(u.permission.len()))
-                .sum::<usize>()
     }
 }
 
-/// Bytes a list's buffer takes (none while empty; its length and capacity live in it).
-fn list_bytes<T>(v: &ThinVec<T>) -> usize {
-    if v.capacity() == 0 {
+/// What both memories keep of one use: the action, the hour of its last use, and a name.
+trait Named {
+    fn action(&self) -> u64;
+    fn last_hour(&self) -> u32;
+    fn name(&self) -> &str;
+}
+
+impl Named for ResourceUse {
+    fn action(&self) -> u64 {
+        self.action
+    }
+    fn last_hour(&self) -> u32 {
+        self.last_hour
+    }
+    fn name(&self) -> &str {
+        &self.scope
+    }
+}
+
+impl Named for PermissionUse {
+    fn action(&self) -> u64 {
+        self.action
+    }
+    fn last_hour(&self) -> u32 {
+        self.last_hour
+    }
+    fn name(&self) -> &str {
+        &self.permission
+    }
+}
+
+/// The names `action` used at or after hour `since`, sorted.
+fn names_of<T: Named>(v: &[T], action: u64, since: i64) -> Vec<&str> {
+    let mut names: Vec<&str> = v
+        .iter()
+        .filter(|u| u.action() == action && i64::from(u.last_hour()) >= since)
+        .map(Named::name)
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// Bytes a list and its names take (none while empty; its length and capacity live in its
+/// buffer).
+fn list_bytes<T: Named>(v: &ThinVec<T>) -> usize {
+    let buffer = if v.capacity() == 0 {
         0
     } else {
         alloc_bytes(2 * std::mem::size_of::<usize>() + v.capacity() * std::mem::size_of::<T>())
-    }
+    };
+    buffer + v.iter().map(|u| alloc_bytes(u.name().len())).sum::<usize>()
 }
 
 /// The resource of `ev` as a policy names it; `None` when it named none a policy can name.
