@@ -427,7 +427,9 @@ impl AccessEvent {
         for s in self.open_text() {
             scrub_string(s);
         }
-        self.permissions.retain(|p| shape::gcp_permission(p));
+        // A permission's shape can still hold a credential (`svc.AKIA....x`): those are dropped.
+        self.permissions
+            .retain(|p| shape::gcp_permission(p) && !crate::redact::looks_secret(p));
         self.permissions.truncate(MAX_PERMISSIONS);
         if let Some(c) = &mut self.credential {
             if c.session_user_id

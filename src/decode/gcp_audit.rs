@@ -341,10 +341,15 @@ mod tests {
                 r#"[{"permission":"compute.instances.create","granted":true},
                 {"permission":"compute.disks.create","granted":true},
                 {"permission":"compute.instances.create"},
-                {"permission":"AKIAIOSFODNN7EXAMPLE"}, {"permission":7}, {"granted":true}]"#
+                {"permission":"AKIAIOSFODNN7EXAMPLE"}, {"permission":"iam.Zx8Qw3Lk9Vb2Nm7Rt5Yp1Hs4Jd6Fg0Ck3Xe9Ua2Wq.get"},
+                {"permission":7}, {"granted":true}]"#
             ),
             ["compute.instances.create", "compute.disks.create"]
         );
+        // A permission's shape around a token is no permission.
+        assert!(crate::redact::looks_secret(
+            "iam.Zx8Qw3Lk9Vb2Nm7Rt5Yp1Hs4Jd6Fg0Ck3Xe9Ua2Wq.get"
+        ));
         // A malformed list costs the permissions, not the event.
         assert!(with(r#""not a list""#).is_empty());
     }

@@ -61,6 +61,13 @@ fn event_is_clean(e: &AccessEvent) {
         e.credential.as_ref().map(|c| &c.id),
     ];
     assert!(e.principal.len() <= limit);
+    assert!(e.permissions.len() <= crate::event::MAX_PERMISSIONS);
+    for p in &e.permissions {
+        assert!(
+            redact::shape::gcp_permission(p) && !redact::looks_secret(p),
+            "a permission kept without a permission's shape, or with a secret: {p:?}"
+        );
+    }
     for f in fields.into_iter().flatten() {
         assert!(f.len() <= limit, "a field of {} bytes", f.len());
         // Shaped values (UUIDs, account and key ids) are kept as they are; the rest was scrubbed.
