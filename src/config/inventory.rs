@@ -668,23 +668,7 @@ impl Inventory {
     pub fn parse(text: &str, file: &str) -> Result<Inventory, ConfigError> {
         let mut problems = Vec::new();
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let items: Vec<(String, serde_json::Result<Record>)> = if text.trim_start().starts_with('[')
-        {
-            match serde_json::from_str::<Vec<serde_json::Value>>(text) {
-                Ok(v) => v
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, x)| (format!("[{i}]"), serde_json::from_value(x)))
-                    .collect(),
-                Err(e) => vec![("(document)".to_owned(), Err(e))],
-            }
-        } else {
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| (format!("line {}", i + 1), serde_json::from_str(l)))
-                .collect()
-        };
+        let items: Vec<(String, serde_json::Result<Record>)> = super::json_items(text);
         let mut by_key = HashMap::new();
         for (at, item) in items {
             let mut r = match item {

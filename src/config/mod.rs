@@ -37,6 +37,30 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+/// The items of a JSON list (`[...]`) or of JSON Lines, each labelled by where it stands
+/// (`[3]`, `line 4`), so every bad one can be named at once; a list that is not JSON is one item,
+/// `(document)`, in error. Blank lines are skipped.
+pub fn json_items<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Vec<(String, serde_json::Result<T>)> {
+    if text.trim_start().starts_with('[') {
+        match serde_json::from_str::<Vec<serde_json::Value>>(text) {
+            Ok(v) => v
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| (format!("[{i}]"), serde_json::from_value(x)))
+                .collect(),
+            Err(e) => vec![("(document)".to_owned(), Err(e))],
+        }
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (format!("line {}", i + 1), serde_json::from_str(l)))
+            .collect()
+    }
+}
+
 impl ConfigError {
     /// Reads a configuration file, returning its display name and text.
     ///

@@ -96,53 +96,42 @@ impl Catalogue {
             }],
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text).trim();
-        let items: Vec<(String, serde_json::Value)> = match serde_json::from_str(text) {
+        // Google's `{"roles": [...]}` or one role alone; else a list of roles or one per line.
+        let items: Vec<(String, serde_json::Result<serde_json::Value>)> = match serde_json::from_str(
+            text,
+        ) {
             Ok(serde_json::Value::Object(mut m)) if m.contains_key("roles") => {
                 match m.remove("roles") {
                     Some(serde_json::Value::Array(a)) => a
                         .into_iter()
                         .enumerate()
-                        .map(|(i, v)| (format!("roles[{i}]"), v))
+                        .map(|(i, v)| (format!("roles[{i}]"), Ok(v)))
                         .collect(),
                     _ => return Err(fail("roles", "must be a list of roles".into())),
                 }
             }
-            Ok(serde_json::Value::Array(a)) => a
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (format!("[{i}]"), v))
-                .collect(),
-            Ok(v @ serde_json::Value::Object(_)) => vec![("(document)".into(), v)],
+            Ok(v @ serde_json::Value::Object(_)) => vec![("(document)".into(), Ok(v))],
+            Ok(serde_json::Value::Array(_)) | Err(_) => crate::config::json_items(text),
             Ok(_) => {
                 return Err(fail(
-                    "(document)",
-                    "not a GCP role catalogue: expected {\"roles\": [...]} (roles.list with view=FULL), a list of roles, or one role per line".into(),
-                ));
-            }
-            Err(_) => {
-                let mut items = Vec::new();
-                for (i, line) in text.lines().enumerate() {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_str(line) {
-                        Ok(v) => items.push((format!("line {}", i + 1), v)),
-                        Err(e) => {
-                            return Err(fail(
-                                &format!("line {}", i + 1),
-                                format!(
-                                    "not JSON ({e}): expected Google's role catalogue, {{\"roles\": [...]}}, a list of roles, or one role per line"
-                                ),
-                            ));
-                        }
-                    }
-                }
-                items
+                        "(document)",
+                        "not a GCP role catalogue: expected {\"roles\": [...]} (roles.list with view=FULL), a list of roles, or one role per line".into(),
+                    ));
             }
         };
         let mut problems = Vec::new();
         let mut roles = Vec::new();
         for (at, v) in items {
+            let v = match v {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(Problem {
+                        key: at,
+                        why: format!("not JSON ({e}): expected Google's role catalogue, {{\"roles\": [...]}}, a list of roles, or one role per line"),
+                    });
+                    continue;
+                }
+            };
             let r: RoleV1 = match serde_json::from_value(v) {
                 Ok(r) => r,
                 Err(e) => {
@@ -653,5 +642,10 @@ mod tests {
         assert!(!err.to_string().contains("AKIA"), "{err}");
         assert!(Catalogue::parse("{\"roles\":[]}", "r.json").is_err());
         assert!(Catalogue::parse("not json", "r.json").unwrap_err().problems[0].key == "line 1");
+        // Every bad line is named, not only the first.
+        let err =
+            Catalogue::parse(&format!("{role}\nnot json\n{role}\n{{oops\n"), "r.json").unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["line 2", "line 4"]);
     }
 }
