@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
@@ -269,6 +269,8 @@ struct Batch {
     error: Option<IngestError>,
     /// The input's last batch.
     last: bool,
+    /// The decode worker that built the events (their memory goes back to it, see [`Spent`]).
+    worker: usize,
 }
 
 /// Records per batch handed from a reader to the decode workers, and bytes at most.
@@ -282,13 +284,53 @@ const IN_FLIGHT_PER_INPUT: usize = 4;
 /// Records read from one input, to be decoded by a worker.
 #[derive(Default)]
 struct RawBatch {
-    data: Vec<u8>,
-    records: Vec<(std::ops::Range<usize>, RawRef)>,
+    buffers: Buffers,
     rejected: Vec<Rejected>,
     error: Option<IngestError>,
     /// The input's last batch: the merge learns the input ended from it (the result channels
     /// stay open while the workers live).
     last: bool,
+}
+
+/// A batch's record buffers: the records' bytes back to back, and each one's place and source.
+/// Emptied and reused from batch to batch (see [`BufferPool`]).
+#[derive(Default)]
+struct Buffers {
+    data: Vec<u8>,
+    records: Vec<(std::ops::Range<usize>, RawRef)>,
+}
+
+/// Record buffers decoded and emptied, for the readers to fill again. Reusing them saves a
+/// megabyte's allocation, page faults and growth copies per batch; a fresh buffer grows by
+/// doubling, and with glibc each free of a large block also consolidates the allocator's
+/// small free blocks.
+#[derive(Default)]
+struct BufferPool(std::sync::Mutex<Vec<Buffers>>);
+
+/// Spare buffers kept: enough for every batch in flight to find one.
+const POOL_BUFFERS: usize = 16;
+
+impl BufferPool {
+    fn take(&self) -> Buffers {
+        let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_else(|| Buffers {
+            data: Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 4),
+            records: Vec::with_capacity(BATCH_RECORDS),
+        })
+    }
+
+    fn give(&self, mut b: Buffers) {
+        // An oversized record leaves an oversized buffer: let it go rather than keep it.
+        if b.data.capacity() > 2 * BATCH_BYTES {
+            return;
+        }
+        b.data.clear();
+        b.records.clear();
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_BUFFERS {
+            pool.push(b);
+        }
+    }
 }
 
 /// A batch to decode: the input it came from and its place in that input.
@@ -306,6 +348,7 @@ fn read_input(
     max_record_bytes: usize,
     jobs: &SyncSender<Job>,
     tokens: &SyncSender<()>,
+    pool: &BufferPool,
 ) {
     let mut seq = 0u64;
     let mut send = |raw: RawBatch| -> bool {
@@ -326,13 +369,18 @@ fn read_input(
             return;
         }
     };
-    let mut batch = RawBatch::default();
+    let fresh = || RawBatch {
+        buffers: pool.take(),
+        ..RawBatch::default()
+    };
+    let mut batch = fresh();
     loop {
         match reader.next_record() {
             Ok(Some(Record::Ok(bytes, raw))) => {
-                let start = batch.data.len();
-                batch.data.extend_from_slice(bytes);
-                batch.records.push((start..batch.data.len(), raw));
+                let b = &mut batch.buffers;
+                let start = b.data.len();
+                b.data.extend_from_slice(bytes);
+                b.records.push((start..b.data.len(), raw));
             }
             Ok(Some(Record::TooLarge { prefix, len, raw })) => {
                 batch.rejected.push(Rejected {
@@ -350,9 +398,9 @@ fn read_input(
                 break;
             }
         }
-        if (batch.records.len() >= BATCH_RECORDS || batch.data.len() >= BATCH_BYTES)
-            && !send(std::mem::take(&mut batch))
-        {
+        let full =
+            batch.buffers.records.len() >= BATCH_RECORDS || batch.buffers.data.len() >= BATCH_BYTES;
+        if full && !send(std::mem::replace(&mut batch, fresh())) {
             return;
         }
     }
@@ -360,19 +408,20 @@ fn read_input(
     send(batch);
 }
 
-/// Decodes a batch of records.
-fn decode_batch(raw: RawBatch, format: FormatHint, cluster: Option<&str>) -> Batch {
+/// Decodes a batch of records; hands back its emptied buffers.
+fn decode_batch(raw: RawBatch, format: FormatHint, cluster: Option<&str>) -> (Batch, Buffers) {
+    let mut buffers = raw.buffers;
     let mut batch = Batch {
-        records: (raw.records.len() + raw.rejected.len()) as u64,
+        records: (buffers.records.len() + raw.rejected.len()) as u64,
         rejected: raw.rejected,
         error: raw.error,
         last: raw.last,
         ..Batch::default()
     };
-    for (range, at) in raw.records {
+    for (range, at) in buffers.records.drain(..) {
         let mut rejected_here = 0usize;
         decode::decode_record(
-            &raw.data[range],
+            &buffers.data[range],
             format,
             cluster,
             &at,
@@ -395,7 +444,7 @@ fn decode_batch(raw: RawBatch, format: FormatHint, cluster: Option<&str>) -> Bat
             },
         );
     }
-    batch
+    (batch, buffers)
 }
 
 /// Dead letters written for the bad elements of one container record; the rest are counted.
@@ -406,7 +455,32 @@ struct Held {
     time_ms: i64,
     input: usize,
     seq: u64,
+    /// The decode worker that built the event.
+    worker: usize,
     event: Box<AccessEvent>,
+}
+
+/// Events merged, on their way back to the decode worker that built them, to be freed there.
+/// glibc returns a freed block to the arena of the thread that allocated it, under that arena's
+/// lock, and refills only the freeing thread's cache: freeing the workers' events on the merge
+/// thread left every allocation of the decoders on the allocator's slow path.
+#[derive(Default)]
+#[allow(clippy::vec_box)]
+struct Spent {
+    pending: Vec<Vec<Box<AccessEvent>>>,
+    to: Vec<Sender<Vec<Box<AccessEvent>>>>,
+}
+
+impl Spent {
+    fn put(&mut self, worker: usize, event: Box<AccessEvent>) {
+        let pending = &mut self.pending[worker];
+        pending.push(event);
+        if pending.len() >= BATCH_RECORDS {
+            let events = std::mem::replace(pending, Vec::with_capacity(BATCH_RECORDS));
+            // When the worker is gone (the replay is ending) they are freed here.
+            let _ = self.to[worker].send(events);
+        }
+    }
 }
 
 impl PartialEq for Held {
@@ -488,6 +562,7 @@ pub fn merge_inputs<E>(
     mut process: impl FnMut(&AccessEvent) -> Result<(), E>,
     mut reject: impl FnMut(&RawRef, &[u8], &DecodeError) -> Result<(), E>,
 ) -> Result<(), E> {
+    let pool = &BufferPool::default();
     std::thread::scope(|scope| {
         // Decoding is the costly step: a pool of workers decodes the batches every input's
         // reader thread reads, and each input's batches are put back in order before the merge.
@@ -520,7 +595,7 @@ pub fn merge_inputs<E>(
             if let (Some((i, tok_tx)), Some(jobs)) = (unopened.pop_front(), job_tx.as_ref()) {
                 let jobs = jobs.clone();
                 let (input, max) = (&opts.inputs[i], opts.max_record_bytes);
-                scope.spawn(move || read_input(i, input, max, &jobs, &tok_tx));
+                scope.spawn(move || read_input(i, input, max, &jobs, &tok_tx, pool));
                 sources[i].started = true;
             }
             if unopened.is_empty() {
@@ -531,18 +606,28 @@ pub fn merge_inputs<E>(
         for _ in 0..MAX_OPEN_INPUTS.min(opts.inputs.len()).max(1) {
             open_next(&mut sources);
         }
-        for _ in 0..workers {
+        let mut spent = Spent::default();
+        for worker in 0..workers {
             let job_rx = job_rx.clone();
             let results = results.clone();
             let format = opts.format;
             let cluster = opts.cluster.as_deref();
+            let (spent_tx, spent_rx) = channel::<Vec<Box<AccessEvent>>>();
+            spent.pending.push(Vec::with_capacity(BATCH_RECORDS));
+            spent.to.push(spent_tx);
             scope.spawn(move || {
                 loop {
+                    // Free the events merged since, before allocating the next batch's.
+                    while let Ok(events) = spent_rx.try_recv() {
+                        drop(events);
+                    }
                     let job = match job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
                         Ok(job) => job,
                         Err(_) => return,
                     };
-                    let batch = decode_batch(job.raw, format, cluster);
+                    let (mut batch, buffers) = decode_batch(job.raw, format, cluster);
+                    pool.give(buffers);
+                    batch.worker = worker;
                     let _ = results[job.input].send((job.seq, batch));
                 }
             });
@@ -590,6 +675,7 @@ pub fn merge_inputs<E>(
                 if event.time_ms < processed_upto {
                     summary.late_events += 1;
                     process(&event)?;
+                    spent.put(batch.worker, event);
                     continue;
                 }
                 sources[i].observe(event.time_ms);
@@ -598,6 +684,7 @@ pub fn merge_inputs<E>(
                     time_ms: event.time_ms,
                     input: i,
                     seq,
+                    worker: batch.worker,
                     event,
                 }));
             }
@@ -611,6 +698,7 @@ pub fn merge_inputs<E>(
                 let Reverse(h) = held.pop().expect("peeked");
                 processed_upto = processed_upto.max(h.time_ms);
                 process(&h.event)?;
+                spent.put(h.worker, h.event);
             }
         }
         while let Some(Reverse(h)) = held.pop() {
