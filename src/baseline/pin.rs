@@ -173,8 +173,7 @@ impl Pins {
         let t = ev.time_ms;
         self.0.retain(|p| t - p.last_ms < PIN_IDLE_MS);
         let existing = self.0.iter().position(|p| p.key == key);
-        let client_label = client(ev);
-        let client = hash_str(&client_label);
+        let client = client_hash(ev);
         if ev.origin.vpc_endpoint.is_some() && !origin::is_public(ip) {
             // From inside the VPC: no judgement, but the workload's client is learnt.
             if let Some(i) = existing {
@@ -207,12 +206,12 @@ impl Pins {
                 key,
                 t,
                 (network, &network_label(ev, cfg)),
-                (client, &client_label),
+                (client, &client_label(ev)),
             ));
             let pin = self.0.last_mut().expect("just pushed");
             let workload = workload_name(ev, bound);
             return outside()
-                .map(|o| pin.breach(&workload, network, ev, cfg, client_label, Some(&o)));
+                .map(|o| pin.breach(&workload, network, ev, cfg, client_label(ev), Some(&o)));
         };
         let pin = &mut self.0[i];
         pin.last_ms = pin.last_ms.max(t);
@@ -221,7 +220,7 @@ impl Pins {
         }
         if let Some(o) = outside() {
             let workload = workload_name(ev, bound);
-            return Some(pin.breach(&workload, network, ev, cfg, client_label, Some(&o)));
+            return Some(pin.breach(&workload, network, ev, cfg, client_label(ev), Some(&o)));
         }
         match (pin.networks.contains(network), pin.clients.contains(client)) {
             (true, true) => None,
@@ -235,7 +234,7 @@ impl Pins {
             }
             (false, false) => {
                 let workload = workload_name(ev, bound);
-                Some(pin.breach(&workload, network, ev, cfg, client_label, None))
+                Some(pin.breach(&workload, network, ev, cfg, client_label(ev), None))
             }
         }
     }
@@ -318,13 +317,33 @@ fn network_label(ev: &AccessEvent, cfg: &BaselineConfig) -> String {
 /// The client: the user agent's family and major version (`aws-sdk-go/1`, `aws-cli/2`,
 /// `kubectl/1`), as the baseline's client level has it. A patch upgrade of the workload's own
 /// SDK or agent (the SSM agent updates itself) is the same client; another tool is not.
-fn client(ev: &AccessEvent) -> String {
+fn client_label(ev: &AccessEvent) -> String {
     let (family, major) = origin::client_family(ev.origin.user_agent.as_deref().unwrap_or(""));
     if major.is_empty() {
         family.to_owned()
     } else {
         format!("{family}/{major}")
     }
+}
+
+/// `hash_str(&client_label(ev))`, without building the label (this runs on every call of a
+/// bound session; the label is needed only when a pin is made or breached).
+fn client_hash(ev: &AccessEvent) -> u64 {
+    let (family, major) = origin::client_family(ev.origin.user_agent.as_deref().unwrap_or(""));
+    if major.is_empty() {
+        return hash_str(family);
+    }
+    let mut buf = [0u8; 128];
+    let len = family.len() + 1 + major.len();
+    if len > buf.len() {
+        return hash_str(&client_label(ev));
+    }
+    buf[..family.len()].copy_from_slice(family.as_bytes());
+    buf[family.len()] = b'/';
+    buf[family.len() + 1..len].copy_from_slice(major.as_bytes());
+    let mut h = FxHasher::default();
+    h.write(&buf[..len]);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -357,6 +376,22 @@ mod tests {
 
     fn cfg() -> BaselineConfig {
         Model::embedded().baseline
+    }
+
+    #[test]
+    fn the_client_hash_is_the_hash_of_the_client_label_without_building_it() {
+        let long = format!("{}/1.0", "x".repeat(300));
+        for ua in [
+            SSM,
+            CLI,
+            "curl",
+            "",
+            "kubectl/v1.29.0 (linux/amd64)",
+            long.as_str(),
+        ] {
+            let ev = call(T0, "54.12.3.4", ua, None);
+            assert_eq!(client_hash(&ev), hash_str(&client_label(&ev)), "{ua}");
+        }
     }
 
     #[test]

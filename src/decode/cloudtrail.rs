@@ -75,15 +75,55 @@ struct SessionContext<'a> {
     session_issuer: Option<SessionIssuer<'a>>,
     #[serde(borrow, default, deserialize_with = "lenient::str")]
     ec2_role_delivery: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "lenient::object")]
+    /// Any value: a malformed one counts as absent.
+    #[serde(borrow, default)]
     attributes: Option<SessionAttributes<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A session's attributes: only `creationDate` is read, and anything else than an object
+/// counts as empty. Read in one pass (serde's `untagged` would copy the object first).
+#[derive(Default)]
 struct SessionAttributes<'a> {
-    #[serde(borrow, default, deserialize_with = "lenient::str")]
     creation_date: Option<Str<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for SessionAttributes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+        struct Lenient;
+        impl<'de> DeserializeSeed<'de> for Lenient {
+            type Value = Option<Str<'de>>;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                lenient::str(d)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SessionAttributes<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = SessionAttributes::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if &*key == "creationDate" {
+                        out.creation_date = map.next_value_seed(Lenient)?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(out)
+            }
+            lenient::absent_for_other_values!(SessionAttributes::default(), V);
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(SessionAttributes::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -467,6 +507,42 @@ mod tests {
         let c = with("ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ3b5D", "yesterday");
         assert_eq!(c.session_user_id, None);
         assert_eq!(c.issued_ms, None);
+    }
+
+    #[test]
+    fn session_attributes_and_lenient_fields_of_any_json_type_cost_only_themselves() {
+        let with = |attributes: &str, timestamp: &str| {
+            decode_str(&format!(
+                r#"{{"eventTime":"2024-07-31T12:36:52Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets",
+                "@timestamp":{timestamp},"userIdentity":{{"type":"AssumedRole",
+                  "arn":"arn:aws:sts::111122223333:assumed-role/app/deploy-42","accessKeyId":"ASIAY34FZKBOKMUTVV7A",
+                  "sessionContext":{{"sessionIssuer":{{"arn":"arn:aws:iam::111122223333:role/app"}},
+                    "attributes":{attributes}}}}}}}"#
+            ))
+        };
+        for odd in [
+            "null",
+            "true",
+            "-1.5e3",
+            "18446744073709551615",
+            r#""2024-07-31T12:01:00Z""#,
+            r#"["2024-07-31T12:01:00Z",{"a":[1,{"b":null}]}]"#,
+            r#"{"mfaAuthenticated":{"x":[1,2]},"creationDate":7}"#,
+            r#"{"creationDate":["2024-07-31T12:01:00Z"]}"#,
+        ] {
+            let e = with(odd, odd);
+            assert_eq!(e.credential.unwrap().issued_ms, None, "{odd}");
+            assert_eq!(e.time_ms, 1_722_429_412_000, "{odd}");
+        }
+        let e = with(
+            r#"{"a":{"creationDate":"1999-01-01T00:00:00Z"},"creationDate":"2024-07-31T12:01:00\u005A"}"#,
+            r#""2024-07-31T12:36:52Z""#,
+        );
+        assert_eq!(
+            e.credential.unwrap().issued_ms,
+            Some(1_722_427_260_000),
+            "an escaped string is read too, and only the attributes' own key counts"
+        );
     }
 
     #[test]

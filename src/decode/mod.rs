@@ -636,18 +636,80 @@ pub(crate) mod lenient {
         })
     }
 
+    /// A string, or `None` for any other JSON value. Read in one pass: serde's `untagged`
+    /// would first copy the value into a buffer of its own, on every record.
     pub fn str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Str<'de>>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum V<'a> {
-            S(#[serde(borrow)] super::Str<'a>),
-            Other(serde::de::IgnoredAny),
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        use std::borrow::Cow;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Option<super::Str<'de>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Some(super::Str(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Some(super::Str(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Some(super::Str(Cow::Owned(v))))
+            }
+            crate::decode::lenient::absent_for_other_values!(None, V);
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
         }
-        Ok(match Option::<V>::deserialize(d)? {
-            Some(V::S(s)) => Some(s),
-            _ => None,
-        })
+        d.deserialize_any(V)
     }
+
+    /// The arms of a `deserialize_any` visitor that read a value as absent (`$absent`): every
+    /// JSON value but strings and objects, skipped without being kept. `$visitor` is the
+    /// visitor itself, to read what an `Option` holds.
+    macro_rules! absent_for_other_values {
+        ($absent:expr, $visitor:expr) => {
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok($absent)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_any($visitor)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok($absent)
+            }
+        };
+    }
+    pub(crate) use absent_for_other_values;
 }
 
 #[cfg(test)]

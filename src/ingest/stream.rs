@@ -48,6 +48,9 @@ pub struct RecordReader {
     /// A would-be document that is not valid JSON, read whole (within the cap): its lines are
     /// returned as JSON Lines, from this offset, the next one numbered `line + 1`.
     pending: Option<(Vec<u8>, usize)>,
+    /// Bytes of the reader's buffer the last record was returned from, in place: consumed
+    /// when the next one is asked for.
+    lent: usize,
 }
 
 fn is_json(b: &[u8]) -> bool {
@@ -110,6 +113,7 @@ impl RecordReader {
             first: true,
             finished: false,
             pending: None,
+            lent: 0,
         }
     }
 
@@ -143,12 +147,57 @@ impl RecordReader {
         }
     }
 
+    fn read_error(&self, source: io::Error) -> IngestError {
+        IngestError::Read {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Skips blank lines in the reader's buffer; true when a whole non-blank line within the
+    /// cap is there next, then counted and marked lent (its length with its newline). False
+    /// when the next line is not whole in the buffer: it is read by copying.
+    fn line_in_buffer(&mut self) -> Result<bool, IngestError> {
+        loop {
+            let chunk = match self.reader.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(self.read_error(e)),
+            };
+            let Some(end) = memchr::memchr(b'\n', chunk) else {
+                return Ok(false);
+            };
+            if end > self.max {
+                return Ok(false);
+            }
+            let blank = chunk[..end].trim_ascii().is_empty();
+            self.line += 1;
+            if blank {
+                self.reader.consume(end + 1);
+                continue;
+            }
+            self.lent = end + 1;
+            return Ok(true);
+        }
+    }
+
     /// The next record, or `None` at the end of the input.
     ///
     /// # Errors
     /// [`IngestError::Read`] when the input cannot be read (a truncated gzip stream, say): the
     /// records before it were returned.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, IngestError> {
+        self.reader.consume(std::mem::take(&mut self.lent));
+        if !self.first && !self.finished && self.pending.is_none() && self.line_in_buffer()? {
+            // The common case: the whole line is in the reader's buffer, and is returned from
+            // there instead of being copied.
+            let (raw, len) = (RawRef::new(self.source.clone(), self.line), self.lent - 1);
+            let path = &self.path;
+            let chunk = self.reader.fill_buf().map_err(|source| IngestError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Some(Record::Ok(chunk[..len].trim_ascii(), raw)));
+        }
         if self.pending.is_some() {
             let mut found = None;
             if let Some((data, at)) = &mut self.pending {
@@ -418,5 +467,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("/nonexistent/trail.json"));
+    }
+
+    #[test]
+    fn records_are_the_same_whether_lines_are_read_in_place_or_across_buffer_refills() {
+        // In place when a line is whole in the reader's buffer, copied when it spans a refill:
+        // every buffer size must give the same records, positions and oversized reports.
+        let data = format!(
+            "\u{feff}{{\"a\":1}}\n\n  \n{{\"b\":\"{}\"}}\nnot json\r\n{{\"c\":\"{}\"}}\n\n{{\"d\":4}}",
+            "x".repeat(40),
+            "y".repeat(90)
+        );
+        for max in [30, 60, 200] {
+            let whole = read(data.as_bytes(), max);
+            for cap in [1, 2, 7, 16, 33, 64, 1024] {
+                let buffered = io::BufReader::with_capacity(cap, io::Cursor::new(data.clone()));
+                let mut r = RecordReader::new(Box::new(buffered), "t", max, false);
+                let got: Vec<(String, u64, bool)> = collect(&mut r)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(b, p, ok)| (String::from_utf8_lossy(&b).into_owned(), p, ok))
+                    .collect();
+                assert_eq!(got, whole, "buffer of {cap} bytes, cap {max}");
+            }
+        }
+        assert_eq!(
+            read(data.as_bytes(), 200).len(),
+            5,
+            "{:?}",
+            read(data.as_bytes(), 200)
+        );
     }
 }
