@@ -363,6 +363,8 @@ impl Service {
         // runs the engine on the one before.
         let max_batches = 2 * pool.threads();
         let mut in_pool: VecDeque<oneshot::Receiver<Batch>> = VecDeque::new();
+        // The last batch processed, emptied, for the next records received.
+        let mut spare: Option<Batch> = None;
         let mut commit_tick = tokio::time::interval(self.cfg.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         commit_tick.reset();
@@ -448,7 +450,7 @@ impl Service {
                     backoff = Duration::from_millis(100);
                     last_record = Instant::now();
                     idle_newest = None;
-                    let mut batch = Batch::new();
+                    let mut batch = spare.take().unwrap_or_default();
                     let mut next = Some(first);
                     // The first record, then whatever else is already waiting, up to a batch.
                     while let Some(m) = next.take() {
@@ -522,6 +524,7 @@ impl Service {
                     return Ok(());
                 }
             }
+            spare = batch.emptied();
         }
     }
 

@@ -119,6 +119,19 @@ impl Batch {
         self.records.is_empty()
     }
 
+    /// This batch emptied for the next records, its buffers kept (a fresh buffer grows by
+    /// doubling to a batch's size, past glibc's threshold for mapping pages of its own); `None`
+    /// when an oversized record left it larger than batches usually need.
+    pub fn emptied(mut self) -> Option<Batch> {
+        if self.data.capacity() > 2 * BATCH_BYTES {
+            return None;
+        }
+        self.data.clear();
+        self.records.clear();
+        self.elements.clear();
+        Some(self)
+    }
+
     /// True when no more records should join the batch.
     pub fn is_full(&self) -> bool {
         self.records.len() >= BATCH_RECORDS || self.data.len() >= BATCH_BYTES
@@ -362,6 +375,45 @@ mod tests {
             assert_eq!(c.elements[1].1.element, Some(1));
             assert_eq!(c.rec.generation, 7);
         }
+    }
+
+    #[test]
+    fn an_emptied_batch_holds_only_the_records_pushed_after() {
+        let mut b = batch_of(&[EVENT, "not json"]);
+        b.decode();
+        assert_eq!(b.drain().count(), 2);
+        let capacity = b.data.capacity();
+        let mut b = b.emptied().expect("a batch of usual size is kept");
+        assert!(b.is_empty() && b.data.capacity() == capacity);
+        b.push(
+            RecordSource::input(Arc::from("in"), FormatHint::Auto, None),
+            1,
+            9,
+            Some(b"k"),
+            b"{}",
+            3,
+        );
+        b.decode();
+        let recs: Vec<_> = b.drain().collect();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            (recs[0].rec.offset, recs[0].key, recs[0].payload),
+            (9, Some(&b"k"[..]), &b"{}"[..])
+        );
+        assert_eq!(recs[0].elements.len(), 1);
+        drop(recs);
+        // One oversized record must not keep its buffer for every later batch.
+        let mut big = Batch::new();
+        let payload = vec![b' '; 3 * BATCH_BYTES];
+        big.push(
+            RecordSource::input(Arc::from("in"), FormatHint::Auto, None),
+            0,
+            0,
+            None,
+            &payload,
+            0,
+        );
+        assert!(big.emptied().is_none());
     }
 
     #[test]
