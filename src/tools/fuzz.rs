@@ -85,26 +85,33 @@ fn event_is_clean(e: &AccessEvent) {
 }
 
 /// The record reader over any bytes, with a small cap: no panic, no record over the cap, and
-/// too-large records keep at most their first bytes.
+/// too-large records keep at most their first bytes. Read again through a small buffer (its
+/// size taken from the first byte), which sends most lines down the copying path instead of
+/// being returned in place: the records, positions and oversized reports are the same.
 pub fn reader(data: &[u8]) {
     const MAX: usize = 4096;
-    let mut r = RecordReader::new(
-        Box::new(std::io::Cursor::new(data.to_vec())),
-        "fuzz",
-        MAX,
-        false,
-    );
-    let mut n = 0usize;
-    while let Ok(Some(rec)) = r.next_record() {
-        match rec {
-            Record::Ok(bytes, _) => assert!(bytes.len() <= MAX, "{} bytes", bytes.len()),
-            Record::TooLarge { prefix, len, .. } => {
-                assert!(prefix.len() <= 256 && len as usize > MAX);
+    let read = |source: Box<dyn std::io::BufRead + Send>| {
+        let mut r = RecordReader::new(source, "fuzz", MAX, false);
+        let mut out = Vec::new();
+        while let Ok(Some(rec)) = r.next_record() {
+            match rec {
+                Record::Ok(bytes, raw) => {
+                    assert!(bytes.len() <= MAX, "{} bytes", bytes.len());
+                    out.push((bytes.to_vec(), raw.position, None));
+                }
+                Record::TooLarge { prefix, len, raw } => {
+                    assert!(prefix.len() <= 256 && len as usize > MAX);
+                    out.push((prefix.to_vec(), raw.position, Some(len)));
+                }
             }
+            assert!(out.len() <= data.len() + 1, "more records than bytes");
         }
-        n += 1;
-        assert!(n <= data.len() + 1, "more records than bytes");
-    }
+        out
+    };
+    let whole = read(Box::new(std::io::Cursor::new(data.to_vec())));
+    let capacity = 1 + usize::from(data.first().copied().unwrap_or(0) % 64);
+    let small = std::io::BufReader::with_capacity(capacity, std::io::Cursor::new(data.to_vec()));
+    assert_eq!(read(Box::new(small)), whole, "buffer of {capacity} bytes");
 }
 
 /// The model loader: no panic; a model it accepts passes its own validation.
