@@ -1,5 +1,6 @@
 //! Streaming input: the records of a file, a gzip stream or standard input, read in bounded
-//! memory (one record at a time in a reused buffer; gzip decompressed as it is read).
+//! memory (one record at a time, returned in place from the reader's buffer when the whole line
+//! is there, else copied into a reused buffer; gzip decompressed as it is read).
 //!
 //! A file is JSON Lines (one record per line) unless its first record is not a whole JSON value
 //! on its line (a pretty-printed document, or an array opening on a line of its own): then the
