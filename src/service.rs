@@ -488,11 +488,16 @@ impl Service {
                 }
                 Step::Decoded(b) => b,
             };
-            for record in batch.drain() {
-                let Some(pending) = self
+            let decoded_by = batch.decoded_by();
+            let mut spent = Vec::new();
+            for mut record in batch.drain() {
+                let processed = self
                     .process_record(&record, &mut view, partitions, producer, topics)
-                    .await?
-                else {
+                    .await;
+                if decoded_by.is_some() {
+                    record.take_events(&mut spent);
+                }
+                let Some(pending) = processed? else {
                     continue;
                 };
                 // Waits while `max_in_flight` records await acknowledgement (brokers slow or
@@ -524,6 +529,7 @@ impl Service {
                     return Ok(());
                 }
             }
+            pool.free(decoded_by, spent);
             spare = batch.emptied();
         }
     }

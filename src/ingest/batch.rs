@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::decode::{self, DecodeError, Decoded, FormatHint};
-use crate::event::RawRef;
+use crate::event::{AccessEvent, RawRef};
 
 /// Records per batch, and payload bytes at most: enough to pay for the hand-over between
 /// threads, small enough that a full batch is about a millisecond of decoding.
@@ -104,6 +104,8 @@ pub struct Batch {
     data: Vec<u8>,
     records: Vec<Received>,
     elements: Vec<Element>,
+    /// The pool worker that decoded it (`None`: decoded on the consumer loop).
+    worker: Option<usize>,
 }
 
 impl Batch {
@@ -129,7 +131,13 @@ impl Batch {
         self.data.clear();
         self.records.clear();
         self.elements.clear();
+        self.worker = None;
         Some(self)
+    }
+
+    /// The pool worker that decoded this batch (`None`: decoded where it was received).
+    pub fn decoded_by(&self) -> Option<usize> {
+        self.worker
     }
 
     /// True when no more records should join the batch.
@@ -250,15 +258,38 @@ pub struct DecodedRecord<'b> {
     pub elements: Vec<DecodedElement<'b>>,
 }
 
+impl DecodedRecord<'_> {
+    /// Moves the record's events into `into` (to be freed where they were allocated, see
+    /// [`DecodePool::free`]).
+    #[allow(clippy::vec_box)]
+    pub fn take_events(&mut self, into: &mut Vec<Box<AccessEvent>>) {
+        for (result, _, _) in self.elements.drain(..) {
+            if let Ok(Decoded::Event(e)) = result {
+                into.push(e);
+            }
+        }
+    }
+}
+
 /// One element of a decoded record: its result, where it is, and its bytes.
 pub type DecodedElement<'b> = (Result<Decoded, DecodeError>, RawRef, Cow<'b, [u8]>);
 
 type Job = (Batch, oneshot::Sender<Batch>);
 
+/// Events processed, to be freed by the worker that decoded them.
+#[allow(clippy::vec_box)]
+type Spent = Vec<Box<AccessEvent>>;
+
 /// Worker threads that decode batches; each batch comes back on its own channel, so the
 /// consumer loop awaits them in the order it submitted them.
+///
+/// The events of a batch are best freed by the worker that decoded them (see
+/// [`DecodePool::free`]): glibc returns a block freed on another thread to its owner's arena
+/// under a lock and never refills the owner's own cache, so a worker whose events are all freed
+/// elsewhere makes every allocation on the allocator's slow path.
 pub struct DecodePool {
     jobs: Option<Sender<Job>>,
+    spent: Vec<Sender<Spent>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -272,17 +303,21 @@ impl DecodePool {
     pub fn new(threads: usize) -> DecodePool {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let mut spent = Vec::new();
         let workers = (0..threads.max(1))
             .map(|i| {
                 let rx = rx.clone();
+                let (spent_tx, spent_rx) = channel::<Spent>();
+                spent.push(spent_tx);
                 std::thread::Builder::new()
                     .name(format!("decode-{i}"))
-                    .spawn(move || work(&rx))
+                    .spawn(move || work(i, &rx, &spent_rx))
                     .expect("spawning a decode thread")
             })
             .collect();
         DecodePool {
             jobs: Some(tx),
+            spent,
             workers,
         }
     }
@@ -290,6 +325,17 @@ impl DecodePool {
     /// One worker per core.
     pub fn per_core() -> DecodePool {
         DecodePool::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Frees the events of a batch `decoded_by` a worker on that worker, before its next batch
+    /// (or here, when the batch was decoded here or the worker is gone).
+    #[allow(clippy::vec_box)]
+    pub fn free(&self, decoded_by: Option<usize>, events: Vec<Box<AccessEvent>>) {
+        if let Some(tx) = decoded_by.and_then(|w| self.spent.get(w))
+            && !events.is_empty()
+        {
+            let _ = tx.send(events);
+        }
     }
 
     /// Hands a batch to the workers; it comes back decoded on the returned channel.
@@ -303,14 +349,19 @@ impl DecodePool {
     }
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>) {
+fn work(worker: usize, jobs: &Mutex<Receiver<Job>>, spent: &Receiver<Spent>) {
     loop {
+        // The events processed since, freed before the next batch's are allocated.
+        while let Ok(events) = spent.try_recv() {
+            drop(events);
+        }
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         let Ok((mut batch, done)) = job else { return };
         batch.decode();
+        batch.worker = Some(worker);
         let _ = done.send(batch);
     }
 }
@@ -414,6 +465,40 @@ mod tests {
             0,
         );
         assert!(big.emptied().is_none());
+    }
+
+    #[test]
+    fn a_batch_names_the_worker_that_decoded_it_and_its_events_go_back_to_it() {
+        let pool = DecodePool::new(2);
+        let container = format!("[{EVENT}, 42, {EVENT}]");
+        let mut b = pool
+            .submit(batch_of(&[EVENT, "not json", &container]))
+            .blocking_recv()
+            .expect("decoded");
+        let worker = b.decoded_by().expect("decoded by a pool worker");
+        assert!(worker < pool.threads());
+        let mut spent = Vec::new();
+        for mut r in b.drain() {
+            r.take_events(&mut spent);
+            assert!(r.elements.is_empty());
+        }
+        // The events only: the bad record and the bad element are no events.
+        assert_eq!(spent.len(), 3);
+        pool.free(Some(worker), spent);
+        // The worker frees them before its next batch, which it decodes as usual.
+        let mut again = pool
+            .submit(batch_of(&[EVENT]))
+            .blocking_recv()
+            .expect("decoded");
+        assert_eq!(again.drain().count(), 1);
+        // Decoded where received: nothing to hand back; a worker that does not exist is no
+        // error either.
+        let mut here = batch_of(&[EVENT]);
+        here.decode();
+        assert_eq!(here.decoded_by(), None);
+        pool.free(Some(99), Vec::new());
+        let recycled = again.emptied().expect("kept");
+        assert_eq!(recycled.decoded_by(), None);
     }
 
     #[test]
