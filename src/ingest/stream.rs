@@ -54,6 +54,15 @@ pub struct RecordReader {
     lent: usize,
 }
 
+/// The error of an input `path` that could not be read on (a borrow of the path only, so it can
+/// be built while the reader is borrowed).
+fn read_error(path: &str) -> impl FnOnce(io::Error) -> IngestError + '_ {
+    move |source| IngestError::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 fn is_json(b: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
 }
@@ -77,10 +86,7 @@ impl RecordReader {
         let gzip = buffered
             .fill_buf()
             .map(|b| b.starts_with(&[0x1f, 0x8b]))
-            .map_err(|source| IngestError::Read {
-                path: path.into(),
-                source,
-            })?;
+            .map_err(read_error(path))?;
         let reader: Box<dyn BufRead + Send> = if gzip {
             Box::new(BufReader::with_capacity(
                 256 * 1024,
@@ -125,10 +131,7 @@ impl RecordReader {
         let mut len = 0u64;
         let mut any = false;
         loop {
-            let chunk = self.reader.fill_buf().map_err(|e| IngestError::Read {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            let chunk = self.reader.fill_buf().map_err(read_error(&self.path))?;
             if chunk.is_empty() {
                 return Ok((len, any));
             }
@@ -148,22 +151,12 @@ impl RecordReader {
         }
     }
 
-    fn read_error(&self, source: io::Error) -> IngestError {
-        IngestError::Read {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
     /// Skips blank lines in the reader's buffer; true when a whole non-blank line within the
     /// cap is there next, then counted and marked lent (its length with its newline). False
     /// when the next line is not whole in the buffer: it is read by copying.
     fn line_in_buffer(&mut self) -> Result<bool, IngestError> {
         loop {
-            let chunk = match self.reader.fill_buf() {
-                Ok(c) => c,
-                Err(e) => return Err(self.read_error(e)),
-            };
+            let chunk = self.reader.fill_buf().map_err(read_error(&self.path))?;
             let Some(end) = memchr::memchr(b'\n', chunk) else {
                 return Ok(false);
             };
@@ -192,11 +185,9 @@ impl RecordReader {
             // The common case: the whole line is in the reader's buffer, and is returned from
             // there instead of being copied.
             let (raw, len) = (RawRef::new(self.source.clone(), self.line), self.lent - 1);
-            let path = &self.path;
-            let chunk = self.reader.fill_buf().map_err(|source| IngestError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            // The same buffer again (no read: it holds the line): `line_in_buffer` could not
+            // hand out a borrow of it and still consume the blank lines before.
+            let chunk = self.reader.fill_buf().map_err(read_error(&self.path))?;
             return Ok(Some(Record::Ok(chunk[..len].trim_ascii(), raw)));
         }
         if self.pending.is_some() {
@@ -325,7 +316,11 @@ mod tests {
     use super::*;
 
     fn read(data: &[u8], max: usize) -> Vec<(String, u64, bool)> {
-        let mut r = RecordReader::new(Box::new(io::Cursor::new(data.to_vec())), "t", max, false);
+        read_from(Box::new(io::Cursor::new(data.to_vec())), max)
+    }
+
+    fn read_from(reader: Box<dyn BufRead + Send>, max: usize) -> Vec<(String, u64, bool)> {
+        let mut r = RecordReader::new(reader, "t", max, false);
         collect(&mut r)
             .unwrap()
             .into_iter()
@@ -483,12 +478,7 @@ mod tests {
             let whole = read(data.as_bytes(), max);
             for cap in [1, 2, 7, 16, 33, 64, 1024] {
                 let buffered = io::BufReader::with_capacity(cap, io::Cursor::new(data.clone()));
-                let mut r = RecordReader::new(Box::new(buffered), "t", max, false);
-                let got: Vec<(String, u64, bool)> = collect(&mut r)
-                    .unwrap()
-                    .into_iter()
-                    .map(|(b, p, ok)| (String::from_utf8_lossy(&b).into_owned(), p, ok))
-                    .collect();
+                let got = read_from(Box::new(buffered), max);
                 assert_eq!(got, whole, "buffer of {cap} bytes, cap {max}");
             }
         }
