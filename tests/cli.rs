@@ -30,6 +30,22 @@ fn driftwatch_ok(args: &[&str]) -> Output {
     out
 }
 
+/// A path as a command-line argument.
+fn p(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+/// `driftwatch report least-privilege --state STATE ARGS...`, run by `run` (`driftwatch`, or
+/// `driftwatch_ok` where it must succeed).
+fn least_privilege(state: &Path, args: &[&str], run: fn(&[&str]) -> Output) -> Output {
+    let state = p(state);
+    run(&[
+        &["report", "least-privilege", "--state", state.as_str()][..],
+        args,
+    ]
+    .concat())
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -630,7 +646,6 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
     use driftwatch::decode::time::parse_timestamp_ms;
     let dir = tempfile::tempdir().unwrap();
     let fleet = simulate(dir.path(), 50, 16, 11);
-    let p = |path: &Path| path.to_str().unwrap().to_owned();
     // Days 1-10 and days 11-16 (the simulation starts on a midnight), each log split in two.
     let boundary = driftwatch::tools::simulate::DEFAULT_START_MS + 10 * 86_400_000;
     let (mut first, mut second) = (Vec::new(), Vec::new());
@@ -725,7 +740,6 @@ fn replaying_a_fleet_in_two_periods_with_one_state_file_gives_the_alerts_of_one_
 /// directory and the state file.
 fn replayed_with_state(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let fleet = simulate(dir, 30, 10, 4);
-    let p = |path: &Path| path.to_str().unwrap().to_owned();
     let state = dir.join("engine.state");
     driftwatch_ok(&[
         "replay",
@@ -745,7 +759,6 @@ fn replayed_with_state(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn inspect_shows_what_a_replay_learned_about_an_identity() {
     let dir = tempfile::tempdir().unwrap();
     let (fleet, state) = replayed_with_state(dir.path());
-    let p = |path: &Path| path.to_str().unwrap().to_owned();
     let ct = fleet.join("cloudtrail.jsonl");
     let k8s = fleet.join("k8s-audit.jsonl");
 
@@ -1156,7 +1169,6 @@ fn one_event_stamped_far_in_the_future_does_not_make_the_rest_of_its_input_late(
 #[test]
 fn a_gcp_identity_gets_the_roles_that_cover_the_permissions_its_calls_were_checked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let p = |path: &Path| path.to_str().unwrap().to_owned();
     let sa = "etl@shop-prod.iam.gserviceaccount.com";
     // Two weeks of a nightly ETL job: it reads objects and runs BigQuery jobs (the records name
     // the permissions checked), updates a log sink (a record without authorizationInfo: mapped
@@ -1244,16 +1256,11 @@ fn a_gcp_identity_gets_the_roles_that_cover_the_permissions_its_calls_were_check
     ]);
     let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gcp/roles.json");
     let report = |format: &str| {
-        driftwatch_ok(&[
-            "report",
-            "least-privilege",
-            "--state",
-            &p(&state),
-            "--gcp-roles",
-            &p(&roles),
-            "--format",
-            format,
-        ])
+        least_privilege(
+            &state,
+            &["--gcp-roles", &p(&roles), "--format", format],
+            driftwatch_ok,
+        )
     };
     let reports: Vec<Value> = serde_json::from_slice(&report("json").stdout).unwrap();
     let r = reports.iter().find(|r| r["identity"] == sa).unwrap();
@@ -1322,14 +1329,7 @@ fn a_gcp_identity_gets_the_roles_that_cover_the_permissions_its_calls_were_check
     assert!(table.contains("no permission known (not granted): example.googleapis.com:google.example.v1.Frobnicator.Frob"), "{table}");
 
     // Without a catalogue gcp-iam is refused; a bad catalogue is named with every problem.
-    let out = driftwatch(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--format",
-        "gcp-iam",
-    ]);
+    let out = least_privilege(&state, &["--format", "gcp-iam"], driftwatch);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --gcp-roles"));
     let bad = dir.path().join("bad-roles.json");
@@ -1338,14 +1338,7 @@ fn a_gcp_identity_gets_the_roles_that_cover_the_permissions_its_calls_were_check
         r#"{"roles":[{"name":"roles/x"},{"name":"oops","includedPermissions":[]}]}"#,
     )
     .unwrap();
-    let out = driftwatch(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--gcp-roles",
-        &p(&bad),
-    ]);
+    let out = least_privilege(&state, &["--gcp-roles", &p(&bad)], driftwatch);
     assert_eq!(out.status.code(), Some(2), "a configuration error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -1360,7 +1353,6 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
     use std::collections::BTreeMap;
     let dir = tempfile::tempdir().unwrap();
     let (fleet, state) = replayed_with_state(dir.path());
-    let p = |path: &Path| path.to_str().unwrap().to_owned();
     let ct = fleet.join("cloudtrail.jsonl");
     let k8s = fleet.join("k8s-audit.jsonl");
     // What each identity called, from the input itself.
@@ -1399,14 +1391,7 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
         }
     }
 
-    let out = driftwatch_ok(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--format",
-        "json",
-    ]);
+    let out = least_privilege(&state, &["--format", "json"], driftwatch_ok);
     let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(reports.len() >= 30);
     let (mut aws, mut k8s_sa, mut exact, mut scoped) = (0, 0, 0, 0);
@@ -1531,37 +1516,18 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
         .unwrap()["identity"]
         .as_str()
         .unwrap();
-    let out = driftwatch_ok(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--identity",
-        key,
-        "--format",
-        "aws-iam",
-    ]);
+    let out = least_privilege(
+        &state,
+        &["--identity", key, "--format", "aws-iam"],
+        driftwatch_ok,
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["identity"], key);
-    let out = driftwatch_ok(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--format",
-        "k8s-rbac",
-    ]);
+    let out = least_privilege(&state, &["--format", "k8s-rbac"], driftwatch_ok);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["kind"], "List");
     assert!(!list["items"].as_array().unwrap().is_empty());
-    let out = driftwatch(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--identity",
-        "no-such-identity",
-    ]);
+    let out = least_privilege(&state, &["--identity", "no-such-identity"], driftwatch);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not tracked"));
 
@@ -1601,18 +1567,18 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
     )
     .unwrap();
     let report = |format: &str| {
-        driftwatch_ok(&[
-            "report",
-            "least-privilege",
-            "--state",
-            &p(&state),
-            "--identities",
-            &p(&inv),
-            "--prior-period-days",
-            "1",
-            "--format",
-            format,
-        ])
+        least_privilege(
+            &state,
+            &[
+                "--identities",
+                &p(&inv),
+                "--prior-period-days",
+                "1",
+                "--format",
+                format,
+            ],
+            driftwatch_ok,
+        )
     };
     let reports: Vec<Value> = serde_json::from_slice(&report("json").stdout).unwrap();
     let r = reports.iter().find(|r| r["identity"] == key).unwrap();
@@ -1672,14 +1638,7 @@ fn the_least_privilege_report_lists_exactly_the_actions_each_identity_used_with_
             .any(|l| l.contains("granted iam:CreateUser") && l.contains("UNUSED")),
         "{table}"
     );
-    let out = driftwatch(&[
-        "report",
-        "least-privilege",
-        "--state",
-        &p(&state),
-        "--format",
-        "ocsf",
-    ]);
+    let out = least_privilege(&state, &["--format", "ocsf"], driftwatch);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --identities"));
 
