@@ -25,6 +25,31 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time (user and system, seconds) from `/proc/self/stat`: this process's own, and that of
+/// its children waited for (as a bench spawning the binary needs); `None` off Linux.
+pub fn cpu_seconds() -> Option<CpuSeconds> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: utime, stime,
+    // cutime and cstime are the 14th to 17th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut ticks = rest
+        .split_ascii_whitespace()
+        .skip(11)
+        .map(str::parse::<f64>);
+    let mut next = || ticks.next()?.ok();
+    // Clock ticks: 100 a second on every Linux architecture that Rust's std supports.
+    let own = (next()? + next()?) / 100.0;
+    let children = (next()? + next()?) / 100.0;
+    Some(CpuSeconds { own, children })
+}
+
+/// A reading of [`cpu_seconds`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuSeconds {
+    pub own: f64,
+    pub children: f64,
+}
+
 /// Wall-clock milliseconds since the epoch: for log rate limits and event-time lag, never for
 /// detection (which runs on event time).
 pub fn now_ms() -> i64 {
@@ -84,6 +109,27 @@ mod tests {
         assert!(rss > 1 << 20 && peak >= rss, "{rss} {peak}");
         // A prefix of another field's name is not that field.
         assert_eq!(proc_status_bytes("VmRS"), None);
+    }
+
+    #[test]
+    fn cpu_time_counts_this_process_work_and_its_waited_for_children_apart() {
+        let before = cpu_seconds().expect("Linux");
+        let mut x = 0u64;
+        let spun = std::time::Instant::now();
+        while cpu_seconds().expect("Linux").own < before.own + 0.05 {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            assert!(spun.elapsed().as_secs() < 60, "own CPU time never grew");
+        }
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let after = cpu_seconds().expect("Linux");
+        assert!(after.children > before.children, "{before:?} {after:?}");
+        assert!(after.own >= before.own + 0.05, "{before:?} {after:?}");
     }
 
     #[test]

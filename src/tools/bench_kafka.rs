@@ -110,16 +110,9 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-/// CPU time (user and system) of this process so far, from `/proc/self/stat` (Linux).
+/// CPU time (user and system) of this process so far.
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    // Clock ticks: 100 a second on every Linux architecture that Rust's std supports.
-    Some((utime + stime) / 100.0)
+    crate::telemetry::cpu_seconds().map(|c| c.own)
 }
 
 /// CPU microseconds per record between two readings.
