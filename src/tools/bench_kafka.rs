@@ -324,9 +324,14 @@ pub async fn run(opts: &BenchOptions, rules: Rules) -> anyhow::Result<BenchRepor
 
     // Reference: a consumer that only counts, timed from its first record to its last.
     let group = format!("{service_group}-raw");
-    let raw: StreamConsumer<KafkaContext> =
-        client_config(brokers, Role::Reader { group: &group }, [])
-            .create_with_context(KafkaContext::new("reader"))?;
+    // With the service consumer's fetch backoff: at librdkafka's default (1 s), a reference that
+    // once fills its prefetch queue idles for most of a second, and the ratio measures that.
+    let raw: StreamConsumer<KafkaContext> = client_config(
+        brokers,
+        Role::Reader { group: &group },
+        [("fetch.queue.backoff.ms", "20")],
+    )
+    .create_with_context(KafkaContext::new("reader"))?;
     raw.subscribe(&[input])?;
     let mut seen = 0u64;
     let mut first = None;
