@@ -14,6 +14,10 @@
 //!
 //! `cargo bench --bench memory`
 
+/// The binary's allocator (see `src/main.rs`): RSS per identity depends on it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
