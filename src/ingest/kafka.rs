@@ -10,7 +10,7 @@
 //! dropped from memory for their next owner.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -77,6 +77,12 @@ pub struct Partitions {
     table: Mutex<PartitionTable>,
     /// The table's generation, readable without the lock.
     generation: AtomicU64,
+    /// The group's rebalance protocol as first asked (0: not yet, 1: eager, 2: cooperative).
+    /// librdkafka answers such questions on its group thread and waits without a timeout, so in
+    /// the revocation that closing the consumer raises, once that thread stops serving them,
+    /// asking hangs the close forever (librdkafka issue 4041): the callbacks ask once, at the
+    /// first rebalance, and remember.
+    protocol: AtomicU8,
     policy: RebuildPolicy,
     metrics: Arc<Metrics>,
     state: Box<dyn PartitionState>,
@@ -95,6 +101,7 @@ impl Partitions {
         Partitions {
             table: Mutex::new(PartitionTable::default()),
             generation: AtomicU64::new(0),
+            protocol: AtomicU8::new(0),
             policy,
             metrics,
             state,
@@ -305,6 +312,22 @@ impl Partitions {
         );
     }
 
+    /// Whether the group rebalances cooperatively (incrementally), asked of librdkafka at the
+    /// first rebalance only (see [`Partitions::protocol`]).
+    fn cooperative<C: ConsumerContext>(&self, base: &BaseConsumer<C>) -> bool {
+        match self.protocol.load(Ordering::Acquire) {
+            1 => false,
+            2 => true,
+            _ => {
+                let cooperative =
+                    matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+                self.protocol
+                    .store(if cooperative { 2 } else { 1 }, Ordering::Release);
+                cooperative
+            }
+        }
+    }
+
     /// Revokes every assigned partition (after a failed rebalance), as [`Partitions::revoke`] does.
     fn revoke_all(&self) {
         let mut tpl = TopicPartitionList::new();
@@ -347,7 +370,7 @@ impl ConsumerContext for KafkaContext<Partitions> {
         tpl: &mut TopicPartitionList,
     ) {
         let parts = &self.hooks;
-        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = parts.cooperative(base);
         let kind = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => "assign",
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => "revoke",
@@ -389,7 +412,8 @@ impl ConsumerContext for KafkaContext<Partitions> {
         if let Err(e) = result {
             error!(error = %e, "Applying the new partition assignment failed.");
         }
-        let assigned = base.assignment().map_or(0, |a| a.count());
+        // Counted in the table, not asked of librdkafka (see `Partitions::protocol`).
+        let assigned = parts.lock().assigned().count();
         info!(event = kind, changed = tpl.count(), assigned, "Rebalance.");
         parts
             .metrics
